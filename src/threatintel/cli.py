@@ -1,0 +1,330 @@
+"""The `threatintel` command: a thin Typer adapter around the engine.
+
+Exit codes: 0 done, 1 unexpected failure, 2 bad invocation or no usable input, 3 bad
+configuration, 130 interrupted. Every failure is one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from pydantic import SecretStr
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from threatintel._version import __version__
+from threatintel.engine import Engine
+from threatintel.errors import ConfigError, ThreatIntelError
+from threatintel.indicators import extract
+from threatintel.models import Analysis, Enrichment
+from threatintel.providers import PROVIDERS
+from threatintel.render import RENDERERS, analysis_table, summary_line
+from threatintel.settings import Settings, fingerprint
+
+app = typer.Typer(
+    name="threatintel",
+    help="Find indicators of compromise and enrich them from VirusTotal, OTX, AbuseIPDB "
+    "and IPinfo, with an explainable verdict.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, soft_wrap=False)
+err = Console(stderr=True, highlight=False)
+
+EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG, EXIT_INTERRUPTED = 1, 2, 3, 130
+MAX_INPUT_BYTES = 64 * 1024 * 1024
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    json = "json"
+    jsonl = "jsonl"
+
+
+class ExtractFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    err.print(f"[red]error:[/] {escape(message)}")
+    raise typer.Exit(code)
+
+
+@contextmanager
+def errors_as_exit_codes() -> Iterator[None]:
+    try:
+        yield
+    except ConfigError as exc:
+        fail(str(exc), EXIT_CONFIG)
+    except ThreatIntelError as exc:
+        fail(str(exc), EXIT_USAGE)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def read_input(source: str) -> str:
+    """Read a file, or stdin for '-'; refuse binary floods with one clear line."""
+    if source == "-":
+        data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+        name = "stdin"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            fail(f"cannot read {source}: no such file")
+        try:
+            with path.open("rb") as handle:
+                data = handle.read(MAX_INPUT_BYTES + 1)
+        except OSError as exc:
+            fail(f"cannot read {source}: {exc.strerror or 'I/O error'}")
+        name = source
+    if len(data) > MAX_INPUT_BYTES:
+        fail(f"{name} is larger than {MAX_INPUT_BYTES // (1024 * 1024)} MiB; split it")
+    return data.decode("utf-8", errors="replace")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings.load(**overrides)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_CONFIG)
+
+
+def _progress(total: int) -> tuple[Progress | None, Callable[[Enrichment], None] | None]:
+    if total < 2 or not err.is_terminal:
+        return None, None
+    progress = Progress(
+        TextColumn("analysing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
+    task = progress.add_task("analyse", total=total)
+    return progress, lambda _: progress.advance(task)
+
+
+def run_analysis(
+    settings: Settings,
+    values: list[str],
+    text: str | None,
+    providers: list[str] | None,
+    *,
+    include_raw: bool = False,
+) -> Analysis:
+    async def run() -> Analysis:
+        async with Engine(settings, include_raw=include_raw) as engine:
+            found, _ = engine.collect(values)
+            total = len(found) + (len(extract(text).indicators) if text else 0)
+            progress, hook = _progress(total)
+            try:
+                if progress is not None:
+                    progress.start()
+                analysis = await engine.analyze(values, providers=providers, on_result=hook)
+                if text is not None:
+                    more = await engine.analyze_text(text, providers=providers, on_result=hook)
+                    analysis = merge(analysis, more)
+            finally:
+                if progress is not None:
+                    progress.stop()
+            return analysis
+
+    return asyncio.run(run())
+
+
+def merge(first: Analysis, second: Analysis) -> Analysis:
+    """Join the analyses of explicit values and of a file, keeping the first of duplicates."""
+    seen = {e.indicator for e in first.enrichments}
+    return first.model_copy(
+        update={
+            "enrichments": first.enrichments
+            + [e for e in second.enrichments if e.indicator not in seen],
+            "rejected": first.rejected + second.rejected,
+            "finished_at": second.finished_at,
+        }
+    )
+
+
+def emit(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror or 'I/O error'}", EXIT_FAILURE)
+    err.print(f"wrote {escape(str(output))}")
+
+
+def show(
+    analysis: Analysis, fmt: OutputFormat, output: Path | None, title: str | None = None
+) -> None:
+    if fmt is OutputFormat.table and output is None:
+        out.print(analysis_table(analysis, title=title))
+        out.print(summary_line(analysis))
+        for item in analysis.rejected:
+            err.print(f"skipped {escape(item.candidate)}: {escape(item.reason)}")
+        return
+    emit(RENDERERS[fmt.value](analysis), output)
+
+
+ProvidersOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--providers",
+        "-p",
+        help=f"Sources to ask (repeat or comma-separate): {', '.join(PROVIDERS)}. Default: all.",
+    ),
+]
+
+
+@app.command()
+def analyze(
+    values: Annotated[
+        list[str] | None,
+        typer.Argument(help="Indicators (defanged is fine): IP, domain, URL, hash."),
+    ] = None,
+    file: Annotated[
+        str | None,
+        typer.Option("--file", "-f", help="Read free text from FILE ('-' for stdin)."),
+    ] = None,
+    fmt: Annotated[
+        OutputFormat, typer.Option("--format", help="Output format.")
+    ] = OutputFormat.table,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file.")] = None,
+    providers: ProvidersOption = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Include vendors' raw bodies (JSON).")] = False,
+) -> None:
+    """Analyse indicators given as arguments, in a file, or on stdin."""
+    values = list(values or [])
+    if values == ["-"] and file is None:
+        values, file = [], "-"
+    text = read_input(file) if file is not None else None
+    if not values and text is None:
+        fail("give indicators as arguments, or --file FILE, or --file - for stdin")
+    selected = [p for item in providers or [] for p in item.split(",") if p.strip()] or None
+    settings = load_settings()
+    with errors_as_exit_codes():
+        analysis = run_analysis(settings, values, text, selected, include_raw=raw)
+    if not analysis.enrichments:
+        reasons = "; ".join(f"{r.candidate}: {r.reason}" for r in analysis.rejected[:3])
+        fail("no indicators found in the input" + (f" ({reasons})" if reasons else ""))
+    show(analysis, fmt, output)
+
+
+@app.command("extract")
+def extract_command(
+    source: Annotated[str, typer.Argument(help="A file of free text, or '-' for stdin.")] = "-",
+    fmt: Annotated[ExtractFormat, typer.Option("--format", help="Output format.")] = (
+        ExtractFormat.text
+    ),
+) -> None:
+    """Print the indicators found in free text (refanged and normalised)."""
+    extraction = extract(read_input(source))
+    if not extraction.indicators and not extraction.rejected:
+        fail("no indicators found in the input")
+    if fmt is ExtractFormat.json:
+        sys.stdout.write(extraction.model_dump_json(indent=2) + "\n")
+        return
+    for indicator in extraction.indicators:
+        sys.stdout.write(f"{indicator.type.value}\t{indicator.value}\n")
+    for item in extraction.rejected:
+        err.print(f"skipped {escape(item.candidate)}: {escape(item.reason)}")
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return fingerprint(value)
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    return value
+
+
+@app.command()
+def config(
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Show the effective configuration; API keys appear only as fingerprints."""
+    settings = load_settings()
+    shown = {name.upper(): _masked(getattr(settings, name)) for name in type(settings).model_fields}
+    shown["SCORING"] = settings.scoring.model_dump()
+    if as_json:
+        sys.stdout.write(json.dumps(shown, indent=2, default=str) + "\n")
+        return
+    for name, value in shown.items():
+        if isinstance(value, list):
+            value = ", ".join(str(v) for v in value) or "(not set)"
+        out.print(f"{name} = {escape(str(value))}")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    sys.stdout.write(f"threatintel {__version__}\n")
+
+
+@app.command()
+def demo(
+    fmt: Annotated[
+        OutputFormat, typer.Option("--format", help="Output format.")
+    ] = OutputFormat.table,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file.")] = None,
+) -> None:
+    """Analyse a bundled sample against the built-in simulator: no keys, no network."""
+    from threatintel.simulator import demo_sample, demo_settings, running_simulator
+
+    sample = demo_sample()
+    err.print(
+        "[bold]Demo:[/] every answer below comes from threatintel's built-in SIMULATOR of "
+        "VirusTotal, OTX, AbuseIPDB and IPinfo on 127.0.0.1 - not from the real services."
+    )
+    with running_simulator() as sim, errors_as_exit_codes():
+        settings = demo_settings(sim)
+        analysis = run_analysis(settings, [], sample, None)
+    show(analysis, fmt, output, title="threatintel demo (simulated sources)")
+
+
+@app.command()
+def simulate(
+    host: Annotated[str, typer.Option(help="Loopback address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8900,
+    scenario: Annotated[
+        Path | None, typer.Option(help="Scenario TOML file (truth per indicator).")
+    ] = None,
+) -> None:
+    """Run the simulator of the four services on loopback (for demos and tests)."""
+    from threatintel.simulator import serve
+
+    err.print(
+        f"simulating VirusTotal, OTX, AbuseIPDB and IPinfo on http://{host}:{port}; "
+        "point *_BASE_URL at it (see README). Ctrl-C stops."
+    )
+    try:
+        serve(host=host, port=port, scenario=scenario)
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(EXIT_INTERRUPTED)

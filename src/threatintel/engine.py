@@ -1,0 +1,328 @@
+"""The engine: dedupe, pick providers, fan out, merge into explainable enrichments.
+
+    async with Engine.from_settings() as engine:
+        analysis = await engine.analyze(["hxxp://evil[.]com/x", "8.8.8.8"])
+        analysis = await engine.analyze_text(pasted_report)
+
+It knows nothing of the CLI, MCP or HTTP. Every provider failure becomes a status in the answer;
+only ConfigError (bad settings, unknown provider name) escapes. ``_lookup_source`` is the one
+place each provider call passes through, so caching, coalescing, rate limiting, retries and
+circuit breaking wrap it without the providers knowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol
+
+import httpx
+
+from threatintel._version import __version__
+from threatintel.errors import ConfigError, InvalidIndicator, ProviderError, RateLimited
+from threatintel.indicators import extract, non_public_reason, parse_indicator
+from threatintel.models import (
+    Analysis,
+    Enrichment,
+    Indicator,
+    Rejected,
+    SourceResult,
+    SourceStatus,
+    utcnow,
+)
+from threatintel.providers import PROVIDERS, AbuseIPDB, HttpProvider, Provider
+from threatintel.scoring import score
+from threatintel.settings import Settings
+
+logger = logging.getLogger("threatintel.engine")
+
+USER_AGENT = f"threatintel/{__version__}"
+
+
+@dataclass(frozen=True, slots=True)
+class LookupEvent:
+    """One provider call as seen by the engine, for logs and metrics hooks."""
+
+    provider: str
+    indicator_type: str
+    status: SourceStatus
+    duration: float
+    cached: bool = False
+
+
+class LookupHook(Protocol):
+    def __call__(self, event: LookupEvent) -> None: ...
+
+
+#: Called with each enrichment as soon as it is complete (progress bars, streaming output).
+ResultHook = Callable[[Enrichment], None]
+
+
+def build_client(settings: Settings) -> httpx.AsyncClient:
+    """The one pooled HTTP client for the process.
+
+    ``trust_env`` (httpx's default) makes it honour HTTPS_PROXY / NO_PROXY and SSL_CERT_FILE,
+    as corporate proxies and TLS inspection require.
+    """
+    return httpx.AsyncClient(
+        timeout=settings.request_timeout,
+        limits=httpx.Limits(
+            max_connections=max(10, settings.max_workers * 2),
+            max_keepalive_connections=max(10, settings.max_workers),
+        ),
+        headers={"user-agent": USER_AGENT},
+        follow_redirects=False,
+        trust_env=True,
+    )
+
+
+def build_providers(
+    settings: Settings, client: httpx.AsyncClient, *, include_raw: bool = False
+) -> dict[str, HttpProvider]:
+    providers: dict[str, HttpProvider] = {}
+    for name, cls in PROVIDERS.items():
+        kwargs: dict[str, object] = {}
+        if cls is AbuseIPDB:
+            kwargs["max_age_days"] = settings.abuseipdb_max_age_days
+        providers[name] = cls(
+            client,
+            settings.base_url(name),
+            timeout=settings.request_timeout,
+            include_raw=include_raw,
+            **kwargs,  # type: ignore[arg-type]
+        )
+    return providers
+
+
+class Engine:
+    """Analyse indicators against every configured source. Use as an async context manager."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client: httpx.AsyncClient | None = None,
+        providers: Mapping[str, Provider] | None = None,
+        include_raw: bool = False,
+        on_lookup: LookupHook | None = None,
+    ) -> None:
+        self.settings = settings
+        self._owns_client = client is None
+        self.client = client if client is not None else build_client(settings)
+        self.providers: dict[str, Provider] = dict(
+            providers
+            if providers is not None
+            else build_providers(settings, self.client, include_raw=include_raw)
+        )
+        self._on_lookup = on_lookup
+        self._workers = asyncio.Semaphore(settings.max_workers)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, **kwargs: object) -> Engine:
+        return cls(settings if settings is not None else Settings.load(), **kwargs)  # type: ignore[arg-type]
+
+    async def __aenter__(self) -> Engine:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self.client.aclose()
+
+    # --- inputs ---------------------------------------------------------------------------
+    def select(self, names: Sequence[str] | None) -> list[str]:
+        """Validate a provider selection; None means all of them, in registry order."""
+        if not names:
+            return list(self.providers)
+        wanted = [n.strip().lower() for n in names if n.strip()]
+        unknown = [n for n in wanted if n not in self.providers]
+        if unknown:
+            raise ConfigError(
+                f"unknown provider {unknown[0]!r}; choose from {', '.join(self.providers)}"
+            )
+        return [n for n in self.providers if n in wanted]
+
+    @staticmethod
+    def collect(values: Iterable[str]) -> tuple[dict[Indicator, list[str]], list[Rejected]]:
+        """Parse explicit values (each may be defanged, or a pasted line holding several)."""
+        found: dict[Indicator, list[str]] = {}
+        rejected: list[Rejected] = []
+        for raw in values:
+            if not raw.strip():
+                continue
+            try:
+                indicator = parse_indicator(raw)
+            except InvalidIndicator as exc:
+                extraction = extract(raw)
+                if not extraction.indicators:
+                    rejected.append(Rejected(candidate=raw.strip()[:200], reason=exc.reason))
+                    continue
+                for found_indicator in extraction.indicators:
+                    found.setdefault(found_indicator, []).append(raw.strip()[:200])
+                rejected.extend(extraction.rejected)
+                continue
+            found.setdefault(indicator, []).append(raw.strip()[:200])
+        return found, rejected
+
+    # --- the public verbs ------------------------------------------------------------------
+    async def analyze(
+        self,
+        values: Iterable[str],
+        *,
+        providers: Sequence[str] | None = None,
+        on_result: ResultHook | None = None,
+    ) -> Analysis:
+        """Analyse explicit values (raw, defanged, or pasted lines)."""
+        found, rejected = self.collect(values)
+        return await self._analyze(found, rejected, providers, on_result)
+
+    async def analyze_text(
+        self,
+        text: str,
+        *,
+        providers: Sequence[str] | None = None,
+        on_result: ResultHook | None = None,
+    ) -> Analysis:
+        """Analyse every indicator found in free text (a report, an email, a log)."""
+        extraction = extract(text)
+        found: dict[Indicator, list[str]] = {i: [] for i in extraction.indicators}
+        return await self._analyze(found, list(extraction.rejected), providers, on_result)
+
+    async def enrich(
+        self, indicator: Indicator, *, providers: Sequence[str] | None = None
+    ) -> Enrichment:
+        return await self._enrich(indicator, [], self.select(providers))
+
+    async def _analyze(
+        self,
+        found: dict[Indicator, list[str]],
+        rejected: list[Rejected],
+        providers: Sequence[str] | None,
+        on_result: ResultHook | None = None,
+    ) -> Analysis:
+        names = self.select(providers)
+
+        async def enrich(indicator: Indicator, inputs: list[str]) -> Enrichment:
+            enrichment = await self._enrich(indicator, inputs, names)
+            if on_result is not None:
+                on_result(enrichment)
+            return enrichment
+
+        started = utcnow()
+        items = list(found.items())
+        enrichments: list[Enrichment] = []
+        # Chunks keep the number of live tasks bounded on very large inputs.
+        size = self.settings.batch_size
+        for start in range(0, len(items), size):
+            chunk = items[start : start + size]
+            enrichments.extend(await asyncio.gather(*(enrich(ind, raw) for ind, raw in chunk)))
+        return Analysis(
+            enrichments=enrichments,
+            rejected=_dedupe_rejected(rejected),
+            providers=names,
+            started_at=started,
+            finished_at=utcnow(),
+        )
+
+    async def _enrich(
+        self, indicator: Indicator, inputs: list[str], names: list[str]
+    ) -> Enrichment:
+        results = await asyncio.gather(*(self._source(n, indicator) for n in names))
+        sources = {result.source: result for result in results}
+        verdict = score(indicator, sources, self.settings.scoring)
+        return Enrichment(indicator=indicator, inputs=inputs, sources=sources, verdict=verdict)
+
+    async def _source(self, name: str, indicator: Indicator) -> SourceResult:
+        """Decide whether to ask a provider at all, then ask it."""
+        provider = self.providers[name]
+        if not indicator.queryable or indicator.type not in provider.supports:
+            return SourceResult(
+                source=name,
+                status=SourceStatus.NOT_APPLICABLE,
+                message=f"{provider.title} does not look up {indicator.type.value} indicators",
+            )
+        if not self.settings.query_private:
+            reason = non_public_reason(indicator, self.settings.internal_domains)
+            if reason:
+                return SourceResult(
+                    source=name,
+                    status=SourceStatus.NOT_QUERIED_PRIVATE,
+                    message=f"not sent to third parties: {reason}",
+                )
+        keys = self.settings.api_keys(name)
+        if provider.requires_key and not keys:
+            return SourceResult(
+                source=name,
+                status=SourceStatus.NOT_CONFIGURED,
+                message=f"no {name.upper()}_API_KEY configured",
+            )
+        key = keys[0].get_secret_value() if keys else None
+        async with self._workers:
+            return await self._lookup_source(provider, indicator, key)
+
+    async def _lookup_source(
+        self, provider: Provider, indicator: Indicator, api_key: str | None
+    ) -> SourceResult:
+        """The single seam every provider call passes through."""
+        started = time.perf_counter()
+        try:
+            result = await provider.lookup(indicator, api_key)
+        except ProviderError as exc:
+            result = failure_result(provider.name, exc)
+        except Exception as exc:  # a bug in a parser must not sink the batch
+            logger.error(
+                "%s lookup failed unexpectedly (%s)",
+                provider.name,
+                type(exc).__name__,
+                exc_info=logger.isEnabledFor(logging.DEBUG),
+            )
+            result = SourceResult(
+                source=provider.name, status=SourceStatus.ERROR, message="internal error"
+            )
+        if self._on_lookup is not None:
+            self._on_lookup(
+                LookupEvent(
+                    provider=provider.name,
+                    indicator_type=indicator.type.value,
+                    status=result.status,
+                    duration=time.perf_counter() - started,
+                    cached=result.cached,
+                )
+            )
+        return result
+
+
+def failure_result(provider: str, exc: ProviderError) -> SourceResult:
+    """A ProviderError as data: its status, its safe message, and when to come back."""
+    retry_after = reset_at = None
+    if isinstance(exc, RateLimited):
+        retry_after, reset_at = exc.retry_after, exc.reset_at
+    return SourceResult(
+        source=provider,
+        status=exc.status,
+        message=exc.message,
+        retry_after=retry_after,
+        reset_at=reset_at,
+    )
+
+
+def _dedupe_rejected(rejected: list[Rejected]) -> list[Rejected]:
+    seen: set[tuple[str, str]] = set()
+    out: list[Rejected] = []
+    for item in rejected:
+        key = (item.candidate, item.reason)
+        if key not in seen:
+            seen.add(key)
+            out.append(item)
+    return out

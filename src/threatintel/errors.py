@@ -1,0 +1,133 @@
+"""The exception tree.
+
+    ThreatIntelError                 catch-all for callers of the library
+    ├── ConfigError                  bad setting or missing dependency: fail fast at start-up
+    ├── InvalidIndicator             input could not be classified (exit 2 / HTTP 400 / ToolError)
+    ├── NoIndicators                 an input held nothing to analyse
+    ├── ProviderError                raised in providers; the engine makes it a SourceStatus
+    │   ├── AuthenticationFailed     401/403: the key is wrong or not allowed      → auth_failed
+    │   ├── RateLimited              429 on a short window; retry_after known     → rate_limited
+    │   │   └── QuotaExhausted       a daily/monthly quota is spent; reset_at     → quota_exhausted
+    │   ├── BadRequest               400/422: the vendor refused the indicator    → error
+    │   ├── UpstreamError            5xx, unexpected status, malformed body       → error
+    │   ├── ConnectionFailed         connect error, reset, protocol error         → error
+    │   ├── ProviderTimeout          no answer within REQUEST_TIMEOUT             → timeout
+    │   └── CircuitOpen              the breaker refused the call                 → circuit_open
+    └── CacheError                   a cache backend failed; the engine logs it and goes on uncached
+
+Only ConfigError, InvalidIndicator and NoIndicators reach callers of Engine.analyze(); every
+ProviderError becomes a status in the answer. Messages are written for humans and are safe to
+show: they never carry an API key, a URL with credentials or a vendor's raw body.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar
+
+from threatintel.models import SourceStatus
+
+
+class ThreatIntelError(Exception):
+    """Base class of every error threatintel raises on purpose."""
+
+
+class ConfigError(ThreatIntelError):
+    """A setting is invalid or a required piece is missing."""
+
+
+class InvalidIndicator(ThreatIntelError):
+    """The input is not an indicator we can classify."""
+
+    def __init__(self, value: str, reason: str) -> None:
+        self.value = value
+        self.reason = reason
+        shown = value if len(value) <= 80 else value[:77] + "..."
+        super().__init__(f"{shown!r} is not a usable indicator: {reason}")
+
+
+class NoIndicators(ThreatIntelError):
+    """The input held no indicator at all."""
+
+
+class ProviderError(ThreatIntelError):
+    """A provider call failed; ``status`` says how the result reports it."""
+
+    status: ClassVar[SourceStatus] = SourceStatus.ERROR
+
+    def __init__(
+        self,
+        provider: str,
+        message: str,
+        *,
+        status_code: int | None = None,
+        error_code: str | None = None,
+    ) -> None:
+        self.provider = provider
+        self.status_code = status_code
+        self.error_code = error_code
+        super().__init__(message)
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class AuthenticationFailed(ProviderError):
+    """The vendor rejected the key (missing, wrong, revoked, or not entitled)."""
+
+    status = SourceStatus.AUTH_FAILED
+
+
+class RateLimited(ProviderError):
+    """The vendor throttled us on a short window; ``retry_after`` seconds, when known."""
+
+    status = SourceStatus.RATE_LIMITED
+
+    def __init__(
+        self,
+        provider: str,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        reset_at: datetime | None = None,
+        status_code: int | None = 429,
+        error_code: str | None = None,
+    ) -> None:
+        super().__init__(provider, message, status_code=status_code, error_code=error_code)
+        self.retry_after = retry_after
+        self.reset_at = reset_at
+
+
+class QuotaExhausted(RateLimited):
+    """A long-window (daily/monthly) quota is spent; ``reset_at`` says when it comes back."""
+
+    status = SourceStatus.QUOTA_EXHAUSTED
+
+
+class BadRequest(ProviderError):
+    """The vendor refused the request as malformed (400/422)."""
+
+
+class UpstreamError(ProviderError):
+    """The vendor answered with a server error, an unexpected status or an unreadable body."""
+
+
+class ConnectionFailed(ProviderError):
+    """The connection could not be made or broke mid-answer."""
+
+
+class ProviderTimeout(ProviderError):
+    """No complete answer within the request timeout."""
+
+    status = SourceStatus.TIMEOUT
+
+
+class CircuitOpen(ProviderError):
+    """The provider's circuit breaker is open; the call was not made."""
+
+    status = SourceStatus.CIRCUIT_OPEN
+
+
+class CacheError(ThreatIntelError):
+    """A cache backend failed."""

@@ -1,0 +1,123 @@
+"""Configuration from the environment and from ``./.env``.
+
+The variable names are a public contract (users have them in .env files, compose files and
+Kubernetes manifests): VIRUSTOTAL_API_KEY, OTX_API_KEY, ABUSEIPDB_API_KEY, IPINFO_API_KEY,
+CACHE_TTL, MAX_RETRIES, REQUEST_TIMEOUT, VIRUSTOTAL_RATE_LIMIT (per minute), OTX_RATE_LIMIT
+(per hour), ABUSEIPDB_RATE_LIMIT (per day), MAX_WORKERS, BATCH_SIZE, COMPRESS_RESPONSES.
+
+    settings = Settings.load()                    # environment + ./.env, ConfigError if invalid
+    settings = Settings.load(VIRUSTOTAL_API_KEY="k1,k2", QUERY_PRIVATE=True)   # overrides
+
+Only ``./.env`` is read, never a parent directory or $HOME: a stray file elsewhere must not
+change which keys a process uses. API keys are SecretStr and accept several keys separated by
+commas.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from threatintel.errors import ConfigError
+from threatintel.scoring import ScoringPolicy
+
+DEFAULT_VIRUSTOTAL_BASE_URL = "https://www.virustotal.com/api/v3"
+DEFAULT_OTX_BASE_URL = "https://otx.alienvault.com/api/v1"
+DEFAULT_ABUSEIPDB_BASE_URL = "https://api.abuseipdb.com/api/v2"
+DEFAULT_IPINFO_BASE_URL = "https://ipinfo.io"
+DEFAULT_INTERNAL_DOMAINS = (".local", ".internal", ".lan", ".home.arpa")
+
+Keys = Annotated[list[SecretStr], NoDecode]
+Suffixes = Annotated[list[str], NoDecode]
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        env_nested_delimiter="__",
+        frozen=True,
+    )
+
+    # --- provider keys (comma-separated for several keys) and endpoints -------------------
+    virustotal_api_key: Keys = Field(default_factory=list)
+    otx_api_key: Keys = Field(default_factory=list)
+    abuseipdb_api_key: Keys = Field(default_factory=list)
+    ipinfo_api_key: Keys = Field(default_factory=list)
+    virustotal_base_url: str = DEFAULT_VIRUSTOTAL_BASE_URL
+    otx_base_url: str = DEFAULT_OTX_BASE_URL
+    abuseipdb_base_url: str = DEFAULT_ABUSEIPDB_BASE_URL
+    ipinfo_base_url: str = DEFAULT_IPINFO_BASE_URL
+
+    # --- request behaviour -----------------------------------------------------------------
+    request_timeout: float = Field(default=10.0, gt=0, le=300)
+    max_retries: int = Field(default=3, ge=0, le=20)
+    max_workers: int = Field(default=10, ge=1, le=1000)
+    batch_size: int = Field(default=100, ge=1, le=100_000)
+    cache_ttl: int = Field(default=86_400, ge=0)
+    compress_responses: bool = True
+
+    # --- quotas (the seed's windows; further windows come with the resilience layer) ----
+    virustotal_rate_limit: int = Field(default=4, ge=1, description="per minute")
+    otx_rate_limit: int = Field(default=1_000, ge=1, description="per hour")
+    abuseipdb_rate_limit: int = Field(default=1_000, ge=1, description="per day")
+    ipinfo_rate_limit: int = Field(default=50_000, ge=1, description="per month")
+
+    # --- scope ----------------------------------------------------------------------------
+    query_private: bool = False
+    internal_domains: Suffixes = Field(default_factory=lambda: list(DEFAULT_INTERNAL_DOMAINS))
+    abuseipdb_max_age_days: int = Field(default=90, ge=1, le=365)
+
+    # --- verdicts -------------------------------------------------------------------------
+    scoring: ScoringPolicy = Field(default_factory=ScoringPolicy)
+
+    _split_keys = field_validator(
+        "virustotal_api_key",
+        "otx_api_key",
+        "abuseipdb_api_key",
+        "ipinfo_api_key",
+        "internal_domains",
+        mode="before",
+    )(_split_commas)
+
+    @field_validator("internal_domains")
+    @classmethod
+    def _normalise_suffixes(cls, value: list[str]) -> list[str]:
+        return ["." + s.strip().lower().strip(".") for s in value if s.strip().strip(".")]
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """Read the environment and ./.env; raise ConfigError naming each bad variable."""
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            problems = []
+            for err in exc.errors(include_input=False, include_url=False):
+                name = "__".join(str(p) for p in err["loc"]).upper() or "settings"
+                problems.append(f"{name}: {err['msg']}")
+            raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+
+    def api_keys(self, provider: str) -> list[SecretStr]:
+        keys: list[SecretStr] = getattr(self, f"{provider}_api_key")
+        return keys
+
+    def base_url(self, provider: str) -> str:
+        url: str = getattr(self, f"{provider}_base_url")
+        return url.rstrip("/")
+
+
+def fingerprint(key: SecretStr | str) -> str:
+    """A short, stable, non-reversible name for a key: safe for logs, metrics and cache keys."""
+    raw = key.get_secret_value() if isinstance(key, SecretStr) else key
+    return "key:" + hashlib.sha256(raw.encode()).hexdigest()[:10]
