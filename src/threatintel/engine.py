@@ -35,6 +35,7 @@ from threatintel.models import (
     utcnow,
 )
 from threatintel.providers import PROVIDERS, AbuseIPDB, HttpProvider, Provider
+from threatintel.resilience import CircuitBreaker, Clock
 from threatintel.scoring import score
 from threatintel.settings import Settings
 
@@ -93,7 +94,7 @@ def build_providers(
             settings.base_url(name),
             timeout=settings.request_timeout,
             include_raw=include_raw,
-            **kwargs,  # type: ignore[arg-type]
+            **kwargs,
         )
     return providers
 
@@ -109,6 +110,7 @@ class Engine:
         providers: Mapping[str, Provider] | None = None,
         include_raw: bool = False,
         on_lookup: LookupHook | None = None,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.settings = settings
         self._owns_client = client is None
@@ -119,6 +121,15 @@ class Engine:
             else build_providers(settings, self.client, include_raw=include_raw)
         )
         self._on_lookup = on_lookup
+        self.breakers = {
+            name: CircuitBreaker(
+                name,
+                failure_threshold=settings.circuit_failure_threshold,
+                reset_after=settings.circuit_reset_after,
+                clock=clock,
+            )
+            for name in self.providers
+        }
         self._workers = asyncio.Semaphore(settings.max_workers)
 
     @classmethod
@@ -277,7 +288,8 @@ class Engine:
         """The single seam every provider call passes through."""
         started = time.perf_counter()
         try:
-            result = await provider.lookup(indicator, api_key)
+            async with self.breakers[provider.name]:
+                result = await provider.lookup(indicator, api_key)
         except ProviderError as exc:
             result = failure_result(provider.name, exc)
         except Exception as exc:  # a bug in a parser must not sink the batch
@@ -305,15 +317,12 @@ class Engine:
 
 def failure_result(provider: str, exc: ProviderError) -> SourceResult:
     """A ProviderError as data: its status, its safe message, and when to come back."""
-    retry_after = reset_at = None
-    if isinstance(exc, RateLimited):
-        retry_after, reset_at = exc.retry_after, exc.reset_at
     return SourceResult(
         source=provider,
         status=exc.status,
         message=exc.message,
-        retry_after=retry_after,
-        reset_at=reset_at,
+        retry_after=exc.retry_after,
+        reset_at=exc.reset_at if isinstance(exc, RateLimited) else None,
     )
 
 

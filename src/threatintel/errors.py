@@ -62,10 +62,12 @@ class ProviderError(ThreatIntelError):
         *,
         status_code: int | None = None,
         error_code: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         self.provider = provider
         self.status_code = status_code
         self.error_code = error_code
+        self.retry_after = retry_after
         super().__init__(message)
 
     @property
@@ -94,8 +96,13 @@ class RateLimited(ProviderError):
         status_code: int | None = 429,
         error_code: str | None = None,
     ) -> None:
-        super().__init__(provider, message, status_code=status_code, error_code=error_code)
-        self.retry_after = retry_after
+        super().__init__(
+            provider,
+            message,
+            status_code=status_code,
+            error_code=error_code,
+            retry_after=retry_after,
+        )
         self.reset_at = reset_at
 
 

@@ -19,7 +19,7 @@ import hashlib
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from threatintel.errors import ConfigError
 from threatintel.scoring import ScoringPolicy
@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     cache_ttl: int = Field(default=86_400, ge=0)
     compress_responses: bool = True
 
+    circuit_failure_threshold: int = Field(default=5, ge=1, le=1000)
+    circuit_reset_after: float = Field(default=60.0, gt=0, le=86_400)
+
     # --- quotas (the seed's windows; further windows come with the resilience layer) ----
     virustotal_rate_limit: int = Field(default=4, ge=1, description="per minute")
     otx_rate_limit: int = Field(default=1_000, ge=1, description="per hour")
@@ -107,6 +110,9 @@ class Settings(BaseSettings):
                 name = "__".join(str(p) for p in err["loc"]).upper() or "settings"
                 problems.append(f"{name}: {err['msg']}")
             raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+        except SettingsError as exc:
+            # Raised when a complex value (a JSON list, say) cannot be decoded at all.
+            raise ConfigError(f"invalid configuration: {exc}") from None
 
     def api_keys(self, provider: str) -> list[SecretStr]:
         keys: list[SecretStr] = getattr(self, f"{provider}_api_key")

@@ -1,0 +1,117 @@
+"""Resilience primitives: each one small class with one verb and an injectable clock.
+
+    breaker = CircuitBreaker("virustotal", failure_threshold=5, reset_after=60.0)
+    async with breaker:            # raises CircuitOpen while open; records the outcome
+        result = await provider.lookup(indicator, key)
+
+A breaker counts consecutive failures that say the provider itself is unwell (timeouts,
+connection failures, 5xx). After ``failure_threshold`` of them it opens: calls fail fast with
+CircuitOpen for ``reset_after`` seconds. Then one probe is let through (half-open): success
+closes it, failure opens it again. Answers such as "not found", a bad request or a rejected key
+say nothing about the provider's health and do not move it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from enum import StrEnum
+from types import TracebackType
+
+from threatintel.errors import CircuitOpen, ConnectionFailed, ProviderTimeout, UpstreamError
+
+Clock = Callable[[], float]
+
+DEFAULT_FAILURE_THRESHOLD = 5
+DEFAULT_RESET_AFTER = 60.0
+
+#: The failures that count against a provider's health.
+TRIPPING_ERRORS: tuple[type[BaseException], ...] = (
+    ProviderTimeout,
+    ConnectionFailed,
+    UpstreamError,
+)
+
+
+class BreakerState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class CircuitBreaker:
+    """Fail fast while a provider is down; probe once after a cool-down."""
+
+    __slots__ = (
+        "_clock",
+        "_failures",
+        "_opened_at",
+        "_probing",
+        "failure_threshold",
+        "provider",
+        "reset_after",
+    )
+
+    def __init__(
+        self,
+        provider: str,
+        *,
+        failure_threshold: int = DEFAULT_FAILURE_THRESHOLD,
+        reset_after: float = DEFAULT_RESET_AFTER,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        if failure_threshold < 1:
+            raise ValueError("failure_threshold must be at least 1")
+        if reset_after <= 0:
+            raise ValueError("reset_after must be positive")
+        self.provider = provider
+        self.failure_threshold = failure_threshold
+        self.reset_after = reset_after
+        self._clock = clock
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._probing = False
+
+    @property
+    def state(self) -> BreakerState:
+        if self._opened_at is None:
+            return BreakerState.CLOSED
+        if self._clock() - self._opened_at >= self.reset_after:
+            return BreakerState.HALF_OPEN
+        return BreakerState.OPEN
+
+    @property
+    def retry_after(self) -> float:
+        """Seconds until the breaker lets a probe through (0 when closed)."""
+        if self._opened_at is None:
+            return 0.0
+        return max(0.0, self.reset_after - (self._clock() - self._opened_at))
+
+    async def __aenter__(self) -> CircuitBreaker:
+        state = self.state
+        if state is BreakerState.OPEN or (state is BreakerState.HALF_OPEN and self._probing):
+            raise CircuitOpen(
+                self.provider,
+                f"{self.provider}: circuit open after repeated failures; "
+                f"retrying in {self.retry_after:.0f}s",
+                retry_after=self.retry_after,
+            )
+        if state is BreakerState.HALF_OPEN:
+            self._probing = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._probing = False
+        if exc is None:
+            self._failures = 0
+            self._opened_at = None
+        elif isinstance(exc, TRIPPING_ERRORS):
+            self._failures += 1
+            if self._opened_at is not None or self._failures >= self.failure_threshold:
+                self._opened_at = self._clock()
+        # Any other error (bad request, auth, quota) leaves the health record as it was.

@@ -1,0 +1,93 @@
+"""Circuit breaker behaviour, driven by an injected clock (no test sleeps)."""
+
+from __future__ import annotations
+
+import pytest
+
+from threatintel.errors import (
+    AuthenticationFailed,
+    CircuitOpen,
+    ConnectionFailed,
+    ProviderTimeout,
+    UpstreamError,
+)
+from threatintel.resilience import BreakerState, CircuitBreaker
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def fail_with(breaker: CircuitBreaker, exc: Exception) -> None:
+    with pytest.raises(type(exc)):
+        async with breaker:
+            raise exc
+
+
+async def test_opens_after_threshold_consecutive_failures() -> None:
+    """Three tripping failures in a row open a breaker with threshold 3; calls then fail fast."""
+    clock = FakeClock()
+    breaker = CircuitBreaker("vt", failure_threshold=3, reset_after=30, clock=clock)
+    for exc in (ProviderTimeout("vt", "t"), ConnectionFailed("vt", "c")):
+        await fail_with(breaker, exc)
+        assert breaker.state is BreakerState.CLOSED
+    await fail_with(breaker, UpstreamError("vt", "5xx"))
+    assert breaker.state is BreakerState.OPEN
+    with pytest.raises(CircuitOpen) as caught:
+        async with breaker:
+            pytest.fail("an open breaker must not run the call")
+    assert caught.value.retry_after == pytest.approx(30)
+
+
+async def test_success_resets_the_failure_count() -> None:
+    """A success between failures means the run of failures starts again."""
+    breaker = CircuitBreaker("vt", failure_threshold=2, clock=FakeClock())
+    await fail_with(breaker, ProviderTimeout("vt", "t"))
+    async with breaker:
+        pass
+    await fail_with(breaker, ProviderTimeout("vt", "t"))
+    assert breaker.state is BreakerState.CLOSED
+
+
+async def test_non_health_errors_do_not_trip() -> None:
+    """A rejected key says nothing about the provider's health and never opens the breaker."""
+    breaker = CircuitBreaker("vt", failure_threshold=1, clock=FakeClock())
+    await fail_with(breaker, AuthenticationFailed("vt", "bad key"))
+    assert breaker.state is BreakerState.CLOSED
+
+
+async def test_half_open_lets_one_probe_and_closes_on_success() -> None:
+    """After the cool-down one probe passes, concurrent calls still fail fast, success closes."""
+    clock = FakeClock()
+    breaker = CircuitBreaker("vt", failure_threshold=1, reset_after=10, clock=clock)
+    await fail_with(breaker, ProviderTimeout("vt", "t"))
+    clock.now += 10
+    assert breaker.state is BreakerState.HALF_OPEN
+    async with breaker:
+        with pytest.raises(CircuitOpen):
+            async with breaker:
+                pass
+    assert breaker.state is BreakerState.CLOSED
+
+
+async def test_failed_probe_reopens_for_a_full_cool_down() -> None:
+    """A failing probe re-opens the breaker from the probe's time."""
+    clock = FakeClock()
+    breaker = CircuitBreaker("vt", failure_threshold=1, reset_after=10, clock=clock)
+    await fail_with(breaker, ProviderTimeout("vt", "t"))
+    clock.now += 15
+    await fail_with(breaker, UpstreamError("vt", "5xx"))
+    assert breaker.state is BreakerState.OPEN
+    assert breaker.retry_after == pytest.approx(10)
+
+
+def test_invalid_parameters_are_refused() -> None:
+    """A threshold below one or a non-positive cool-down is a programming error."""
+    with pytest.raises(ValueError):
+        CircuitBreaker("vt", failure_threshold=0)
+    with pytest.raises(ValueError):
+        CircuitBreaker("vt", reset_after=0)
