@@ -22,13 +22,14 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from threatintel.errors import ConfigError
+from threatintel.indicators import DEFAULT_INTERNAL_DOMAINS
 from threatintel.scoring import ScoringPolicy
 
 DEFAULT_VIRUSTOTAL_BASE_URL = "https://www.virustotal.com/api/v3"
 DEFAULT_OTX_BASE_URL = "https://otx.alienvault.com/api/v1"
 DEFAULT_ABUSEIPDB_BASE_URL = "https://api.abuseipdb.com/api/v2"
 DEFAULT_IPINFO_BASE_URL = "https://ipinfo.io"
-DEFAULT_INTERNAL_DOMAINS = (".local", ".internal", ".lan", ".home.arpa")
+
 
 Keys = Annotated[list[SecretStr], NoDecode]
 Suffixes = Annotated[list[str], NoDecode]
