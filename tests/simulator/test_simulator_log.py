@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import dataclasses
+
+import httpx
+import pytest
+
+from threatintel.simulator import FaultKind, ManualClock, Simulator, serve
+
+
+async def test_log_records_every_request_with_clock_time(
+    client: httpx.AsyncClient, simulator: Simulator, clock: ManualClock
+) -> None:
+    """Each answered request leaves one frozen record stamped by the injected clock."""
+    await client.get("/virustotal/api/v3/domains/haiku-os.org?x=1", headers={"X-Apikey": "k1"})
+    clock.advance(5)
+    simulator.faults.fail_next("otx", FaultKind.MALFORMED)
+    await client.get("/otx/api/v1/indicators/IPv4/8.8.8.8/general")
+    first, second = simulator.log.records()
+    assert (first.vendor, first.method, first.status, first.key) == ("virustotal", "GET", 200, "k1")
+    assert first.path == "/virustotal/api/v3/domains/haiku-os.org" and first.query == "x=1"
+    assert first.headers["x-apikey"] == "k1" and first.indicator == "haiku-os.org"
+    assert second.timestamp == first.timestamp + 5 and second.fault is FaultKind.MALFORMED
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.status = 500  # type: ignore[misc]
+
+
+async def test_log_helpers_filter_count_and_clear(
+    client: httpx.AsyncClient, simulator: Simulator
+) -> None:
+    """count/filter/last select by vendor, status, key and fault; clear empties the log."""
+    await client.get("/ipinfo/8.8.8.8", params={"token": "t"})
+    await client.get("/ipinfo/nope")
+    await client.get("/abuseipdb/api/v2/check?ipAddress=8.8.8.8")
+    log = simulator.log
+    assert len(log) == 3
+    assert log.count(vendor="ipinfo") == 2 and log.count(status=404) == 1
+    assert log.count(vendor="abuseipdb", status=401) == 1 and log.count(key="t") == 1
+    assert log.count(faulted=True) == 0 and log.count(faulted=False) == 3
+    last = log.last("ipinfo")
+    assert last is not None and last.indicator == "nope"
+    log.clear()
+    assert len(log) == 0 and log.last() is None
+
+
+def test_serve_refuses_non_loopback_hosts() -> None:
+    """The blocking serve() entry point has the same loopback guard as the server class."""
+    with pytest.raises(ValueError, match="loopback"):
+        serve(host="0.0.0.0")
