@@ -85,6 +85,23 @@ async def test_failed_probe_reopens_for_a_full_cool_down() -> None:
     assert breaker.retry_after == pytest.approx(10)
 
 
+async def test_late_results_of_calls_in_flight_do_not_move_an_open_breaker() -> None:
+    """A call admitted before the breaker opened neither closes nor re-opens it when it ends."""
+    clock = FakeClock()
+    breaker = CircuitBreaker("vt", failure_threshold=1, reset_after=10, clock=clock)
+    async with breaker:  # admitted while closed ...
+        await fail_with(breaker, ProviderTimeout("vt", "t"))  # ... meanwhile another fails
+        assert breaker.state is BreakerState.OPEN
+    assert breaker.state is BreakerState.OPEN  # ... and its late success changes nothing
+    fresh = CircuitBreaker("vt", failure_threshold=1, reset_after=10, clock=clock)
+    with pytest.raises(ProviderTimeout):
+        async with fresh:  # admitted while closed ...
+            await fail_with(fresh, ProviderTimeout("vt", "t"))
+            clock.now += 5
+            raise ProviderTimeout("vt", "late")  # ... a late failure does not extend it
+    assert fresh.retry_after == pytest.approx(5)
+
+
 def test_invalid_parameters_are_refused() -> None:
     """A threshold below one or a non-positive cool-down is a programming error."""
     with pytest.raises(ValueError):

@@ -40,6 +40,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console(highlight=False, soft_wrap=False)
+if not out.is_terminal:
+    # Piped or captured output is read later, not in an 80-column window: keep rows whole.
+    out = Console(highlight=False, soft_wrap=False, width=180)
 err = Console(stderr=True, highlight=False)
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG, EXIT_INTERRUPTED = 1, 2, 3, 130
@@ -279,25 +282,41 @@ def version() -> None:
     sys.stdout.write(f"threatintel {__version__}\n")
 
 
+DEMO_LATENCY = {"virustotal": 0.08, "otx": 0.12, "abuseipdb": 0.05, "ipinfo": 0.03}
+
+
+def simulator_settings(base_urls: dict[str, str], **overrides: Any) -> Settings:
+    """Settings that point every provider at a simulator, with obviously fake keys."""
+    values: dict[str, Any] = {}
+    for name, url in base_urls.items():
+        values[f"{name}_base_url"] = url
+        values[f"{name}_api_key"] = f"simulated-{name}-key"
+    return load_settings(**(values | overrides))
+
+
 @app.command()
 def demo(
-    fmt: Annotated[
-        OutputFormat, typer.Option("--format", help="Output format.")
-    ] = OutputFormat.table,
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = (
+        OutputFormat.table
+    ),
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file.")] = None,
 ) -> None:
     """Analyse a bundled sample against the built-in simulator: no keys, no network."""
-    from threatintel.simulator import demo_sample, demo_settings, running_simulator
+    from threatintel.simulator import SimulatorConfig, SimulatorServer, demo_sample
 
-    sample = demo_sample()
+    config = SimulatorConfig.load(None)
+    for name, vendor in config.vendors().items():
+        # The demo shows the analysis, not quota handling: no windows, a realistic latency.
+        vendor.windows = ()
+        vendor.latency = DEMO_LATENCY.get(name, 0.05)
     err.print(
         "[bold]Demo:[/] every answer below comes from threatintel's built-in SIMULATOR of "
         "VirusTotal, OTX, AbuseIPDB and IPinfo on 127.0.0.1 - not from the real services."
     )
-    with running_simulator() as sim, errors_as_exit_codes():
-        settings = demo_settings(sim)
-        analysis = run_analysis(settings, [], sample, None)
-    show(analysis, fmt, output, title="threatintel demo (simulated sources)")
+    with SimulatorServer(config) as sim, errors_as_exit_codes():
+        settings = simulator_settings(sim.base_urls)
+        analysis = run_analysis(settings, [], demo_sample(), None)
+    show(analysis, fmt, output, title="threatintel demo (answers from the simulator)")
 
 
 @app.command()

@@ -8,11 +8,13 @@ A breaker counts consecutive failures that say the provider itself is unwell (ti
 connection failures, 5xx). After ``failure_threshold`` of them it opens: calls fail fast with
 CircuitOpen for ``reset_after`` seconds. Then one probe is let through (half-open): success
 closes it, failure opens it again. Answers such as "not found", a bad request or a rejected key
-say nothing about the provider's health and do not move it.
+say nothing about the provider's health and do not move it. Calls that were already in flight
+when the breaker opened do not close or re-open it when they finish: only the probe decides.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from enum import StrEnum
@@ -46,7 +48,7 @@ class CircuitBreaker:
         "_clock",
         "_failures",
         "_opened_at",
-        "_probing",
+        "_probe",
         "failure_threshold",
         "provider",
         "reset_after",
@@ -70,7 +72,7 @@ class CircuitBreaker:
         self._clock = clock
         self._failures = 0
         self._opened_at: float | None = None
-        self._probing = False
+        self._probe: asyncio.Task[object] | None = None
 
     @property
     def state(self) -> BreakerState:
@@ -89,7 +91,7 @@ class CircuitBreaker:
 
     async def __aenter__(self) -> CircuitBreaker:
         state = self.state
-        if state is BreakerState.OPEN or (state is BreakerState.HALF_OPEN and self._probing):
+        if state is BreakerState.OPEN or (state is BreakerState.HALF_OPEN and self._probe):
             raise CircuitOpen(
                 self.provider,
                 f"{self.provider}: circuit open after repeated failures; "
@@ -97,7 +99,7 @@ class CircuitBreaker:
                 retry_after=self.retry_after,
             )
         if state is BreakerState.HALF_OPEN:
-            self._probing = True
+            self._probe = asyncio.current_task()
         return self
 
     async def __aexit__(
@@ -106,12 +108,16 @@ class CircuitBreaker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._probing = False
+        is_probe = self._probe is not None and self._probe is asyncio.current_task()
+        if is_probe:
+            self._probe = None
+        elif self._opened_at is not None:
+            return  # a call admitted before the breaker opened: the probe decides, not it
         if exc is None:
             self._failures = 0
             self._opened_at = None
         elif isinstance(exc, TRIPPING_ERRORS):
             self._failures += 1
-            if self._opened_at is not None or self._failures >= self.failure_threshold:
+            if is_probe or self._failures >= self.failure_threshold:
                 self._opened_at = self._clock()
         # Any other error (bad request, auth, quota) leaves the health record as it was.

@@ -76,16 +76,16 @@ class Call:
 
 
 @contextlib.contextmanager
-def map_transport_errors(provider: str) -> Iterator[None]:
+def map_transport_errors(provider: str, title: str) -> Iterator[None]:
     """Translate httpx transport failures into ours; the message never repeats the URL."""
     try:
         yield
     except httpx.TimeoutException as exc:
-        raise ProviderTimeout(provider, f"{provider}: no answer in time") from exc
+        raise ProviderTimeout(provider, f"{title} did not answer in time") from exc
     except (httpx.ConnectError, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-        raise ConnectionFailed(provider, f"{provider}: connection failed") from exc
+        raise ConnectionFailed(provider, f"{title}: connection failed") from exc
     except httpx.TransportError as exc:  # proxy errors, unsupported protocol, ...
-        raise ConnectionFailed(provider, f"{provider}: transport error") from exc
+        raise ConnectionFailed(provider, f"{title}: transport error") from exc
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -223,7 +223,7 @@ class HttpProvider:
     async def lookup(self, indicator: Indicator, api_key: str | None) -> SourceResult:
         call = self.request(indicator, api_key)
         started = time.perf_counter()
-        with map_transport_errors(self.name):
+        with map_transport_errors(self.name, self.title):
             response = await self.client.request(
                 call.method,
                 self.base_url + call.path,
