@@ -22,6 +22,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+try:  # Typer ≥ 0.20 vendors Click; its usage errors are raised from there.
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older Typer on real Click
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
+
 from threatintel._version import __version__
 from threatintel.engine import Engine
 from threatintel.errors import ConfigError, ThreatIntelError
@@ -43,7 +48,8 @@ out = Console(highlight=False, soft_wrap=False)
 if not out.is_terminal:
     # Piped or captured output is read later, not in an 80-column window: keep rows whole.
     out = Console(highlight=False, soft_wrap=False, width=180)
-err = Console(stderr=True, highlight=False)
+# soft_wrap: an error stays on one line however narrow the terminal, for humans and for logs.
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG, EXIT_INTERRUPTED = 1, 2, 3, 130
 MAX_INPUT_BYTES = 64 * 1024 * 1024
@@ -219,10 +225,13 @@ def analyze(
     text = read_input(file) if file is not None else None
     if not values and text is None:
         fail("give indicators as arguments, or --file FILE, or --file - for stdin")
-    selected = [p for item in providers or [] for p in item.split(",") if p.strip()] or None
+    selected = [p.strip() for item in providers or [] for p in item.split(",") if p.strip()]
+    unknown = [p for p in selected if p.lower() not in PROVIDERS]
+    if unknown:
+        fail(f"unknown provider {unknown[0]!r}; choose from {', '.join(PROVIDERS)}")
     settings = load_settings()
     with errors_as_exit_codes():
-        analysis = run_analysis(settings, values, text, selected, include_raw=raw)
+        analysis = run_analysis(settings, values, text, selected or None, include_raw=raw)
     if not analysis.enrichments:
         reasons = "; ".join(f"{r.candidate}: {r.reason}" for r in analysis.rejected[:3])
         fail("no indicators found in the input" + (f" ({reasons})" if reasons else ""))
@@ -341,9 +350,21 @@ def simulate(
 
 
 def main() -> None:
+    """Console entry point: usage errors become one line and exit code 2."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        app()
-    except KeyboardInterrupt:
+        code = app(standalone_mode=False)
+    except click_exceptions.NoArgsIsHelpError as exc:
+        sys.stdout.write(exc.ctx.get_help() + "\n" if exc.ctx is not None else "")
+        sys.exit(EXIT_USAGE)
+    except click_exceptions.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx is not None else "threatintel"
+        err.print(f"[red]error:[/] {escape(exc.format_message())} (see '{command} --help')")
+        sys.exit(EXIT_USAGE)
+    except click_exceptions.ClickException as exc:
+        err.print(f"[red]error:[/] {escape(exc.format_message())}")
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
         err.print("interrupted")
         sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else 0)

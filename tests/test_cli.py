@@ -1,0 +1,194 @@
+"""The CLI against the simulator: in memory with CliRunner, and a few runs as real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from support import TEST_KEYS, VENDOR_NAMES
+from threatintel import __version__
+from threatintel.cli import app
+from threatintel.settings import fingerprint
+from threatintel.simulator import SimulatorServer
+
+runner = CliRunner()
+
+
+def sim_env(sim: SimulatorServer, **extra: str) -> dict[str, str]:
+    env = {f"{n.upper()}_BASE_URL": sim.base_urls[n] for n in VENDOR_NAMES}
+    env |= {f"{n.upper()}_API_KEY": TEST_KEYS[n] for n in VENDOR_NAMES}
+    return env | extra
+
+
+def test_analyze_values_as_json(sim: SimulatorServer) -> None:
+    """Defanged values on the command line come back as normalised JSON enrichments."""
+    result = runner.invoke(
+        app,
+        ["analyze", "185.220.101[.]4", "hxxp://cdn-update-check[.]net/x", "--format", "json"],
+        env=sim_env(sim),
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    values = [e["indicator"]["value"] for e in data["enrichments"]]
+    assert values == ["185.220.101.4", "http://cdn-update-check.net/x"]
+    assert data["enrichments"][0]["verdict"]["label"] == "malicious"
+    assert data["started_at"].endswith("Z")
+
+
+def test_analyze_file_and_stdin_as_jsonl(sim: SimulatorServer, tmp_path: Path) -> None:
+    """-f FILE and -f - read free text; jsonl prints one enrichment per line."""
+    report = tmp_path / "report.txt"
+    report.write_text("C2 at 45.142.212[.]61 and update.cdn-update-check[.]net\n")
+    from_file = runner.invoke(
+        app, ["analyze", "-f", str(report), "--format", "jsonl"], env=sim_env(sim)
+    )
+    from_stdin = runner.invoke(
+        app,
+        ["analyze", "-f", "-", "--format", "jsonl"],
+        input=report.read_text(),
+        env=sim_env(sim),
+    )
+    for result in (from_file, from_stdin):
+        assert result.exit_code == 0, result.output
+        lines = [json.loads(line) for line in result.stdout.splitlines()]
+        assert [e["indicator"]["value"] for e in lines] == [
+            "45.142.212.61",
+            "update.cdn-update-check.net",
+        ]
+
+
+def test_table_output_and_providers_option(sim: SimulatorServer) -> None:
+    """The table shows verdicts and only the chosen sources' columns."""
+    result = runner.invoke(
+        app, ["analyze", "45.142.212.61", "--providers", "otx,abuseipdb"], env=sim_env(sim)
+    )
+    assert result.exit_code == 0, result.output
+    assert "malicious" in result.stdout
+    assert "abuseipdb" in result.stdout and "virustotal" not in result.stdout
+    assert {r.vendor for r in sim.log.records()} == {"otx", "abuseipdb"}
+
+
+def test_output_file_is_written(sim: SimulatorServer, tmp_path: Path) -> None:
+    """--output writes the rendered report to the path, creating folders."""
+    target = tmp_path / "out" / "result.json"
+    result = runner.invoke(
+        app, ["analyze", "45.142.212.61", "--format", "json", "-o", str(target)], env=sim_env(sim)
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(target.read_text())["enrichments"][0]["indicator"]["type"] == "ipv4"
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["analyze"], None, "give indicators"),
+        (["analyze", "not-an-indicator"], None, "no indicators found"),
+        (["analyze", "-f", "-"], "nothing to see here\n", "no indicators found"),
+        (["analyze", "-f", "/nonexistent/file.txt"], None, "cannot read"),
+        (["analyze", "8.8.8.8", "--providers", "shodan"], None, "unknown provider"),
+        (["extract", "-"], "just prose, no indicators\n", "no indicators found"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    sim: SimulatorServer, args: list[str], stdin: str | None, message: str
+) -> None:
+    """Bad invocations and inputs without indicators exit 2 with one line, no traceback."""
+    result = runner.invoke(app, args, input=stdin, env=sim_env(sim))
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+
+
+def test_invalid_setting_names_the_variable() -> None:
+    """An invalid environment value stops with exit 3 and names the variable."""
+    result = runner.invoke(app, ["analyze", "8.8.8.8"], env={"MAX_RETRIES": "lots"})
+    assert result.exit_code == 3
+    assert "MAX_RETRIES" in result.stderr
+
+
+def test_extract_text_and_json() -> None:
+    """extract prints typed indicators; JSON adds the rejected candidates with reasons."""
+    text = "see hxxps://evil-login[.]com/a and 10.0.0.5, attachment invoice.pdf\n"
+    plain = runner.invoke(app, ["extract", "-"], input=text)
+    assert plain.exit_code == 0
+    assert plain.stdout.splitlines() == ["url\thttps://evil-login.com/a", "ipv4\t10.0.0.5"]
+    as_json = runner.invoke(app, ["extract", "-", "--format", "json"], input=text)
+    data = json.loads(as_json.stdout)
+    assert data["rejected"][0]["candidate"] == "invoice.pdf"
+    assert "file name" in data["rejected"][0]["reason"]
+
+
+def test_config_masks_keys() -> None:
+    """config shows every setting, with keys only as fingerprints."""
+    key = TEST_KEYS["virustotal"]
+    result = runner.invoke(app, ["config", "--json"], env={"VIRUSTOTAL_API_KEY": key})
+    assert result.exit_code == 0
+    assert key not in result.output
+    shown = json.loads(result.stdout)
+    assert shown["VIRUSTOTAL_API_KEY"] == [fingerprint(key)]
+    assert shown["CACHE_TTL"] == 86400 and shown["VIRUSTOTAL_RATE_LIMIT"] == 4
+
+
+def test_version() -> None:
+    """version prints the package version."""
+    result = runner.invoke(app, ["version"])
+    assert result.stdout.strip() == f"threatintel {__version__}"
+
+
+def test_demo_in_memory() -> None:
+    """The demo analyses the bundled sample against the simulator and says so."""
+    result = runner.invoke(app, ["demo", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert "SIMULATOR" in result.stderr
+    data = json.loads(result.stdout)
+    assert len(data["enrichments"]) >= 45
+    labels = {e["verdict"]["label"] for e in data["enrichments"]}
+    assert labels == {"malicious", "suspicious", "harmless", "unknown"}
+    private = [
+        e
+        for e in data["enrichments"]
+        if any(s["status"] == "not_queried_private" for s in e["sources"].values())
+    ]
+    assert private, "the demo sample holds private addresses that must not be queried"
+
+
+# --- real processes -----------------------------------------------------------------------
+
+
+def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    return subprocess.run(
+        [sys.executable, "-m", "threatintel", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+def test_demo_as_a_real_process() -> None:
+    """`python -m threatintel demo` runs end to end: simulator, engine and table."""
+    result = run_cli("demo")
+    assert result.returncode == 0, result.stderr
+    assert "simulator" in result.stdout.lower()
+    assert "indicators:" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("analyze", "--format", "xml", "8.8.8.8"), ("nope",), ("analyze", "--bogus")],
+)
+def test_usage_errors_are_one_line_from_the_entry_point(args: tuple[str, ...]) -> None:
+    """The console entry point turns usage errors into one line and exit code 2."""
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("error:")

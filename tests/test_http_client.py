@@ -1,0 +1,109 @@
+"""The shared HTTP client behaves like any well-behaved httpx program (proxies, pooling)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+
+from threatintel.engine import USER_AGENT, Engine
+from threatintel.models import SourceStatus
+from threatintel.settings import Settings
+
+VT_BODY = json.dumps(
+    {
+        "data": {
+            "type": "ip_address",
+            "id": "45.142.212.61",
+            "attributes": {"last_analysis_stats": {"malicious": 0, "harmless": 1}},
+        }
+    }
+).encode()
+
+
+class RecordingProxy:
+    """A loopback HTTP proxy stand-in: records request heads, answers a VirusTotal body."""
+
+    def __init__(self) -> None:
+        self.heads: list[str] = []
+        self.server: asyncio.Server | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        self.heads.append(head)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+            + f"content-length: {len(VT_BODY)}\r\nconnection: close\r\n\r\n".encode()
+            + VT_BODY
+        )
+        await writer.drain()
+        writer.close()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        host, port = self.server.sockets[0].getsockname()[:2]
+        return f"http://{host}:{port}"
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[RecordingProxy]:
+    recorder = RecordingProxy()
+    recorder.server = await asyncio.start_server(recorder.handle, "127.0.0.1", 0)
+    async with recorder.server:
+        yield recorder
+
+
+def vt_only(**overrides: object) -> Settings:
+    # The .test host is never resolved: with a proxy set, httpx hands the name to the proxy.
+    values: dict[str, object] = {
+        "virustotal_api_key": "VT-PROXY-TEST-KEY",
+        "virustotal_base_url": "http://www.virustotal.test/api/v3",
+        "request_timeout": 2,
+    }
+    return Settings.load(**(values | overrides))
+
+
+async def test_http_proxy_from_the_environment_is_used(
+    proxy: RecordingProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With HTTP_PROXY set, provider requests go through the proxy in absolute form."""
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    async with Engine(vt_only()) as engine:
+        analysis = await engine.analyze(["45.142.212.61"], providers=["virustotal"])
+    assert analysis.enrichments[0].sources["virustotal"].status is SourceStatus.OK
+    (head,) = proxy.heads
+    request_line = head.splitlines()[0]
+    assert request_line == (
+        "GET http://www.virustotal.test/api/v3/ip_addresses/45.142.212.61 HTTP/1.1"
+    )
+    assert f"user-agent: {USER_AGENT}" in head.lower()
+    assert "VT-PROXY-TEST-KEY" not in request_line
+
+
+async def test_no_proxy_bypasses_the_proxy(
+    proxy: RecordingProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host listed in NO_PROXY is contacted directly, never through the proxy."""
+    direct = RecordingProxy()
+    direct.server = await asyncio.start_server(direct.handle, "127.0.0.1", 0)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    async with direct.server:
+        settings = vt_only(virustotal_base_url=direct.url + "/api/v3")
+        async with Engine(settings) as engine:
+            analysis = await engine.analyze(["45.142.212.61"], providers=["virustotal"])
+    assert analysis.enrichments[0].sources["virustotal"].status is SourceStatus.OK
+    assert proxy.heads == []
+    (head,) = direct.heads
+    assert head.splitlines()[0] == "GET /api/v3/ip_addresses/45.142.212.61 HTTP/1.1"
+
+
+async def test_one_pooled_client_serves_all_providers() -> None:
+    """Every provider shares the engine's single httpx client (one connection pool)."""
+    async with Engine(Settings.load()) as engine:
+        clients = {id(p.client) for p in engine.providers.values()}  # type: ignore[attr-defined]
+        assert clients == {id(engine.client)}
+    assert engine.client.is_closed

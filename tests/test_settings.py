@@ -1,0 +1,114 @@
+"""Settings: the public variable names, .env handling, and one clear error per bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from threatintel.errors import ConfigError
+from threatintel.settings import Settings, fingerprint
+
+PUBLIC_CONTRACT = {
+    "VIRUSTOTAL_API_KEY": ("k-vt", lambda s: [k.get_secret_value() for k in s.virustotal_api_key]),
+    "OTX_API_KEY": ("k-otx", lambda s: [k.get_secret_value() for k in s.otx_api_key]),
+    "ABUSEIPDB_API_KEY": ("k-ab", lambda s: [k.get_secret_value() for k in s.abuseipdb_api_key]),
+    "IPINFO_API_KEY": ("k-ip", lambda s: [k.get_secret_value() for k in s.ipinfo_api_key]),
+    "CACHE_TTL": ("3600", lambda s: s.cache_ttl),
+    "MAX_RETRIES": ("0", lambda s: s.max_retries),
+    "REQUEST_TIMEOUT": ("2.5", lambda s: s.request_timeout),
+    "VIRUSTOTAL_RATE_LIMIT": ("500", lambda s: s.virustotal_rate_limit),
+    "OTX_RATE_LIMIT": ("60", lambda s: s.otx_rate_limit),
+    "ABUSEIPDB_RATE_LIMIT": ("3000", lambda s: s.abuseipdb_rate_limit),
+    "MAX_WORKERS": ("4", lambda s: s.max_workers),
+    "BATCH_SIZE": ("25", lambda s: s.batch_size),
+    "COMPRESS_RESPONSES": ("false", lambda s: s.compress_responses),
+}
+EXPECTED = {
+    "VIRUSTOTAL_API_KEY": ["k-vt"],
+    "OTX_API_KEY": ["k-otx"],
+    "ABUSEIPDB_API_KEY": ["k-ab"],
+    "IPINFO_API_KEY": ["k-ip"],
+    "CACHE_TTL": 3600,
+    "MAX_RETRIES": 0,
+    "REQUEST_TIMEOUT": 2.5,
+    "VIRUSTOTAL_RATE_LIMIT": 500,
+    "OTX_RATE_LIMIT": 60,
+    "ABUSEIPDB_RATE_LIMIT": 3000,
+    "MAX_WORKERS": 4,
+    "BATCH_SIZE": 25,
+    "COMPRESS_RESPONSES": False,
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLIC_CONTRACT))
+def test_public_variable_names_are_read(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Each variable users already have in their .env and manifests takes effect as named."""
+    value, read = PUBLIC_CONTRACT[name]
+    monkeypatch.setenv(name, value)
+    assert read(Settings.load()) == EXPECTED[name]
+
+
+def test_defaults_match_the_free_tiers() -> None:
+    """Out of the box the limits are the free tiers' and retries are on."""
+    s = Settings.load()
+    assert (s.virustotal_rate_limit, s.abuseipdb_rate_limit, s.ipinfo_rate_limit) == (
+        4,
+        1000,
+        50000,
+    )
+    assert (s.max_retries, s.cache_ttl, s.query_private) == (3, 86400, False)
+    assert s.internal_domains == [".local", ".internal", ".lan", ".home.arpa"]
+
+
+def test_several_keys_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One variable can hold several keys; spaces and empty items are ignored."""
+    monkeypatch.setenv("VIRUSTOTAL_API_KEY", " a1, b2 ,,c3 ")
+    keys = Settings.load().api_keys("virustotal")
+    assert [k.get_secret_value() for k in keys] == ["a1", "b2", "c3"]
+    assert "a1" not in repr(keys)
+
+
+def test_dotenv_in_the_working_directory_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """./.env is read; a .env in a parent directory is not."""
+    (tmp_path / ".env").write_text("CACHE_TTL=123\nMAX_RETRIES=7\n")
+    child = tmp_path / "child"
+    child.mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert Settings.load().cache_ttl == 123
+    monkeypatch.chdir(child)
+    assert Settings.load().cache_ttl == 86400
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MAX_RETRIES", "-1"),
+        ("MAX_RETRIES", "three"),
+        ("REQUEST_TIMEOUT", "0"),
+        ("CACHE_TTL", "soon"),
+        ("MAX_WORKERS", "0"),
+        ("ABUSEIPDB_MAX_AGE_DAYS", "400"),
+        ("COMPRESS_RESPONSES", "maybe"),
+        ("SCORING__MALICIOUS_THRESHOLD", "10"),
+    ],
+)
+def test_invalid_values_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    """A bad value raises ConfigError whose one-line message names the variable."""
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        Settings.load()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert name.split("__")[0] in message
+
+
+def test_fingerprints_are_short_stable_and_distinct() -> None:
+    """A key's fingerprint identifies it without revealing it."""
+    assert fingerprint("secret-one") == fingerprint("secret-one")
+    assert fingerprint("secret-one") != fingerprint("secret-two")
+    assert "secret" not in fingerprint("secret-one")
