@@ -156,6 +156,7 @@ CASES: dict[str, tuple[type[HttpProvider], str, int, SourceStatus | type[Provide
     "ipinfo_ip.json": (IPinfo, "54.240.77.24", 200, OK, _ipinfo),
     "ipinfo_ip_unauthenticated.json": (IPinfo, "1.1.1.1", 200, OK, _ipinfo_anycast),
     "ipinfo_lite.json": (IPinfo, "8.8.8.8", 200, OK, _ipinfo_lite),
+    # Served for a public address to exercise the parser; real bogons never leave the client.
     "ipinfo_bogon.json": (IPinfo, "8.8.8.8", 200, OK, _bogon),
     "ipinfo_404_wrong_ip.json": (IPinfo, "8.8.8.8", 404, BadRequest, _none),
     "ipinfo_429.txt": (IPinfo, "8.8.8.8", 429, QuotaExhausted, _none),
@@ -204,6 +205,8 @@ async def test_sample_parses_to_expected_result(name: str) -> None:
         else:
             with pytest.raises(expected) as caught:
                 await provider.lookup(indicator, "k" * 64)
+            # The exact class: a VT QuotaExceededError is rate_limited, not quota_exhausted.
+            assert type(caught.value) is expected
             assert caught.value.provider == provider.name
             assert "k" * 16 not in str(caught.value)
             if expected is QuotaExhausted and provider_cls is AbuseIPDB:

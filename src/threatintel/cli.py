@@ -91,6 +91,8 @@ def read_input(source: str) -> str:
         name = "stdin"
     else:
         path = Path(source)
+        if path.is_dir():
+            fail(f"cannot read {source}: it is a directory")
         if not path.is_file():
             fail(f"cannot read {source}: no such file")
         try:
@@ -101,6 +103,9 @@ def read_input(source: str) -> str:
         name = source
     if len(data) > MAX_INPUT_BYTES:
         fail(f"{name} is larger than {MAX_INPUT_BYTES // (1024 * 1024)} MiB; split it")
+    if b"\x00" in data[:65536]:
+        # Binary files (executables, archives) yield junk "indicators" that would spend quota.
+        fail(f"{name} looks like a binary file, not text; extract its strings first")
     return data.decode("utf-8", errors="replace")
 
 
@@ -133,9 +138,10 @@ def run_analysis(
     providers: list[str] | None,
     *,
     include_raw: bool = False,
+    trust_env: bool = True,
 ) -> Analysis:
     async def run() -> Analysis:
-        async with Engine(settings, include_raw=include_raw) as engine:
+        async with Engine(settings, include_raw=include_raw, trust_env=trust_env) as engine:
             found, _ = engine.collect(values)
             total = len(found) + (len(extract(text).indicators) if text else 0)
             progress, hook = _progress(total)
@@ -247,7 +253,9 @@ def extract_command(
 ) -> None:
     """Print the indicators found in free text (refanged and normalised)."""
     extraction = extract(read_input(source))
-    if not extraction.indicators and not extraction.rejected:
+    if not extraction.indicators:
+        for item in extraction.rejected:
+            err.print(f"skipped {escape(item.candidate)}: {escape(item.reason)}")
         fail("no indicators found in the input")
     if fmt is ExtractFormat.json:
         sys.stdout.write(extraction.model_dump_json(indent=2) + "\n")
@@ -324,7 +332,8 @@ def demo(
     )
     with SimulatorServer(config) as sim, errors_as_exit_codes():
         settings = simulator_settings(sim.base_urls)
-        analysis = run_analysis(settings, [], demo_sample(), None)
+        # The simulator is on loopback: a corporate HTTP(S)_PROXY must not capture its traffic.
+        analysis = run_analysis(settings, [], demo_sample(), None, trust_env=False)
     show(analysis, fmt, output, title="threatintel demo (answers from the simulator)")
 
 
@@ -339,14 +348,18 @@ def simulate(
     """Run the simulator of the four services on loopback (for demos and tests)."""
     from threatintel.simulator import serve
 
+    if not 0 < port < 65536:
+        fail(f"--port must be between 1 and 65535, not {port}")
+    if scenario is not None and not scenario.is_file():
+        fail(f"cannot read scenario {scenario}: no such file")
     err.print(
         f"simulating VirusTotal, OTX, AbuseIPDB and IPinfo on http://{host}:{port}; "
         "point *_BASE_URL at it (see README). Ctrl-C stops."
     )
     try:
         serve(host=host, port=port, scenario=scenario)
-    except ValueError as exc:
-        fail(str(exc))
+    except (ValueError, OSError) as exc:
+        fail(f"cannot run the simulator on {host}:{port}: {exc}")
 
 
 def main() -> None:
@@ -367,4 +380,8 @@ def main() -> None:
     except (KeyboardInterrupt, typer.Abort):
         err.print("interrupted")
         sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # a bug: still one line, and the type to report it by
+        err.print(f"[red]error:[/] unexpected {type(exc).__name__}; please report it")
+        logging.getLogger("threatintel").debug("unexpected error", exc_info=True)
+        sys.exit(EXIT_FAILURE)
     sys.exit(code if isinstance(code, int) else 0)

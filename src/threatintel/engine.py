@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -63,22 +64,29 @@ class LookupHook(Protocol):
 ResultHook = Callable[[Enrichment], None]
 
 
-def build_client(settings: Settings) -> httpx.AsyncClient:
+def build_client(settings: Settings, *, trust_env: bool = True) -> httpx.AsyncClient:
     """The one pooled HTTP client for the process.
 
     ``trust_env`` (httpx's default) makes it honour HTTPS_PROXY / NO_PROXY and SSL_CERT_FILE,
-    as corporate proxies and TLS inspection require.
+    as corporate proxies and TLS inspection require. The simulator is on loopback and is
+    reached without them. A broken proxy URL or certificate file is a ConfigError.
     """
-    return httpx.AsyncClient(
-        timeout=settings.request_timeout,
-        limits=httpx.Limits(
-            max_connections=max(10, settings.max_workers * 2),
-            max_keepalive_connections=max(10, settings.max_workers),
-        ),
-        headers={"user-agent": USER_AGENT},
-        follow_redirects=False,
-        trust_env=True,
-    )
+    try:
+        return httpx.AsyncClient(
+            timeout=settings.request_timeout,
+            limits=httpx.Limits(
+                max_connections=max(10, settings.max_workers * 2),
+                max_keepalive_connections=max(10, settings.max_workers),
+            ),
+            headers={"user-agent": USER_AGENT},
+            follow_redirects=False,
+            trust_env=trust_env,
+        )
+    except (OSError, ValueError) as exc:
+        # e.g. SSL_CERT_FILE naming a missing file, or HTTPS_PROXY with an unknown scheme.
+        raise ConfigError(
+            f"cannot set up HTTP (check HTTPS_PROXY/HTTP_PROXY/SSL_CERT_FILE): {_safe(exc)}"
+        ) from None
 
 
 def build_providers(
@@ -111,10 +119,11 @@ class Engine:
         include_raw: bool = False,
         on_lookup: LookupHook | None = None,
         clock: Clock = time.monotonic,
+        trust_env: bool = True,
     ) -> None:
         self.settings = settings
         self._owns_client = client is None
-        self.client = client if client is not None else build_client(settings)
+        self.client = client if client is not None else build_client(settings, trust_env=trust_env)
         self.providers: dict[str, Provider] = dict(
             providers
             if providers is not None
@@ -324,6 +333,12 @@ def failure_result(provider: str, exc: ProviderError) -> SourceResult:
         retry_after=exc.retry_after,
         reset_at=exc.reset_at if isinstance(exc, RateLimited) else None,
     )
+
+
+def _safe(exc: BaseException) -> str:
+    """An exception's text without anything that looks like credentials in a URL."""
+    text = " ".join(str(exc).split())[:200]
+    return re.sub(r"//[^/@\s]+@", "//***@", text)
 
 
 def _dedupe_rejected(rejected: list[Rejected]) -> list[Rejected]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
@@ -94,6 +95,20 @@ class Settings(BaseSettings):
         "internal_domains",
         mode="before",
     )(_split_commas)
+
+    @field_validator("virustotal_base_url", "otx_base_url", "abuseipdb_base_url", "ipinfo_base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("must not carry a query, a fragment or credentials")
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise ValueError("has an invalid port") from None
+        return value.strip().rstrip("/")
 
     @field_validator("internal_domains")
     @classmethod

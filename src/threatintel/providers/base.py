@@ -224,13 +224,7 @@ class HttpProvider:
         call = self.request(indicator, api_key)
         started = time.perf_counter()
         with map_transport_errors(self.name, self.title):
-            response = await self.client.request(
-                call.method,
-                self.base_url + call.path,
-                params=dict(call.params) or None,
-                headers=dict(call.headers),
-                timeout=self.timeout,
-            )
+            response = await self._send(call)
         elapsed_ms = (time.perf_counter() - started) * 1000
         # Log the path only: headers carry keys, and the query never does by construction.
         logger.debug(
@@ -260,12 +254,40 @@ class HttpProvider:
             result = result.model_copy(update={"raw": body})
         return result
 
+    async def _send(self, call: Call) -> httpx.Response:
+        """Send and read the body with a byte cap, so a hostile answer cannot exhaust memory."""
+        request = self.client.build_request(
+            call.method,
+            self.base_url + call.path,
+            params=dict(call.params) or None,
+            headers=dict(call.headers),
+            timeout=self.timeout,
+        )
+        response = await self.client.send(request, stream=True)
+        try:
+            content = bytearray()
+            # Decoded bytes: the cap also stops a small gzip bomb from growing in memory.
+            async for chunk in response.aiter_bytes():
+                content += chunk
+                if len(content) > MAX_BODY_BYTES:
+                    raise UpstreamError(self.name, f"{self.title} sent an oversized answer")
+        finally:
+            await response.aclose()
+        # A plain, fully read response for the parsers; the body is already decoded.
+        headers = [
+            (k, v)
+            for k, v in response.headers.multi_items()
+            if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        ]
+        return httpx.Response(
+            response.status_code, headers=headers, content=bytes(content), request=request
+        )
+
     def decode(self, response: httpx.Response) -> Json:
-        if len(response.content) > MAX_BODY_BYTES:
-            raise UpstreamError(self.name, f"{self.title} sent an oversized answer")
         try:
             body = json.loads(response.content)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            # RecursionError: absurdly nested JSON ("[[[[..."): unreadable, not a crash.
             raise UpstreamError(self.name, f"{self.title} sent malformed JSON") from exc
         if not isinstance(body, dict):
             raise UpstreamError(self.name, f"{self.title} sent an unexpected JSON shape")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import ClassVar
 
 import httpx
@@ -30,6 +31,20 @@ class IPinfo(HttpProvider):
         if api_key:
             headers["authorization"] = f"Bearer {api_key}"
         return Call("GET", f"/{indicator.value}/json", headers=headers)
+
+    async def lookup(self, indicator: Indicator, api_key: str | None) -> SourceResult:
+        # Like the official SDK, answer bogons locally (contracts §4.3): they spend no quota.
+        if not ipaddress.ip_address(indicator.value).is_global:
+            return self._bogon(indicator)
+        return await super().lookup(indicator, api_key)
+
+    def _bogon(self, indicator: Indicator) -> SourceResult:
+        return self.result(
+            SourceStatus.OK,
+            indicator,
+            message="bogon address: not routed on the internet",
+            tags=["bogon"],
+        )
 
     def link(self, indicator: Indicator) -> str | None:
         return f"https://ipinfo.io/{indicator.value}"
@@ -61,12 +76,7 @@ class IPinfo(HttpProvider):
                 raise AuthenticationFailed(self.name, "IPinfo rejected the token")
             raise UpstreamError(self.name, "IPinfo answered with an error")
         if body.get("bogon") is True:
-            return self.result(
-                SourceStatus.OK,
-                indicator,
-                message="bogon address: not routed on the internet",
-                tags=["bogon"],
-            )
+            return self._bogon(indicator)
         asn, org = _split_org(as_str(body.get("org")))
         country = as_str(body.get("country"))
         if "country_code" in body:
