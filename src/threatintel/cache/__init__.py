@@ -1,0 +1,62 @@
+"""Cache backends behind one small interface, and the factory the engine uses.
+
+cache = open_cache(backend="sqlite", cache_dir=dirs.cache, redis_url=None, clock=clock)
+
+backend   what you get
+memory    MemoryCache: this process only, gone on exit
+sqlite    LayeredCache(MemoryCache, SQLiteCache(<cache_dir>/threatintel.sqlite3)): survives
+          restarts, shared by processes on one machine
+redis     LayeredCache(MemoryCache, RedisCache(redis_url)): shared by every replica, with a
+          cross-process lock for coalescing (see ``as_flight_lock``)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+from threatintel.cache.base import Cache, CacheEntry, FlightLock, cache_key
+from threatintel.cache.layered import LayeredCache, as_flight_lock
+from threatintel.cache.memory import MemoryCache
+from threatintel.cache.redis import RedisCache
+from threatintel.cache.sqlite import SQLiteCache
+from threatintel.clock import Clock
+
+__all__ = [
+    "Cache",
+    "CacheEntry",
+    "FlightLock",
+    "LayeredCache",
+    "MemoryCache",
+    "RedisCache",
+    "SQLiteCache",
+    "as_flight_lock",
+    "cache_key",
+    "open_cache",
+]
+
+BACKENDS: Final = ("memory", "sqlite", "redis")
+SQLITE_FILENAME: Final = "threatintel.sqlite3"
+
+
+def open_cache(
+    *,
+    backend: str,
+    cache_dir: str | Path,
+    redis_url: str | None,
+    clock: Clock,
+    memory_entries: int = 10_000,
+) -> Cache:
+    """Build the cache a setting names; nothing is opened or connected until first use."""
+    name = backend.strip().lower()
+    if name == "memory":
+        return MemoryCache(memory_entries, clock=clock)
+    if name == "sqlite":
+        back: Cache = SQLiteCache(Path(cache_dir) / SQLITE_FILENAME, clock=clock)
+    elif name == "redis":
+        if not redis_url:
+            raise ValueError("the redis cache backend needs a Redis URL")
+        back = RedisCache(redis_url, clock=clock)
+    else:
+        raise ValueError(f"unknown cache backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    return LayeredCache(MemoryCache(memory_entries, clock=clock), back)

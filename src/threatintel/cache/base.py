@@ -1,0 +1,137 @@
+"""The cache interface every backend implements, and the key scheme.
+
+    async with SQLiteCache(path) as cache:
+        await cache.set(cache_key("virustotal", "ipv4", "1.2.3.4"), body, ttl=86_400)
+        entry = await cache.get(cache_key("virustotal", "ipv4", "1.2.3.4"))  # CacheEntry | None
+
+Values are opaque bytes: the engine decides what it stores. Every entry carries the time it was
+written and the time it expires, both read from the backend's injected ``Clock``, so a test with a
+``VirtualClock`` can age entries without sleeping. A backend reports its own failures as
+``CacheError`` and nothing else: sqlite3 and redis exceptions never leave the backend's module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Final, Protocol, Self, runtime_checkable
+
+from threatintel.clock import Clock, SystemClock
+
+#: One shared instance is enough: the system clock has no state.
+SYSTEM_CLOCK: Final[Clock] = SystemClock()
+
+#: Bump the version segment whenever the meaning of cached values changes, so old entries
+#: are simply never read again (they age out on their own TTL).
+KEY_PREFIX: Final = "ti:v1"
+#: Values longer than this are replaced by their digest in the key (long URLs).
+MAX_KEY_VALUE_LENGTH: Final = 200
+#: Marks a hashed value; a literal value that starts with it is hashed too, so no short value
+#: can be crafted to collide with the key of a long one.
+HASHED_VALUE_MARKER: Final = "sha256="
+
+
+def cache_key(provider: str, indicator_type: str, value: str) -> str:
+    """The cache key for one provider's answer about one normalised indicator.
+
+    The scheme is ``ti:v1:<provider>:<indicator_type>:<value>``, for example
+    ``ti:v1:virustotal:ipv4:1.2.3.4``. A value longer than ``MAX_KEY_VALUE_LENGTH`` characters
+    (or one that starts with ``sha256=``) is replaced by ``sha256=<64 hex digits>`` of its UTF-8
+    bytes, so keys stay short and bounded whatever URL comes in. ``value`` must already be
+    normalised: the key is exact, it does not fold case or refang.
+    """
+    if len(value) > MAX_KEY_VALUE_LENGTH or value.startswith(HASHED_VALUE_MARKER):
+        value = HASHED_VALUE_MARKER + hashlib.sha256(value.encode("utf-8")).hexdigest()
+    return f"{KEY_PREFIX}:{provider}:{indicator_type}:{value}"
+
+
+def check_ttl(ttl: float) -> float:
+    """Return ``ttl`` if it is a usable lifetime in seconds, else raise ValueError."""
+    if not (ttl > 0 and math.isfinite(ttl)):
+        raise ValueError(f"ttl must be a positive, finite number of seconds, not {ttl!r}")
+    return float(ttl)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """One cached value with the times it was written and expires (epoch seconds)."""
+
+    value: bytes
+    stored_at: float
+    expires_at: float
+
+    def age(self, now: float) -> float:
+        """Seconds since the entry was written (never negative, even across clock skew)."""
+        return max(0.0, now - self.stored_at)
+
+    def ttl_left(self, now: float) -> float:
+        """Seconds until the entry expires (zero or less once it has)."""
+        return self.expires_at - now
+
+    def expired(self, now: float) -> bool:
+        """True once ``now`` has reached the expiry time."""
+        return self.expires_at <= now
+
+
+class Cache(Protocol):
+    """A key → bytes store with per-entry TTL; use it with ``async with`` or call ``aclose``."""
+
+    async def get(self, key: str) -> CacheEntry | None:
+        """The live entry for ``key``, or None when it is absent or expired."""
+        ...
+
+    async def set(self, key: str, value: bytes, *, ttl: float) -> None:
+        """Store ``value`` under ``key`` for ``ttl`` seconds (> 0), replacing any entry."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove ``key``; removing an absent key is not an error."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections, threads and files; closing twice is harmless."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+@runtime_checkable
+class FlightLock(Protocol):
+    """A short cross-process lock for request coalescing (only Redis provides one)."""
+
+    async def acquire_lock(self, name: str, ttl: float) -> str | None:
+        """A token when the lock was taken, None if someone else holds it."""
+        ...
+
+    async def release_lock(self, name: str, token: str) -> None:
+        """Release the lock only if ``token`` still owns it (it may have expired meanwhile)."""
+        ...
+
+
+class CacheBase:
+    """Gives a backend ``async with`` support on top of its ``aclose``."""
+
+    __slots__ = ()
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

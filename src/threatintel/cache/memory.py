@@ -1,0 +1,102 @@
+"""An in-process LRU cache with per-entry TTL: the local layer, and the cache tests use.
+
+    cache = MemoryCache(max_entries=10_000, clock=VirtualClock())
+
+Bounded: once ``max_entries`` are held, a new key evicts the least recently used one. Expired
+entries are dropped when they are read, and by a sweep over the whole table that runs every
+``sweep_every`` sets (and sooner when the table is full, so expired entries go before live ones).
+Everything runs on the event loop without awaiting, so no lock is needed.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Final
+
+from threatintel.cache.base import SYSTEM_CLOCK, CacheBase, CacheEntry, check_ttl
+from threatintel.clock import Clock
+
+DEFAULT_MAX_ENTRIES: Final = 10_000
+DEFAULT_SWEEP_EVERY: Final = 1_000
+#: A full table sweeps at most once per this fraction of its size in sets: a sweep is O(n), so
+#: this keeps the amortised cost of a set at a few entries scanned.
+_FULL_SWEEP_FRACTION: Final = 10
+
+
+class MemoryCache(CacheBase):
+    """A bounded LRU of ``CacheEntry`` with per-entry TTL, read against an injected clock."""
+
+    __slots__ = ("_entries", "_sets_since_sweep", "clock", "max_entries", "sweep_every")
+
+    def __init__(
+        self,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        sweep_every: int = DEFAULT_SWEEP_EVERY,
+    ) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        if sweep_every < 1:
+            raise ValueError("sweep_every must be at least 1")
+        self.max_entries = max_entries
+        self.sweep_every = sweep_every
+        self.clock = clock
+        self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
+        self._sets_since_sweep = 0
+
+    def __len__(self) -> int:
+        """Entries held, expired ones not yet swept included."""
+        return len(self._entries)
+
+    async def get(self, key: str) -> CacheEntry | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.expired(self.clock.time()):
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry
+
+    async def set(self, key: str, value: bytes, *, ttl: float) -> None:
+        now = self.clock.time()
+        self.put_entry(key, CacheEntry(bytes(value), now, now + check_ttl(ttl)))
+
+    def put_entry(self, key: str, entry: CacheEntry) -> None:
+        """Store a ready-made entry as it is, keeping its times.
+
+        The layered cache fills this front from a shared back this way, so the copy keeps the
+        original ``stored_at`` (its age) and expires when the shared entry does.
+        """
+        entries = self._entries
+        self._sets_since_sweep += 1
+        if key not in entries and len(entries) >= self.max_entries:
+            if self._sets_since_sweep * _FULL_SWEEP_FRACTION >= self.max_entries:
+                self.sweep()
+            while len(entries) >= self.max_entries:
+                entries.popitem(last=False)
+        elif self._sets_since_sweep >= self.sweep_every:
+            self.sweep()
+        entries[key] = entry
+        entries.move_to_end(key)
+
+    async def delete(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+    def sweep(self) -> int:
+        """Drop every expired entry now; returns how many went."""
+        now = self.clock.time()
+        expired = [key for key, entry in self._entries.items() if entry.expired(now)]
+        for key in expired:
+            del self._entries[key]
+        self._sets_since_sweep = 0
+        return len(expired)
+
+    def clear(self) -> None:
+        """Forget everything."""
+        self._entries.clear()
+        self._sets_since_sweep = 0
+
+    async def aclose(self) -> None:
+        self.clear()
