@@ -159,6 +159,41 @@ def test_demo_in_memory() -> None:
     assert private, "the demo sample holds private addresses that must not be queried"
 
 
+def test_demo_ignores_proxy_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A corporate proxy in the environment does not capture the demo's loopback traffic."""
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    result = runner.invoke(app, ["demo", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    labels = {e["verdict"]["label"] for e in json.loads(result.stdout)["enrichments"]}
+    assert "malicious" in labels
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SSL_CERT_FILE": "/nonexistent/ca.pem"}, "SSL_CERT_FILE"),
+        ({"HTTPS_PROXY": "notaproxy://x"}, "HTTPS_PROXY"),
+        ({"VIRUSTOTAL_BASE_URL": "ftp://mirror.example/api"}, "VIRUSTOTAL_BASE_URL"),
+    ],
+)
+def test_broken_network_settings_are_one_line_exit_3(env: dict[str, str], message: str) -> None:
+    """A missing CA file, a bad proxy URL or a bad base URL stop with exit 3 and one line."""
+    result = runner.invoke(app, ["analyze", "45.142.212.61"], env=env)
+    assert result.exit_code == 3, result.output
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_binary_input_is_refused(tmp_path: Path) -> None:
+    """A binary file is refused with one line instead of spending quota on junk."""
+    blob = tmp_path / "sample.exe"
+    blob.write_bytes(b"MZ\x90\x00\x03" + bytes(range(256)) * 100)
+    result = runner.invoke(app, ["analyze", "-f", str(blob)])
+    assert result.exit_code == 2
+    assert "binary" in result.stderr
+
+
 # --- real processes -----------------------------------------------------------------------
 
 

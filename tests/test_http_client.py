@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import ssl
+import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -101,9 +105,77 @@ async def test_no_proxy_bypasses_the_proxy(
     assert head.splitlines()[0] == "GET /api/v3/ip_addresses/45.142.212.61 HTTP/1.1"
 
 
+async def test_https_proxy_is_used_through_connect(
+    proxy: RecordingProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTPS_PROXY tunnels with CONNECT; the key stays inside the tunnel, not in the CONNECT."""
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    settings = vt_only(virustotal_base_url="https://www.virustotal.test/api/v3")
+    async with Engine(settings) as engine:
+        analysis = await engine.analyze(["45.142.212.61"], providers=["virustotal"])
+    # Our stand-in answers the CONNECT with a plain response, so no tunnel: a failure as data.
+    assert analysis.enrichments[0].sources["virustotal"].status is SourceStatus.ERROR
+    (head,) = proxy.heads
+    assert head.splitlines()[0] == "CONNECT www.virustotal.test:443 HTTP/1.1"
+    assert "VT-PROXY-TEST-KEY" not in head
+
+
 async def test_one_pooled_client_serves_all_providers() -> None:
     """Every provider shares the engine's single httpx client (one connection pool)."""
     async with Engine(Settings.load()) as engine:
         clients = {id(p.client) for p in engine.providers.values()}  # type: ignore[attr-defined]
         assert clients == {id(engine.client)}
     assert engine.client.is_closed
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A throwaway CA-less certificate for 127.0.0.1, as TLS-inspecting proxies present."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed; cannot make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+async def test_ssl_cert_file_is_trusted(
+    self_signed: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A private CA named by SSL_CERT_FILE is trusted; without it the same server is refused."""
+    cert, key = self_signed
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server = RecordingProxy()
+    server.server = await asyncio.start_server(server.handle, "127.0.0.1", 0, ssl=context)
+    async with server.server:
+        port = server.server.sockets[0].getsockname()[1]
+        settings = vt_only(virustotal_base_url=f"https://127.0.0.1:{port}/api/v3")
+        async with Engine(settings) as engine:
+            refused = await engine.analyze(["45.142.212.61"], providers=["virustotal"])
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        async with Engine(settings) as engine:
+            trusted = await engine.analyze(["45.142.212.61"], providers=["virustotal"])
+    assert refused.enrichments[0].sources["virustotal"].status is SourceStatus.ERROR
+    assert trusted.enrichments[0].sources["virustotal"].status is SourceStatus.OK

@@ -108,3 +108,65 @@ def test_invalid_parameters_are_refused() -> None:
         CircuitBreaker("vt", failure_threshold=0)
     with pytest.raises(ValueError):
         CircuitBreaker("vt", reset_after=0)
+
+
+# --- retry policy --------------------------------------------------------------------------
+
+from threatintel.errors import BadRequest, QuotaExhausted, RateLimited  # noqa: E402
+from threatintel.resilience import RetryPolicy  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ProviderTimeout("vt", "t"),
+        ConnectionFailed("vt", "c"),
+        UpstreamError("vt", "503", status_code=503),
+        UpstreamError("vt", "malformed JSON"),
+    ],
+)
+def test_transient_failures_are_retried_with_full_jitter(exc: Exception) -> None:
+    """Timeouts, connection errors, 5xx and unreadable bodies back off exponentially with jitter."""
+    top = RetryPolicy(3, backoff_base=0.5, backoff_cap=20, random=lambda: 1.0)
+    bottom = RetryPolicy(3, backoff_base=0.5, backoff_cap=20, random=lambda: 0.0)
+    assert [top.wait(exc, attempt) for attempt in range(3)] == [0.5, 1.0, 2.0]
+    assert bottom.wait(exc, 0) == 0.0
+    assert top.wait(exc, 3) is None
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        BadRequest("vt", "400", status_code=400),
+        BadRequest("ab", "422", status_code=422),
+        AuthenticationFailed("vt", "401", status_code=401),
+        AuthenticationFailed("otx", "403", status_code=403),
+        UpstreamError("vt", "409", status_code=409),
+        QuotaExhausted("vt", "day spent", retry_after=3600),
+        CircuitOpen("vt", "open"),
+    ],
+)
+def test_client_errors_and_long_quotas_are_never_retried(exc: Exception) -> None:
+    """400/401/403/404/422, a spent daily quota and an open circuit are given up at once."""
+    assert RetryPolicy(5).wait(exc, 0) is None
+
+
+def test_short_429_waits_what_the_vendor_says() -> None:
+    """A 429 with a short Retry-After waits exactly that; a long one is not retried inline."""
+    policy = RetryPolicy(3, max_retry_after=60, random=lambda: 1.0)
+    assert policy.wait(RateLimited("vt", "slow down", retry_after=7.0), 0) == 7.0
+    assert policy.wait(RateLimited("vt", "slow down", retry_after=600.0), 0) is None
+    assert policy.wait(RateLimited("vt", "slow down"), 1) == 1.0
+
+
+def test_zero_retries_means_none() -> None:
+    """MAX_RETRIES=0 gives up after the first attempt, whatever the error."""
+    assert RetryPolicy(0).wait(ProviderTimeout("vt", "t"), 0) is None
+    with pytest.raises(ValueError):
+        RetryPolicy(-1)
+
+
+def test_backoff_is_capped() -> None:
+    """The exponential growth stops at the cap."""
+    policy = RetryPolicy(20, backoff_base=1, backoff_cap=5, random=lambda: 1.0)
+    assert policy.backoff(10) == 5

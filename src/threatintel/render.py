@@ -59,7 +59,7 @@ def _source_cell(enrichment: Enrichment, name: str) -> str:
         if result.detections is not None:
             mark = f"{result.detections.malicious}/{result.detections.total}"
         elif result.pulse_count is not None:
-            mark = f"{result.pulse_count} pulses"
+            mark = f"{result.pulse_count} pulse" + ("" if result.pulse_count == 1 else "s")
         elif result.abuse is not None:
             mark = f"{result.abuse.confidence}%"
         elif result.geo is not None and (result.geo.country or result.geo.asn):

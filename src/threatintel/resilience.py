@@ -1,5 +1,8 @@
 """Resilience primitives: each one small class with one verb and an injectable clock.
 
+The rate limiter lives in quota.py (it has memory and Redis stores); this module holds the
+circuit breaker and the retry policy.
+
     breaker = CircuitBreaker("virustotal", failure_threshold=5, reset_after=60.0)
     async with breaker:            # raises CircuitOpen while open; records the outcome
         result = await provider.lookup(indicator, key)
@@ -15,12 +18,20 @@ when the breaker opened do not close or re-open it when they finish: only the pr
 from __future__ import annotations
 
 import asyncio
+import random as _random
 import time
 from collections.abc import Callable
 from enum import StrEnum
 from types import TracebackType
 
-from threatintel.errors import CircuitOpen, ConnectionFailed, ProviderTimeout, UpstreamError
+from threatintel.errors import (
+    CircuitOpen,
+    ConnectionFailed,
+    ProviderTimeout,
+    QuotaExhausted,
+    RateLimited,
+    UpstreamError,
+)
 
 Clock = Callable[[], float]
 
@@ -121,3 +132,62 @@ class CircuitBreaker:
             if is_probe or self._failures >= self.failure_threshold:
                 self._opened_at = self._clock()
         # Any other error (bad request, auth, quota) leaves the health record as it was.
+
+
+DEFAULT_BACKOFF_BASE = 0.5
+DEFAULT_BACKOFF_CAP = 20.0
+DEFAULT_MAX_RETRY_AFTER = 60.0
+
+
+class RetryPolicy:
+    """Which failures are worth another attempt, and how long to wait before it.
+
+        policy = RetryPolicy(max_retries=3)
+        wait = policy.wait(exc, attempt=0)   # None: give up now; else seconds to wait
+
+    Retried: timeouts, connection failures, 5xx and unreadable bodies (exponential backoff
+    with full jitter), and 429s on a short window whose Retry-After is at most
+    ``max_retry_after`` (that wait exactly, the error chooses the backoff). Never retried:
+    400/401/403/404/422, exhausted daily or monthly quotas, an open circuit. Written here
+    rather than with stamina because the wait must run on the engine's injectable clock.
+    """
+
+    __slots__ = ("_random", "backoff_base", "backoff_cap", "max_retries", "max_retry_after")
+
+    def __init__(
+        self,
+        max_retries: int = 3,
+        *,
+        backoff_base: float = DEFAULT_BACKOFF_BASE,
+        backoff_cap: float = DEFAULT_BACKOFF_CAP,
+        max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+        random: Callable[[], float] | None = None,
+    ) -> None:
+        if max_retries < 0:
+            raise ValueError("max_retries must be 0 or more")
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.max_retry_after = max_retry_after
+        self._random = random if random is not None else _random.random
+
+    def backoff(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
+        ceiling: float = min(self.backoff_cap, self.backoff_base * 2.0**attempt)
+        return self._random() * ceiling
+
+    def wait(self, exc: BaseException, attempt: int) -> float | None:
+        """Seconds to wait before retry number ``attempt + 1``, or None to give up."""
+        if attempt >= self.max_retries:
+            return None
+        if isinstance(exc, QuotaExhausted | CircuitOpen):
+            return None
+        if isinstance(exc, RateLimited):
+            if exc.retry_after is None:
+                return self.backoff(attempt)
+            return exc.retry_after if exc.retry_after <= self.max_retry_after else None
+        if isinstance(exc, ProviderTimeout | ConnectionFailed):
+            return self.backoff(attempt)
+        if isinstance(exc, UpstreamError) and (exc.status_code is None or exc.status_code >= 500):
+            return self.backoff(attempt)
+        return None
