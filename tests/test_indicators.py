@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import random
 
 import pytest
 
@@ -237,13 +238,38 @@ def test_url_indicator_fields() -> None:
         ("fe80::1%eth0", "fe80::1"),
         ("[2001:db8::1]", "2001:db8::1"),
         ("[2001:db8::1]:443", "2001:db8::1"),
-        ("::ffff:192.0.2.1", "::ffff:c000:201"),
+        ("64:ff9b::808:808", "64:ff9b::808:808"),
     ],
 )
 def test_ipv6_forms(raw: str, value: str) -> None:
     """IPv6 addresses in compressed, full, upper-case and bracketed forms are normalised."""
     indicator = parse_indicator(raw)
     assert (indicator.type, indicator.value) == (T.IPV6, value)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "::ffff:8.8.8.8",
+        "::ffff:808:808",
+        "::FFFF:8.8.8.8",
+        "0:0:0:0:0:ffff:0808:0808",
+        "[::ffff:8.8.8.8]",
+        "[::ffff:808:808]:53",
+    ],
+)
+def test_ipv4_mapped_ipv6_is_the_ipv4_address(raw: str) -> None:
+    """An IPv4-mapped IPv6 address, given alone or found in text, is its IPv4 address."""
+    # Vendors index the IPv4 form; NAT64 (64:ff9b::/96) is a real IPv6 destination and stays one.
+    assert parse_indicator(raw) == Indicator(type=T.IPV4, value="8.8.8.8")
+    assert found(f"resolver {raw} and 8.8.8.8 again") == [("ipv4", "8.8.8.8")]
+
+
+def test_ipv4_mapped_private_address_is_scoped_as_ipv4() -> None:
+    """A mapped private address becomes the private IPv4 address, kept in the building."""
+    indicator = parse_indicator("::ffff:10.0.0.1")
+    assert indicator == Indicator(type=T.IPV4, value="10.0.0.1")
+    assert non_public_reason(indicator) == "private address (RFC 1918)"
 
 
 def test_ipv4_with_port_keeps_the_address() -> None:
@@ -330,6 +356,50 @@ def test_prose_and_version_numbers_produce_nothing(text: str) -> None:
     extraction = extract(text)
     assert extraction.indicators == []
     assert extraction.rejected == []
+
+
+def test_random_bytes_yield_at_most_a_handful_of_indicators() -> None:
+    """A megabyte of random bytes, decoded with replacement, is noise: five indicators at most."""
+    noise = random.Random(0).randbytes(1_000_000).decode("utf-8", errors="replace")
+    assert len(extract(noise).indicators) <= 5
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "::b c:: ::1 fe80::1 a::/3 ::/0",
+        "AS1 as7 AS02 ASN5",
+        "\ufffds.gy\ufffd \x076.cl\x07 \ufffdxb.ls# \ufffdxn--yqa.gr\ufffd",
+    ],
+    ids=["ipv6", "asn", "short-domains"],
+)
+def test_short_forms_in_free_text_are_not_indicators(text: str) -> None:
+    """Two-group IPv6, one-digit ASNs and short names glued to noise are skipped, not rejected."""
+    extraction = extract(text)
+    assert extraction.indicators == []
+    assert extraction.rejected == []
+
+
+@pytest.mark.parametrize("raw", ["::b", "c::", "fe80::1", "AS1", "s.gy", "t.co"])
+def test_short_forms_given_alone_are_still_indicators(raw: str) -> None:
+    """The free-text bar does not apply to a value given on purpose."""
+    parse_indicator(raw)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("via t.co/abc, fb.me and x[.]com", ["t.co", "fb.me", "x.com"]),
+        ("\u201ct.co\u201d (x.com) host=fb.me; 6.cl!", ["t.co", "x.com", "fb.me", "6.cl"]),
+        ("\ufffdx[.]co\ufffd", ["x.co"]),
+        ("2001:db8::1 ::ffff:1.2.3.4 2a0b:f4c2::/32", ["2001:db8::1", "1.2.3.4", "2a0b:f4c2::/32"]),
+        ("AS13335 and AS10", ["AS13335", "AS10"]),
+    ],
+    ids=["prose", "punctuation", "defanged", "ipv6", "asn"],
+)
+def test_short_forms_with_context_are_found(text: str, expected: list[str]) -> None:
+    """Short names set apart by spaces or punctuation, or defanged, and full forms are found."""
+    assert [value for _, value in found(text)] == expected
 
 
 def test_extract_reports_genuine_attempts_as_rejected() -> None:
@@ -509,8 +579,8 @@ def test_old_redos_input_is_parsed() -> None:
         ("2001:2::1", "benchmarking range (RFC 5180)"),
         ("fec0::1", "site-local address (deprecated, RFC 3879)"),
         ("100::1", "discard-only range (RFC 6666)"),
-        ("::ffff:10.0.0.1", "IPv4-mapped private address (RFC 1918)"),
-        ("::ffff:127.0.0.1", "IPv4-mapped loopback address"),
+        ("http://[::ffff:10.0.0.1]/", "IPv4-mapped private address (RFC 1918)"),
+        ("http://[::ffff:127.0.0.1]:8080/", "IPv4-mapped loopback address"),
         ("64:ff9b::c0a8:101", "NAT64 private address (RFC 1918)"),
         ("2002:c0a8:101::1", "6to4 private address (RFC 1918)"),
         ("4000::1", "reserved address (outside global unicast 2000::/3)"),
@@ -597,6 +667,8 @@ def test_hand_built_indicators_are_scoped_safely() -> None:
     url = Indicator(type=T.URL, value="http://10.0.0.1/x")
     assert non_public_reason(url) == "private address (RFC 1918)"
     assert non_public_reason(Indicator(type=T.IPV4, value="not-an-ip")) == "malformed address"
+    mapped = Indicator(type=T.IPV6, value="::ffff:a00:1")
+    assert non_public_reason(mapped) == "IPv4-mapped private address (RFC 1918)"
     assert non_public_reason(Indicator(type=T.ASN, value="AS64512")) == (
         "private-use AS number (RFC 6996)"
     )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from threatintel.errors import InvalidIndicator
 from threatintel.indicators import extract, non_public_reason, parse_indicator, refang
+from threatintel.models import Indicator, IndicatorType
 
 INDICATORISH = "0123456789abcdef.:/[]()hxtpsHX@-_ \n"
 DEFANGISH = INDICATORISH + "{}\\dotDOTaAfF,;!?'\"<>%#=+"
@@ -93,3 +96,14 @@ def test_extraction_has_no_duplicates(text: str) -> None:
     assert len(keys) == len(set(keys))
     candidates = [r.candidate for r in extraction.rejected]
     assert len(candidates) == len(set(candidates))
+
+
+@SETTINGS
+@given(st.ip_addresses(v=4))
+def test_ipv4_mapped_spellings_read_as_the_ipv4_address(address: IPv4Address) -> None:
+    """Both spellings of an IPv4-mapped address, alone or in text, give the IPv4 address."""
+    high, low = int(address) >> 16, int(address) & 0xFFFF
+    expected = Indicator(type=IndicatorType.IPV4, value=str(address))
+    for spelling in (f"::ffff:{address}", f"::ffff:{high:x}:{low:x}"):
+        assert parse_indicator(spelling) == expected
+        assert extract(f"seen {spelling}, twice").indicators == [expected]

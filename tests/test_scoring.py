@@ -150,6 +150,83 @@ def test_one_engine_and_a_few_pulses_on_well_known_infrastructure_is_harmless() 
     assert "IPinfo: anycast network; AS13335 Cloudflare, Inc.; Brisbane, AU" in result.reasons
 
 
+# The recorded VirusTotal figures for 1.1.1.1, and the pulses OTX collects on any resolver.
+RESOLVER_VT = {"reputation": 134, "flagged_by": ("CRDF", "Cyble", "ESTsecurity", "Webroot")}
+RESOLVER_PULSES = otx(
+    50, adversaries=("TA505",), malware=("Emotet", "Qakbot"), attack_ids=("T1071",)
+)
+
+
+def test_popular_resolver_with_engine_and_pulse_noise_stays_low_suspicious() -> None:
+    """4/94 engines and 50 named pulses against a +134 reputation is low suspicious, not more."""
+    # Worst-of voting and the first cut of this model both went further (suspicious 67): four
+    # engines and a pile of pulses are what any popular resolver collects.
+    result = verdict(vt(4, **RESOLVER_VT), RESOLVER_PULSES, ipinfo())
+    assert result.label is SUSPICIOUS
+    assert result.score < 50
+    assert "VirusTotal community reputation +134" in result.reasons
+
+
+def test_popular_resolver_with_suspicious_engines_on_top_is_not_malicious() -> None:
+    """Five more engines calling it suspicious leave a well-reputed resolver short of malicious."""
+    result = verdict(vt(4, suspicious=5, **RESOLVER_VT), RESOLVER_PULSES, ipinfo())
+    assert result.label is SUSPICIOUS
+    assert result.score < DEFAULT_POLICY.malicious_threshold
+
+
+@pytest.mark.parametrize(
+    ("voucher", "policy", "text"),
+    [
+        (vt(4, suspicious=5, reputation=50), DEFAULT_POLICY, "VirusTotal community reputation +50"),
+        (
+            otx(0, allowlisted_by=("whitelist",)),
+            ScoringPolicy(allowlist_score_cap=100),
+            "the OTX allowlist",
+        ),
+    ],
+    ids=["reputation", "allowlist"],
+)
+def test_a_voucher_holds_moderate_corroboration_below_malicious(
+    voucher: SourceResult, policy: ScoringPolicy, text: str
+) -> None:
+    """Three moderate sources reach malicious only when nothing vouches for the indicator."""
+    moderate = [vt(4, suspicious=5), otx(8, adversaries=("TA542",)), abuse(40, 9, 4)]
+    assert verdict(*moderate, policy=policy).label is MALICIOUS
+    sources = {r.source: r for r in (*moderate, voucher)}
+    held = verdict(*sources.values(), policy=policy)
+    assert (held.label, held.score) == (SUSPICIOUS, 69)
+    reason = (
+        f"held at 69, below malicious: {text} vouches for it, and no source has strong evidence"
+    )
+    assert reason in held.reasons
+
+
+@pytest.mark.parametrize(
+    "sources",
+    [
+        [vt(20, reputation=134), otx(0), abuse()],
+        [vt(4, reputation=134), otx(3, malware=("Emotet",)), abuse(100, 153, 37)],
+    ],
+    ids=["strong-virustotal", "strong-abuseipdb"],
+)
+def test_strong_evidence_stays_malicious_despite_a_high_reputation(
+    sources: list[SourceResult],
+) -> None:
+    """A compromised popular host is malicious once one source has strong evidence against it."""
+    result = verdict(*sources)
+    assert result.label is MALICIOUS
+    assert not any(reason.startswith("held at") for reason in result.reasons)
+
+
+def test_reputation_counts_only_its_base_points_against_strong_detections() -> None:
+    """Twenty engines outweigh years of votes: the reputation keeps 15 points, and says so."""
+    result = verdict(vt(20, reputation=134), otx(0), abuse())
+    assert result.score == 90 - 15
+    assert "VirusTotal community reputation +134 — counted at 15 against strong detections" in (
+        result.reasons
+    )
+
+
 @pytest.mark.parametrize(
     "sources",
     [
@@ -332,14 +409,31 @@ def test_moderate_evidence_from_two_sources_corroborates_to_malicious() -> None:
         (vt(1), vt(3)),
         (vt(3), vt(5)),
         (vt(3, reputation=134), vt(3)),
+        (vt(4, reputation=134), vt(4, reputation=60)),
     ],
-    ids=["count", "adversary", "malware", "recency", "engines", "strong", "reputation"],
+    ids=[
+        "count",
+        "adversary",
+        "malware",
+        "recency",
+        "engines",
+        "strong",
+        "reputation",
+        "reputation-magnitude",
+    ],
 )
 def test_more_or_fresher_evidence_scores_higher(
     weaker: SourceResult, stronger: SourceResult
 ) -> None:
     """Points grow with pulse count, named threats, recency and engines; reputation lowers them."""
     assert verdict(weaker).score < verdict(stronger).score
+
+
+def test_reputation_points_grow_with_the_reputation_up_to_a_ceiling() -> None:
+    """A reputation of +50 is worth 15 points, each point beyond it half a point, at most 40."""
+    malice = 4 * 8 + 5 * 2  # four malicious and five suspicious engines
+    scores = [verdict(vt(4, suspicious=5, reputation=r)).score for r in (50, 60, 100, 10_000)]
+    assert scores == [malice - 15, malice - 20, malice - 40, malice - 40]
 
 
 def test_pulse_names_appear_truncated_and_on_one_line() -> None:

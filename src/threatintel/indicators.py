@@ -6,6 +6,14 @@
     non_public_reason(ind)       why an indicator must not be sent to a third party, or None
     registrable_domain(host)     sub.example.co.uk → example.co.uk
 
+Free text is held to a higher bar than a value given on purpose, because binary noise, logs and
+code produce short look-alikes by chance. In text an IPv6 address needs three hex groups or an
+embedded IPv4 ("2001:db8::1", "::ffff:1.2.3.4"; not "::b" or "c::"), an IPv6 network two groups;
+an AS number needs at least two digits and no leading zero (AS15169, not AS2 or AS02); and a
+domain whose registrable label is shorter than three characters (t.co, fb.me) must be defanged
+or set apart by whitespace or punctuation, not glued to stray symbols or undecodable bytes.
+An IPv4-mapped IPv6 address (::ffff:8.8.8.8) is the IPv4 address, in text and given alone.
+
 Everything here runs in linear time. The parser this replaces validated URLs with a backtracking
 regular expression that hung for 30 s on a 50-character string, so the only patterns below are
 single character classes or alternations of short literals; structure is found with str methods,
@@ -17,6 +25,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
@@ -207,6 +216,13 @@ _EXPLICIT = _Mode(explicit=True)
 _TEXT = _Mode(explicit=False)
 _DEFANGED_TEXT = _Mode(explicit=False, defanged=True)
 
+# Free text is held to a higher bar than a value given on purpose: in binary noise, logs and code,
+# "c::1", "AS2" and "f.su" turn up by chance, so short forms need more evidence there.
+_TEXT_V6_MIN_GROUPS = 3  # "2001:db8::1"; fewer only with an embedded IPv4 ("::ffff:1.2.3.4")
+_TEXT_V6_NET_MIN_GROUPS = 2  # "2001:db8::/32": the prefix length is structure of its own
+_TEXT_ASN_MIN_DIGITS = 2  # AS1..AS9 exist, but in text "AS2" is far more often something else
+_TEXT_SHORT_LABEL = 3  # a registrable label shorter than this ("t.co", "fb.me") needs context
+
 # A result is an Indicator, a reason to report, or None for "not an indicator attempt".
 _Result = Indicator | str | None
 
@@ -261,21 +277,39 @@ def _ipv6(s: str) -> IPv6Address | None:
         return None
 
 
+def _address6(ip: IPv6Address) -> Indicator:
+    # Vendors index an IPv4-mapped address (::ffff:8.8.8.8) under its IPv4 form only.
+    mapped = ip.ipv4_mapped
+    if mapped is not None:
+        return Indicator(type=_T.IPV4, value=str(mapped))
+    return Indicator(type=_T.IPV6, value=str(ip))
+
+
+def _v6_in_text(addr: str, network: bool) -> bool:
+    """Whether an IPv6 spelling has enough structure to be taken from free text."""
+    if "." in addr:
+        return True  # an embedded dotted IPv4 is structure noise rarely has
+    groups = sum(1 for group in addr.partition("%")[0].split(":") if group)
+    return groups >= (_TEXT_V6_NET_MIN_GROUPS if network else _TEXT_V6_MIN_GROUPS)
+
+
 def _colon(s: str, mode: _Mode) -> _Result:
     addr, slash, prefix = s.partition("/")
     if _V6_RE.fullmatch(addr.partition("%")[0]) and addr.count(":") >= 2:
         ip = _ipv6(addr)
-        if ip is None or (not mode.explicit and not addr.strip(":.")):
+        if ip is None:
             return mode.soft("not a valid IPv6 address")
+        if not mode.explicit and not _v6_in_text(addr, bool(slash)):
+            return None  # "::b", "c::", "fe80::1": too little to tell from noise or code
         if not slash:
-            return Indicator(type=_T.IPV6, value=str(ip))
+            return _address6(ip)
         return _cidr(ip, prefix, 128, mode)
     host, _, port = s.rpartition(":")
     if host and not slash and port.isascii() and port.isdigit() and len(port) <= 5:
         if int(port) > 65535:
             return "invalid port"
         if host[0] == "[" and host[-1] == "]" and (ip := _ipv6(host[1:-1])) is not None:
-            return Indicator(type=_T.IPV6, value=str(ip))
+            return _address6(ip)
         found = _classify(host, mode) if ":" not in host else None
         if not isinstance(found, Indicator) or found.type in (_T.IPV4, _T.DOMAIN):
             return found
@@ -326,6 +360,8 @@ def _word(s: str, mode: _Mode) -> _Result:
         return "malformed CVE identifier (expected CVE-YYYY-NNNN)"
     m = _ASN_RE.fullmatch(low)
     if m:
+        if not mode.explicit and (len(m[1]) < _TEXT_ASN_MIN_DIGITS or m[1][0] == "0"):
+            return None  # nobody writes AS02 for AS2: leading zeros are noise, not a spelling
         number = int(m[1])
         if number > 0xFFFFFFFF:
             return "AS number out of range"
@@ -535,21 +571,74 @@ def _scan_run(run: str, mode: _Mode, out: _Collector) -> None:
     _scan_atoms(run[pos:], mode, out)
 
 
+# Quotes, <, > and whitespace already end a run, so they arrive as "" (a run boundary).
+_CLEAN_EDGES = frozenset("()[]{},;!?=|&*")
+
+
+def _clean_edge(ch: str) -> bool:
+    """Whitespace or punctuation: how prose and data set a name apart, unlike binary noise."""
+    if not ch:
+        return True  # the start or end of a run, which whitespace or quotes delimit
+    if ch.isascii():
+        return ch.isspace() or ch in _CLEAN_EDGES
+    # Curly quotes, guillemets, no-break spaces; not U+FFFD, which is what undecodable bytes became.
+    return unicodedata.category(ch)[0] in "PZ"
+
+
 def _scan_atoms(segment: str, mode: _Mode, out: _Collector) -> None:
     for match in _ATOM_RE.finditer(segment):
-        if segment.startswith("(", match.end()):
+        start, end = match.span()
+        if segment.startswith("(", end):
             continue  # a call in pasted code (console.log(...), path.open()), not an indicator
-        _take_atom(match.group(), mode, out, _SPLIT_ORDER, keep_rejects=True)
+        edges = (segment[start - 1 : start], segment[end : end + 1])
+        _take_atom(match.group(), mode, out, _SPLIT_ORDER, keep_rejects=True, edges=edges)
 
 
-def _take_atom(atom: str, mode: _Mode, out: _Collector, seps: str, *, keep_rejects: bool) -> None:
-    """Classify an atom whole; failing that, split it (path, then port, then mailbox)."""
+def _short_name(indicator: Indicator) -> bool:
+    """A domain whose registrable label ("t" in t.co, "ó" in xn--yqa.gr) is very short."""
+    if indicator.type is not _T.DOMAIN:
+        return False
+    labels = (indicator.registrable_domain or indicator.value).split(".")
+    # Without a registrable domain (x.local, a.corp) the label before the special TLD counts.
+    label = labels[0] if indicator.registrable_domain or len(labels) < 2 else labels[-2]
+    if label.startswith("xn--"):
+        try:
+            label = idna.decode(label)
+        except (idna.IDNAError, UnicodeError, ValueError):
+            return True
+    return len(label) < _TEXT_SHORT_LABEL
+
+
+def _take_atom(
+    atom: str,
+    mode: _Mode,
+    out: _Collector,
+    seps: str,
+    *,
+    keep_rejects: bool,
+    edges: tuple[str, str],
+) -> None:
+    """Classify an atom whole; failing that, split it (path, then port, then mailbox).
+
+    ``edges`` are the characters just outside the whole atom ("" at a run boundary); the pieces
+    of a split atom share them.
+    """
     core = atom.strip(".-/@+")
     if not _V6_CIDR_RE.fullmatch(core):
         core = core.strip(".-/@+:")
     if len(core) < 3:
         return
     found = out.classify(core, mode)
+    if (
+        isinstance(found, Indicator)
+        and not mode.defanged
+        and _short_name(found)
+        and not (_clean_edge(edges[0]) and _clean_edge(edges[1]))
+    ):
+        # A character or two before a public suffix turns up by chance in binary noise ("s.gy",
+        # "6.cl"); real short names (t.co, fb.me) come defanged or set apart by spaces and
+        # punctuation. Skipped silently: noise is not an attempt worth a rejection reason.
+        return
     if found is not None:
         if keep_rejects or isinstance(found, Indicator):
             out.take(found, core)
@@ -561,7 +650,7 @@ def _take_atom(atom: str, mode: _Mode, out: _Collector, seps: str, *, keep_rejec
                 # an indicator found there is worth keeping, not a complaint about it.
                 keep = keep_rejects and not (sep == "/" and n > 0)
                 if len(piece) >= 3:
-                    _take_atom(piece, mode, out, seps[i + 1 :], keep_rejects=keep)
+                    _take_atom(piece, mode, out, seps[i + 1 :], keep_rejects=keep, edges=edges)
             return
 
 

@@ -6,10 +6,11 @@
 Each evidence source (VirusTotal, OTX, AbuseIPDB) that answered is turned into malice points,
 benign points, a grade (none / weak / moderate / strong) and a lean between -1 (benign) and +1
 (malicious). The score is the weighted sum of malice minus benign points, clamped to 0..100, then
-capped by allowlists and held below the malicious threshold unless one source is strong or several
-moderate sources agree. IPinfo only adds context. Failed sources lower the confidence and never
-count as clean. docs/verdicts.md explains the model with worked examples; every number is a field
-of ScoringPolicy, configurable as ``SCORING__<FIELD>``.
+capped by allowlists and held below the malicious threshold unless one source is strong, or, when
+nothing vouches for the indicator (a high reputation, an allowlist), several moderate sources
+agree. IPinfo only adds context. Failed sources lower the confidence and never count as clean.
+docs/verdicts.md explains the model with worked examples; every number is a field of
+ScoringPolicy, configurable as ``SCORING__<FIELD>``.
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ NONE, WEAK, MODERATE, STRONG = 0, 1, 2, 3
 
 # Reason groups, in output order.
 _SUPPORTING, _ADJUSTMENT, _OPPOSING, _ANSWER, _CONTEXT = range(5)
-# Ordering ranks (not points) of evidence that carries no points of its own.
-_ALLOWLIST_RANK, _CLEAN_RANK, _SILENT_RANK = 30.0, 0.5, 0.25
+# Ordering ranks (not points) of evidence that carries no points of its own. An allowlist caps
+# the score, so it outranks any points a single benign signal can carry.
+_ALLOWLIST_RANK, _CLEAN_RANK, _SILENT_RANK = 100.0, 0.5, 0.25
 
 
 Points = Annotated[float, Field(ge=0, le=100)]
@@ -121,6 +123,12 @@ class ScoringPolicy(BaseModel):
         -50, description="Community reputation that is malice evidence."
     )
     vt_reputation_points: Points = Field(15, description="Points of either reputation.")
+    vt_reputation_extra_points: Points = Field(
+        0.5, description="Benign points per reputation point beyond vt_reputation_benign."
+    )
+    vt_reputation_max_points: Points = Field(
+        40, description="Ceiling of the benign reputation points."
+    )
 
     # --- OTX ------------------------------------------------------------------------------
     otx_pulse_points: Points = Field(4, description="Points per pulse up to otx_pulse_weak_max.")
@@ -211,6 +219,7 @@ class _Finding:
     capable: bool = False  # the answer could have shown malice (a scan, a pulse search, a report)
     silent_lean: float = -1.0  # lean of a clean answer that carries no points
     allowlisted: bool = False
+    vouch: str = ""  # what vouches for it (reputation, allowlist): holds it below malicious
     reasons: list[tuple[str, float, int]] = field(default_factory=list)  # text, points, group
 
     def add(self, text: str, points: float = 0.0, group: int = _SUPPORTING) -> None:
@@ -287,6 +296,18 @@ def score(
         text = f"score capped at {value}: {' and '.join(allowlisted_by)} {verb} it as known-good"
         reasons.append(_Reason(text, _ADJUSTMENT))
     strong = any(f.grade >= STRONG for _, f in answered)
+    vouches = [f.vouch for _, f in answered if f.vouch]
+    if value >= policy.malicious_threshold and not strong and vouches:
+        # Well-known infrastructure collects weak and moderate accusations from every direction
+        # (engines that flag resolvers, pulses that list the DNS server malware used); agreeing
+        # noise is still noise, so only a strong source may overrule a benign voucher.
+        value = policy.malicious_threshold - 1
+        verb = "vouches" if len(vouches) == 1 else "vouch"
+        text = (
+            f"held at {value}, below malicious: {' and '.join(vouches)} {verb} for it, "
+            "and no source has strong evidence"
+        )
+        reasons.append(_Reason(text, _ADJUSTMENT))
     moderate = sum(1 for _, f in answered if f.grade >= MODERATE)
     needed = policy.corroboration_min_sources
     if value >= policy.malicious_threshold and not strong and moderate < needed:
@@ -339,9 +360,19 @@ def _virustotal(result: SourceResult, policy: ScoringPolicy, now: datetime) -> _
         _vt_detections(result.detections, result.threat_label, policy, finding)
     rep = result.reputation
     if rep is not None and rep >= policy.vt_reputation_benign:
-        finding.benign += policy.vt_reputation_points
+        base = policy.vt_reputation_points
+        beyond = (rep - policy.vt_reputation_benign) * policy.vt_reputation_extra_points
+        points = min(base + beyond, max(base, policy.vt_reputation_max_points))
+        text = f"VirusTotal community reputation {rep:+d}"
+        if finding.grade >= STRONG and points > base:
+            # Votes accumulate over years and lag behind a compromise; engines agreeing now do
+            # not. Against strong detections a high reputation keeps only its base points.
+            points = base
+            text += f" — counted at {_number(base)} against strong detections"
+        finding.benign += points
         finding.capable = True
-        finding.add(f"VirusTotal community reputation +{rep}", -policy.vt_reputation_points)
+        finding.vouch = f"VirusTotal community reputation {rep:+d}"
+        finding.add(text, -points)
     elif rep is not None and rep <= policy.vt_reputation_malicious:
         finding.malice += policy.vt_reputation_points
         finding.grade = max(finding.grade, WEAK)
@@ -409,6 +440,7 @@ def _otx(result: SourceResult, policy: ScoringPolicy, now: datetime) -> _Finding
     plural = "s" if pulses != 1 else ""
     if result.allowlisted_by:
         finding.allowlisted = True
+        finding.vouch = "the OTX allowlist"
         noise = f"; {pulses} pulse{plural} discounted" if pulses else ""
         text = f"OTX lists it as known-good ({_names(result.allowlisted_by, 3)}){noise}"
         finding.add(text, -_ALLOWLIST_RANK)
@@ -465,6 +497,7 @@ def _abuseipdb(result: SourceResult, policy: ScoringPolicy, now: datetime) -> _F
         finding.add(f"AbuseIPDB usage type: {_clip(report.usage_type)}", group=_CONTEXT)
     if report.is_whitelisted:
         finding.allowlisted = True
+        finding.vouch = "the AbuseIPDB whitelist"
         finding.add("AbuseIPDB lists it as whitelisted", -_ALLOWLIST_RANK)
         return finding
     if report.is_tor:
@@ -585,6 +618,11 @@ def _ordered(sources: Mapping[str, SourceResult]) -> list[str]:
 
 def _round(value: float) -> int:
     return max(0, min(100, math.floor(value + 0.5)))
+
+
+def _number(value: float) -> str:
+    """Points as people write them: 15, 2.5."""
+    return f"{value:g}"
 
 
 def _aware(moment: datetime) -> datetime:
