@@ -1,0 +1,376 @@
+"""The persistent quota store: one SQLite file that every process on the machine counts in.
+
+    async with SQLiteQuotaStore(Path("~/.local/state/threatintel/quota.sqlite3").expanduser()) as s:
+        limiter = RateLimiter("virustotal", keys, windows, store=s, clock=SystemClock())
+        ...
+
+The default deployment has no Redis and the CLI is a short-lived process: with the memory store
+five ``threatintel analyze`` runs in a minute would each spend VirusTotal's 4/minute afresh.
+Here every run and every process on the machine spends one budget, and a later
+``threatintel quota`` reads what is left of it.
+
+Schema (times are the caller's epoch seconds, never SQLite's clock, as for the other stores):
+
+    grants(bucket, window_name, expires_at)      sliding windows: one row per grant, indexed
+    counters(bucket, window_name, window_id,     fixed windows: one counter per window id,
+             count, resets_at)                   primary key (bucket, window_name, window_id)
+    blocks(bucket PRIMARY KEY, until)            no grant before ``until`` (a 429 correction)
+    newest(bucket PRIMARY KEY, at, keep_until)   the newest instant the bucket granted at
+
+Each acquire is one ``BEGIN IMMEDIATE`` transaction, and SQLite lets one writer at a time into a
+file across processes: checking the block and every window and then recording the grant in all
+of them is atomic, as the memory store's single step and the Redis store's script are. The same
+history gets the same ``Grant`` as from MemoryQuotaStore, "time never runs backwards per bucket"
+included; the one difference is deliberate: a caller whose clock is behind an earlier caller's
+still counts grants the memory store has already dropped (see ``CLOCK_MARGIN``).
+
+Rows are deleted once they are ``CLOCK_MARGIN`` past use: a bucket's own on each of its
+acquires, every bucket's on an instance's first acquire and every ``purge_every`` after, so the
+file stays a few rows per key. Every sqlite3 or OS error becomes QuotaStoreUnavailable naming the
+file (the limiter then counts locally); bucket names hold only key fingerprints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Self, TypeVar
+
+from threatintel.quota import BLOCKED, Grant, QuotaStoreUnavailable, Window, WindowUsage
+
+#: How long an acquire waits for another process's transaction before the store counts as down.
+BUSY_TIMEOUT_SECONDS: Final = 5.0
+#: Rows outlive their use by this much, so a caller whose clock reads a little earlier (another
+#: process that read the time just before this one wrote) still counts every grant it should.
+CLOCK_MARGIN: Final = 60.0
+#: Every this many acquires an instance also deletes the stale rows of buckets no longer used.
+DEFAULT_PURGE_EVERY: Final = 500
+#: Pause between attempts to open a file another process is setting up at the same moment.
+OPEN_RETRY_PAUSE: Final = 0.01
+
+_T = TypeVar("_T")
+
+_SCHEMA: Final = (
+    "CREATE TABLE IF NOT EXISTS grants (bucket TEXT NOT NULL, window_name TEXT NOT NULL,"
+    " expires_at REAL NOT NULL)",
+    # Counting a window's live grants and finding the one that frees a slot are range scans.
+    "CREATE INDEX IF NOT EXISTS grants_by_window ON grants (bucket, window_name, expires_at)",
+    "CREATE TABLE IF NOT EXISTS counters (bucket TEXT NOT NULL, window_name TEXT NOT NULL,"
+    " window_id INTEGER NOT NULL, count INTEGER NOT NULL, resets_at REAL NOT NULL,"
+    " PRIMARY KEY (bucket, window_name, window_id))",
+    "CREATE TABLE IF NOT EXISTS blocks (bucket TEXT PRIMARY KEY, until REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS newest (bucket TEXT PRIMARY KEY, at REAL NOT NULL,"
+    " keep_until REAL NOT NULL)",
+)
+
+
+class SQLiteQuotaStore:
+    """A QuotaStore in one SQLite file, shared by every process that opens the same ``path``.
+
+        store = SQLiteQuotaStore("quota.sqlite3")   # the file and its directories appear on use
+        grant = await store.acquire("virustotal:0123abcd89", windows, clock.time())
+        await store.aclose()
+
+    Every failure is raised as QuotaStoreUnavailable (the limiter then counts locally).
+    """
+
+    __slots__ = ("_acquires_since_purge", "_closed", "_conn", "_executor", "path", "purge_every")
+
+    def __init__(self, path: str | Path, *, purge_every: int = DEFAULT_PURGE_EVERY) -> None:
+        if purge_every < 1:
+            raise ValueError("purge_every must be at least 1")
+        self.path = Path(path)
+        self.purge_every = purge_every
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+        # The first acquire purges: a CLI run is short and may never reach purge_every.
+        self._acquires_since_purge = purge_every
+        # One dedicated worker thread owns the connection for its whole life: sqlite3 objects
+        # must stay on the thread that made them, calls are serialised without a lock, and a
+        # wait for another process's write lock never occupies the loop's shared executor.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="threatintel-quota")
+
+    def __repr__(self) -> str:
+        return f"SQLiteQuotaStore({str(self.path)!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- the QuotaStore protocol --------------------------------------------------------------
+
+    async def acquire(self, bucket: str, windows: Sequence[Window], now: float) -> Grant:
+        return await self._run(self._acquire, bucket, tuple(windows), now)
+
+    async def block(self, bucket: str, until: float) -> None:
+        await self._run(self._block, bucket, until)
+
+    async def usage(self, bucket: str, windows: Sequence[Window], now: float) -> list[WindowUsage]:
+        return await self._run(self._usage, bucket, tuple(windows), now)
+
+    async def blocked_until(self, bucket: str, now: float) -> float | None:
+        return await self._run(self._blocked_until, bucket, now)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._translated, self._close
+            )
+        finally:
+            self._executor.shutdown(wait=False)
+
+    # -- the worker thread ---------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., _T], *args: object) -> _T:
+        if self._closed:
+            raise QuotaStoreUnavailable(f"SQLite quota store {self.path} is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._translated, fn, *args)
+
+    def _translated(self, fn: Callable[..., _T], *args: object) -> _T:
+        """Run ``fn`` on the worker thread; the one place sqlite3 and OS errors are translated."""
+        try:
+            return fn(*args)
+        except (sqlite3.Error, OSError) as exc:
+            raise QuotaStoreUnavailable(self._describe(exc)) from exc
+
+    def _describe(self, exc: BaseException) -> str:
+        if isinstance(exc, sqlite3.DatabaseError) and any(
+            sign in str(exc) for sign in ("not a database", "malformed")
+        ):
+            return f"SQLite quota store {self.path} is corrupt or not a database; delete it"
+        if isinstance(exc, OSError):
+            reason = exc.strerror or type(exc).__name__
+            return f"SQLite quota store {self.path} cannot be created: {reason}"
+        # sqlite3's own messages ("database is locked", "unable to open database file") name
+        # no data, so they are safe to pass on.
+        return f"SQLite quota store {self.path} failed: {exc}"
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is not None:
+            return self._conn
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Autocommit (isolation_level=None) so that transactions are exactly the explicit
+        # BEGIN ... COMMIT below; ``timeout`` is SQLite's busy timeout for the write lock.
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+        try:
+            _prepare(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    def _acquire(self, bucket: str, windows: tuple[Window, ...], now: float) -> Grant:
+        conn = self._connection()
+        with _transaction(conn, "BEGIN IMMEDIATE"):
+            row = conn.execute("SELECT at FROM newest WHERE bucket = ?", (bucket,)).fetchone()
+            # Time never runs backwards for a bucket: a caller holding an older instant is
+            # judged at the newest one granted, so it cannot reuse a slot given out since.
+            if row is not None:
+                now = max(now, float(row[0]))
+            self._acquires_since_purge += 1
+            if self._acquires_since_purge >= self.purge_every:
+                self._acquires_since_purge = 0
+                _purge(conn, now)
+            row = conn.execute("SELECT until FROM blocks WHERE bucket = ?", (bucket,)).fetchone()
+            if row is not None:
+                until = float(row[0])
+                if until > now:
+                    return Grant(False, wait=until - now, exhausted=BLOCKED, reset_at=until)
+                conn.execute("DELETE FROM blocks WHERE bucket = ?", (bucket,))
+            spent: tuple[float, str] | None = None
+            frees_at = now
+            for window in windows:
+                if window.sliding:
+                    conn.execute(
+                        "DELETE FROM grants"
+                        " WHERE bucket = ? AND window_name = ? AND expires_at <= ?",
+                        (bucket, window.name, now - CLOCK_MARGIN),
+                    )
+                    used, _ = _live(conn, bucket, window, now)
+                    if used >= window.limit:
+                        frees_at = max(frees_at, _frees_at(conn, bucket, window, now, used))
+                else:
+                    conn.execute(
+                        "DELETE FROM counters"
+                        " WHERE bucket = ? AND window_name = ? AND resets_at <= ?",
+                        (bucket, window.name, now - CLOCK_MARGIN),
+                    )
+                    if _count(conn, bucket, window, now) >= window.limit:
+                        reset = window.reset_at(now)
+                        # The bucket comes back when every spent window has reset.
+                        if spent is None or reset > spent[0]:
+                            spent = (reset, window.name)
+            if spent is not None:
+                return Grant(False, wait=spent[0] - now, exhausted=spent[1], reset_at=spent[0])
+            if frees_at > now:
+                return Grant(False, wait=frees_at - now)
+            _record(conn, bucket, windows, now)
+            return Grant(True)
+
+    def _block(self, bucket: str, until: float) -> None:
+        conn = self._connection()
+        with _transaction(conn, "BEGIN IMMEDIATE"):
+            # A block only ever grows: a later, shorter 429 must not lift a longer one.
+            conn.execute(
+                "INSERT INTO blocks (bucket, until) VALUES (?, ?)"
+                " ON CONFLICT (bucket) DO UPDATE SET until = max(until, excluded.until)",
+                (bucket, until),
+            )
+
+    def _usage(self, bucket: str, windows: tuple[Window, ...], now: float) -> list[WindowUsage]:
+        conn = self._connection()
+        result = []
+        # A read transaction: every window is read from the same snapshot, and in WAL mode it
+        # never waits for (nor holds up) an acquire.
+        with _transaction(conn, "BEGIN"):
+            for window in windows:
+                if window.sliding:
+                    used, reset = _live(conn, bucket, window, now)
+                else:
+                    used, reset = _count(conn, bucket, window, now), window.reset_at(now)
+                remaining = max(0, window.limit - used)
+                result.append(WindowUsage(window.name, window.limit, used, remaining, reset))
+        return result
+
+    def _blocked_until(self, bucket: str, now: float) -> float | None:
+        row = (
+            self._connection()
+            .execute("SELECT until FROM blocks WHERE bucket = ?", (bucket,))
+            .fetchone()
+        )
+        if row is None:
+            return None
+        until = float(row[0])
+        return until if until > now else None
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+
+def _prepare(conn: sqlite3.Connection) -> None:
+    """Put a fresh connection in WAL mode and create the tables, waiting out other openers."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            # WAL: readers (``threatintel quota``) never wait for writers. synchronous=NORMAL
+            # survives any process crash and skips an fsync per grant; only a power cut can
+            # lose the last few grants, which costs at most a few early requests.
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            with _transaction(conn, "BEGIN IMMEDIATE"):
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+            return
+        except sqlite3.OperationalError as exc:
+            # Turning a new file to WAL needs it alone, and SQLite fails that at once instead
+            # of calling the busy handler when another process opens the file at that moment;
+            # this thread waits the way the busy handler would.
+            busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+            if not busy or time.monotonic() > deadline:
+                raise
+        time.sleep(OPEN_RETRY_PAUSE)
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection, begin: str) -> Iterator[None]:
+    """Commit what the block did, or roll all of it back if it raised."""
+    conn.execute(begin)
+    try:
+        yield
+    except BaseException:
+        # SQLite has already rolled back after some errors (a full disk, an interrupt).
+        if conn.in_transaction:
+            conn.rollback()
+        raise
+    conn.execute("COMMIT")
+
+
+def _live(
+    conn: sqlite3.Connection, bucket: str, window: Window, now: float
+) -> tuple[int, float | None]:
+    """How many grants of a sliding window still count at ``now``, and when the oldest stops."""
+    # A grant stops counting at exactly its expiry: the instant a sleeper wakes up to.
+    used, oldest = conn.execute(
+        "SELECT count(*), min(expires_at) FROM grants"
+        " WHERE bucket = ? AND window_name = ? AND expires_at > ?",
+        (bucket, window.name, now),
+    ).fetchone()
+    return int(used), None if oldest is None else float(oldest)
+
+
+def _frees_at(
+    conn: sqlite3.Connection, bucket: str, window: Window, now: float, used: int
+) -> float:
+    """When a full sliding window has room again: when its ``used - limit + 1``-th grant expires."""
+    (expiry,) = conn.execute(
+        "SELECT expires_at FROM grants WHERE bucket = ? AND window_name = ? AND expires_at > ?"
+        " ORDER BY expires_at LIMIT 1 OFFSET ?",
+        (bucket, window.name, now, used - window.limit),
+    ).fetchone()
+    return float(expiry)
+
+
+def _count(conn: sqlite3.Connection, bucket: str, window: Window, now: float) -> int:
+    """Grants counted so far in the fixed window ``now`` falls in."""
+    row = conn.execute(
+        "SELECT count FROM counters WHERE bucket = ? AND window_name = ? AND window_id = ?",
+        (bucket, window.name, window.window_id(now)),
+    ).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _record(conn: sqlite3.Connection, bucket: str, windows: tuple[Window, ...], now: float) -> None:
+    """Count one grant made at ``now`` in every window, and remember ``now`` as the newest."""
+    keep = CLOCK_MARGIN
+    for window in windows:
+        if window.sliding:
+            conn.execute(
+                "INSERT INTO grants (bucket, window_name, expires_at) VALUES (?, ?, ?)",
+                (bucket, window.name, now + window.seconds),
+            )
+            keep = max(keep, window.seconds + CLOCK_MARGIN)
+        else:
+            reset = window.reset_at(now)
+            conn.execute(
+                "INSERT INTO counters (bucket, window_name, window_id, count, resets_at)"
+                " VALUES (?, ?, ?, 1, ?) ON CONFLICT (bucket, window_name, window_id)"
+                " DO UPDATE SET count = count + 1",
+                (bucket, window.name, window.window_id(now), reset),
+            )
+            keep = max(keep, reset - now + CLOCK_MARGIN)
+    # The newest instant matters only while a grant made then still counts somewhere.
+    conn.execute(
+        "INSERT INTO newest (bucket, at, keep_until) VALUES (?, ?, ?)"
+        " ON CONFLICT (bucket) DO UPDATE SET"
+        " at = max(at, excluded.at), keep_until = max(keep_until, excluded.keep_until)",
+        (bucket, now, now + keep),
+    )
+
+
+def _purge(conn: sqlite3.Connection, now: float) -> None:
+    """Delete every bucket's rows that stopped mattering ``CLOCK_MARGIN`` ago or more."""
+    cutoff = now - CLOCK_MARGIN
+    conn.execute("DELETE FROM grants WHERE expires_at <= ?", (cutoff,))
+    conn.execute("DELETE FROM counters WHERE resets_at <= ?", (cutoff,))
+    conn.execute("DELETE FROM blocks WHERE until <= ?", (cutoff,))
+    conn.execute("DELETE FROM newest WHERE keep_until <= ?", (now,))
