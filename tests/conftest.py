@@ -6,6 +6,7 @@ Tests drive the real provider clients over HTTP against it; nothing leaves loopb
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -49,6 +50,7 @@ def sim(_sim_server: SimulatorServer) -> Iterator[SimulatorServer]:
     fresh = quiet_config()
     config = _sim_server.config
     config.scenario = Scenario.default()
+    config.clock = time.time
     for name in VENDOR_NAMES:
         setattr(config, name, getattr(fresh, name))
     _sim_server.simulator.faults.clear()

@@ -32,4 +32,35 @@ def sim_settings(sim: SimulatorServer, **overrides: Any) -> Settings:
         values[f"{name}_base_url"] = sim.base_urls[name]
         values[f"{name}_api_key"] = TEST_KEYS[name]
     values["request_timeout"] = 5.0
+    # Most tests look at single exchanges: no retries, and limits far above what they use so
+    # nothing waits on real time. Quota and retry tests set the real shapes explicitly.
+    values["max_retries"] = 0
+    values["max_quota_wait"] = 0  # after a 429 the limiter blocks the key: report, don't wait
+    values["virustotal_rate_limit"] = 100_000
+    values["virustotal_daily_limit"] = 100_000
+    values["virustotal_monthly_limit"] = 100_000
+    values["otx_rate_limit"] = 100_000
+    values["abuseipdb_rate_limit"] = 100_000
+    values["ipinfo_rate_limit"] = 100_000
+    values["ipinfo_anonymous_daily_limit"] = 100_000
     return Settings.load(**(values | overrides))
+
+
+def sim_env(sim: SimulatorServer, **extra: str) -> dict[str, str]:
+    """The same configuration as sim_settings, as environment variables for CLI runs."""
+    settings = sim_settings(sim)
+    env = {f"{n.upper()}_BASE_URL": sim.base_urls[n] for n in VENDOR_NAMES}
+    env |= {f"{n.upper()}_API_KEY": TEST_KEYS[n] for n in VENDOR_NAMES}
+    for name in (
+        "max_retries",
+        "virustotal_rate_limit",
+        "virustotal_daily_limit",
+        "virustotal_monthly_limit",
+        "otx_rate_limit",
+        "abuseipdb_rate_limit",
+        "ipinfo_rate_limit",
+        "ipinfo_anonymous_daily_limit",
+        "max_quota_wait",
+    ):
+        env[name.upper()] = str(getattr(settings, name))
+    return env | extra

@@ -11,19 +11,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from support import TEST_KEYS, VENDOR_NAMES
+from support import TEST_KEYS, sim_env
 from threatintel import __version__
 from threatintel.cli import app
 from threatintel.settings import fingerprint
 from threatintel.simulator import SimulatorServer
 
 runner = CliRunner()
-
-
-def sim_env(sim: SimulatorServer, **extra: str) -> dict[str, str]:
-    env = {f"{n.upper()}_BASE_URL": sim.base_urls[n] for n in VENDOR_NAMES}
-    env |= {f"{n.upper()}_API_KEY": TEST_KEYS[n] for n in VENDOR_NAMES}
-    return env | extra
 
 
 def test_analyze_values_as_json(sim: SimulatorServer) -> None:

@@ -66,6 +66,8 @@ def vt_only(**overrides: object) -> Settings:
         "virustotal_api_key": "VT-PROXY-TEST-KEY",
         "virustotal_base_url": "http://www.virustotal.test/api/v3",
         "request_timeout": 2,
+        "max_retries": 0,
+        "cache_backend": "memory",
     }
     return Settings.load(**(values | overrides))
 

@@ -8,7 +8,7 @@ import traceback
 import pytest
 from typer.testing import CliRunner
 
-from support import TEST_KEYS, VENDOR_NAMES, sim_settings
+from support import TEST_KEYS, VENDOR_NAMES, sim_env, sim_settings
 from threatintel.cli import app
 from threatintel.engine import Engine
 from threatintel.errors import ProviderError
@@ -88,9 +88,7 @@ async def test_no_key_anywhere_in_a_faulting_run(
 def test_no_key_in_cli_output(sim: SimulatorServer) -> None:
     """Every CLI output format, and the config command, stays free of keys under faults."""
     faulting(sim)
-    env = {f"{n.upper()}_BASE_URL": sim.base_urls[n] for n in VENDOR_NAMES}
-    env |= {f"{n.upper()}_API_KEY": TEST_KEYS[n] for n in VENDOR_NAMES}
-    env["REQUEST_TIMEOUT"] = "0.5"
+    env = sim_env(sim, REQUEST_TIMEOUT="0.5")
     runner = CliRunner()
     for args in (
         ["analyze", *INDICATORS[:4]],

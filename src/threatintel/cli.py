@@ -302,12 +302,29 @@ def version() -> None:
 DEMO_LATENCY = {"virustotal": 0.08, "otx": 0.12, "abuseipdb": 0.05, "ipinfo": 0.03}
 
 
+#: The demo's simulator enforces no quotas, so neither does the demo's engine.
+DEMO_LIMIT = 1_000_000
+
+
 def simulator_settings(base_urls: dict[str, str], **overrides: Any) -> Settings:
-    """Settings that point every provider at a simulator, with obviously fake keys."""
-    values: dict[str, Any] = {}
+    """Settings that point every provider at a simulator, with obviously fake keys.
+
+    The cache stays in memory: a demo must not leave files in the user's directory, and a
+    second run should ask the simulator again.
+    """
+    values: dict[str, Any] = {"cache_backend": "memory"}
     for name, url in base_urls.items():
         values[f"{name}_base_url"] = url
         values[f"{name}_api_key"] = f"simulated-{name}-key"
+    for limit in (
+        "virustotal_rate_limit",
+        "virustotal_daily_limit",
+        "virustotal_monthly_limit",
+        "otx_rate_limit",
+        "abuseipdb_rate_limit",
+        "ipinfo_rate_limit",
+    ):
+        values[limit] = DEMO_LIMIT
     return load_settings(**(values | overrides))
 
 

@@ -10,7 +10,10 @@ cache entries carry their store time, and several instances sharing Redis must a
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
 import time as _time
+from collections.abc import Iterator
 from typing import Protocol
 
 
@@ -21,6 +24,10 @@ class Clock(Protocol):
 
     async def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` of this clock's time."""
+        ...
+
+    def participant(self) -> contextlib.AbstractContextManager[None]:
+        """Mark a stretch of work that time must not skip past (see LockstepClock)."""
         ...
 
 
@@ -34,6 +41,9 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
+
+    def participant(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
 
 class VirtualClock:
@@ -66,3 +76,65 @@ class VirtualClock:
         if target > self.now:
             self.now = target
         await asyncio.sleep(0)
+
+    def participant(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+
+class LockstepClock(VirtualClock):
+    """A virtual clock that moves only when every participant is asleep on it.
+
+        clock = LockstepClock()
+        with clock.participant():          # the engine marks each upstream lookup so
+            await clock.sleep(60)          # time waits for lookups still talking HTTP
+
+    VirtualClock jumps as soon as one sleeper yields; that is wrong when other coroutines are
+    waiting on real I/O (a simulator, Redis) that real time would not pass by. Here time jumps
+    to the earliest wake-up only once no participant is awake, which is what an idle process
+    waiting for its rate-limit windows would see, minus the waiting.
+    """
+
+    __slots__ = ("_awake", "_sleepers")
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        super().__init__(start)
+        self._awake = 0
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+
+    @contextlib.contextmanager
+    def participant(self) -> Iterator[None]:
+        self._awake += 1
+        try:
+            yield
+        finally:
+            self._awake -= 1
+            self._advance()
+
+    async def sleep(self, seconds: float) -> None:
+        if self._awake == 0:
+            # Not inside a participant: behave like VirtualClock.
+            await super().sleep(seconds)
+            return
+        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self.now + max(0.0, seconds), id(woken), woken))
+        self._awake -= 1
+        self._advance()
+        try:
+            await woken
+        finally:
+            if not woken.done():  # cancelled while asleep: forget the wake-up
+                woken.cancel()
+                self._awake += 1
+
+    def _advance(self) -> None:
+        while self._awake == 0 and self._sleepers:
+            self._sleepers = [s for s in self._sleepers if not s[2].done()]
+            heapq.heapify(self._sleepers)
+            if not self._sleepers:
+                return
+            self.now = max(self.now, self._sleepers[0][0])
+            while self._sleepers and self._sleepers[0][0] <= self.now:
+                _, _, future = heapq.heappop(self._sleepers)
+                if not future.done():
+                    future.set_result(None)
+                    self._awake += 1

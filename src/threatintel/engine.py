@@ -24,7 +24,9 @@ from typing import Protocol
 import httpx
 
 from threatintel._version import __version__
-from threatintel.errors import ConfigError, InvalidIndicator, ProviderError, RateLimited
+from threatintel.cache import Cache, open_cache
+from threatintel.clock import Clock, SystemClock
+from threatintel.errors import ConfigError, InvalidIndicator
 from threatintel.indicators import extract, non_public_reason, parse_indicator
 from threatintel.models import (
     Analysis,
@@ -35,8 +37,18 @@ from threatintel.models import (
     SourceStatus,
     utcnow,
 )
+from threatintel.pipeline import SourcePipeline, SourceStats
 from threatintel.providers import PROVIDERS, AbuseIPDB, HttpProvider, Provider
-from threatintel.resilience import CircuitBreaker, Clock
+from threatintel.quota import (
+    FallbackQuotaStore,
+    KeyUsage,
+    MemoryQuotaStore,
+    QuotaStore,
+    RateLimiter,
+    Window,
+)
+from threatintel.quota_sqlite import SQLiteQuotaStore
+from threatintel.resilience import BreakerState, CircuitBreaker, RetryPolicy
 from threatintel.scoring import score
 from threatintel.settings import Settings
 
@@ -118,10 +130,14 @@ class Engine:
         providers: Mapping[str, Provider] | None = None,
         include_raw: bool = False,
         on_lookup: LookupHook | None = None,
-        clock: Clock = time.monotonic,
+        clock: Clock | None = None,
         trust_env: bool = True,
+        cache: Cache | None = None,
+        quota_store: QuotaStore | None = None,
+        windows: Mapping[str, Sequence[Window]] | None = None,
     ) -> None:
         self.settings = settings
+        self.clock: Clock = clock if clock is not None else SystemClock()
         self._owns_client = client is None
         self.client = client if client is not None else build_client(settings, trust_env=trust_env)
         self.providers: dict[str, Provider] = dict(
@@ -130,16 +146,77 @@ class Engine:
             else build_providers(settings, self.client, include_raw=include_raw)
         )
         self._on_lookup = on_lookup
-        self.breakers = {
-            name: CircuitBreaker(
+        self._owns_cache = cache is None
+        self.cache = cache if cache is not None else build_cache(settings, self.clock)
+        self._owns_quota_store = quota_store is None
+        self.quota_store = (
+            quota_store if quota_store is not None else build_quota_store(settings, self.clock)
+        )
+        retry = RetryPolicy(
+            settings.max_retries,
+            backoff_base=settings.retry_backoff_base,
+            backoff_cap=settings.retry_backoff_cap,
+            max_retry_after=settings.max_retry_after,
+        )
+        self.pipelines: dict[str, SourcePipeline] = {}
+        for name, provider in self.providers.items():
+            keys = [k.get_secret_value() for k in settings.api_keys(name)]
+            limiter = RateLimiter(
+                name,
+                keys or [None],
+                (windows or {}).get(name) or quota_windows(settings, name, keyed=bool(keys)),
+                self.quota_store,
+                self.clock,
+                wait_for_reset=settings.quota_wait_for_reset,
+                max_wait=settings.max_quota_wait,
+            )
+            breaker = CircuitBreaker(
                 name,
                 failure_threshold=settings.circuit_failure_threshold,
                 reset_after=settings.circuit_reset_after,
-                clock=clock,
+                clock=self.clock.time,
             )
-            for name in self.providers
-        }
+            self.pipelines[name] = SourcePipeline(
+                provider,
+                limiter=limiter,
+                breaker=breaker,
+                retry=retry,
+                clock=self.clock,
+                cache=self.cache,
+                include_raw=include_raw,
+                ttl=settings.cache_ttl_for(name),
+                negative_ttl=settings.negative_cache_ttl,
+                lookup_timeout=settings.lookup_timeout,
+                # Long enough for a peer's whole lookup (every attempt) to finish.
+                lock_ttl=settings.request_timeout * (settings.max_retries + 1) + 5,
+            )
         self._workers = asyncio.Semaphore(settings.max_workers)
+
+    @property
+    def breakers(self) -> dict[str, CircuitBreaker]:
+        return {name: pipeline.breaker for name, pipeline in self.pipelines.items()}
+
+    @property
+    def stats(self) -> dict[str, SourceStats]:
+        """Counters per provider: cache hits and misses, coalesced calls, retries, 429s."""
+        return {name: pipeline.stats for name, pipeline in self.pipelines.items()}
+
+    async def quota(self) -> list[ProviderQuota]:
+        """Remaining budget per provider and key (keys as fingerprints) and breaker state."""
+        report = []
+        for name, pipeline in self.pipelines.items():
+            breaker = pipeline.breaker
+            report.append(
+                ProviderQuota(
+                    provider=name,
+                    configured=bool(self.settings.api_keys(name))
+                    or not self.providers[name].requires_key,
+                    breaker=breaker.state,
+                    breaker_retry_after=breaker.retry_after,
+                    keys=await pipeline.limiter.usage(),
+                )
+            )
+        return report
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **kwargs: object) -> Engine:
@@ -159,6 +236,10 @@ class Engine:
     async def aclose(self) -> None:
         if self._owns_client:
             await self.client.aclose()
+        if self._owns_cache:
+            await self.cache.aclose()
+        if self._owns_quota_store:
+            await self.quota_store.aclose()
 
     # --- inputs ---------------------------------------------------------------------------
     def select(self, names: Sequence[str] | None) -> list[str]:
@@ -280,41 +361,34 @@ class Engine:
                     status=SourceStatus.NOT_QUERIED_PRIVATE,
                     message=f"not sent to third parties: {reason}",
                 )
-        keys = self.settings.api_keys(name)
-        if provider.requires_key and not keys:
+        if provider.requires_key and not self.settings.api_keys(name):
             return SourceResult(
                 source=name,
                 status=SourceStatus.NOT_CONFIGURED,
                 message=f"no {name.upper()}_API_KEY configured",
             )
-        key = keys[0].get_secret_value() if keys else None
         async with self._workers:
-            return await self._lookup_source(provider, indicator, key)
+            return await self._lookup_source(self.pipelines[name], indicator)
 
-    async def _lookup_source(
-        self, provider: Provider, indicator: Indicator, api_key: str | None
-    ) -> SourceResult:
-        """The single seam every provider call passes through."""
+    async def _lookup_source(self, pipeline: SourcePipeline, indicator: Indicator) -> SourceResult:
+        """The single seam every provider call passes through (cache, limits, retries...)."""
         started = time.perf_counter()
         try:
-            async with self.breakers[provider.name]:
-                result = await provider.lookup(indicator, api_key)
-        except ProviderError as exc:
-            result = failure_result(provider.name, exc)
+            result = await pipeline.lookup(indicator)
         except Exception as exc:  # a bug in a parser must not sink the batch
             logger.error(
                 "%s lookup failed unexpectedly (%s)",
-                provider.name,
+                pipeline.name,
                 type(exc).__name__,
                 exc_info=logger.isEnabledFor(logging.DEBUG),
             )
             result = SourceResult(
-                source=provider.name, status=SourceStatus.ERROR, message="internal error"
+                source=pipeline.name, status=SourceStatus.ERROR, message="internal error"
             )
         if self._on_lookup is not None:
             self._on_lookup(
                 LookupEvent(
-                    provider=provider.name,
+                    provider=pipeline.name,
                     indicator_type=indicator.type.value,
                     status=result.status,
                     duration=time.perf_counter() - started,
@@ -324,15 +398,63 @@ class Engine:
         return result
 
 
-def failure_result(provider: str, exc: ProviderError) -> SourceResult:
-    """A ProviderError as data: its status, its safe message, and when to come back."""
-    return SourceResult(
-        source=provider,
-        status=exc.status,
-        message=exc.message,
-        retry_after=exc.retry_after,
-        reset_at=exc.reset_at if isinstance(exc, RateLimited) else None,
-    )
+@dataclass(frozen=True, slots=True)
+class ProviderQuota:
+    """One provider's budget and health, for `threatintel quota` and /health."""
+
+    provider: str
+    configured: bool
+    breaker: BreakerState
+    breaker_retry_after: float
+    keys: list[KeyUsage]
+
+
+def quota_windows(settings: Settings, provider: str, *, keyed: bool) -> list[Window]:
+    """Every window the vendor enforces, from the settings (free-tier defaults)."""
+    if provider == "virustotal":
+        return [
+            Window.per_minute(settings.virustotal_rate_limit),
+            Window.per_day(settings.virustotal_daily_limit),
+            Window.per_month(settings.virustotal_monthly_limit),
+        ]
+    if provider == "otx":
+        return [Window.per_hour(settings.otx_rate_limit)]
+    if provider == "abuseipdb":
+        return [Window.per_day(settings.abuseipdb_rate_limit)]
+    if provider == "ipinfo":
+        if keyed:
+            return [Window.per_month(settings.ipinfo_rate_limit)]
+        return [Window.per_day(settings.ipinfo_anonymous_daily_limit)]
+    return []
+
+
+def build_cache(settings: Settings, clock: Clock) -> Cache:
+    backend = settings.resolved_cache_backend
+    redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
+    try:
+        return open_cache(
+            backend=backend, cache_dir=settings.cache_dir, redis_url=redis_url, clock=clock
+        )
+    except ValueError as exc:
+        raise ConfigError(f"CACHE_BACKEND: {exc}") from None
+
+
+QUOTA_FILENAME = "quota.sqlite3"
+
+
+def build_quota_store(settings: Settings, clock: Clock) -> QuotaStore:
+    """Redis when instances share quotas; else SQLite, which outlives the process (so short
+    CLI runs in a row share one budget). Either falls back to memory while unreachable."""
+    backend = settings.resolved_cache_backend
+    if backend == "redis" and settings.redis_url is not None:
+        from threatintel.quota_redis import RedisQuotaStore  # the redis client only when used
+
+        shared: QuotaStore = RedisQuotaStore(settings.redis_url.get_secret_value())
+    elif backend == "sqlite":
+        shared = SQLiteQuotaStore(settings.cache_dir / QUOTA_FILENAME)
+    else:
+        return MemoryQuotaStore()
+    return FallbackQuotaStore(shared, clock=clock)
 
 
 def _safe(exc: BaseException) -> str:

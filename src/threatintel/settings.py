@@ -16,7 +16,8 @@ commas.
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -67,8 +68,22 @@ class Settings(BaseSettings):
     max_retries: int = Field(default=3, ge=0, le=20)
     max_workers: int = Field(default=10, ge=1, le=1000)
     batch_size: int = Field(default=100, ge=1, le=100_000)
-    cache_ttl: int = Field(default=86_400, ge=0)
+    cache_ttl: int = Field(default=86_400, ge=0, description="0 disables caching")
     compress_responses: bool = True
+    lookup_timeout: float = Field(default=60.0, gt=0, le=3_600)
+    max_retry_after: float = Field(default=60.0, ge=0, le=3_600)
+    retry_backoff_base: float = Field(default=0.5, ge=0, le=60)
+    retry_backoff_cap: float = Field(default=20.0, ge=0, le=600)
+
+    # --- cache ----------------------------------------------------------------------------
+    cache_backend: Literal["auto", "memory", "sqlite", "redis"] = "auto"
+    cache_dir: Path = Path("./cache")
+    redis_url: SecretStr | None = None
+    negative_cache_ttl: int = Field(default=3_600, ge=0)
+    virustotal_cache_ttl: int | None = Field(default=None, ge=0)
+    otx_cache_ttl: int | None = Field(default=None, ge=0)
+    abuseipdb_cache_ttl: int | None = Field(default=None, ge=0)
+    ipinfo_cache_ttl: int | None = Field(default=None, ge=0)
 
     circuit_failure_threshold: int = Field(default=5, ge=1, le=1000)
     circuit_reset_after: float = Field(default=60.0, gt=0, le=86_400)
@@ -78,6 +93,11 @@ class Settings(BaseSettings):
     otx_rate_limit: int = Field(default=1_000, ge=1, description="per hour")
     abuseipdb_rate_limit: int = Field(default=1_000, ge=1, description="per day")
     ipinfo_rate_limit: int = Field(default=50_000, ge=1, description="per month")
+    virustotal_daily_limit: int = Field(default=500, ge=1)
+    virustotal_monthly_limit: int = Field(default=15_500, ge=1)
+    ipinfo_anonymous_daily_limit: int = Field(default=1_000, ge=1)
+    quota_wait_for_reset: bool = False
+    max_quota_wait: float | None = Field(default=None, ge=0)
 
     # --- scope ----------------------------------------------------------------------------
     query_private: bool = False
@@ -110,6 +130,16 @@ class Settings(BaseSettings):
             raise ValueError("has an invalid port") from None
         return value.strip().rstrip("/")
 
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        scheme = urlsplit(value.get_secret_value().strip()).scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
     @field_validator("internal_domains")
     @classmethod
     def _normalise_suffixes(cls, value: list[str]) -> list[str]:
@@ -133,6 +163,17 @@ class Settings(BaseSettings):
     def api_keys(self, provider: str) -> list[SecretStr]:
         keys: list[SecretStr] = getattr(self, f"{provider}_api_key")
         return keys
+
+    def cache_ttl_for(self, provider: str) -> int:
+        specific: int | None = getattr(self, f"{provider}_cache_ttl", None)
+        return self.cache_ttl if specific is None else specific
+
+    @property
+    def resolved_cache_backend(self) -> str:
+        """ "auto" is Redis when REDIS_URL is set, else SQLite."""
+        if self.cache_backend == "auto":
+            return "redis" if self.redis_url is not None else "sqlite"
+        return self.cache_backend
 
     def base_url(self, provider: str) -> str:
         url: str = getattr(self, f"{provider}_base_url")

@@ -1,0 +1,240 @@
+"""The road every upstream lookup travels, one pipeline per provider:
+
+    cache ─hit─▶ answer (cached=True, cache_age)
+      │miss
+    in-process single flight ─follower─▶ the leader's answer
+      │leader
+    cross-instance lock (Redis) ─held elsewhere─▶ wait for the peer's cached answer
+      │
+    attempts: breaker ▶ rate limiter (waits for short windows) ▶ provider ▶ retry policy
+      │
+    cache the answer ("ok" for its TTL, "not found" for the negative TTL, failures never)
+
+Providers know nothing of this; the engine owns one SourcePipeline per provider and asks it
+``await pipeline.lookup(indicator)``. Failures come back as a SourceResult with a status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from threatintel.cache import Cache, FlightLock, as_flight_lock, cache_key
+from threatintel.clock import Clock
+from threatintel.errors import CacheError, ProviderError, QuotaExhausted, RateLimited
+from threatintel.models import Indicator, SourceResult, SourceStatus
+from threatintel.providers.base import Provider
+from threatintel.quota import RateLimiter
+from threatintel.resilience import CircuitBreaker, RetryPolicy
+
+logger = logging.getLogger("threatintel.pipeline")
+
+#: How often an instance waiting for a peer's answer looks in the shared cache.
+PEER_POLL_INTERVAL = 0.25
+
+
+@dataclass(slots=True)
+class SourceStats:
+    """Counters per provider (they feed `threatintel quota` now and /metrics later)."""
+
+    cache_hits: int = 0
+    cache_misses: int = 0
+    coalesced: int = 0
+    peer_waits: int = 0
+    upstream_calls: int = 0
+    retries: int = 0
+    throttled: int = 0  # 429s that still arrived
+    statuses: dict[str, int] = field(default_factory=dict)
+
+    def count(self, status: SourceStatus) -> None:
+        self.statuses[status.value] = self.statuses.get(status.value, 0) + 1
+
+
+def failure_result(provider: str, exc: ProviderError) -> SourceResult:
+    """A ProviderError as data: its status, its safe message, and when to come back."""
+    return SourceResult(
+        source=provider,
+        status=exc.status,
+        message=exc.message,
+        retry_after=exc.retry_after,
+        reset_at=exc.reset_at if isinstance(exc, RateLimited) else None,
+    )
+
+
+class SourcePipeline:
+    """Cache-through, coalesced, rate-limited, retried, circuit-broken calls to one provider."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        limiter: RateLimiter,
+        breaker: CircuitBreaker,
+        retry: RetryPolicy,
+        clock: Clock,
+        cache: Cache | None = None,
+        include_raw: bool = False,
+        ttl: float = 86_400,
+        negative_ttl: float = 3_600,
+        lookup_timeout: float = 60.0,
+        lock_ttl: float = 30.0,
+    ) -> None:
+        self.provider = provider
+        self.name = provider.name
+        self.limiter = limiter
+        self.breaker = breaker
+        self.retry = retry
+        self.clock = clock
+        self.cache = cache if ttl > 0 else None
+        self.include_raw = include_raw
+        self.ttl = ttl
+        self.negative_ttl = negative_ttl
+        self.lookup_timeout = lookup_timeout
+        self.lock_ttl = lock_ttl
+        self.stats = SourceStats()
+        self._flights: dict[str, asyncio.Future[SourceResult]] = {}
+        self._lock: FlightLock | None = as_flight_lock(cache) if cache is not None else None
+
+    async def lookup(self, indicator: Indicator) -> SourceResult:
+        key = cache_key(self.name, indicator.type.value, indicator.value)
+        cached = await self._from_cache(key)
+        if cached is not None:
+            self.stats.cache_hits += 1
+            return cached
+        self.stats.cache_misses += 1
+        flight = self._flights.get(key)
+        if flight is not None:
+            # Someone in this process is already asking: share their answer, spend nothing.
+            self.stats.coalesced += 1
+            return await asyncio.shield(flight)
+        flight = asyncio.get_running_loop().create_future()
+        self._flights[key] = flight
+        try:
+            result = await self._shared_fetch(key, indicator)
+        except asyncio.CancelledError:
+            flight.cancel()
+            raise
+        except BaseException as exc:
+            flight.set_exception(exc)
+            flight.exception()  # followers re-raise it; never "exception was never retrieved"
+            raise
+        else:
+            flight.set_result(result)
+        finally:
+            del self._flights[key]
+        self.stats.count(result.status)
+        return result
+
+    async def _shared_fetch(self, key: str, indicator: Indicator) -> SourceResult:
+        """Across instances: one holds the lock and asks; the others wait for its answer."""
+        token = None
+        if self._lock is not None:
+            token = await self._lock.acquire_lock(key, self.lock_ttl)
+            if token is None:
+                self.stats.peer_waits += 1
+                answer = await self._wait_for_peer(key)
+                if answer is not None:
+                    return answer
+                # The peer's answer was a failure (never cached) or it died: ask ourselves.
+        try:
+            result = await self._fetch(indicator)
+            await self._store(key, result)
+            return result
+        finally:
+            if token is not None and self._lock is not None:
+                await self._lock.release_lock(key, token)
+
+    async def _wait_for_peer(self, key: str) -> SourceResult | None:
+        deadline = self.clock.time() + self.lock_ttl
+        with self.clock.participant():
+            while self.clock.time() < deadline:
+                await self.clock.sleep(PEER_POLL_INTERVAL)
+                cached = await self._from_cache(key)
+                if cached is not None:
+                    return cached
+                if self._lock is not None:
+                    token = await self._lock.acquire_lock(key, self.lock_ttl)
+                    if token is not None:  # the peer is done and left nothing: our turn
+                        await self._lock.release_lock(key, token)
+                        return None
+        return None
+
+    async def _fetch(self, indicator: Indicator) -> SourceResult:
+        """Attempts with retries, inside the lookup deadline."""
+        with self.clock.participant():
+            started = self.clock.time()
+            attempt = 0
+            while True:
+                api_key: str | None = None
+                called = False
+                try:
+                    async with self.breaker:
+                        api_key = await self.limiter.acquire()
+                        called = True
+                        self.stats.upstream_calls += 1
+                        return await self.provider.lookup(indicator, api_key)
+                except ProviderError as exc:
+                    wait = await self._after_failure(exc, api_key, attempt, upstream=called)
+                    spent = self.clock.time() - started
+                    if wait is None or spent + wait > self.lookup_timeout:
+                        return failure_result(self.name, exc)
+                    self.stats.retries += 1
+                    attempt += 1
+                    if wait > 0:
+                        await self.clock.sleep(wait)
+
+    async def _after_failure(
+        self, exc: ProviderError, api_key: str | None, attempt: int, *, upstream: bool
+    ) -> float | None:
+        """Seconds to wait before the next attempt, or None to give up."""
+        throttled = upstream and isinstance(exc, RateLimited)
+        if throttled and isinstance(exc, RateLimited):
+            # A 429 arrived although the limiter allowed the call (another tool used the
+            # key): correct the limiter's view of this key, then let it schedule the retry.
+            self.stats.throttled += 1
+            await self.limiter.penalize(
+                api_key,
+                retry_after=exc.retry_after,
+                long_window=isinstance(exc, QuotaExhausted),
+            )
+        wait = self.retry.wait(exc, attempt)
+        if wait is not None and throttled:
+            return 0.0  # the limiter's block makes the next acquire wait exactly long enough
+        return wait
+
+    async def _from_cache(self, key: str) -> SourceResult | None:
+        if self.cache is None:
+            return None
+        try:
+            entry = await self.cache.get(key)
+        except CacheError as exc:  # a bare backend; the layered cache never raises
+            logger.debug("%s: cache read failed: %s", self.name, exc)
+            return None
+        if entry is None:
+            return None
+        try:
+            result = SourceResult.model_validate_json(entry.value)
+        except ValueError:
+            logger.warning("%s: ignoring an unreadable cache entry", self.name)
+            return None
+        if self.include_raw and result.status is SourceStatus.OK and result.raw is None:
+            return None  # the caller wants the vendor's body, which this entry lacks
+        return result.model_copy(
+            update={"cached": True, "cache_age": round(entry.age(self.clock.time()), 3)}
+        )
+
+    async def _store(self, key: str, result: SourceResult) -> None:
+        if self.cache is None:
+            return
+        if result.status is SourceStatus.OK:
+            ttl = self.ttl
+        elif result.status is SourceStatus.NOT_FOUND:
+            ttl = self.negative_ttl
+        else:
+            return  # failures are never cached: the next lookup must ask again
+        if ttl > 0:
+            try:
+                await self.cache.set(key, result.model_dump_json().encode(), ttl=ttl)
+            except CacheError as exc:
+                logger.debug("%s: cache write failed: %s", self.name, exc)
