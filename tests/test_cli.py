@@ -130,6 +130,23 @@ def test_config_masks_keys() -> None:
     assert shown["CACHE_TTL"] == 86400 and shown["VIRUSTOTAL_RATE_LIMIT"] == 4
 
 
+def test_quota_shows_what_earlier_runs_spent(sim: SimulatorServer) -> None:
+    """Separate CLI runs share one budget on disk; `quota` shows it per key fingerprint."""
+    env = sim_env(sim, VIRUSTOTAL_RATE_LIMIT="4")
+    for value in ("45.142.212.61", "185.220.101.4"):
+        assert runner.invoke(app, ["analyze", value], env=env).exit_code == 0
+    result = runner.invoke(app, ["quota", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    report = {entry["provider"]: entry for entry in json.loads(result.stdout)}
+    (vt_key,) = report["virustotal"]["keys"]
+    assert vt_key["key"] == fingerprint(TEST_KEYS["virustotal"])
+    minute = next(w for w in vt_key["windows"] if w["window"] == "minute")
+    assert (minute["used"], minute["remaining"]) == (2, 2)
+    assert TEST_KEYS["virustotal"] not in result.stdout
+    table = runner.invoke(app, ["quota"], env=env)
+    assert table.exit_code == 0 and "virustotal" in table.stdout
+
+
 def test_version() -> None:
     """version prints the package version."""
     result = runner.invoke(app, ["version"])

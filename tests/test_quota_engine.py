@@ -392,3 +392,44 @@ def _counts(sim: SimulatorServer) -> dict[str, int]:
     for record in sim.log.records():
         counts[record.vendor] = counts.get(record.vendor, 0) + 1
     return counts
+
+
+async def test_waiting_for_the_daily_reset_on_request(
+    sim: SimulatorServer, clock: LockstepClock
+) -> None:
+    """With QUOTA_WAIT_FOR_RESET the batch waits for midnight UTC instead of failing."""
+    free_tier(sim, clock)
+    sim.config.virustotal = VendorConfig(windows=(SimWindow.per_day(2),))
+    settings = sim_settings(
+        sim,
+        **(
+            FREE_TIER_SETTINGS
+            | {"virustotal_daily_limit": 2, "quota_wait_for_reset": True, "lookup_timeout": 60}
+        ),
+    )
+    async with Engine(settings, clock=clock) as engine:
+        analysis = await engine.analyze(ips(3))
+    assert {e.sources["virustotal"].status for e in analysis.enrichments} <= {S.OK, S.NOT_FOUND}
+    assert sim.log.count(vendor="virustotal", status=429) == 0
+    midnight = (START // 86_400 + 1) * 86_400
+    assert max(vt_times(sim)) >= midnight
+
+
+async def test_lookup_deadline_bounds_the_retries(sim: SimulatorServer) -> None:
+    """Retries stop when the next backoff would pass LOOKUP_TIMEOUT, before MAX_RETRIES."""
+    clock = VirtualClock(START)
+    sim.config.virustotal = VendorConfig(fault_rate=1.0, fault_kinds=(FaultKind.SERVER_ERROR,))
+    settings = sim_settings(
+        sim,
+        max_retries=20,
+        retry_backoff_base=4,
+        retry_backoff_cap=4,
+        lookup_timeout=10,
+        circuit_failure_threshold=1000,
+    )
+    async with Engine(settings, clock=clock) as engine:
+        analysis = await engine.analyze(["45.142.212.61"])
+    assert analysis.enrichments[0].sources["virustotal"].status is S.ERROR
+    attempts = sim.log.count(vendor="virustotal")
+    assert 1 < attempts < 21
+    assert clock.now - START <= 10

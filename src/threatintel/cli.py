@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -21,6 +22,7 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 try:  # Typer ≥ 0.20 vendors Click; its usage errors are raised from there.
     from typer._click import exceptions as click_exceptions
@@ -28,12 +30,13 @@ except ImportError:  # pragma: no cover - older Typer on real Click
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 from threatintel._version import __version__
-from threatintel.engine import Engine
+from threatintel.engine import Engine, ProviderQuota
 from threatintel.errors import ConfigError, ThreatIntelError
 from threatintel.indicators import extract
 from threatintel.models import Analysis, Enrichment
 from threatintel.providers import PROVIDERS
 from threatintel.render import RENDERERS, analysis_table, summary_line
+from threatintel.resilience import BreakerState
 from threatintel.settings import Settings, fingerprint
 
 app = typer.Typer(
@@ -155,6 +158,12 @@ def run_analysis(
             finally:
                 if progress is not None:
                     progress.stop()
+            for name, breaker in engine.breakers.items():
+                if breaker.state is not BreakerState.CLOSED:
+                    err.print(
+                        f"note: {name} circuit {breaker.state.value} after repeated failures; "
+                        f"calls resume in {breaker.retry_after:.0f}s"
+                    )
             return analysis
 
     return asyncio.run(run())
@@ -223,6 +232,14 @@ def analyze(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file.")] = None,
     providers: ProvidersOption = None,
     raw: Annotated[bool, typer.Option("--raw", help="Include vendors' raw bodies (JSON).")] = False,
+    wait_for_quota: Annotated[
+        bool,
+        typer.Option(
+            "--wait-for-quota",
+            help="When a daily/monthly quota is spent, wait for its reset instead of "
+            "reporting quota_exhausted (also QUOTA_WAIT_FOR_RESET=true).",
+        ),
+    ] = False,
 ) -> None:
     """Analyse indicators given as arguments, in a file, or on stdin."""
     values = list(values or [])
@@ -235,7 +252,7 @@ def analyze(
     unknown = [p for p in selected if p.lower() not in PROVIDERS]
     if unknown:
         fail(f"unknown provider {unknown[0]!r}; choose from {', '.join(PROVIDERS)}")
-    settings = load_settings()
+    settings = load_settings(**({"quota_wait_for_reset": True} if wait_for_quota else {}))
     with errors_as_exit_codes():
         analysis = run_analysis(settings, values, text, selected or None, include_raw=raw)
     if not analysis.enrichments:
@@ -291,6 +308,78 @@ def config(
         if isinstance(value, list):
             value = ", ".join(str(v) for v in value) or "(not set)"
         out.print(f"{name} = {escape(str(value))}")
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@app.command()
+def quota(
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Show the budget left per provider and key (keys as fingerprints) and circuit state."""
+    settings = load_settings()
+
+    async def read() -> list[ProviderQuota]:
+        async with Engine(settings) as engine:
+            return await engine.quota()
+
+    with errors_as_exit_codes():
+        report = asyncio.run(read())
+    if as_json:
+        data = [
+            {
+                "provider": q.provider,
+                "configured": q.configured,
+                "circuit": q.breaker.value,
+                "keys": [
+                    {
+                        "key": k.key,
+                        "blocked_until": _when(k.blocked_until) if k.blocked_until else None,
+                        "windows": [
+                            {
+                                "window": w.window,
+                                "limit": w.limit,
+                                "used": w.used,
+                                "remaining": w.remaining,
+                                "resets_at": _when(w.reset_at) if w.reset_at else None,
+                            }
+                            for w in k.windows
+                        ],
+                    }
+                    for k in q.keys
+                ],
+            }
+            for q in report
+        ]
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return
+    table = Table(title="quota (shared by every threatintel process using this cache/Redis)")
+    for column in ("provider", "key", "window", "used", "limit", "remaining", "resets", "note"):
+        table.add_column(
+            column, justify="right" if column in ("used", "limit", "remaining") else "left"
+        )
+    for q in report:
+        if not q.configured:
+            table.add_row(q.provider, "-", "-", "", "", "", "", "not configured")
+            continue
+        for k in q.keys:
+            note = f"blocked until {_when(k.blocked_until)}" if k.blocked_until else ""
+            for w in k.windows:
+                table.add_row(
+                    q.provider,
+                    k.key,
+                    w.window,
+                    str(w.used),
+                    str(w.limit),
+                    str(w.remaining),
+                    _when(w.reset_at),
+                    note,
+                )
+    out.print(table)
 
 
 @app.command()

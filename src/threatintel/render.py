@@ -104,6 +104,10 @@ def summary_line(analysis: Analysis) -> str:
         counts[enrichment.verdict.label] += 1
     parts = [f"{n} {label.value}" for label, n in counts.items() if n]
     text = f"{len(analysis.enrichments)} indicators: " + (", ".join(parts) or "none")
+    answers = [r for e in analysis.enrichments for r in e.sources.values() if r.status.answered]
+    cached = sum(r.cached for r in answers)
+    if cached:
+        text += f"; {cached}/{len(answers)} answers from cache"
     if analysis.rejected:
         text += f"; {len(analysis.rejected)} candidates skipped"
     return text + f" ({analysis.duration:.1f}s)"
