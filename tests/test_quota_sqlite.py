@@ -325,39 +325,61 @@ async def test_the_file_holds_key_fingerprints_never_the_key(path: Path) -> None
 # --- failures -------------------------------------------------------------------------------
 
 
-async def test_a_corrupt_file_makes_the_store_unavailable(path: Path) -> None:
-    """Every call on a file that is not a database raises QuotaStoreUnavailable naming the file."""
-    path.parent.mkdir(parents=True)
-    path.write_bytes(b"this is not a database\x00\xff" * 200)
-    async with SQLiteQuotaStore(path) as store:
-        with pytest.raises(QuotaStoreUnavailable, match="corrupt") as caught:
-            await store.acquire("virustotal:0123abcd89", MINUTE_4, NOON)
-        with pytest.raises(QuotaStoreUnavailable):
-            await store.usage("vt:a", MINUTE_4, NOON)
-        with pytest.raises(QuotaStoreUnavailable):
-            await store.block("vt:a", NOON + 30)
-        with pytest.raises(QuotaStoreUnavailable):
-            await store.blocked_until("vt:a", NOON)
-    assert str(path) in str(caught.value)
-    assert "0123abcd89" not in str(caught.value)
-    assert isinstance(caught.value.__cause__, sqlite3.DatabaseError)
+GARBAGE = b"this is not a database\x00\xff" * 200
 
 
-async def test_a_limiter_over_a_corrupt_file_falls_back_with_one_warning(
+async def test_a_corrupt_file_is_set_aside_and_started_afresh(
     path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Over a corrupt file the limiter warns once and keeps granting 4/min from memory."""
+    """A file that is not a database is kept aside with one warning, and the store counts anew."""
     path.parent.mkdir(parents=True)
-    path.write_bytes(b"this is not a database\x00\xff" * 200)
+    path.write_bytes(GARBAGE)
+    async with SQLiteQuotaStore(path) as store:
+        assert await store.acquire("virustotal:0123abcd89", MINUTE_4, NOON) == Grant(True)
+        await store.block("vt:a", NOON + 30)
+        assert await store.blocked_until("vt:a", NOON) == NOON + 30
+        assert (await store.usage("virustotal:0123abcd89", MINUTE_4, NOON))[0].used == 1
+    (aside,) = path.parent.glob("quota.sqlite3.corrupt-*")
+    assert aside.read_bytes() == GARBAGE
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [
+        f"SQLite quota store {path} was corrupt or not a database; moved it to {aside}"
+        " and started a fresh file"
+    ]
+    assert [r.name for r in caplog.records] == ["threatintel.quota"]
+
+
+async def test_a_limiter_over_a_corrupt_file_heals_it_and_runs_share_the_budget(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Over a corrupt file the limiter counts in a fresh file that a later run finds spent."""
+    path.parent.mkdir(parents=True)
+    path.write_bytes(GARBAGE)
     clock = VirtualClock(NOON)
     async with SQLiteQuotaStore(path) as store:
         rl = RateLimiter("virustotal", ["k"], MINUTE_4, store, clock)
-        assert [await rl.acquire() for _ in range(12)] == ["k"] * 12
-        assert clock.time() == NOON + 120
-        assert [u.windows[0].used for u in await rl.usage()] == [4]
+        assert [await rl.acquire() for _ in range(4)] == ["k"] * 4
+        assert clock.time() == NOON
+    async with SQLiteQuotaStore(path) as later:
+        rl = RateLimiter("virustotal", ["k"], MINUTE_4, later, clock)
+        assert [u.windows[0].remaining for u in await rl.usage()] == [0]
+        assert await rl.acquire() == "k"
+        assert clock.time() == NOON + 60
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1
-    assert "unreachable" in warnings[0].getMessage()
+    assert "moved it to" in warnings[0].getMessage()
+
+
+async def test_an_unopenable_path_makes_the_store_unavailable(path: Path) -> None:
+    """A directory where the file should be is not corrupt: it stays, and calls raise naming it."""
+    path.mkdir(parents=True)
+    async with SQLiteQuotaStore(path) as store:
+        with pytest.raises(QuotaStoreUnavailable, match=r"quota\.sqlite3 failed") as caught:
+            await store.acquire("virustotal:0123abcd89", MINUTE_4, NOON)
+    assert "0123abcd89" not in str(caught.value)
+    assert isinstance(caught.value.__cause__, sqlite3.Error)
+    assert path.is_dir()
+    assert list(path.parent.glob("*.corrupt-*")) == []
 
 
 async def test_an_uncreatable_directory_makes_the_store_unavailable(tmp_path: Path) -> None:

@@ -26,22 +26,22 @@ still counts grants the memory store has already dropped (see ``CLOCK_MARGIN``).
 
 Rows are deleted once they are ``CLOCK_MARGIN`` past use: a bucket's own on each of its
 acquires, every bucket's on an instance's first acquire and every ``purge_every`` after, so the
-file stays a few rows per key. Every sqlite3 or OS error becomes QuotaStoreUnavailable naming the
-file (the limiter then counts locally); bucket names hold only key fingerprints.
+file stays a few rows per key. A file found corrupt when opened is moved aside and started
+afresh (see ``threatintel._sqlite``): losing the counts of the last minutes costs at most a few
+early requests, while falling back to a per-process budget would let every short CLI run spend
+it again. Every other sqlite3 or OS error becomes QuotaStoreUnavailable naming the file (the
+limiter then counts locally); bucket names hold only key fingerprints.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Self, TypeVar
+from typing import Final, Self
 
+from threatintel._sqlite import SQLiteWorker, transaction
 from threatintel.quota import BLOCKED, Grant, QuotaStoreUnavailable, Window, WindowUsage
 
 #: How long an acquire waits for another process's transaction before the store counts as down.
@@ -51,10 +51,7 @@ BUSY_TIMEOUT_SECONDS: Final = 5.0
 CLOCK_MARGIN: Final = 60.0
 #: Every this many acquires an instance also deletes the stale rows of buckets no longer used.
 DEFAULT_PURGE_EVERY: Final = 500
-#: Pause between attempts to open a file another process is setting up at the same moment.
-OPEN_RETRY_PAUSE: Final = 0.01
-
-_T = TypeVar("_T")
+LOGGER_NAME: Final = "threatintel.quota"
 
 _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS grants (bucket TEXT NOT NULL, window_name TEXT NOT NULL,"
@@ -80,21 +77,24 @@ class SQLiteQuotaStore:
     Every failure is raised as QuotaStoreUnavailable (the limiter then counts locally).
     """
 
-    __slots__ = ("_acquires_since_purge", "_closed", "_conn", "_executor", "path", "purge_every")
+    __slots__ = ("_acquires_since_purge", "_worker", "path", "purge_every")
 
     def __init__(self, path: str | Path, *, purge_every: int = DEFAULT_PURGE_EVERY) -> None:
         if purge_every < 1:
             raise ValueError("purge_every must be at least 1")
         self.path = Path(path)
         self.purge_every = purge_every
-        self._conn: sqlite3.Connection | None = None
-        self._closed = False
         # The first acquire purges: a CLI run is short and may never reach purge_every.
         self._acquires_since_purge = purge_every
-        # One dedicated worker thread owns the connection for its whole life: sqlite3 objects
-        # must stay on the thread that made them, calls are serialised without a lock, and a
-        # wait for another process's write lock never occupies the loop's shared executor.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="threatintel-quota")
+        self._worker = SQLiteWorker(
+            self.path,
+            label="SQLite quota store",
+            error=QuotaStoreUnavailable,
+            prepare=_prepare,
+            logger=LOGGER_NAME,
+            thread_name="threatintel-quota",
+            busy_timeout=BUSY_TIMEOUT_SECONDS,
+        )
 
     def __repr__(self) -> str:
         return f"SQLiteQuotaStore({str(self.path)!r})"
@@ -113,73 +113,26 @@ class SQLiteQuotaStore:
     # -- the QuotaStore protocol --------------------------------------------------------------
 
     async def acquire(self, bucket: str, windows: Sequence[Window], now: float) -> Grant:
-        return await self._run(self._acquire, bucket, tuple(windows), now)
+        return await self._worker.run(self._acquire, bucket, tuple(windows), now)
 
     async def block(self, bucket: str, until: float) -> None:
-        await self._run(self._block, bucket, until)
+        await self._worker.run(_block, bucket, until)
 
     async def usage(self, bucket: str, windows: Sequence[Window], now: float) -> list[WindowUsage]:
-        return await self._run(self._usage, bucket, tuple(windows), now)
+        return await self._worker.run(_usage, bucket, tuple(windows), now)
 
     async def blocked_until(self, bucket: str, now: float) -> float | None:
-        return await self._run(self._blocked_until, bucket, now)
+        return await self._worker.run(_blocked_until, bucket, now)
 
     async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._translated, self._close
-            )
-        finally:
-            self._executor.shutdown(wait=False)
+        await self._worker.aclose()
 
-    # -- the worker thread ---------------------------------------------------------------------
+    # -- on the worker thread ------------------------------------------------------------------
 
-    async def _run(self, fn: Callable[..., _T], *args: object) -> _T:
-        if self._closed:
-            raise QuotaStoreUnavailable(f"SQLite quota store {self.path} is closed")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._translated, fn, *args)
-
-    def _translated(self, fn: Callable[..., _T], *args: object) -> _T:
-        """Run ``fn`` on the worker thread; the one place sqlite3 and OS errors are translated."""
-        try:
-            return fn(*args)
-        except (sqlite3.Error, OSError) as exc:
-            raise QuotaStoreUnavailable(self._describe(exc)) from exc
-
-    def _describe(self, exc: BaseException) -> str:
-        if isinstance(exc, sqlite3.DatabaseError) and any(
-            sign in str(exc) for sign in ("not a database", "malformed")
-        ):
-            return f"SQLite quota store {self.path} is corrupt or not a database; delete it"
-        if isinstance(exc, OSError):
-            reason = exc.strerror or type(exc).__name__
-            return f"SQLite quota store {self.path} cannot be created: {reason}"
-        # sqlite3's own messages ("database is locked", "unable to open database file") name
-        # no data, so they are safe to pass on.
-        return f"SQLite quota store {self.path} failed: {exc}"
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is not None:
-            return self._conn
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit (isolation_level=None) so that transactions are exactly the explicit
-        # BEGIN ... COMMIT below; ``timeout`` is SQLite's busy timeout for the write lock.
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
-        try:
-            _prepare(conn)
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
-        return conn
-
-    def _acquire(self, bucket: str, windows: tuple[Window, ...], now: float) -> Grant:
-        conn = self._connection()
-        with _transaction(conn, "BEGIN IMMEDIATE"):
+    def _acquire(
+        self, conn: sqlite3.Connection, bucket: str, windows: tuple[Window, ...], now: float
+    ) -> Grant:
+        with transaction(conn, "BEGIN IMMEDIATE"):
             row = conn.execute("SELECT at FROM newest WHERE bucket = ?", (bucket,)).fetchone()
             # Time never runs backwards for a bucket: a caller holding an older instant is
             # judged at the newest one granted, so it cannot reuse a slot given out since.
@@ -225,84 +178,47 @@ class SQLiteQuotaStore:
             _record(conn, bucket, windows, now)
             return Grant(True)
 
-    def _block(self, bucket: str, until: float) -> None:
-        conn = self._connection()
-        with _transaction(conn, "BEGIN IMMEDIATE"):
-            # A block only ever grows: a later, shorter 429 must not lift a longer one.
-            conn.execute(
-                "INSERT INTO blocks (bucket, until) VALUES (?, ?)"
-                " ON CONFLICT (bucket) DO UPDATE SET until = max(until, excluded.until)",
-                (bucket, until),
-            )
 
-    def _usage(self, bucket: str, windows: tuple[Window, ...], now: float) -> list[WindowUsage]:
-        conn = self._connection()
-        result = []
-        # A read transaction: every window is read from the same snapshot, and in WAL mode it
-        # never waits for (nor holds up) an acquire.
-        with _transaction(conn, "BEGIN"):
-            for window in windows:
-                if window.sliding:
-                    used, reset = _live(conn, bucket, window, now)
-                else:
-                    used, reset = _count(conn, bucket, window, now), window.reset_at(now)
-                remaining = max(0, window.limit - used)
-                result.append(WindowUsage(window.name, window.limit, used, remaining, reset))
-        return result
-
-    def _blocked_until(self, bucket: str, now: float) -> float | None:
-        row = (
-            self._connection()
-            .execute("SELECT until FROM blocks WHERE bucket = ?", (bucket,))
-            .fetchone()
+def _block(conn: sqlite3.Connection, bucket: str, until: float) -> None:
+    with transaction(conn, "BEGIN IMMEDIATE"):
+        # A block only ever grows: a later, shorter 429 must not lift a longer one.
+        conn.execute(
+            "INSERT INTO blocks (bucket, until) VALUES (?, ?)"
+            " ON CONFLICT (bucket) DO UPDATE SET until = max(until, excluded.until)",
+            (bucket, until),
         )
-        if row is None:
-            return None
-        until = float(row[0])
-        return until if until > now else None
 
-    def _close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
+
+def _usage(
+    conn: sqlite3.Connection, bucket: str, windows: tuple[Window, ...], now: float
+) -> list[WindowUsage]:
+    result = []
+    # A read transaction: every window is read from the same snapshot, and in WAL mode it
+    # never waits for (nor holds up) an acquire.
+    with transaction(conn, "BEGIN"):
+        for window in windows:
+            if window.sliding:
+                used, reset = _live(conn, bucket, window, now)
+            else:
+                used, reset = _count(conn, bucket, window, now), window.reset_at(now)
+            remaining = max(0, window.limit - used)
+            result.append(WindowUsage(window.name, window.limit, used, remaining, reset))
+    return result
+
+
+def _blocked_until(conn: sqlite3.Connection, bucket: str, now: float) -> float | None:
+    row = conn.execute("SELECT until FROM blocks WHERE bucket = ?", (bucket,)).fetchone()
+    if row is None:
+        return None
+    until = float(row[0])
+    return until if until > now else None
 
 
 def _prepare(conn: sqlite3.Connection) -> None:
-    """Put a fresh connection in WAL mode and create the tables, waiting out other openers."""
-    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
-    while True:
-        try:
-            # WAL: readers (``threatintel quota``) never wait for writers. synchronous=NORMAL
-            # survives any process crash and skips an fsync per grant; only a power cut can
-            # lose the last few grants, which costs at most a few early requests.
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            with _transaction(conn, "BEGIN IMMEDIATE"):
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-            return
-        except sqlite3.OperationalError as exc:
-            # Turning a new file to WAL needs it alone, and SQLite fails that at once instead
-            # of calling the busy handler when another process opens the file at that moment;
-            # this thread waits the way the busy handler would.
-            busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
-            if not busy or time.monotonic() > deadline:
-                raise
-        time.sleep(OPEN_RETRY_PAUSE)
-
-
-@contextmanager
-def _transaction(conn: sqlite3.Connection, begin: str) -> Iterator[None]:
-    """Commit what the block did, or roll all of it back if it raised."""
-    conn.execute(begin)
-    try:
-        yield
-    except BaseException:
-        # SQLite has already rolled back after some errors (a full disk, an interrupt).
-        if conn.in_transaction:
-            conn.rollback()
-        raise
-    conn.execute("COMMIT")
+    """Create the tables in one transaction, so no process sees half a schema."""
+    with transaction(conn, "BEGIN IMMEDIATE"):
+        for statement in _SCHEMA:
+            conn.execute(statement)
 
 
 def _live(

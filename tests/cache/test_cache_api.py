@@ -78,7 +78,16 @@ async def test_open_cache_builds_each_backend(tmp_path: Path, clock: VirtualCloc
     assert isinstance(sqlite, LayeredCache)
     assert isinstance(sqlite.back, SQLiteCache)
     assert sqlite.back.path == tmp_path / "d" / "threatintel.sqlite3"
+    assert sqlite.back.max_bytes == 256 * 1024 * 1024
     await sqlite.aclose()
+
+    small = open_cache(
+        backend="sqlite", cache_dir=tmp_path, redis_url=None, clock=clock, sqlite_max_bytes=4096
+    )
+    assert isinstance(small, LayeredCache)
+    assert isinstance(small.back, SQLiteCache)
+    assert small.back.max_bytes == 4096
+    await small.aclose()
 
     shared = open_cache(
         backend="redis", cache_dir=tmp_path, redis_url="redis://127.0.0.1:1/0", clock=clock

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
+import redis.asyncio
 
-from threatintel.cache import LayeredCache, MemoryCache, RedisCache, as_flight_lock
+from threatintel.cache import LayeredCache, MemoryCache, RedisCache, SQLiteCache, as_flight_lock
 from threatintel.cache.base import CacheBase, CacheEntry
 from threatintel.clock import VirtualClock
 from threatintel.errors import CacheError
 
 LOGGER = "threatintel.cache"
 CLOSED_PORT_URL = "redis://127.0.0.1:1/0"
-DOWN = "shared cache unreachable; continuing with the local cache"
-UP = "shared cache reachable again"
+DOWN = "unavailable; continuing with the in-memory layer"
+UP = "available again"
 
 
 class FlakyBack(CacheBase):
@@ -68,7 +70,10 @@ async def test_works_from_the_front_when_redis_is_down(
         assert not cache.back_healthy
     warnings = messages(caplog, logging.WARNING)
     assert len(warnings) == 1
-    assert warnings[0].startswith(DOWN + ": Redis at redis://127.0.0.1:1/0 is unreachable")
+    assert warnings[0].startswith(
+        f"cache backend Redis at redis://127.0.0.1:1/0 {DOWN}: "
+        "Redis at redis://127.0.0.1:1/0 is unreachable"
+    )
 
 
 async def test_one_warning_then_one_info_when_the_back_recovers(
@@ -83,10 +88,27 @@ async def test_one_warning_then_one_info_when_the_back_recovers(
     assert back.failures == 0
     assert cache.back_healthy
     assert messages(caplog, logging.WARNING) == [
-        f"{DOWN}: shared cache at test://back is unreachable"
+        f"cache backend FlakyBack {DOWN}: shared cache at test://back is unreachable"
     ]
     assert len(messages(caplog, logging.INFO)) == 1
-    assert messages(caplog, logging.INFO)[0].startswith(UP)
+    assert messages(caplog, logging.INFO)[0].startswith(f"cache backend FlakyBack {UP}")
+
+
+async def test_the_warning_names_a_sqlite_back_by_its_file(
+    tmp_path: Path, clock: VirtualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A SQLite back that cannot be created is named as a SQLite file, not a shared cache."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the cache directory should be")
+    path = blocker / "cache.sqlite3"
+    async with LayeredCache(MemoryCache(clock=clock), SQLiteCache(path, clock=clock)) as cache:
+        await cache.set("k", b"v", ttl=60)
+        assert await cache.get("k") is not None
+    warnings = messages(caplog, logging.WARNING)
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"cache backend SQLite file {path} {DOWN}: SQLite cache {path}")
+    assert "shared" not in warnings[0]
 
 
 async def test_failed_back_is_left_alone_for_retry_after(clock: VirtualClock) -> None:
@@ -194,3 +216,48 @@ async def test_bad_ttl_is_still_a_value_error(clock: VirtualClock) -> None:
         await cache.set("k", b"v", ttl=0)
     with pytest.raises(ValueError, match="ttl"):
         await cache.acquire_lock("k", ttl=-1)
+    with pytest.raises(ValueError, match="ttl"):
+        await cache.extend_lock("k", "local:token", ttl=0)
+
+
+async def test_extend_lock_is_forwarded_to_a_working_redis(
+    clock: VirtualClock, redis_url: str, redis_prefix: str, raw_redis: redis.asyncio.Redis
+) -> None:
+    """The holder's token extends the Redis lock through the LayeredCache; another token cannot."""
+    back = RedisCache(redis_url, clock=clock, prefix=redis_prefix)
+    async with LayeredCache(MemoryCache(clock=clock), back) as cache:
+        token = await cache.acquire_lock("name", ttl=30)
+        assert token is not None
+        await raw_redis.pexpire(back.lock_key("name"), 5_000)
+        assert await cache.extend_lock("name", token, ttl=30)
+        assert await raw_redis.pttl(back.lock_key("name")) > 29_000
+        assert not await cache.extend_lock("name", "not-the-token", ttl=30)
+        await cache.release_lock("name", token)
+        assert not await cache.extend_lock("name", token, ttl=30)
+
+
+async def test_local_tokens_always_extend(tmp_path: Path, clock: VirtualClock) -> None:
+    """A local token, handed out when no shared lock exists, extends without asking anyone."""
+    sqlite_cache = SQLiteCache(tmp_path / "c.db", clock=clock)
+    async with LayeredCache(MemoryCache(clock=clock), sqlite_cache) as cache:
+        token = await cache.acquire_lock("name", ttl=30)
+        assert token is not None
+        assert token.startswith("local:")
+        assert await cache.extend_lock("name", token, ttl=30)
+        assert not await cache.extend_lock("name", "a-token-it-never-gave", ttl=30)
+
+
+async def test_extend_lock_with_redis_down(
+    clock: VirtualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the back down a local token still extends; a back token cannot be confirmed: False."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    back = RedisCache(CLOSED_PORT_URL, clock=clock, socket_timeout=0.5)
+    async with LayeredCache(MemoryCache(clock=clock), back, retry_after=0) as cache:
+        local = await cache.acquire_lock("name", ttl=30)
+        assert local is not None
+        assert local.startswith("local:")
+        assert await cache.extend_lock("name", local, ttl=30)
+        assert not await cache.extend_lock("name", "a-redis-token", ttl=30)
+        assert not cache.back_healthy
+    assert len(messages(caplog, logging.WARNING)) == 1

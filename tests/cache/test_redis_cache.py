@@ -73,6 +73,45 @@ async def test_lock_carries_its_ttl(
     assert 0 < await raw_redis.pttl(redis_cache.lock_key("name")) <= 500
 
 
+async def test_owner_extends_its_lock(
+    redis_cache: RedisCache, raw_redis: redis.asyncio.Redis
+) -> None:
+    """The holder's token resets the lock's expiry to the new ttl: its PTTL grows back."""
+    token = await redis_cache.acquire_lock("name", ttl=30)
+    assert token is not None
+    # Stands in for a slow leader whose lock has nearly run out, without waiting for it.
+    await raw_redis.pexpire(redis_cache.lock_key("name"), 5_000)
+    assert await redis_cache.extend_lock("name", token, ttl=60)
+    assert 59_000 < await raw_redis.pttl(redis_cache.lock_key("name")) <= 60_000
+    assert await raw_redis.get(redis_cache.lock_key("name")) == token.encode()
+
+
+async def test_non_owner_cannot_extend_a_lock(
+    redis_cache: RedisCache, raw_redis: redis.asyncio.Redis
+) -> None:
+    """A token that does not own the lock leaves its expiry alone and gets False."""
+    token = await redis_cache.acquire_lock("name", ttl=30)
+    assert token is not None
+    assert not await redis_cache.extend_lock("name", "not-the-token", ttl=60)
+    assert 0 < await raw_redis.pttl(redis_cache.lock_key("name")) <= 30_000
+
+
+async def test_expired_or_missing_lock_cannot_be_extended(
+    redis_cache: RedisCache, raw_redis: redis.asyncio.Redis
+) -> None:
+    """Once the lock is gone its old token gets False, and extending never recreates the key."""
+    assert not await redis_cache.extend_lock("never-taken", "token", ttl=30)
+    token = await redis_cache.acquire_lock("name", ttl=30)
+    assert token is not None
+    # What expiry does to the key, without waiting for it.
+    await raw_redis.delete(redis_cache.lock_key("name"))
+    assert not await redis_cache.extend_lock("name", token, ttl=30)
+    assert await raw_redis.exists(redis_cache.lock_key("name")) == 0
+    successor = await redis_cache.acquire_lock("name", ttl=30)
+    assert successor is not None
+    assert not await redis_cache.extend_lock("name", token, ttl=30)
+
+
 async def test_unreachable_server_raises_cache_error_quickly(clock: VirtualClock) -> None:
     """A closed port gives CacheError within a fraction of a second, for every operation."""
     async with RedisCache(CLOSED_PORT_URL, clock=clock, socket_timeout=0.5) as cache:
@@ -87,6 +126,8 @@ async def test_unreachable_server_raises_cache_error_quickly(clock: VirtualClock
             await cache.acquire_lock("k", ttl=5)
         with pytest.raises(CacheError):
             await cache.release_lock("k", "token")
+        with pytest.raises(CacheError):
+            await cache.extend_lock("k", "token", ttl=5)
         assert time.monotonic() - started < 2.0
 
 

@@ -5,7 +5,7 @@ cache = open_cache(backend="sqlite", cache_dir=dirs.cache, redis_url=None, clock
 backend   what you get
 memory    MemoryCache: this process only, gone on exit
 sqlite    LayeredCache(MemoryCache, SQLiteCache(<cache_dir>/threatintel.sqlite3)): survives
-          restarts, shared by processes on one machine
+          restarts, shared by processes on one machine, at most ``sqlite_max_bytes`` of values
 redis     LayeredCache(MemoryCache, RedisCache(redis_url)): shared by every replica, with a
           cross-process lock for coalescing (see ``as_flight_lock``)
 """
@@ -19,7 +19,7 @@ from threatintel.cache.base import Cache, CacheEntry, FlightLock, cache_key
 from threatintel.cache.layered import LayeredCache, as_flight_lock
 from threatintel.cache.memory import MemoryCache
 from threatintel.cache.redis import RedisCache
-from threatintel.cache.sqlite import SQLiteCache
+from threatintel.cache.sqlite import DEFAULT_MAX_BYTES, SQLiteCache
 from threatintel.clock import Clock
 
 __all__ = [
@@ -46,13 +46,19 @@ def open_cache(
     redis_url: str | None,
     clock: Clock,
     memory_entries: int = 10_000,
+    sqlite_max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> Cache:
-    """Build the cache a setting names; nothing is opened or connected until first use."""
+    """Build the cache a setting names; nothing is opened or connected until first use.
+
+    ``sqlite_max_bytes`` bounds the values the SQLite file holds (see ``SQLiteCache``).
+    """
     name = backend.strip().lower()
     if name == "memory":
         return MemoryCache(memory_entries, clock=clock)
     if name == "sqlite":
-        back: Cache = SQLiteCache(Path(cache_dir) / SQLITE_FILENAME, clock=clock)
+        back: Cache = SQLiteCache(
+            Path(cache_dir) / SQLITE_FILENAME, clock=clock, max_bytes=sqlite_max_bytes
+        )
     elif name == "redis":
         if not redis_url:
             raise ValueError("the redis cache backend needs a Redis URL")

@@ -106,10 +106,22 @@ class Cache(Protocol):
 
 @runtime_checkable
 class FlightLock(Protocol):
-    """A short cross-process lock for request coalescing (only Redis provides one)."""
+    """A short cross-process lock for request coalescing (only Redis provides one).
+
+    A holder whose work may outlast ``ttl`` calls ``extend_lock`` before it runs out; False
+    means the lock is lost and a peer may be doing the same work.
+    """
 
     async def acquire_lock(self, name: str, ttl: float) -> str | None:
         """A token when the lock was taken, None if someone else holds it."""
+        ...
+
+    async def extend_lock(self, name: str, token: str, ttl: float) -> bool:
+        """Reset the lock to expire ``ttl`` seconds from now if ``token`` still owns it.
+
+        True when it did; False when the lock expired, was taken by someone else, or its
+        owner could not be confirmed.
+        """
         ...
 
     async def release_lock(self, name: str, token: str) -> None:

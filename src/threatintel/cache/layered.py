@@ -6,13 +6,16 @@
 original times (so it keeps its age and expires when the shared entry does). ``set`` and
 ``delete`` go to both. When the back raises ``CacheError`` the layered cache carries on with the
 front alone: it logs one warning when the back goes down and one info line when it answers
-again, never one line per call, and it never raises ``CacheError`` itself. While the back is
-down it is left alone for ``retry_after`` seconds at a time, so a dead server does not add its
-connect timeout to every lookup. Writes and deletes made meanwhile reach only the front.
+again, never one line per call, and it never raises ``CacheError`` itself. Those lines name the
+back, ``Redis at <masked URL>`` or ``SQLite file <path>``. While the back is down it is left
+alone for ``retry_after`` seconds at a time, so a dead server does not add its connect timeout
+to every lookup. Writes and deletes made meanwhile reach only the front.
 
 Locks for request coalescing are forwarded to the back when it provides them. When it is down,
 ``acquire_lock`` hands out a local token instead of None: None means "another process is
 fetching this", and waiting on a peer that cannot be coordinated with would only add latency.
+A local token always extends (it guards nothing another process could take); a back token is
+extended only when the back confirms it, so while the back is down ``extend_lock`` says False.
 """
 
 from __future__ import annotations
@@ -35,7 +38,16 @@ LOCAL_TOKEN_PREFIX: Final = "local:"
 class LayeredCache(CacheBase):
     """A ``MemoryCache`` in front of a shared ``Cache``; survives the shared one failing."""
 
-    __slots__ = ("_healthy", "_lock", "_log", "_retry_at", "back", "front", "retry_after")
+    __slots__ = (
+        "_healthy",
+        "_lock",
+        "_log",
+        "_retry_at",
+        "back",
+        "back_label",
+        "front",
+        "retry_after",
+    )
 
     def __init__(
         self,
@@ -49,6 +61,8 @@ class LayeredCache(CacheBase):
             raise ValueError("retry_after must not be negative")
         self.front = front
         self.back = back
+        #: What the log lines call the back.
+        self.back_label = _label(back)
         self.retry_after = retry_after
         self._log = logging.getLogger(logger_name)
         self._lock = as_flight_lock(back)
@@ -110,7 +124,7 @@ class LayeredCache(CacheBase):
             await self.back.aclose()
         except CacheError as exc:
             # Nothing is left to do with a back that cannot even close; it is going away.
-            self._log.debug("shared cache did not close cleanly: %s", exc)
+            self._log.debug("cache backend %s did not close cleanly: %s", self.back_label, exc)
 
     # -- the FlightLock protocol -------------------------------------------------------------
 
@@ -125,6 +139,23 @@ class LayeredCache(CacheBase):
             return self._local_token()
         self._back_answered()
         return token
+
+    async def extend_lock(self, name: str, token: str, ttl: float) -> bool:
+        check_ttl(ttl)
+        if token.startswith(LOCAL_TOKEN_PREFIX):
+            # No other process can take what a local token holds, so it never runs out.
+            return True
+        if self._lock is None or not self._back_due():
+            # Only the back can say whether its token still owns the lock; a holder told
+            # "yes" unchecked might go on believing it alone fetches while a peer does too.
+            return False
+        try:
+            extended = await self._lock.extend_lock(name, token, ttl)
+        except CacheError as exc:
+            self._back_failed(exc)
+            return False
+        self._back_answered()
+        return extended
 
     async def release_lock(self, name: str, token: str) -> None:
         if self._lock is None or token.startswith(LOCAL_TOKEN_PREFIX) or not self._back_due():
@@ -147,16 +178,29 @@ class LayeredCache(CacheBase):
         self._retry_at = self.front.clock.time() + self.retry_after
         if self._healthy:
             self._healthy = False
-            self._log.warning("shared cache unreachable; continuing with the local cache: %s", exc)
+            self._log.warning(
+                "cache backend %s unavailable; continuing with the in-memory layer: %s",
+                self.back_label,
+                exc,
+            )
 
     def _back_answered(self) -> None:
         if not self._healthy:
             self._healthy = True
-            self._log.info("shared cache reachable again; using it alongside the local cache")
+            self._log.info(
+                "cache backend %s available again; using it behind the in-memory layer",
+                self.back_label,
+            )
 
     @staticmethod
     def _local_token() -> str:
         return LOCAL_TOKEN_PREFIX + secrets.token_urlsafe(16)
+
+
+def _label(back: Cache) -> str:
+    """What messages call ``back``: its ``label`` when it has one (Redis, SQLite), else its type."""
+    label = getattr(back, "label", None)
+    return label if isinstance(label, str) else type(back).__name__
 
 
 def as_flight_lock(cache: Cache) -> FlightLock | None:

@@ -11,7 +11,8 @@ injected clock as a miss, so virtual time works here as it does for the other ba
 without the header (someone else's key) reads as a miss.
 
 Locks are ``<prefix>lock:<name>`` holding a random token (``SET NX PX``); release is a Lua
-compare-and-delete, so a holder whose lock expired cannot delete its successor's.
+compare-and-delete and extension a Lua compare-and-PEXPIRE, so a holder whose lock expired can
+neither delete nor prolong its successor's.
 
 The redis package is imported only when a client is first needed. Every redis or socket error
 becomes ``CacheError`` in this module; messages show the URL with its credentials masked.
@@ -53,6 +54,15 @@ _SCHEMES: Final = frozenset({"redis", "rediss", "unix"})
 _RELEASE_SCRIPT: Final = """
 if redis.call("GET", KEYS[1]) == ARGV[1] then
     return redis.call("DEL", KEYS[1])
+end
+return 0
+"""
+
+# Reset the expiry only if the lock still holds our token, in one atomic step likewise; an
+# expired lock is gone and stays gone (PEXPIRE never creates a key).
+_EXTEND_SCRIPT: Final = """
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+    return redis.call("PEXPIRE", KEYS[1], ARGV[2])
 end
 return 0
 """
@@ -101,7 +111,7 @@ class RedisCache(CacheBase):
     __slots__ = (
         "_client",
         "_closed",
-        "_release",
+        "_scripts",
         "_secrets",
         "_url",
         "clock",
@@ -144,11 +154,16 @@ class RedisCache(CacheBase):
         self.socket_connect_timeout = socket_connect_timeout or socket_timeout
         self.max_connections = max_connections
         self._client: Redis | None = None
-        self._release: AsyncScript | None = None
+        self._scripts: dict[str, AsyncScript] = {}
         self._closed = False
 
     def __repr__(self) -> str:
         return f"RedisCache({self.where!r}, prefix={self.prefix!r})"
+
+    @property
+    def label(self) -> str:
+        """What messages call this cache: ``Redis at <URL, credentials masked>``."""
+        return f"Redis at {self.where}"
 
     # -- the Cache protocol ----------------------------------------------------------------
 
@@ -173,7 +188,8 @@ class RedisCache(CacheBase):
 
     async def aclose(self) -> None:
         self._closed = True
-        client, self._client, self._release = self._client, None, None
+        client, self._client = self._client, None
+        self._scripts.clear()
         if client is not None:
             with self._translated("close"):
                 await client.aclose()
@@ -191,9 +207,17 @@ class RedisCache(CacheBase):
             taken = await self._redis().set(self.lock_key(name), token, nx=True, px=ms)
         return token if taken else None
 
+    async def extend_lock(self, name: str, token: str, ttl: float) -> bool:
+        ms = _milliseconds(ttl)
+        with self._translated("extend lock"):
+            extended = await self._script(_EXTEND_SCRIPT)(
+                keys=[self.lock_key(name)], args=[token, ms]
+            )
+        return bool(extended == 1)
+
     async def release_lock(self, name: str, token: str) -> None:
         with self._translated("unlock"):
-            await self._release_script()(keys=[self.lock_key(name)], args=[token])
+            await self._script(_RELEASE_SCRIPT)(keys=[self.lock_key(name)], args=[token])
 
     # -- the seam ---------------------------------------------------------------------------
 
@@ -224,11 +248,13 @@ class RedisCache(CacheBase):
                 raise CacheError(message) from None
         return self._client
 
-    def _release_script(self) -> AsyncScript:
+    def _script(self, source: str) -> AsyncScript:
         client = self._redis()
-        if self._release is None:
-            self._release = client.register_script(_RELEASE_SCRIPT)
-        return self._release
+        script = self._scripts.get(source)
+        if script is None:
+            # Registered once per client: it sends EVALSHA, and loads the script on NOSCRIPT.
+            script = self._scripts[source] = client.register_script(source)
+        return script
 
     @contextmanager
     def _translated(self, action: str) -> Iterator[None]:

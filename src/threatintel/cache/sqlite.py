@@ -4,53 +4,68 @@
         ...
 
 One table, ``entries(key TEXT PRIMARY KEY, value BLOB, stored_at REAL, expires_at REAL)``, with
-indexes on ``expires_at`` and ``stored_at``; the value is stored as the raw bytes. The file is
-opened on first use (parent directories are created) in WAL mode with ``synchronous=NORMAL``:
-a crash may lose the last few writes but never corrupts the file, which is the right trade for
-a cache. Expired rows are purged when the file is opened and every ``purge_every`` sets; at the
-same moments, rows beyond ``max_entries`` are deleted oldest first, so the file stays bounded.
+indexes on ``expires_at`` and ``stored_at``; the value is stored as the raw bytes. Beside it,
+``totals`` holds one row, the sum of ``length(value)`` over the table, kept exact by triggers.
+The file is opened on first use (parent directories are created) in WAL mode with
+``synchronous=NORMAL``: a crash may lose the last few writes but never corrupts the file, which
+is the right trade for a cache; a file that is corrupt all the same is moved aside and started
+afresh (see ``threatintel._sqlite``).
+
+The file stays bounded: when it is opened and every ``purge_every`` sets, expired rows are
+deleted, then the oldest rows beyond ``max_entries``, then the oldest rows until the values
+total ``max_bytes`` at most (``--raw`` stores whole vendor bodies). Between purges the file may
+run over by up to ``purge_every`` values.
 
 Every sqlite3 or OS error becomes ``CacheError`` here, naming the file (never its contents).
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Final
 
+from threatintel._sqlite import SQLiteWorker, transaction
 from threatintel.cache.base import SYSTEM_CLOCK, CacheBase, CacheEntry, check_ttl
 from threatintel.clock import Clock
 from threatintel.errors import CacheError
 
 DEFAULT_MAX_ENTRIES: Final = 200_000
+DEFAULT_MAX_BYTES: Final = 256 * 1024 * 1024
 DEFAULT_PURGE_EVERY: Final = 500
-#: How long a statement waits for another process's write lock before giving up.
-BUSY_TIMEOUT_SECONDS: Final = 5.0
-
-_T = TypeVar("_T")
+#: The oldest rows are looked at this many at a time when trimming to ``max_bytes``.
+TRIM_BATCH: Final = 500
+LOGGER_NAME: Final = "threatintel.cache"
 
 _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, value BLOB NOT NULL,"
     " stored_at REAL NOT NULL, expires_at REAL NOT NULL)",
     "CREATE INDEX IF NOT EXISTS entries_expires_at ON entries (expires_at)",
-    # Trimming to max_entries deletes the oldest rows; without this it would sort the table.
+    # Trimming to max_entries or max_bytes deletes the oldest rows; without this it would sort
+    # the table.
     "CREATE INDEX IF NOT EXISTS entries_stored_at ON entries (stored_at)",
+    # SUM(length(value)) is a scan of every row, and every CLI run purges on open; a total kept
+    # by triggers costs one small update per write and makes the byte check one read. Triggers
+    # live in the file, so every writer keeps it, whatever its version.
+    "CREATE TABLE IF NOT EXISTS totals (id INTEGER PRIMARY KEY CHECK (id = 0),"
+    " value_bytes INTEGER NOT NULL)",
+    "CREATE TRIGGER IF NOT EXISTS entries_added AFTER INSERT ON entries BEGIN"
+    " UPDATE totals SET value_bytes = value_bytes + length(NEW.value); END",
+    "CREATE TRIGGER IF NOT EXISTS entries_changed AFTER UPDATE OF value ON entries BEGIN"
+    " UPDATE totals SET value_bytes = value_bytes - length(OLD.value) + length(NEW.value); END",
+    "CREATE TRIGGER IF NOT EXISTS entries_removed AFTER DELETE ON entries BEGIN"
+    " UPDATE totals SET value_bytes = value_bytes - length(OLD.value); END",
 )
 
 
 class SQLiteCache(CacheBase):
-    """A ``Cache`` in one SQLite file, bounded in rows and purged of expired entries."""
+    """A ``Cache`` in one SQLite file, bounded in rows and bytes and purged of expired entries."""
 
     __slots__ = (
-        "_closed",
-        "_conn",
-        "_executor",
         "_sets_since_purge",
+        "_worker",
         "clock",
+        "max_bytes",
         "max_entries",
         "path",
         "purge_every",
@@ -62,116 +77,86 @@ class SQLiteCache(CacheBase):
         *,
         clock: Clock = SYSTEM_CLOCK,
         max_entries: int = DEFAULT_MAX_ENTRIES,
+        max_bytes: int = DEFAULT_MAX_BYTES,
         purge_every: int = DEFAULT_PURGE_EVERY,
     ) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be at least 1")
         if purge_every < 1:
             raise ValueError("purge_every must be at least 1")
         self.path = Path(path)
         self.clock = clock
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self.purge_every = purge_every
-        self._conn: sqlite3.Connection | None = None
         self._sets_since_purge = 0
-        self._closed = False
-        # One dedicated worker thread owns the connection for its whole life: sqlite3 objects
-        # must stay on the thread that made them, calls are serialised without a lock, and a
-        # slow disk never occupies the event loop's default executor that other code shares.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="threatintel-sqlite")
+        self._worker = SQLiteWorker(
+            self.path,
+            label="SQLite cache",
+            error=CacheError,
+            prepare=self._prepare,
+            logger=LOGGER_NAME,
+            thread_name="threatintel-sqlite",
+            now=clock.time,
+        )
+
+    @property
+    def label(self) -> str:
+        """What messages call this cache: ``SQLite file <path>``."""
+        return f"SQLite file {self.path}"
 
     # -- the Cache protocol ----------------------------------------------------------------
 
     async def get(self, key: str) -> CacheEntry | None:
-        return await self._run(self._get, key, self.clock.time())
+        return await self._worker.run(_get, key, self.clock.time())
 
     async def set(self, key: str, value: bytes, *, ttl: float) -> None:
         now = self.clock.time()
-        await self._run(self._set, key, bytes(value), now, now + check_ttl(ttl))
+        await self._worker.run(self._set, key, bytes(value), now, now + check_ttl(ttl))
 
     async def delete(self, key: str) -> None:
-        await self._run(self._delete, key)
+        await self._worker.run(_delete, key)
 
     async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._translated, self._close
-            )
-        finally:
-            self._executor.shutdown(wait=False)
+        await self._worker.aclose()
 
     # -- maintenance, also useful to operators -----------------------------------------------
 
     async def purge(self) -> int:
-        """Delete expired rows and trim to ``max_entries`` now; returns the rows deleted."""
-        return await self._run(self._purge, self.clock.time())
+        """Delete expired rows and trim to ``max_entries`` and ``max_bytes`` now; returns the
+        rows deleted."""
+        return await self._worker.run(self._purge, self.clock.time())
 
     async def count(self) -> int:
         """Rows in the file, expired ones not yet purged included."""
-        return await self._run(self._count)
+        return await self._worker.run(_count)
 
-    # -- the worker thread ---------------------------------------------------------------
+    async def value_bytes(self) -> int:
+        """Bytes of values in the file, expired ones not yet purged included."""
+        return await self._worker.run(_value_bytes)
 
-    async def _run(self, fn: Callable[..., _T], *args: object) -> _T:
-        if self._closed:
-            raise CacheError(f"SQLite cache {self.path} is closed")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._translated, fn, *args)
+    # -- on the worker thread ----------------------------------------------------------------
 
-    def _translated(self, fn: Callable[..., _T], *args: object) -> _T:
-        """Run ``fn`` on the worker thread; the one place sqlite3 and OS errors are translated."""
-        try:
-            return fn(*args)
-        except (sqlite3.Error, OSError) as exc:
-            raise CacheError(self._describe(exc)) from exc
-
-    def _describe(self, exc: BaseException) -> str:
-        if isinstance(exc, sqlite3.DatabaseError) and any(
-            sign in str(exc) for sign in ("not a database", "malformed")
-        ):
-            return f"SQLite cache {self.path} is corrupt or not a database; delete it to start over"
-        if isinstance(exc, OSError):
-            reason = exc.strerror or type(exc).__name__
-            return f"SQLite cache {self.path} cannot be created: {reason}"
-        return f"SQLite cache {self.path} failed: {exc}"
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is not None:
-            return self._conn
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit (isolation_level=None): every statement is its own short transaction, so
-        # the write lock is never held between calls and other processes can share the file.
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        # One transaction, so that no process ever sees the triggers without the total's row.
+        with transaction(conn):
             for statement in _SCHEMA:
                 conn.execute(statement)
-            self._conn = conn
-            self._purge(self.clock.time())
-        except BaseException:
-            self._conn = None
-            conn.close()
-            raise
-        return conn
+            if conn.execute("SELECT 1 FROM totals").fetchone() is None:
+                # A file written before the total existed: count its values once.
+                conn.execute(
+                    "INSERT INTO totals (id, value_bytes)"
+                    " SELECT 0, coalesce(sum(length(value)), 0) FROM entries"
+                )
+        # A CLI run is short and may never reach purge_every sets.
+        self._purge(conn, self.clock.time())
 
-    def _get(self, key: str, now: float) -> CacheEntry | None:
-        row = (
-            self._connection()
-            .execute("SELECT value, stored_at, expires_at FROM entries WHERE key = ?", (key,))
-            .fetchone()
-        )
-        if row is None or row[2] <= now:
-            # An expired row is left for the next purge: deleting it here would turn a read into
-            # a write that contends for the file's lock.
-            return None
-        return CacheEntry(bytes(row[0]), float(row[1]), float(row[2]))
-
-    def _set(self, key: str, value: bytes, stored_at: float, expires_at: float) -> None:
-        self._connection().execute(
+    def _set(
+        self, conn: sqlite3.Connection, key: str, value: bytes, stored_at: float, expires_at: float
+    ) -> None:
+        conn.execute(
             "INSERT INTO entries (key, value, stored_at, expires_at) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (key) DO UPDATE SET"
             " value = excluded.value, stored_at = excluded.stored_at,"
@@ -180,29 +165,72 @@ class SQLiteCache(CacheBase):
         )
         self._sets_since_purge += 1
         if self._sets_since_purge >= self.purge_every:
-            self._purge(stored_at)
+            self._purge(conn, stored_at)
 
-    def _delete(self, key: str) -> None:
-        self._connection().execute("DELETE FROM entries WHERE key = ?", (key,))
-
-    def _purge(self, now: float) -> int:
-        conn = self._connection()
+    def _purge(self, conn: sqlite3.Connection, now: float) -> int:
         self._sets_since_purge = 0
-        deleted = conn.execute("DELETE FROM entries WHERE expires_at <= ?", (now,)).rowcount
-        excess = self._count() - self.max_entries
-        if excess > 0:
-            deleted += conn.execute(
-                "DELETE FROM entries WHERE key IN"
-                " (SELECT key FROM entries ORDER BY stored_at LIMIT ?)",
-                (excess,),
-            ).rowcount
+        # One transaction: one commit instead of one per statement, and nobody inserts an
+        # older row between choosing the oldest rows and deleting them.
+        with transaction(conn):
+            deleted = conn.execute("DELETE FROM entries WHERE expires_at <= ?", (now,)).rowcount
+            excess = _count(conn) - self.max_entries
+            if excess > 0:
+                deleted += conn.execute(
+                    "DELETE FROM entries WHERE key IN"
+                    " (SELECT key FROM entries ORDER BY stored_at LIMIT ?)",
+                    (excess,),
+                ).rowcount
+            deleted += self._trim_bytes(conn)
         return max(0, deleted)
 
-    def _count(self) -> int:
-        row = self._connection().execute("SELECT count(*) FROM entries").fetchone()
-        return int(row[0])
+    def _trim_bytes(self, conn: sqlite3.Connection) -> int:
+        """Delete the oldest rows until the values total ``max_bytes`` at most."""
+        # SQLite reuses the pages freed here for later writes, so once the cache is full the
+        # file stops growing (it does not shrink: that would take a VACUUM, a rewrite of the
+        # whole file, for space about to be filled again).
+        excess = _value_bytes(conn) - self.max_bytes
+        deleted = 0
+        while excess > 0:
+            # Sizes come from the stored_at index and each row's header: length() of a blob
+            # does not read the blob.
+            sizes = conn.execute(
+                "SELECT length(value) FROM entries ORDER BY stored_at, rowid LIMIT ?",
+                (TRIM_BATCH,),
+            ).fetchall()
+            if not sizes:
+                break
+            doomed = 0
+            for (size,) in sizes:
+                doomed += 1
+                excess -= int(size)
+                if excess <= 0:
+                    break
+            deleted += conn.execute(
+                "DELETE FROM entries WHERE rowid IN"
+                " (SELECT rowid FROM entries ORDER BY stored_at, rowid LIMIT ?)",
+                (doomed,),
+            ).rowcount
+        return deleted
 
-    def _close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
+
+def _get(conn: sqlite3.Connection, key: str, now: float) -> CacheEntry | None:
+    row = conn.execute(
+        "SELECT value, stored_at, expires_at FROM entries WHERE key = ?", (key,)
+    ).fetchone()
+    if row is None or row[2] <= now:
+        # An expired row is left for the next purge: deleting it here would turn a read into a
+        # write that contends for the file's lock.
+        return None
+    return CacheEntry(bytes(row[0]), float(row[1]), float(row[2]))
+
+
+def _delete(conn: sqlite3.Connection, key: str) -> None:
+    conn.execute("DELETE FROM entries WHERE key = ?", (key,))
+
+
+def _count(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM entries").fetchone()[0])
+
+
+def _value_bytes(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT value_bytes FROM totals").fetchone()[0])
