@@ -1,4 +1,4 @@
-"""Quota windows and the rate limiter over the memory store, on a virtual clock (no test sleeps)."""
+"""Quota windows, the rate limiter and the fallback store, on a virtual clock (no test sleeps)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from threatintel.clock import VirtualClock
 from threatintel.errors import QuotaExhausted, RateLimited
 from threatintel.quota import (
+    STORE_RETRY_AFTER,
+    FallbackQuotaStore,
     Grant,
     MemoryQuotaStore,
     QuotaStore,
@@ -22,6 +25,7 @@ from threatintel.quota import (
     Window,
     WindowUsage,
 )
+from threatintel.quota_sqlite import SQLiteQuotaStore
 from threatintel.settings import fingerprint
 
 SECRET = "VT-SECRET-KEY-0123456789abcdef0123456789abcdef"
@@ -51,10 +55,18 @@ def limiter(
     *,
     wait_for_reset: bool = False,
     max_wait: float | None = None,
+    margin: float = 0.0,
 ) -> RateLimiter:
     store = store if store is not None else MemoryQuotaStore()
     return RateLimiter(
-        "virustotal", keys, windows, store, clock, wait_for_reset=wait_for_reset, max_wait=max_wait
+        "virustotal",
+        keys,
+        windows,
+        store,
+        clock,
+        wait_for_reset=wait_for_reset,
+        max_wait=max_wait,
+        margin=margin,
     )
 
 
@@ -258,6 +270,97 @@ async def test_short_penalty_blocks_one_short_window() -> None:
     assert clock.time() == NOON + 60
 
 
+VT_WINDOWS = [Window.per_minute(4), Window.per_day(500), Window.per_month(15_500)]
+
+
+@pytest.mark.parametrize("windows", [VT_WINDOWS, [Window.per_minute(4)]])
+async def test_a_second_429_in_a_row_blocks_until_midnight(windows: list[Window]) -> None:
+    """A 429 without Retry-After after a minute's block means a spent day: fail fast to 00:00."""
+    clock = VirtualClock(NOON)
+    rl = limiter(clock, windows)
+    await rl.penalize("k1", retry_after=None, long_window=False)
+    assert (await rl.usage())[0].blocked_until == NOON + 60
+    await rl.acquire()
+    assert clock.time() == NOON + 60
+    await rl.penalize("k1", retry_after=None, long_window=False)
+    with pytest.raises(QuotaExhausted) as caught:
+        await rl.acquire()
+    assert caught.value.reset_at == datetime(2024, 3, 11, tzinfo=UTC)
+    assert clock.time() == NOON + 60
+
+
+async def test_a_success_between_two_429s_starts_the_count_again() -> None:
+    """An answer after the first 429 means the day is not spent: the next 429 blocks a minute."""
+    clock = VirtualClock(NOON)
+    rl = limiter(clock, VT_WINDOWS)
+    await rl.penalize("k1", retry_after=None, long_window=False)
+    await rl.acquire()
+    await rl.record_success("k1")
+    await rl.penalize("k1", retry_after=None, long_window=False)
+    assert (await rl.usage())[0].blocked_until == NOON + 120
+    await rl.acquire()
+    assert clock.time() == NOON + 120
+
+
+async def test_a_retry_after_is_honoured_exactly_and_never_escalated() -> None:
+    """A 429 with Retry-After blocks for exactly that long, even after an unanswered 429."""
+    clock = VirtualClock(NOON)
+    rl = limiter(clock, VT_WINDOWS)
+    await rl.penalize("k1", retry_after=None, long_window=False)
+    await rl.acquire()
+    for expected in (NOON + 90, NOON + 120):
+        await rl.penalize("k1", retry_after=30.0, long_window=False)
+        assert (await rl.usage())[0].blocked_until == expected
+        await rl.acquire()
+        assert clock.time() == expected
+
+
+async def test_429s_still_in_flight_during_the_block_do_not_escalate() -> None:
+    """Three 429s at once (requests sent before the first came back) block one minute only."""
+    clock = VirtualClock(NOON)
+    rl = limiter(clock, VT_WINDOWS)
+    for _ in range(3):
+        await rl.penalize("k1", retry_after=None, long_window=False)
+    await rl.acquire()
+    assert clock.time() == NOON + 60
+
+
+async def test_a_strike_does_not_outlive_the_daily_reset() -> None:
+    """A 429 before midnight and one after it are two days' first strikes: a minute each."""
+    clock = VirtualClock(MIDNIGHT - 30)
+    rl = limiter(clock, VT_WINDOWS)
+    await rl.penalize("k1", retry_after=None, long_window=False)
+    await rl.acquire()
+    await rl.penalize("k1", retry_after=None, long_window=False)
+    assert (await rl.usage())[0].blocked_until == MIDNIGHT + 90
+
+
+async def test_an_escalation_stops_every_limiter_sharing_the_store() -> None:
+    """The long block is in the store, so another process's limiter fails fast at once."""
+    clock = VirtualClock(NOON)
+    store = MemoryQuotaStore()
+    one, two = limiter(clock, VT_WINDOWS, store=store), limiter(clock, VT_WINDOWS, store=store)
+    await one.penalize("k1", retry_after=None, long_window=False)
+    await one.acquire()
+    await one.penalize("k1", retry_after=None, long_window=False)
+    with pytest.raises(QuotaExhausted) as caught:
+        await two.acquire()
+    assert caught.value.reset_at == datetime(2024, 3, 11, tzinfo=UTC)
+
+
+async def test_margin_lengthens_sliding_windows_only() -> None:
+    """With a 1 s margin and 4/min the 5th grant waits 61 s; the day and the names are unchanged."""
+    clock = VirtualClock(NOON)
+    rl = limiter(clock, [Window.per_minute(4), Window.per_day(10)], margin=1.0)
+    for _ in range(5):
+        await rl.acquire()
+    assert clock.time() == NOON + 61
+    assert (await rl.usage())[0].windows == (
+        WindowUsage("minute", 4, 1, 3, NOON + 122),
+        WindowUsage("day", 10, 5, 5, MIDNIGHT),
+    )
+
+
 async def test_a_long_retry_after_fails_fast() -> None:
     """An AbuseIPDB 429 whose Retry-After is hours away is reported, not slept through."""
     clock = VirtualClock(NOON)
@@ -377,9 +480,83 @@ async def test_an_unreachable_store_falls_back_to_memory(
 
 
 def test_limiter_needs_a_key_and_distinct_windows() -> None:
-    """An empty key list or two windows with one name is refused at construction."""
+    """An empty key list, two windows with one name or a negative margin is refused."""
     clock = VirtualClock(NOON)
+    with pytest.raises(ValueError):
+        limiter(clock, [Window.per_minute(4)], margin=-1.0)
     with pytest.raises(ValueError):
         limiter(clock, [Window.per_minute(4)], keys=[])
     with pytest.raises(ValueError):
         limiter(clock, [Window.per_minute(4), Window.per_minute(10, seconds=1.0)])
+
+
+def warnings_in(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+async def test_the_fallback_store_counts_while_the_primary_is_down(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Grants go to the given fallback while degraded, with one warning, and back after."""
+    clock = VirtualClock(NOON)
+    primary, fallback = FlakyStore(), FlakyStore()
+    fallback.up = True
+    store = FallbackQuotaStore(primary, clock=clock, fallback=fallback)
+    rl = limiter(clock, [Window.per_minute(4)], store=store)
+    assert not store.degraded
+    for _ in range(8):
+        await rl.acquire()
+    assert store.degraded
+    bucket = "virustotal:" + fingerprint("k1")
+    assert (await fallback.inner.usage(bucket, rl.windows, clock.time()))[0].used == 4
+    assert len(warnings_in(caplog)) == 1
+    primary.up = True
+    clock.advance(STORE_RETRY_AFTER)
+    await rl.acquire()
+    assert not store.degraded
+    assert (await primary.inner.usage(bucket, rl.windows, clock.time()))[0].used == 1
+
+
+async def test_a_failing_fallback_gives_way_to_memory(caplog: pytest.LogCaptureFixture) -> None:
+    """With the fallback down too, memory keeps 4/min and the outage still logs one warning."""
+    clock = VirtualClock(NOON)
+    store = FallbackQuotaStore(FlakyStore(), clock=clock, fallback=FlakyStore())
+    rl = limiter(clock, [Window.per_minute(4)], store=store)
+    for _ in range(12):
+        await rl.acquire()
+    assert clock.time() == NOON + 120
+    assert store.degraded
+    (warning,) = warnings_in(caplog)
+    assert "in this process's memory" in warning and "fallback store failed too" in warning
+
+
+async def test_a_fallback_failing_later_in_an_outage_is_told_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The fallback going down mid-outage adds one warning, however many calls follow."""
+    clock = VirtualClock(NOON)
+    fallback = FlakyStore()
+    fallback.up = True
+    store = FallbackQuotaStore(FlakyStore(), clock=clock, fallback=fallback)
+    rl = limiter(clock, [Window.per_minute(4)], store=store)
+    await rl.acquire()
+    fallback.up = False
+    for _ in range(8):
+        await rl.acquire()
+    assert len(warnings_in(caplog)) == 2
+
+
+async def test_a_sqlite_fallback_outlives_the_process(tmp_path: Path) -> None:
+    """Two runs in a row with the primary down spend one budget kept in the SQLite fallback."""
+    clock = VirtualClock(NOON)
+    for run in range(2):
+        store = FallbackQuotaStore(
+            FlakyStore(), clock=clock, fallback=SQLiteQuotaStore(tmp_path / "quota.sqlite3")
+        )
+        rl = limiter(clock, [Window.per_minute(4)], store=store)
+        try:
+            for _ in range(2):
+                await rl.acquire()
+            assert [w.used for w in (await rl.usage())[0].windows] == [2 * run + 2]
+        finally:
+            await store.aclose()

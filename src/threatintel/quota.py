@@ -6,16 +6,21 @@
         windows=[Window.per_minute(4), Window.per_day(500), Window.per_month(15_500)],
         store=MemoryQuotaStore(),        # or RedisQuotaStore(url): one budget for every instance
         clock=SystemClock(),
+        margin=1.0,                      # sliding windows 1 s longer: requests land late
     )
     key = await limiter.acquire()        # waits for minute/hour slots; a spent day/month raises
     ...                                  # call the vendor with `key`
+    await limiter.record_success(key)    # it answered (anything but a 429)
     await limiter.penalize(key, retry_after=30.0, long_window=False)   # a 429 arrived anyway
 
 A grant counts in every window of the key or in none (the store decides atomically), so the
 vendor never sees a request we could have predicted it would refuse. Short windows (sliding:
 any ``seconds`` span holds at most ``limit`` grants) are waited out; a spent long window (fixed:
 day from 00:00 UTC, month from the 1st) fails fast with QuotaExhausted and its reset time, unless
-``wait_for_reset``. Keys appear only as ``fingerprint(key)``: in store keys, logs, errors, reprs.
+``wait_for_reset``. A 429 that does not say which window ran out blocks its key for one short
+window; a second one in a row (no answer in between) means a long window is spent, e.g. by
+another tool on the same key. Keys appear only as ``fingerprint(key)``: in store keys, logs,
+errors, reprs.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import bisect
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
@@ -284,6 +289,15 @@ class MemoryQuotaStore:
         return count if window_id == window.window_id(now) else 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Strike:
+    """A 429 that named no window: its short block lasts to ``blocked_until``, and it counts
+    towards escalation until ``expires`` (the earliest long window's reset at that time)."""
+
+    blocked_until: float
+    expires: float
+
+
 class RateLimiter:
     """One per provider: hands out a key with budget left, waiting for short windows.
 
@@ -291,24 +305,32 @@ class RateLimiter:
                               windows=[Window.per_minute(4), Window.per_day(500)],
                               store=MemoryQuotaStore(), clock=SystemClock())
         key = await limiter.acquire()    # QuotaExhausted when every key's long window is spent
+        await limiter.record_success(key)                                 # after any other answer
         await limiter.penalize(key, retry_after=None, long_window=True)   # after a 429
 
     Keys are tried round-robin, each limited on its own. A ``None`` key is the anonymous bucket.
     ``wait_for_reset`` sleeps until a spent long window resets instead of raising;
     ``max_wait`` bounds the total wait of one acquire (RateLimited, or QuotaExhausted for a
-    long window, beyond it). When ``store`` is unreachable the limiter logs one warning and uses
-    ``fallback`` (a process-local MemoryQuotaStore by default) until the store answers again:
-    a lookup never fails because the shared store is down.
+    long window, beyond it). ``margin`` lengthens every sliding window by that many seconds
+    (fixed day and month windows keep their boundaries): a grant is timed when it is handed
+    out, but the vendor counts the request when it arrives, so a slow connect followed by a fast
+    one can land both inside the vendor's window. Set it to about REQUEST_TIMEOUT's typical
+    connect time; the engine uses 1 s. When ``store`` is unreachable the limiter logs one
+    warning and uses ``fallback`` (a process-local MemoryQuotaStore by default) until the store
+    answers again: a lookup never fails because the shared store is down.
     """
 
     __slots__ = (
         "_block_horizon",
         "_clock",
+        "_counted",
         "_degraded_until",
         "_fallback",
         "_keys",
         "_store",
+        "_strikes",
         "_turn",
+        "margin",
         "max_wait",
         "provider",
         "wait_for_reset",
@@ -326,6 +348,7 @@ class RateLimiter:
         wait_for_reset: bool = False,
         max_wait: float | None = None,
         fallback: QuotaStore | None = None,
+        margin: float = 0.0,
     ) -> None:
         if not keys:
             raise ValueError(f"{provider}: at least one key is needed (None for anonymous use)")
@@ -334,8 +357,17 @@ class RateLimiter:
             raise ValueError(f"{provider}: window names must be unique, got {names}")
         if max_wait is not None and max_wait < 0:
             raise ValueError("max_wait must not be negative")
+        if not 0 <= margin < math.inf:
+            raise ValueError("margin must be a finite number of seconds, not negative")
         self.provider = provider
         self.windows = tuple(windows)
+        self.margin = margin
+        # What the store counts in: the same windows under the same names (so usage() still
+        # reports "minute"), the sliding ones lengthened by the margin.
+        self._counted = tuple(
+            replace(window, seconds=window.seconds + margin) if window.sliding else window
+            for window in self.windows
+        )
         self.wait_for_reset = wait_for_reset
         self.max_wait = max_wait
         # The same key twice would only share one bucket; keep the first occurrence.
@@ -346,7 +378,12 @@ class RateLimiter:
         self._clock = clock
         self._turn = 0
         self._degraded_until: float | None = None
-        short = [window.seconds for window in self.windows if window.sliding]
+        # Per bucket, the last 429 that did not say which window ran out. Kept in this process,
+        # not in the store: a second process sharing the store only makes one probe request of
+        # its own (one more 429) before it escalates too, and the first process's long block,
+        # which is in the store, stops every process anyway.
+        self._strikes: dict[str, _Strike] = {}
+        short = [window.seconds for window in self._counted if window.sliding]
         self._block_horizon = max([MAX_BLOCK_WAIT, *short])
 
     def __repr__(self) -> str:
@@ -394,38 +431,74 @@ class RateLimiter:
     ) -> None:
         """Honour a 429 that arrived anyway: no grant on ``key`` until it should be over.
 
-        ``retry_after`` wins when the vendor sent one; otherwise a long-window 429 blocks until
-        the earliest long window resets (the next 00:00 UTC without one), and a short one blocks
-        for the shortest short window.
+        ``retry_after`` wins when the vendor sent one, exactly, and is never escalated. Else a
+        long-window 429 blocks until the earliest long window resets (the next 00:00 UTC
+        without one). A 429 that names no window (VirusTotal's) blocks for the shortest short
+        window, unless it is a second strike: an earlier one's block has ended, no
+        ``record_success`` came since, and no long window has reset since. Waiting a minute did
+        not help, so a long window is spent (another tool may share the key) and the key is
+        blocked as for a long-window 429; the next ``acquire`` fails fast with the reset time
+        instead of collecting a 429 every minute. 429s arriving while the block lasts are
+        requests that were already in flight: they extend the strike, they do not escalate it.
         """
         now = self._clock.time()
+        bucket = self._bucket(key)
         if retry_after is not None:
+            # The vendor said when; what it says nothing about is which window, so strikes
+            # are left as they are.
             until = now + max(0.0, retry_after)
-        elif long_window:
-            resets = [window.reset_at(now) for window in self.windows if window.long]
-            until = min(resets) if resets else Window.per_day(1).reset_at(now)
+            reason = "a 429 with Retry-After"
+        elif long_window or self._second_strike(bucket, now):
+            until = self._long_reset(now)
+            reason = "a 429" if long_window else "a second 429 in a row (a long window is spent)"
+            # The block now outlasts any strike; after it, a 429 is news again.
+            self._strikes.pop(bucket, None)
         else:
+            # The vendor's own window, without the margin: that covers our requests' travel
+            # time, and the vendor's block started before this 429 reached us anyway.
             short = [window.seconds for window in self.windows if window.sliding]
             until = now + (min(short) if short else DEFAULT_PENALTY)
-        bucket = self._bucket(key)
-        logger.info("%s %s: blocked for %.0fs after a 429", self.provider, _label(key), until - now)
+            reason = "a 429"
+            self._strikes[bucket] = _Strike(until, self._long_reset(now))
+        logger.info(
+            "%s %s: blocked for %.0fs after %s", self.provider, _label(key), until - now, reason
+        )
         await self._call(lambda store: store.block(bucket, until))
+
+    async def record_success(self, key: str | None) -> None:
+        """Note that the vendor answered on ``key`` with anything but a 429: its strikes end.
+
+        Async like the other verbs, so strikes could move into the store without changing
+        callers; today it touches only this process's memory and never waits.
+        """
+        self._strikes.pop(self._bucket(key), None)
 
     async def usage(self) -> list[KeyUsage]:
         """The budget left per key, keys shown as fingerprints."""
         return [await self._key_usage(key, bucket) for key, bucket in self._keys]
 
     async def _acquire_on(self, bucket: str, now: float) -> Grant:
-        return await self._call(lambda store: store.acquire(bucket, self.windows, now))
+        return await self._call(lambda store: store.acquire(bucket, self._counted, now))
 
     async def _key_usage(self, key: str | None, bucket: str) -> KeyUsage:
         now = self._clock.time()
-        windows = await self._call(lambda store: store.usage(bucket, self.windows, now))
+        windows = await self._call(lambda store: store.usage(bucket, self._counted, now))
         blocked = await self._call(lambda store: store.blocked_until(bucket, now))
         return KeyUsage(_label(key), tuple(windows), blocked)
 
     def _bucket(self, key: str | None) -> str:
         return f"{self.provider}:{_label(key)}"
+
+    def _long_reset(self, now: float) -> float:
+        """When the earliest long window resets: the next 00:00 UTC if there is none."""
+        resets = [window.reset_at(now) for window in self.windows if window.long]
+        return min(resets) if resets else Window.per_day(1).reset_at(now)
+
+    def _second_strike(self, bucket: str, now: float) -> bool:
+        """Whether a 429 now follows an unanswered one whose block is over, in the same long
+        window (a strike from before a daily reset says nothing about today's quota)."""
+        strike = self._strikes.get(bucket)
+        return strike is not None and strike.blocked_until <= now < strike.expires
 
     def _rotation(self) -> list[tuple[str | None, str]]:
         """Every key once, starting one further each time, so the load spreads evenly."""
@@ -470,16 +543,21 @@ def _label(key: str | None) -> str:
 
 
 class FallbackQuotaStore:
-    """A shared store with a process-local stand-in, for every limiter of one engine.
+    """A shared store with a local stand-in, for every limiter of one engine.
 
-        store = FallbackQuotaStore(RedisQuotaStore(url), clock=clock)
+        store = FallbackQuotaStore(RedisQuotaStore(url), clock=clock,
+                                   fallback=SQLiteQuotaStore(path))   # default: memory
 
-    While the shared store is unreachable, calls go to a MemoryQuotaStore and ONE warning is
-    logged for the whole engine (not one per provider); it is tried again every
-    ``STORE_RETRY_AFTER`` seconds and one info line says when it is back.
+    While ``primary`` is unreachable (``degraded``), calls go to ``fallback``; a persistent one
+    keeps the budget across short CLI runs even while Redis is down. If the fallback raises
+    QuotaStoreUnavailable too, a MemoryQuotaStore takes over until the primary is back, so a
+    lookup never fails for want of a store. Each outage logs ONE warning for the whole engine
+    (not one per provider or call), naming where requests are counted meanwhile (should the
+    fallback fail later in the outage, one more warning says so); the primary is tried again
+    every ``STORE_RETRY_AFTER`` seconds and one info line says when it is back.
     """
 
-    __slots__ = ("_clock", "_degraded_until", "fallback", "primary")
+    __slots__ = ("_clock", "_degraded_until", "_last_resort", "_local", "fallback", "primary")
 
     def __init__(
         self, primary: QuotaStore, *, clock: Clock, fallback: QuotaStore | None = None
@@ -488,26 +566,59 @@ class FallbackQuotaStore:
         self.fallback: QuotaStore = fallback if fallback is not None else MemoryQuotaStore()
         self._clock = clock
         self._degraded_until: float | None = None
+        self._last_resort = MemoryQuotaStore()
+        # Where calls go while the primary is bypassed. Once the fallback has failed it is not
+        # tried again until the primary is back: switching to and fro would split the counts.
+        self._local: QuotaStore = self.fallback
+
+    @property
+    def degraded(self) -> bool:
+        """True while the primary is bypassed: the numbers are this machine's or process's,
+        not the ones every instance shares."""
+        return self._degraded_until is not None
 
     async def _call(self, operation: Callable[[QuotaStore], Awaitable[T]]) -> T:
         now = self._clock.time()
+        outage: QuotaStoreUnavailable | None = None
         if self._degraded_until is None or now >= self._degraded_until:
             try:
                 result = await operation(self.primary)
             except QuotaStoreUnavailable as exc:
                 if self._degraded_until is None:
-                    logger.warning(
-                        "shared quota store unreachable; counting this instance's requests "
-                        "locally until it is back: %s",
-                        exc,
-                    )
+                    outage = exc
                 self._degraded_until = now + STORE_RETRY_AFTER
             else:
                 if self._degraded_until is not None:
                     logger.info("shared quota store reachable again")
                     self._degraded_until = None
+                    self._local = self.fallback
                 return result
-        return await operation(self.fallback)
+        fallback_error: QuotaStoreUnavailable | None = None
+        try:
+            result = await operation(self._local)
+        except QuotaStoreUnavailable as exc:
+            # Only the fallback raises this: the last resort is memory.
+            fallback_error = exc
+            self._local = self._last_resort
+            result = await operation(self._last_resort)
+        if outage is not None:
+            where = (
+                "in the fallback store"
+                if fallback_error is None
+                else f"in this process's memory (the fallback store failed too: {fallback_error})"
+            )
+            logger.warning(
+                "shared quota store unreachable; counting requests %s until it is back: %s",
+                where,
+                outage,
+            )
+        elif fallback_error is not None:
+            logger.warning(
+                "fallback quota store unreachable too; counting this process's requests in "
+                "memory until the shared store is back: %s",
+                fallback_error,
+            )
+        return result
 
     async def acquire(self, bucket: str, windows: Sequence[Window], now: float) -> Grant:
         return await self._call(lambda store: store.acquire(bucket, windows, now))
@@ -525,4 +636,7 @@ class FallbackQuotaStore:
         try:
             await self.primary.aclose()
         finally:
-            await self.fallback.aclose()
+            try:
+                await self.fallback.aclose()
+            finally:
+                await self._last_resort.aclose()
