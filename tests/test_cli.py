@@ -147,6 +147,18 @@ def test_quota_shows_what_earlier_runs_spent(sim: SimulatorServer) -> None:
     assert table.exit_code == 0 and "virustotal" in table.stdout
 
 
+def test_config_and_quota_never_show_the_redis_password() -> None:
+    """REDIS_URL's password is masked in config; quota says when Redis is unreachable."""
+    env = {"REDIS_URL": "redis://:hunter2-secret@127.0.0.1:1/0"}
+    shown = runner.invoke(app, ["config"], env=env)
+    assert shown.exit_code == 0
+    assert "hunter2" not in shown.output and "127.0.0.1:1" in shown.output
+    quota = runner.invoke(app, ["quota"], env=env)
+    assert quota.exit_code == 0, quota.output
+    assert "hunter2" not in quota.output
+    assert "UNREACHABLE" in quota.stdout
+
+
 def test_version() -> None:
     """version prints the package version."""
     result = runner.invoke(app, ["version"])

@@ -433,3 +433,111 @@ async def test_lookup_deadline_bounds_the_retries(sim: SimulatorServer) -> None:
     attempts = sim.log.count(vendor="virustotal")
     assert 1 < attempts < 21
     assert clock.now - START <= 10
+
+
+# --- review scenarios: overlapping instances, breaker after a wait, cancellation ----------
+
+
+async def test_instances_asking_the_same_indicators_spend_each_call_once(
+    sim: SimulatorServer, clock: LockstepClock, redis_prefix: str
+) -> None:
+    """Three instances sharing Redis, all asking the same 12 IPs at 4/min: 12 calls, not 36."""
+    from threatintel.cache import LayeredCache, RedisCache
+
+    free_tier(sim, clock)
+    engines = [
+        Engine(
+            sim_settings(sim, **FREE_TIER_SETTINGS),
+            clock=clock,
+            cache=LayeredCache(
+                MemoryCache(clock=clock), RedisCache(REDIS_URL, prefix=redis_prefix, clock=clock)
+            ),
+            quota_store=RedisQuotaStore(REDIS_URL, prefix=redis_prefix + "q:"),
+        )
+        for _ in range(3)
+    ]
+    try:
+        results = await asyncio.gather(*(e.analyze(ips(12)) for e in engines))
+    finally:
+        for engine in engines:
+            await engine.aclose()
+            await engine.cache.aclose()
+            await engine.quota_store.aclose()
+    assert sim.log.count(vendor="virustotal") == 12
+    assert sim.log.count(status=429) == 0
+    for analysis in results:
+        assert {e.sources["virustotal"].status for e in analysis.enrichments} <= {S.OK, S.NOT_FOUND}
+
+
+async def test_open_breaker_stops_lookups_that_were_waiting_for_quota(
+    sim: SimulatorServer, clock: LockstepClock
+) -> None:
+    """Lookups queued behind the rate limiter do not call a provider whose circuit opened."""
+    free_tier(sim, clock)
+    sim.config.virustotal = VendorConfig(
+        windows=(SimWindow.per_minute(4),),
+        fault_rate=1.0,
+        fault_kinds=(FaultKind.SERVER_ERROR,),
+    )
+    settings = sim_settings(
+        sim, **(FREE_TIER_SETTINGS | {"max_retries": 0, "circuit_failure_threshold": 3})
+    )
+    async with Engine(settings, clock=clock) as engine:
+        analysis = await engine.analyze(ips(30))
+    assert sim.log.count(vendor="virustotal") <= 4  # the first minute's slots, then open
+    statuses = [e.sources["virustotal"].status for e in analysis.enrichments]
+    assert statuses.count(S.CIRCUIT_OPEN) >= 26
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_shared_lookup(sim: SimulatorServer) -> None:
+    """When one of two callers sharing a lookup gives up, the other still gets its answer."""
+    sim.config.virustotal = VendorConfig(latency=0.3)
+    async with Engine(sim_settings(sim, cache_backend="memory")) as engine:
+        first = asyncio.create_task(engine.analyze(["45.142.212.61"], providers=["virustotal"]))
+        second = asyncio.create_task(engine.analyze(["45.142.212.61"], providers=["virustotal"]))
+        for _ in range(50):  # let both reach the shared lookup; no time passes
+            await asyncio.sleep(0)
+        first.cancel()
+        analysis = await second
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        coalesced = engine.stats["virustotal"].coalesced
+    assert analysis.enrichments[0].sources["virustotal"].status is S.OK
+    assert coalesced == 1
+    assert sim.log.count(vendor="virustotal") == 1
+
+
+async def test_a_hanging_attempt_is_cut_at_the_lookup_deadline(sim: SimulatorServer) -> None:
+    """LOOKUP_TIMEOUT bounds an attempt too, not only the waits between attempts."""
+    sim.config.virustotal = VendorConfig(fault_rate=1.0, fault_kinds=(FaultKind.HANG,))
+    settings = sim_settings(sim, request_timeout=20, lookup_timeout=0.5, max_retries=3)
+    async with Engine(settings) as engine:
+        analysis = await engine.analyze(["45.142.212.61"], providers=["virustotal"])
+    result = analysis.enrichments[0].sources["virustotal"]
+    assert result.status is S.TIMEOUT
+    assert sim.log.count(vendor="virustotal") == 1
+
+
+async def test_repeated_429s_from_another_tool_become_quota_exhausted(
+    sim: SimulatorServer, clock: LockstepClock
+) -> None:
+    """Another tool spent the day: after a second 429 the key is exhausted until midnight."""
+    import httpx
+
+    free_tier(sim, clock)
+    sim.config.virustotal = VendorConfig(windows=(SimWindow.per_day(3),))
+    async with httpx.AsyncClient() as other_tool:
+        for _ in range(3):
+            response = await other_tool.get(
+                sim.base_urls["virustotal"] + "/ip_addresses/8.8.8.8",
+                headers={"x-apikey": TEST_KEYS["virustotal"]},
+            )
+            assert response.status_code == 200
+    async with Engine(sim_settings(sim, **FREE_TIER_SETTINGS), clock=clock) as engine:
+        analysis = await engine.analyze(ips(20))
+    vt = [e.sources["virustotal"] for e in analysis.enrichments]
+    assert all(r.status is S.QUOTA_EXHAUSTED for r in vt)
+    # The calls already in flight when the first 429 came back, plus one probe a minute later.
+    assert sim.log.count(vendor="virustotal", status=429) <= 5
+    midnight = datetime.fromtimestamp((START // 86_400 + 1) * 86_400, UTC)
+    assert {r.reset_at for r in vt} == {midnight}

@@ -93,6 +93,9 @@ def test_dotenv_in_the_working_directory_is_read(
         ("ABUSEIPDB_MAX_AGE_DAYS", "400"),
         ("COMPRESS_RESPONSES", "maybe"),
         ("SCORING__MALICIOUS_THRESHOLD", "10"),
+        ("REDIS_URL", "redis://:hunter2@127.0.0.1:99999/0"),
+        ("REDIS_URL", "http://cache.example:6379"),
+        ("CACHE_BACKEND", "memcached"),
     ],
 )
 def test_invalid_values_name_the_variable(
@@ -105,6 +108,7 @@ def test_invalid_values_name_the_variable(
     message = str(caught.value)
     assert "\n" not in message
     assert name.split("__")[0] in message
+    assert "hunter2" not in message
 
 
 def test_fingerprints_are_short_stable_and_distinct() -> None:
@@ -112,3 +116,12 @@ def test_fingerprints_are_short_stable_and_distinct() -> None:
     assert fingerprint("secret-one") == fingerprint("secret-one")
     assert fingerprint("secret-one") != fingerprint("secret-two")
     assert "secret" not in fingerprint("secret-one")
+
+
+def test_redact_url_hides_only_the_password() -> None:
+    """A Redis URL is shown with its host and user but never its password."""
+    from threatintel.settings import redact_url
+
+    assert redact_url("redis://:hunter2@10.1.2.3:6379/0") == "redis://:***@10.1.2.3:6379/0"
+    assert redact_url("rediss://app:pw@cache:6380") == "rediss://app:***@cache:6380"
+    assert redact_url("redis://cache:6379/1") == "redis://cache:6379/1"

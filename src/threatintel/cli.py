@@ -37,7 +37,7 @@ from threatintel.models import Analysis, Enrichment
 from threatintel.providers import PROVIDERS
 from threatintel.render import RENDERERS, analysis_table, summary_line
 from threatintel.resilience import BreakerState
-from threatintel.settings import Settings, fingerprint
+from threatintel.settings import Settings, fingerprint, redact_url
 
 app = typer.Typer(
     name="threatintel",
@@ -301,6 +301,9 @@ def config(
     settings = load_settings()
     shown = {name.upper(): _masked(getattr(settings, name)) for name in type(settings).model_fields}
     shown["SCORING"] = settings.scoring.model_dump()
+    if settings.redis_url is not None:
+        # The host is useful to see; the password is not (a short hash could be guessed).
+        shown["REDIS_URL"] = redact_url(settings.redis_url.get_secret_value())
     if as_json:
         sys.stdout.write(json.dumps(shown, indent=2, default=str) + "\n")
         return
@@ -335,6 +338,7 @@ def quota(
                 "provider": q.provider,
                 "configured": q.configured,
                 "circuit": q.breaker.value,
+                "shared_store_reachable": not q.degraded,
                 "keys": [
                     {
                         "key": k.key,
@@ -357,14 +361,17 @@ def quota(
         ]
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
-    table = Table(title="quota (shared by every threatintel process using this cache/Redis)")
-    for column in ("provider", "key", "window", "used", "limit", "remaining", "resets", "note"):
-        table.add_column(
-            column, justify="right" if column in ("used", "limit", "remaining") else "left"
-        )
+    title = "quota (shared by every threatintel process using this cache/Redis)"
+    if any(q.degraded for q in report):
+        title = "quota (shared store UNREACHABLE: these are this machine's local numbers)"
+    table = Table(title=title)
+    numeric = ("used", "limit", "remaining")
+    for column in ("provider", "key", "window", *numeric, "resets", "circuit", "note"):
+        table.add_column(column, justify="right" if column in numeric else "left")
     for q in report:
+        circuit = q.breaker.value
         if not q.configured:
-            table.add_row(q.provider, "-", "-", "", "", "", "", "not configured")
+            table.add_row(q.provider, "-", "-", "", "", "", "", circuit, "not configured")
             continue
         for k in q.keys:
             note = f"blocked until {_when(k.blocked_until)}" if k.blocked_until else ""
@@ -377,9 +384,11 @@ def quota(
                     str(w.limit),
                     str(w.remaining),
                     _when(w.reset_at),
+                    circuit,
                     note,
                 )
     out.print(table)
+    err.print("circuit: this process's breaker (each instance keeps its own; budgets are shared)")
 
 
 @app.command()

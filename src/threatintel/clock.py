@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import heapq
 import time as _time
 from collections.abc import Iterator
@@ -81,6 +82,11 @@ class VirtualClock:
         return contextlib.nullcontext()
 
 
+_PARTICIPANT: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "threatintel_lockstep_participant", default=False
+)
+
+
 class LockstepClock(VirtualClock):
     """A virtual clock that moves only when every participant is asleep on it.
 
@@ -91,7 +97,8 @@ class LockstepClock(VirtualClock):
     VirtualClock jumps as soon as one sleeper yields; that is wrong when other coroutines are
     waiting on real I/O (a simulator, Redis) that real time would not pass by. Here time jumps
     to the earliest wake-up only once no participant is awake, which is what an idle process
-    waiting for its rate-limit windows would see, minus the waiting.
+    waiting for its rate-limit windows would see, minus the waiting. Sleepers outside any
+    participant (housekeeping such as lock renewal) wait for their time without holding it.
     """
 
     __slots__ = ("_awake", "_sleepers")
@@ -99,32 +106,37 @@ class LockstepClock(VirtualClock):
     def __init__(self, start: float = 1_700_000_000.0) -> None:
         super().__init__(start)
         self._awake = 0
-        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._sleepers: list[tuple[float, int, asyncio.Future[None], bool]] = []
 
     @contextlib.contextmanager
     def participant(self) -> Iterator[None]:
         self._awake += 1
+        token = _PARTICIPANT.set(True)
         try:
             yield
         finally:
+            _PARTICIPANT.reset(token)
             self._awake -= 1
             self._advance()
 
     async def sleep(self, seconds: float) -> None:
-        if self._awake == 0:
-            # Not inside a participant: behave like VirtualClock.
+        counted = _PARTICIPANT.get()
+        if self._awake == 0 and not self._sleepers:
+            # Nobody takes part in lockstep: behave like VirtualClock.
             await super().sleep(seconds)
             return
         woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (self.now + max(0.0, seconds), id(woken), woken))
-        self._awake -= 1
+        heapq.heappush(self._sleepers, (self.now + max(0.0, seconds), id(woken), woken, counted))
+        if counted:
+            self._awake -= 1
         self._advance()
         try:
             await woken
         finally:
             if not woken.done():  # cancelled while asleep: forget the wake-up
                 woken.cancel()
-                self._awake += 1
+                if counted:
+                    self._awake += 1
 
     def _advance(self) -> None:
         while self._awake == 0 and self._sleepers:
@@ -134,7 +146,8 @@ class LockstepClock(VirtualClock):
                 return
             self.now = max(self.now, self._sleepers[0][0])
             while self._sleepers and self._sleepers[0][0] <= self.now:
-                _, _, future = heapq.heappop(self._sleepers)
+                _, _, future, counted = heapq.heappop(self._sleepers)
                 if not future.done():
                     future.set_result(None)
-                    self._awake += 1
+                    if counted:
+                        self._awake += 1

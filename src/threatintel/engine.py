@@ -169,6 +169,7 @@ class Engine:
                 self.clock,
                 wait_for_reset=settings.quota_wait_for_reset,
                 max_wait=settings.max_quota_wait,
+                margin=settings.rate_limit_margin,
             )
             breaker = CircuitBreaker(
                 name,
@@ -214,6 +215,7 @@ class Engine:
                     breaker=breaker.state,
                     breaker_retry_after=breaker.retry_after,
                     keys=await pipeline.limiter.usage(),
+                    degraded=getattr(self.quota_store, "degraded", False),
                 )
             )
         return report
@@ -407,6 +409,7 @@ class ProviderQuota:
     breaker: BreakerState
     breaker_retry_after: float
     keys: list[KeyUsage]
+    degraded: bool = False  # the shared quota store is unreachable: local numbers
 
 
 def quota_windows(settings: Settings, provider: str, *, keyed: bool) -> list[Window]:
@@ -435,8 +438,9 @@ def build_cache(settings: Settings, clock: Clock) -> Cache:
         return open_cache(
             backend=backend, cache_dir=settings.cache_dir, redis_url=redis_url, clock=clock
         )
-    except ValueError as exc:
-        raise ConfigError(f"CACHE_BACKEND: {exc}") from None
+    except ValueError:
+        # The message could quote REDIS_URL, password included: name the setting only.
+        raise ConfigError("REDIS_URL/CACHE_BACKEND: the cache cannot be set up") from None
 
 
 QUOTA_FILENAME = "quota.sqlite3"
@@ -446,15 +450,19 @@ def build_quota_store(settings: Settings, clock: Clock) -> QuotaStore:
     """Redis when instances share quotas; else SQLite, which outlives the process (so short
     CLI runs in a row share one budget). Either falls back to memory while unreachable."""
     backend = settings.resolved_cache_backend
+    if backend == "memory":
+        return MemoryQuotaStore()
+    local = SQLiteQuotaStore(settings.cache_dir / QUOTA_FILENAME)
     if backend == "redis" and settings.redis_url is not None:
         from threatintel.quota_redis import RedisQuotaStore  # the redis client only when used
 
-        shared: QuotaStore = RedisQuotaStore(settings.redis_url.get_secret_value())
-    elif backend == "sqlite":
-        shared = SQLiteQuotaStore(settings.cache_dir / QUOTA_FILENAME)
-    else:
-        return MemoryQuotaStore()
-    return FallbackQuotaStore(shared, clock=clock)
+        try:
+            shared = RedisQuotaStore(settings.redis_url.get_secret_value())
+        except ValueError:
+            raise ConfigError("REDIS_URL: not a usable Redis URL") from None
+        # While Redis is down, the local file keeps CLI runs from overspending in a row.
+        return FallbackQuotaStore(shared, clock=clock, fallback=local)
+    return FallbackQuotaStore(local, clock=clock)
 
 
 def _safe(exc: BaseException) -> str:

@@ -17,12 +17,20 @@ Providers know nothing of this; the engine owns one SourcePipeline per provider 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
 from dataclasses import dataclass, field
 
 from threatintel.cache import Cache, FlightLock, as_flight_lock, cache_key
 from threatintel.clock import Clock
-from threatintel.errors import CacheError, ProviderError, QuotaExhausted, RateLimited
+from threatintel.errors import (
+    CacheError,
+    ProviderError,
+    ProviderTimeout,
+    QuotaExhausted,
+    RateLimited,
+)
 from threatintel.models import Indicator, SourceResult, SourceStatus
 from threatintel.providers.base import Provider
 from threatintel.quota import RateLimiter
@@ -30,8 +38,17 @@ from threatintel.resilience import CircuitBreaker, RetryPolicy
 
 logger = logging.getLogger("threatintel.pipeline")
 
-#: How often an instance waiting for a peer's answer looks in the shared cache.
+#: How often an instance waiting for a peer's answer looks in the shared cache (doubling).
 PEER_POLL_INTERVAL = 0.25
+PEER_POLL_MAX = 2.0
+
+
+@dataclass(slots=True)
+class _Flight:
+    """One upstream lookup in progress and how many callers wait for it."""
+
+    task: asyncio.Task[SourceResult]
+    callers: int = 0
 
 
 @dataclass(slots=True)
@@ -93,7 +110,7 @@ class SourcePipeline:
         self.lookup_timeout = lookup_timeout
         self.lock_ttl = lock_ttl
         self.stats = SourceStats()
-        self._flights: dict[str, asyncio.Future[SourceResult]] = {}
+        self._flights: dict[str, _Flight] = {}
         self._lock: FlightLock | None = as_flight_lock(cache) if cache is not None else None
 
     async def lookup(self, indicator: Indicator) -> SourceResult:
@@ -104,66 +121,90 @@ class SourcePipeline:
             return cached
         self.stats.cache_misses += 1
         flight = self._flights.get(key)
-        if flight is not None:
+        if flight is None:
+            # The upstream work runs as its own task, so one caller giving up (a cancelled
+            # HTTP request, a closed MCP session) does not cancel it for the others.
+            task = asyncio.create_task(self._shared_fetch(key, indicator))
+            flight = self._flights[key] = _Flight(task)
+            task.add_done_callback(functools.partial(self._forget, key, flight))
+        else:
             # Someone in this process is already asking: share their answer, spend nothing.
             self.stats.coalesced += 1
-            return await asyncio.shield(flight)
-        flight = asyncio.get_running_loop().create_future()
-        self._flights[key] = flight
+        flight.callers += 1
         try:
-            result = await self._shared_fetch(key, indicator)
+            return await asyncio.shield(flight.task)
         except asyncio.CancelledError:
-            flight.cancel()
+            flight.callers -= 1
+            if flight.callers == 0:
+                flight.task.cancel()
             raise
-        except BaseException as exc:
-            flight.set_exception(exc)
-            flight.exception()  # followers re-raise it; never "exception was never retrieved"
-            raise
-        else:
-            flight.set_result(result)
-        finally:
+
+    def _forget(self, key: str, flight: _Flight, _task: object = None) -> None:
+        if self._flights.get(key) is flight:
             del self._flights[key]
+
+    async def _shared_fetch(self, key: str, indicator: Indicator) -> SourceResult:
+        result = await self._locked_fetch(key, indicator)
         self.stats.count(result.status)
         return result
 
-    async def _shared_fetch(self, key: str, indicator: Indicator) -> SourceResult:
-        """Across instances: one holds the lock and asks; the others wait for its answer."""
-        token = None
-        if self._lock is not None:
-            token = await self._lock.acquire_lock(key, self.lock_ttl)
-            if token is None:
-                self.stats.peer_waits += 1
-                answer = await self._wait_for_peer(key)
-                if answer is not None:
-                    return answer
-                # The peer's answer was a failure (never cached) or it died: ask ourselves.
-        try:
+    async def _locked_fetch(self, key: str, indicator: Indicator) -> SourceResult:
+        """Across instances: whoever holds the lock asks; the others wait for its answer."""
+        lock = self._lock
+        if lock is None:
             result = await self._fetch(indicator)
             await self._store(key, result)
             return result
+        token = await lock.acquire_lock(key, self.lock_ttl)
+        if token is None:
+            self.stats.peer_waits += 1
+            waited = await self._wait_for_peer(key, lock)
+            if isinstance(waited, SourceResult):
+                return waited
+            token = waited  # the peer finished without a cacheable answer: our turn
+        try:
+            # A peer may have finished between our cache miss and our taking the lock.
+            cached = await self._from_cache(key)
+            if cached is not None:
+                return cached
+            keepalive = asyncio.create_task(
+                self._keep_lock(lock, key, token), context=contextvars.Context()
+            )
+            try:
+                result = await self._fetch(indicator)
+            finally:
+                keepalive.cancel()
+            await self._store(key, result)
+            return result
         finally:
-            if token is not None and self._lock is not None:
-                await self._lock.release_lock(key, token)
+            await lock.release_lock(key, token)
 
-    async def _wait_for_peer(self, key: str) -> SourceResult | None:
-        deadline = self.clock.time() + self.lock_ttl
+    async def _keep_lock(self, lock: FlightLock, key: str, token: str) -> None:
+        """Renew the lock while the lookup lasts, however long the rate limiter makes it wait,
+        so peers keep waiting for our answer instead of spending quota on the same call."""
+        while True:
+            await self.clock.sleep(self.lock_ttl / 3)
+            # False after a Redis blip: keep trying, the lookup still holds the work.
+            await lock.extend_lock(key, token, self.lock_ttl)
+
+    async def _wait_for_peer(self, key: str, lock: FlightLock) -> SourceResult | str:
+        """Wait while a peer holds the lock: its cached answer, or the lock once it is free."""
+        delay = PEER_POLL_INTERVAL
         with self.clock.participant():
-            while self.clock.time() < deadline:
-                await self.clock.sleep(PEER_POLL_INTERVAL)
+            while True:
+                await self.clock.sleep(delay)
+                delay = min(delay * 2, PEER_POLL_MAX)
                 cached = await self._from_cache(key)
                 if cached is not None:
                     return cached
-                if self._lock is not None:
-                    token = await self._lock.acquire_lock(key, self.lock_ttl)
-                    if token is not None:  # the peer is done and left nothing: our turn
-                        await self._lock.release_lock(key, token)
-                        return None
-        return None
+                token = await lock.acquire_lock(key, self.lock_ttl)
+                if token is not None:
+                    return token
 
     async def _fetch(self, indicator: Indicator) -> SourceResult:
-        """Attempts with retries, inside the lookup deadline."""
+        """Attempts with retries inside the lookup deadline (time waiting for quota excluded)."""
         with self.clock.participant():
-            started = self.clock.time()
+            spent = 0.0
             attempt = 0
             while True:
                 api_key: str | None = None
@@ -171,18 +212,32 @@ class SourcePipeline:
                 try:
                     async with self.breaker:
                         api_key = await self.limiter.acquire()
+                        # The wait for a slot may have outlasted the provider's health.
+                        self.breaker.check()
+                        remaining = self.lookup_timeout - spent
                         called = True
                         self.stats.upstream_calls += 1
-                        return await self.provider.lookup(indicator, api_key)
+                        started = self.clock.time()
+                        try:
+                            async with asyncio.timeout(max(remaining, 0.001)):
+                                result = await self.provider.lookup(indicator, api_key)
+                        except TimeoutError:
+                            raise ProviderTimeout(
+                                self.name, f"{self.provider.title}: lookup deadline reached"
+                            ) from None
+                        finally:
+                            spent += self.clock.time() - started
+                    await self.limiter.record_success(api_key)
+                    return result
                 except ProviderError as exc:
                     wait = await self._after_failure(exc, api_key, attempt, upstream=called)
-                    spent = self.clock.time() - started
                     if wait is None or spent + wait > self.lookup_timeout:
                         return failure_result(self.name, exc)
                     self.stats.retries += 1
                     attempt += 1
                     if wait > 0:
                         await self.clock.sleep(wait)
+                        spent += wait
 
     async def _after_failure(
         self, exc: ProviderError, api_key: str | None, attempt: int, *, upstream: bool

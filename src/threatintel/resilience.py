@@ -103,15 +103,28 @@ class CircuitBreaker:
     async def __aenter__(self) -> CircuitBreaker:
         state = self.state
         if state is BreakerState.OPEN or (state is BreakerState.HALF_OPEN and self._probe):
-            raise CircuitOpen(
-                self.provider,
-                f"{self.provider}: circuit open after repeated failures; "
-                f"retrying in {self.retry_after:.0f}s",
-                retry_after=self.retry_after,
-            )
+            raise self._refusal()
         if state is BreakerState.HALF_OPEN:
             self._probe = asyncio.current_task()
         return self
+
+    def check(self) -> None:
+        """Inside ``async with``: raise CircuitOpen if the breaker opened since we entered
+        (say, while we waited for a rate-limit slot), unless we are the probe."""
+        if (
+            self._opened_at is not None
+            and self._probe is not asyncio.current_task()
+            and (self.state is BreakerState.OPEN or self._probe is not None)
+        ):
+            raise self._refusal()
+
+    def _refusal(self) -> CircuitOpen:
+        return CircuitOpen(
+            self.provider,
+            f"{self.provider}: circuit open after repeated failures; "
+            f"retrying in {self.retry_after:.0f}s",
+            retry_after=self.retry_after,
+        )
 
     async def __aexit__(
         self,

@@ -96,6 +96,7 @@ class Settings(BaseSettings):
     virustotal_daily_limit: int = Field(default=500, ge=1)
     virustotal_monthly_limit: int = Field(default=15_500, ge=1)
     ipinfo_anonymous_daily_limit: int = Field(default=1_000, ge=1)
+    rate_limit_margin: float = Field(default=1.0, ge=0, le=60)
     quota_wait_for_reset: bool = False
     max_quota_wait: float | None = Field(default=None, ge=0)
 
@@ -135,9 +136,15 @@ class Settings(BaseSettings):
     def _check_redis_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value().strip():
             return None
-        scheme = urlsplit(value.get_secret_value().strip()).scheme
-        if scheme not in ("redis", "rediss", "unix"):
+        parts = urlsplit(value.get_secret_value().strip())
+        if parts.scheme not in ("redis", "rediss", "unix"):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise ValueError("has an invalid port") from None
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError("needs a host")
         return value
 
     @field_validator("internal_domains")
@@ -184,3 +191,13 @@ def fingerprint(key: SecretStr | str) -> str:
     """A short, stable, non-reversible name for a key: safe for logs, metrics and cache keys."""
     raw = key.get_secret_value() if isinstance(key, SecretStr) else key
     return "key:" + hashlib.sha256(raw.encode()).hexdigest()[:10]
+
+
+def redact_url(url: str) -> str:
+    """A URL with any password replaced, for logs and `threatintel config`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
