@@ -23,9 +23,9 @@ def test_ruff_finds_nothing() -> None:
     """ruff's lint and format checks pass on the source, tests and benchmarks."""
     if shutil.which("ruff", path=str(Path(sys.executable).parent)) is None:
         pytest.skip("ruff is not installed (pip install -e '.[dev]')")
-    lint = _run("ruff", "check", "src", "tests", "bench")
+    lint = _run("ruff", "check", "src", "tests", "bench", "scripts")
     assert lint.returncode == 0, lint.stdout + lint.stderr
-    fmt = _run("ruff", "format", "--check", "src", "tests", "bench")
+    fmt = _run("ruff", "format", "--check", "src", "tests", "bench", "scripts")
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
 
 

@@ -13,7 +13,7 @@ from threatintel.cli import app
 from threatintel.engine import Engine
 from threatintel.errors import ProviderError
 from threatintel.indicators import parse_indicator
-from threatintel.render import RENDERERS
+from threatintel.reports import FORMATS, render
 from threatintel.simulator import FaultKind, SimulatorServer, VendorConfig, Window
 
 INDICATORS = [
@@ -74,8 +74,8 @@ async def test_no_key_anywhere_in_a_faulting_run(
         assert_clean(record.getMessage(), f"a log line from {record.name}")
         if record.exc_info:
             assert_clean("".join(traceback.format_exception(*record.exc_info)), "a logged error")
-    for fmt, render in RENDERERS.items():
-        assert_clean(render(analysis), f"the {fmt} report")
+    for fmt in FORMATS:
+        assert_clean(render(analysis, fmt), f"the {fmt} report")
     for enrichment in analysis.enrichments:
         for result in enrichment.sources.values():
             assert_clean(result.model_dump_json(), "a result")

@@ -35,7 +35,8 @@ from threatintel.errors import ConfigError, ThreatIntelError
 from threatintel.indicators import extract
 from threatintel.models import Analysis, Enrichment
 from threatintel.providers import PROVIDERS
-from threatintel.render import RENDERERS, analysis_table, summary_line
+from threatintel.reports import render, save
+from threatintel.reports.text import analysis_table, summary_line
 from threatintel.resilience import BreakerState
 from threatintel.settings import Settings, fingerprint, redact_url
 
@@ -62,6 +63,15 @@ class OutputFormat(StrEnum):
     table = "table"
     json = "json"
     jsonl = "jsonl"
+    markdown = "markdown"
+    csv = "csv"
+    html = "html"
+    stix = "stix"
+    misp = "misp"
+
+
+#: Formats meant as files: without --output they are saved under REPORTS_DIR.
+FILE_FORMATS = frozenset({OutputFormat.html, OutputFormat.stix, OutputFormat.misp})
 
 
 class ExtractFormat(StrEnum):
@@ -183,27 +193,61 @@ def merge(first: Analysis, second: Analysis) -> Analysis:
 
 
 def emit(text: str, output: Path | None) -> None:
-    if output is None:
+    if output is None or str(output) == "-":
         sys.stdout.write(text)
         return
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text, encoding="utf-8")
+        output.write_text(text, encoding="utf-8", newline="")
     except OSError as exc:
         fail(f"cannot write {output}: {exc.strerror or 'I/O error'}", EXIT_FAILURE)
     err.print(f"wrote {escape(str(output))}")
 
 
 def show(
-    analysis: Analysis, fmt: OutputFormat, output: Path | None, title: str | None = None
+    analysis: Analysis,
+    fmt: OutputFormat,
+    output: Path | None,
+    *,
+    settings: Settings,
+    save_report: bool = False,
+    title: str | None = None,
 ) -> None:
+    if save_report or (fmt in FILE_FORMATS and output is None):
+        try:
+            path = save(analysis, fmt.value, settings.reports_dir)
+        except OSError as exc:
+            fail(f"cannot write to {settings.reports_dir}: {exc.strerror or 'I/O error'}", 1)
+        err.print(f"saved {escape(str(path))}")
+        if output is None:
+            if fmt is OutputFormat.table:
+                show(analysis, fmt, None, settings=settings, title=title)
+            return
     if fmt is OutputFormat.table and output is None:
         out.print(analysis_table(analysis, title=title))
         out.print(summary_line(analysis))
         for item in analysis.rejected:
             err.print(f"skipped {escape(item.candidate)}: {escape(item.reason)}")
         return
-    emit(RENDERERS[fmt.value](analysis), output)
+    emit(render(analysis, fmt.value), output)
+
+
+OutputOption = Annotated[
+    Path | None,
+    typer.Option("--output", "-o", help="Write to this file ('-' for stdout)."),
+]
+SaveOption = Annotated[
+    bool,
+    typer.Option("--save", help="Also save the report under REPORTS_DIR with a unique name."),
+]
+FormatOption = Annotated[
+    OutputFormat,
+    typer.Option(
+        "--format",
+        help="table, json, jsonl, markdown, csv, html, stix or misp (html/stix/misp are saved "
+        "under REPORTS_DIR unless --output is given).",
+    ),
+]
 
 
 ProvidersOption = Annotated[
@@ -226,10 +270,9 @@ def analyze(
         str | None,
         typer.Option("--file", "-f", help="Read free text from FILE ('-' for stdin)."),
     ] = None,
-    fmt: Annotated[
-        OutputFormat, typer.Option("--format", help="Output format.")
-    ] = OutputFormat.table,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file.")] = None,
+    fmt: FormatOption = OutputFormat.table,
+    output: OutputOption = None,
+    save_report: SaveOption = False,
     providers: ProvidersOption = None,
     raw: Annotated[bool, typer.Option("--raw", help="Include vendors' raw bodies (JSON).")] = False,
     wait_for_quota: Annotated[
@@ -258,7 +301,7 @@ def analyze(
     if not analysis.enrichments:
         reasons = "; ".join(f"{r.candidate}: {r.reason}" for r in analysis.rejected[:3])
         fail("no indicators found in the input" + (f" ({reasons})" if reasons else ""))
-    show(analysis, fmt, output)
+    show(analysis, fmt, output, settings=settings, save_report=save_report)
 
 
 @app.command("extract")
@@ -428,10 +471,9 @@ def simulator_settings(base_urls: dict[str, str], **overrides: Any) -> Settings:
 
 @app.command()
 def demo(
-    fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = (
-        OutputFormat.table
-    ),
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file.")] = None,
+    fmt: FormatOption = OutputFormat.table,
+    output: OutputOption = None,
+    save_report: SaveOption = False,
 ) -> None:
     """Analyse a bundled sample against the built-in simulator: no keys, no network."""
     from threatintel.simulator import SimulatorConfig, SimulatorServer, demo_sample
@@ -449,7 +491,14 @@ def demo(
         settings = simulator_settings(sim.base_urls)
         # The simulator is on loopback: a corporate HTTP(S)_PROXY must not capture its traffic.
         analysis = run_analysis(settings, [], demo_sample(), None, trust_env=False)
-    show(analysis, fmt, output, title="threatintel demo (answers from the simulator)")
+    show(
+        analysis,
+        fmt,
+        output,
+        settings=settings,
+        save_report=save_report,
+        title="threatintel demo (answers from the simulator)",
+    )
 
 
 @app.command()

@@ -45,6 +45,7 @@ from threatintel.models import Extraction, Indicator, IndicatorType, Rejected
 
 __all__ = [
     "DEFAULT_INTERNAL_DOMAINS",
+    "defang",
     "extract",
     "non_public_reason",
     "parse_indicator",
@@ -76,6 +77,31 @@ _REFANG_RE = re.compile(
 _BY_LAST_CHAR: dict[str, list[tuple[str, str]]] = {}
 for _token, _plain in _REFANG.items():
     _BY_LAST_CHAR.setdefault(_token[-1], []).append((_token, _plain))
+
+
+def defang(value: str) -> str:
+    """Make an indicator unclickable for tickets and chat: hxxp://evil[.]com, 1.2.3[.]4.
+
+    ``refang(defang(v)) == v`` for every indicator value.
+    """
+    scheme, sep, rest = value.partition("://")
+    if sep:
+        scheme = {"http": "hxxp", "https": "hxxps", "ftp": "fxp", "ftps": "fxps"}.get(
+            scheme.lower(), scheme
+        )
+        host_end = len(rest)
+        for stop in "/?#":
+            index = rest.find(stop)
+            if index != -1:
+                host_end = min(host_end, index)
+        return f"{scheme}://{rest[:host_end].replace('.', '[.]')}{rest[host_end:]}"
+    if "@" in value:
+        local, _, domain = value.rpartition("@")
+        return f"{local}[@]{domain.replace('.', '[.]')}"
+    if ":" in value and "." not in value:
+        return value  # IPv6 and hashes carry no dots to break
+    head, dot, tail = value.rpartition(".")
+    return f"{head}[.]{tail}" if dot else value
 
 
 def refang(text: str) -> str:

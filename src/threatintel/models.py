@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -250,12 +250,70 @@ class Enrichment(_Frozen):
     verdict: Verdict
 
 
+class AttackRef(_Frozen):
+    """An ATT&CK object named in the evidence: a group, software or technique."""
+
+    attack_id: str = Field(description="ATT&CK id: G0032, S0367, T1071.001.")
+    name: str
+    stix_id: str | None = Field(default=None, description="The object's id in the ATT&CK bundle.")
+
+
+class Evidence(_Frozen):
+    """One observation tying an indicator to an ATT&CK object, and where it came from."""
+
+    indicator: str = Field(description="The normalised indicator value.")
+    source: str = Field(description="Provider name: otx, virustotal.")
+    kind: str = Field(description="adversary | malware_family | technique | threat_label | tag")
+    value: str = Field(description="The upstream text that matched (attacker-influenced).")
+    detail: str | None = Field(default=None, description="E.g. the OTX pulse name.")
+
+
+class GroupCandidate(_Frozen):
+    """An ATT&CK group the evidence points to, with the indicators that point there."""
+
+    group: AttackRef
+    aliases: list[str] = Field(default_factory=list)
+    confidence: int = Field(ge=0, le=100)
+    reasons: list[str] = Field(default_factory=list)
+    indicators: list[str] = Field(default_factory=list, description="Only those with evidence.")
+    evidence: list[Evidence] = Field(default_factory=list)
+    software: list[AttackRef] = Field(default_factory=list)
+    techniques: list[AttackRef] = Field(default_factory=list)
+
+
+class Attribution(_Frozen):
+    """Evidence-based attribution of a batch, grounded in a bundled ATT&CK release."""
+
+    attack_version: str = Field(description="The ATT&CK release the mapping used, e.g. 18.1.")
+    summary: str = Field(description='"insufficient evidence" is a valid, common answer.')
+    groups: list[GroupCandidate] = Field(default_factory=list)
+    software: list[AttackRef] = Field(default_factory=list, description="Malware/tools seen.")
+    techniques: list[AttackRef] = Field(default_factory=list, description="Techniques seen.")
+    unmatched: list[str] = Field(
+        default_factory=list, description="Names in the evidence that match no ATT&CK object."
+    )
+
+    @property
+    def sufficient(self) -> bool:
+        return bool(self.groups)
+
+
+#: Bumped when the JSON output changes incompatibly; docs/schema/ holds one schema per version.
+SCHEMA_VERSION = "1.0"
+
+
 class Analysis(_Frozen):
     """The outcome of one Engine.analyze() call."""
 
+    schema_version: Literal["1.0"] = Field(
+        default="1.0", description="Version of this JSON layout (docs/schema/)."
+    )
     enrichments: list[Enrichment] = Field(default_factory=list)
     rejected: list[Rejected] = Field(default_factory=list)
     providers: list[str] = Field(default_factory=list, description="Sources consulted.")
+    attribution: Attribution | None = Field(
+        default=None, description="Set by attribution.attribute(); None when not computed."
+    )
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime = Field(default_factory=utcnow)
 

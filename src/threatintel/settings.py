@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     # --- cache ----------------------------------------------------------------------------
     cache_backend: Literal["auto", "memory", "sqlite", "redis"] = "auto"
     cache_dir: Path = Path("./cache")
+    reports_dir: Path = Path("./reports")
     redis_url: SecretStr | None = None
     negative_cache_ttl: int = Field(default=3_600, ge=0)
     virustotal_cache_ttl: int | None = Field(default=None, ge=0)

@@ -1,23 +1,20 @@
-"""Renderers: one function per output format, taking result models only.
-
-    text = RENDERERS["json"](analysis)
+"""Plain-text renderers: the terminal table, JSON and JSON Lines.
 
 The table renderer also has a rich form (``analysis_table``) for terminals; every renderer
 returns plain text so it can be written to a file. Upstream text (pulse names, tags, reasons
 quoting adversary names) is attacker-influenced: the table escapes rich markup so it shows as
-text, never as styling.
+text, never as styling. JSON follows the versioned schema in docs/schema/.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from threatintel.models import Analysis, Enrichment, SourceStatus, VerdictLabel
+from threatintel.models import SCHEMA_VERSION, Analysis, Enrichment, SourceStatus, VerdictLabel
 
 VERDICT_STYLES: dict[VerdictLabel, str] = {
     VerdictLabel.MALICIOUS: "bold red",
@@ -123,8 +120,16 @@ def render_table(analysis: Analysis) -> str:
     return buffer.getvalue()
 
 
-RENDERERS: dict[str, Callable[[Analysis], str]] = {
-    "table": render_table,
-    "json": render_json,
-    "jsonl": render_jsonl,
-}
+SCHEMA_ID = "https://threatintel.invalid/schema/analysis-{version}.json"
+
+
+def json_schema() -> dict[str, object]:
+    """The JSON Schema of `--format json` (docs/schema/analysis-<version>.schema.json).
+
+    JSON Lines output holds one `Enrichment` per line: `$defs/Enrichment` in the same file.
+    """
+    schema: dict[str, object] = Analysis.model_json_schema(mode="serialization")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = SCHEMA_ID.format(version=SCHEMA_VERSION)
+    schema["title"] = f"threatintel analysis, schema version {SCHEMA_VERSION}"
+    return schema

@@ -1,0 +1,151 @@
+"""Markdown for tickets: a summary, one section per indicator, the attribution.
+
+Malicious and suspicious indicators are defanged (hxxp://evil[.]com) so a ticket system does
+not turn them into live links. Every upstream string is escaped for Markdown table cells and
+for the HTML most Markdown viewers also render: pulse names and tags are attacker-controlled.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from threatintel.indicators import defang
+from threatintel.models import (
+    Analysis,
+    Attribution,
+    Enrichment,
+    SourceResult,
+    SourceStatus,
+    VerdictLabel,
+)
+
+MAX_REASONS = 5
+_DANGEROUS = (VerdictLabel.MALICIOUS, VerdictLabel.SUSPICIOUS)
+_ESCAPES = str.maketrans(
+    {
+        "|": "\\|",
+        "`": "\\`",
+        "*": "\\*",
+        "_": "\\_",
+        "[": "\\[",
+        "]": "\\]",
+        "<": "&lt;",
+        ">": "&gt;",
+        "&": "&amp;",
+        "\n": " ",
+        "\r": " ",
+    }
+)
+
+
+def md(text: object) -> str:
+    """Escape text for a Markdown table cell or paragraph."""
+    return str(text).translate(_ESCAPES)
+
+
+def shown_value(enrichment: Enrichment) -> str:
+    value = enrichment.indicator.value
+    return defang(value) if enrichment.verdict.label in _DANGEROUS else value
+
+
+def source_facts(result: SourceResult) -> str:
+    """The few facts an analyst reads first, per source."""
+    facts: list[str] = []
+    if result.detections is not None:
+        d = result.detections
+        facts.append(f"{d.malicious}/{d.total} engines malicious")
+    if result.pulse_count:
+        facts.append(f"{result.pulse_count} OTX pulses")
+    if result.adversaries:
+        facts.append("adversary " + ", ".join(result.adversaries[:3]))
+    if result.malware_families:
+        facts.append("malware " + ", ".join(result.malware_families[:3]))
+    if result.attack_ids:
+        facts.append("ATT&CK " + ", ".join(result.attack_ids[:5]))
+    if result.abuse is not None:
+        a = result.abuse
+        facts.append(f"confidence {a.confidence}% from {a.total_reports} reports")
+        if a.is_tor:
+            facts.append("Tor exit")
+    if result.geo is not None:
+        g = result.geo
+        where = " ".join(p for p in (g.city, g.country) if p)
+        owner = f"AS{g.asn} {g.organization or ''}".strip() if g.asn else (g.organization or "")
+        facts.extend(p for p in (where, owner) if p)
+    if result.cached and result.cache_age is not None:
+        facts.append(f"cached {result.cache_age:.0f}s ago")
+    if not facts and result.message:
+        facts.append(result.message)
+    return "; ".join(facts)
+
+
+def _summary(analysis: Analysis) -> list[str]:
+    counts = Counter(e.verdict.label for e in analysis.enrichments)
+    answers = [r for e in analysis.enrichments for r in e.sources.values() if r.status.answered]
+    cached = sum(r.cached for r in answers)
+    share = f"{cached}/{len(answers)}" if answers else "0/0"
+    lines = [
+        "# threatintel report",
+        "",
+        f"Generated {analysis.finished_at:%Y-%m-%d %H:%M:%S} UTC in {analysis.duration:.1f}s; "
+        f"sources: {', '.join(analysis.providers) or 'none'}; answers from cache: {share}.",
+        "",
+        "| verdict | indicators |",
+        "|---|---:|",
+    ]
+    lines += [f"| {label.value} | {counts.get(label, 0)} |" for label in VerdictLabel]
+    lines += [f"| **total** | **{len(analysis.enrichments)}** |", ""]
+    return lines
+
+
+def _indicator(enrichment: Enrichment) -> list[str]:
+    verdict = enrichment.verdict
+    lines = [
+        f"### {md(shown_value(enrichment))}",
+        "",
+        f"**{verdict.label.value}** — score {verdict.score}, confidence {verdict.confidence} "
+        f"({enrichment.indicator.type.value})",
+        "",
+    ]
+    lines += [f"- {md(reason)}" for reason in verdict.reasons[:MAX_REASONS]]
+    if verdict.reasons:
+        lines.append("")
+    lines += ["| source | status | facts |", "|---|---|---|"]
+    for name, result in enrichment.sources.items():
+        status = result.status.value
+        if result.status is SourceStatus.QUOTA_EXHAUSTED and result.reset_at is not None:
+            status += f" (resets {result.reset_at:%Y-%m-%d %H:%M} UTC)"
+        lines.append(f"| {md(name)} | {md(status)} | {md(source_facts(result))} |")
+    lines.append("")
+    return lines
+
+
+def _attribution(attribution: Attribution | None) -> list[str]:
+    lines = ["## Attribution", ""]
+    if attribution is None:
+        return [*lines, "Not computed.", ""]
+    lines.append(f"{md(attribution.summary)} (MITRE ATT&CK {md(attribution.attack_version)})")
+    lines.append("")
+    for candidate in attribution.groups:
+        group = candidate.group
+        lines += [
+            f"### {md(group.attack_id)} {md(group.name)} — confidence {candidate.confidence}",
+            "",
+        ]
+        lines += [f"- {md(reason)}" for reason in candidate.reasons]
+        linked = ", ".join(md(defang(i)) for i in candidate.indicators)
+        lines += [f"- indicators: {linked or 'none'}", ""]
+    return lines
+
+
+def render_markdown(analysis: Analysis) -> str:
+    lines = _summary(analysis)
+    lines += ["## Indicators", ""]
+    for enrichment in analysis.enrichments:
+        lines += _indicator(enrichment)
+    lines += _attribution(analysis.attribution)
+    if analysis.rejected:
+        lines += ["## Skipped", ""]
+        lines += [f"- `{md(r.candidate)}`: {md(r.reason)}" for r in analysis.rejected]
+        lines.append("")
+    return "\n".join(lines)

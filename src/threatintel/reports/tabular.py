@@ -1,0 +1,90 @@
+"""CSV: one row per indicator, safe to open in a spreadsheet.
+
+A cell that starts with `=`, `+`, `-`, `@`, a tab or a carriage return is a formula to Excel,
+LibreOffice and Google Sheets (CSV injection): such cells get a leading apostrophe, which the
+spreadsheet shows as text and strips. Values stay raw (not defanged): CSV feeds SIEMs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from threatintel.models import Analysis, Enrichment
+
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+PROVIDER_ORDER = ("virustotal", "otx", "abuseipdb", "ipinfo")
+COLUMNS = (
+    "indicator",
+    "type",
+    "verdict",
+    "score",
+    "confidence",
+    "reasons",
+    *(f"{name}_status" for name in PROVIDER_ORDER),
+    "vt_malicious",
+    "vt_total",
+    "otx_pulses",
+    "adversaries",
+    "malware_families",
+    "attack_ids",
+    "abuse_confidence",
+    "abuse_reports",
+    "country",
+    "asn",
+    "organization",
+    "first_seen",
+    "last_seen",
+    "cached_sources",
+)
+
+
+def safe_cell(value: object) -> str:
+    """Neutralise spreadsheet formulas; everything else is left exactly as it was."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+
+
+def _row(enrichment: Enrichment) -> dict[str, object]:
+    sources = enrichment.sources
+    vt = sources.get("virustotal")
+    otx = sources.get("otx")
+    abuse = sources.get("abuseipdb")
+    geo = next((r.geo for r in sources.values() if r.geo is not None), None)
+    seen_first = [r.first_seen for r in sources.values() if r.first_seen]
+    seen_last = [r.last_seen for r in sources.values() if r.last_seen]
+    row: dict[str, object] = {
+        "indicator": enrichment.indicator.value,
+        "type": enrichment.indicator.type.value,
+        "verdict": enrichment.verdict.label.value,
+        "score": enrichment.verdict.score,
+        "confidence": enrichment.verdict.confidence,
+        "reasons": " | ".join(enrichment.verdict.reasons),
+        "vt_malicious": vt.detections.malicious if vt and vt.detections else "",
+        "vt_total": vt.detections.total if vt and vt.detections else "",
+        "otx_pulses": otx.pulse_count if otx and otx.pulse_count is not None else "",
+        "adversaries": "; ".join(otx.adversaries) if otx else "",
+        "malware_families": "; ".join(otx.malware_families) if otx else "",
+        "attack_ids": "; ".join(otx.attack_ids) if otx else "",
+        "abuse_confidence": abuse.abuse.confidence if abuse and abuse.abuse else "",
+        "abuse_reports": abuse.abuse.total_reports if abuse and abuse.abuse else "",
+        "country": geo.country if geo else "",
+        "asn": geo.asn if geo and geo.asn else "",
+        "organization": geo.organization if geo else "",
+        "first_seen": min(seen_first).isoformat().replace("+00:00", "Z") if seen_first else "",
+        "last_seen": max(seen_last).isoformat().replace("+00:00", "Z") if seen_last else "",
+        "cached_sources": sum(r.cached for r in sources.values()),
+    }
+    for name in PROVIDER_ORDER:
+        result = sources.get(name)
+        row[f"{name}_status"] = result.status.value if result else ""
+    return row
+
+
+def render_csv(analysis: Analysis) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\r\n")
+    writer.writeheader()
+    for enrichment in analysis.enrichments:
+        writer.writerow({k: safe_cell(v) for k, v in _row(enrichment).items()})
+    return buffer.getvalue()

@@ -1,0 +1,148 @@
+"""Markdown, JSON (against its committed schema), JSON Lines and CSV reports, and saving them."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from support import sim_env
+from threatintel.engine import Engine
+from threatintel.models import SCHEMA_VERSION, Analysis, Enrichment
+from threatintel.reports import FORMATS, render, report_name, save
+from threatintel.reports.tabular import safe_cell
+from threatintel.reports.text import json_schema
+from threatintel.simulator import SimulatorServer, demo_sample
+
+SCHEMA_FILE = Path(__file__).resolve().parents[1] / "docs" / "schema"
+HOSTILE = "<script>alert(1)</script>"
+
+
+@pytest.fixture
+async def demo_analysis(engine: Engine) -> Analysis:
+    """The demo sample analysed against the simulator: every verdict, hostile pulse names."""
+    return await engine.analyze_text(demo_sample())
+
+
+def with_hostile_cells(analysis: Analysis) -> Analysis:
+    """A copy whose first indicator carries formula-like and hostile upstream text."""
+    first = analysis.enrichments[0]
+    verdict = first.verdict.model_copy(
+        update={"reasons": ['=HYPERLINK("http://x","y")', "+cmd|' /C calc'!A0", HOSTILE]}
+    )
+    changed = first.model_copy(update={"verdict": verdict})
+    return analysis.model_copy(update={"enrichments": [changed, *analysis.enrichments[1:]]})
+
+
+def test_committed_schema_matches_the_models() -> None:
+    """docs/schema holds exactly the schema the models produce (run scripts/write_schema.py)."""
+    committed = json.loads((SCHEMA_FILE / f"analysis-{SCHEMA_VERSION}.schema.json").read_text())
+    assert committed == json.loads(json.dumps(json_schema()))
+
+
+async def test_json_output_validates_against_the_schema(demo_analysis: Analysis) -> None:
+    """--format json validates against the committed JSON Schema, with UTC 'Z' timestamps."""
+    schema = json.loads((SCHEMA_FILE / f"analysis-{SCHEMA_VERSION}.schema.json").read_text())
+    document = json.loads(render(demo_analysis, "json"))
+    jsonschema.Draft202012Validator(schema).validate(document)
+    assert document["schema_version"] == SCHEMA_VERSION
+    assert document["finished_at"].endswith("Z")
+    fetched = [s["fetched_at"] for e in document["enrichments"] for s in e["sources"].values()]
+    assert fetched and all(t.endswith("Z") for t in fetched)
+
+
+async def test_jsonl_lines_validate_as_enrichments(demo_analysis: Analysis) -> None:
+    """Each JSON Lines record is one Enrichment per the schema's $defs."""
+    schema = json.loads((SCHEMA_FILE / f"analysis-{SCHEMA_VERSION}.schema.json").read_text())
+    enrichment_schema = {"$ref": "#/$defs/Enrichment", "$defs": schema["$defs"]}
+    lines = render(demo_analysis, "jsonl").splitlines()
+    assert len(lines) == len(demo_analysis.enrichments)
+    for line in lines:
+        jsonschema.Draft202012Validator(enrichment_schema).validate(json.loads(line))
+        Enrichment.model_validate_json(line)
+
+
+async def test_csv_round_trips_with_formulas_neutralised(demo_analysis: Analysis) -> None:
+    """CSV parses back with Python's csv module, one row per indicator, formulas escaped."""
+    analysis = with_hostile_cells(demo_analysis)
+    rows = list(csv.DictReader(io.StringIO(render(analysis, "csv"))))
+    assert len(rows) == len(analysis.enrichments)
+    assert [r["indicator"] for r in rows] == [e.indicator.value for e in analysis.enrichments]
+    reasons = rows[0]["reasons"].split(" | ")
+    assert reasons[0].startswith("'=HYPERLINK")
+    assert reasons[1] == "+cmd|' /C calc'!A0"  # inside the cell, only the first char matters
+    assert rows[0]["reasons"].startswith("'")
+    for row in rows:
+        for value in row.values():
+            assert not value.startswith(("=", "+", "-", "@", "\t", "\r")), value
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("=1+2", "'=1+2"),
+        ("+1", "'+1"),
+        ("-1", "'-1"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\t=x", "'\t=x"),
+        ("\r=x", "'\r=x"),
+        ("1.2.3.4", "1.2.3.4"),
+        ("", ""),
+    ],
+)
+def test_safe_cell(value: str, expected: str) -> None:
+    """Only cells a spreadsheet would read as a formula are prefixed."""
+    assert safe_cell(value) == expected
+
+
+async def test_markdown_summarises_defangs_and_escapes(demo_analysis: Analysis) -> None:
+    """Markdown has the verdict counts, defanged dangerous indicators and no raw HTML."""
+    text = render(with_hostile_cells(demo_analysis), "markdown")
+    assert "| malicious |" in text and "| **total** |" in text
+    assert "hxxp" in text and "\\[.\\]" in text  # [.] escaped for Markdown
+    assert HOSTILE not in text and "&lt;script&gt;" in text
+    assert "## Attribution" in text
+    malicious = next(e for e in demo_analysis.enrichments if e.verdict.label.value == "malicious")
+    assert f"### {malicious.indicator.value}\n" not in text  # shown defanged, never live
+
+
+def test_saved_reports_never_collide(tmp_path: Path) -> None:
+    """Two saves in the same instant get two files; names sort by time."""
+    analysis = Analysis()
+    first = save(analysis, "json", tmp_path / "reports")
+    second = save(analysis, "json", tmp_path / "reports")
+    assert first != second and first.exists() and second.exists()
+    assert first.name.startswith("threatintel-") and first.name.endswith(".json")
+    assert report_name("html").endswith(".html")
+
+
+def test_every_format_is_registered_once() -> None:
+    """The CLI's --format choices and the registry agree."""
+    from threatintel.cli import OutputFormat
+
+    assert {f.value for f in OutputFormat} == set(FORMATS)
+
+
+@pytest.mark.parametrize("fmt", ["markdown", "csv", "json"])
+def test_cli_formats_to_stdout_and_files(sim: SimulatorServer, tmp_path: Path, fmt: str) -> None:
+    """--format prints to stdout, --output writes a file, --save also keeps a copy."""
+    from typer.testing import CliRunner
+
+    from threatintel.cli import app
+
+    runner = CliRunner()
+    env = sim_env(sim, REPORTS_DIR=str(tmp_path / "reports"))
+    printed = runner.invoke(app, ["analyze", "45.142.212.61", "--format", fmt], env=env)
+    assert printed.exit_code == 0, printed.output
+    target = tmp_path / f"out.{fmt}"
+    written = runner.invoke(
+        app, ["analyze", "45.142.212.61", "--format", fmt, "-o", str(target), "--save"], env=env
+    )
+    assert written.exit_code == 0, written.output
+    assert target.read_text(encoding="utf-8").strip()
+    saved = list((tmp_path / "reports").iterdir())
+    assert len(saved) == 1 and saved[0].suffix in {".md", ".csv", ".json"}
