@@ -30,6 +30,7 @@ except ImportError:  # pragma: no cover - older Typer on real Click
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 from threatintel._version import __version__
+from threatintel.attribution import attribute
 from threatintel.engine import Engine, ProviderQuota
 from threatintel.errors import ConfigError, ThreatIntelError
 from threatintel.indicators import extract
@@ -182,12 +183,13 @@ def run_analysis(
 def merge(first: Analysis, second: Analysis) -> Analysis:
     """Join the analyses of explicit values and of a file, keeping the first of duplicates."""
     seen = {e.indicator for e in first.enrichments}
+    enrichments = first.enrichments + [e for e in second.enrichments if e.indicator not in seen]
     return first.model_copy(
         update={
-            "enrichments": first.enrichments
-            + [e for e in second.enrichments if e.indicator not in seen],
+            "enrichments": enrichments,
             "rejected": first.rejected + second.rejected,
             "finished_at": second.finished_at,
+            "attribution": attribute(enrichments),
         }
     )
 

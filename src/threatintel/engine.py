@@ -24,6 +24,7 @@ from typing import Protocol
 import httpx
 
 from threatintel._version import __version__
+from threatintel.attribution import attribute
 from threatintel.cache import Cache, open_cache
 from threatintel.clock import Clock, SystemClock
 from threatintel.errors import ConfigError, InvalidIndicator
@@ -334,6 +335,7 @@ class Engine:
             enrichments=enrichments,
             rejected=_dedupe_rejected(rejected),
             providers=names,
+            attribution=attribute(enrichments),
             started_at=started,
             finished_at=utcnow(),
         )

@@ -1,0 +1,512 @@
+"""Evidence → ATT&CK groups: which known groups a batch points to, through what, and why.
+
+    attribution = attribute(analysis.enrichments)
+    attribution.summary   # "insufficient evidence" | "most likely G0092 TA505 (confidence 70), ..."
+
+Sources name things; ATT&CK relates them. OTX pulses name an adversary, malware families and
+technique ids; VirusTotal names a family in its threat label and tags. Each name is matched
+exactly, after folding case, punctuation and spaces ("TA-505" = "ta505"), against the names and
+aliases of one bundled ATT&CK release (``data/attack-enterprise-<version>.json.gz``, built by
+``scripts/build_attack_data.py``). Nothing matches on substrings: "Snake Keylogger" is not Snake.
+Three tolerances, each still a whole-name match: a group's primary name without " Group" or
+" Team" ("Lazarus"); names and ids ATT&CK has revoked lead to their replacement ("T1086" is now
+T1059.001); vendor detection names are cut at ``: / . !`` and a token that is a whole family name
+counts ("Trojan:Win32/Emotet.A!MTB" → Emotet), skipping category and platform words.
+
+A group earns points (each one is a reason) only from indicators that carry evidence for it:
+
+    adversary   +50   an upstream adversary string is the group's name or alias (shared alias: /n)
+    software    +40/g for each piece of software ATT&CK says the group uses, g = groups using it
+                      (Emotet, used by 1 group: +40; Cobalt Strike, 29 groups: +1); at most +50
+    techniques  +3    per observed technique the group uses, at most +15; never creates a candidate
+    breadth     +5    per further indicator linked to the group, at most +15
+
+The sum is capped at 90 because third-party labels never make attribution certain. Candidates
+under 20 are dropped and at most 5 are kept. "Insufficient evidence" is a common, valid answer.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import json
+import re
+import unicodedata
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from threatintel.models import (
+    AttackRef,
+    Attribution,
+    Enrichment,
+    Evidence,
+    GroupCandidate,
+    SourceStatus,
+    VerdictLabel,
+)
+from threatintel.scoring import DISPLAY_NAMES
+
+ATTACK_VERSION = "18.1"
+DATA_FILE = f"attack-enterprise-{ATTACK_VERSION}.json.gz"
+INSUFFICIENT = "insufficient evidence"
+
+ADVERSARY_POINTS = 50
+SOFTWARE_POINTS = 40
+SOFTWARE_MAX = 50
+TECHNIQUE_POINTS = 3
+TECHNIQUE_MAX = 15
+BREADTH_POINTS = 5
+BREADTH_MAX = 15
+CONFIDENCE_CAP = 90
+CONFIDENCE_FLOOR = 20
+MAX_CANDIDATES = 5
+
+#: Upstream text is attacker-influenced: it is shown clipped, and long text is not even matched
+#: because no ATT&CK name comes near this length.
+CLIP = 80
+MAX_MATCH_LENGTH = 120
+MAX_UNMATCHED = 50
+
+#: Words that describe a threat rather than name it: VirusTotal's threat categories, vendor
+#: platform prefixes and generic detections. A label token in this set is never read as a family,
+#: even where ATT&CK has software of that name (S0041 "Wiper").
+# fmt: off
+NOT_A_FAMILY = frozenset(
+    {
+        "adware", "agent", "android", "backdoor", "banker", "behaveslike", "botnet", "coinminer",
+        "downloader", "dropper", "exploit", "generic", "hacktool", "heur", "infostealer",
+        "injector", "keylogger", "kryptik", "linux", "macos", "malware", "miner", "msil",
+        "phishing", "ransom", "ransomware", "riskware", "rootkit", "script", "spyware",
+        "stealer", "trojan", "virus", "w32", "w64", "win32", "win64", "wiper", "worm",
+    }
+)
+# fmt: on
+#: Vendor names separate platform, family and variant with these ("Trojan:Win32/Emotet.A!MTB",
+#: "trojan.emotet/generic"). Spaces and hyphens are not separators: they are part of names.
+_VENDOR_SEPARATORS = re.compile(r"[:/.!\\]+")
+#: Tokens this short are variant suffixes (".A", "gen") or ordinary words, not families.
+MIN_TOKEN_LENGTH = 4
+_TECHNIQUE_ID = re.compile(r"T\d{4}(?:\.\d{3})?")
+#: "Lazarus" is how reports name "Lazarus Group": the bare form of a group's primary name is
+#: indexed when unambiguous. Not of aliases, whose bare forms are ordinary words ("Comment Group").
+_GROUP_SUFFIXES = (" Group", " Team")
+
+# Which evidence kinds name which kind of ATT&CK object.
+ADVERSARY, FAMILY, TECHNIQUE, LABEL, TAG = (
+    "adversary",
+    "malware_family",
+    "technique",
+    "threat_label",
+    "tag",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Hit:
+    """One ATT&CK object a name resolves to, how (name, alias, former id...) and its share."""
+
+    attack_id: str
+    how: str
+    share: float = 1.0
+
+
+@dataclass(slots=True)
+class _Attack:
+    """The bundled release, indexed for matching."""
+
+    version: str
+    groups: dict[str, AttackRef]
+    aliases: dict[str, list[str]]
+    software: dict[str, AttackRef]
+    malware: frozenset[str]
+    techniques: dict[str, AttackRef]
+    group_names: dict[str, list[_Hit]] = field(default_factory=dict)
+    software_names: dict[str, list[_Hit]] = field(default_factory=dict)
+    revoked_techniques: dict[str, str] = field(default_factory=dict)
+    software_groups: dict[str, list[str]] = field(default_factory=dict)
+    group_techniques: dict[str, frozenset[str]] = field(default_factory=dict)
+
+
+def _fold(text: str) -> str:
+    """Case, width, punctuation and spaces folded away: "APT 28", "apt-28" and "APT28" agree."""
+    return "".join(ch for ch in unicodedata.normalize("NFKC", text).casefold() if ch.isalnum())
+
+
+def _index(table: dict[str, list[_Hit]], name: str, hit: _Hit) -> None:
+    key = _fold(name)
+    if key and all(h.attack_id != hit.attack_id for h in table.setdefault(key, [])):
+        table[key].append(hit)
+
+
+def _ref(obj: Mapping[str, Any]) -> AttackRef:
+    return AttackRef(attack_id=obj["id"], name=obj["name"], stix_id=obj.get("stix_id"))
+
+
+def _parse(data: Mapping[str, Any]) -> _Attack:
+    attack = _Attack(
+        version=str(data["attack_version"]),
+        groups={g["id"]: _ref(g) for g in data["groups"]},
+        aliases={g["id"]: list(g["aliases"]) for g in data["groups"]},
+        software={s["id"]: _ref(s) for s in data["software"]},
+        malware=frozenset(s["id"] for s in data["software"] if s["type"] == "malware"),
+        techniques={t["id"]: _ref(t) for t in data["techniques"]},
+    )
+    for kind, table, objects in (
+        ("group", attack.group_names, data["groups"]),
+        ("software", attack.software_names, data["software"]),
+    ):
+        for obj in objects:
+            _index(table, obj["name"], _Hit(obj["id"], "name"))
+            for alias in obj["aliases"]:
+                _index(table, alias, _Hit(obj["id"], "alias"))
+        if kind == "group":
+            shorts: defaultdict[str, dict[str, str]] = defaultdict(dict)
+            for obj in objects:
+                for suffix in _GROUP_SUFFIXES:
+                    if obj["name"].endswith(suffix):
+                        short = _fold(obj["name"].removesuffix(suffix))
+                        shorts[short].setdefault(obj["id"], obj["name"])
+            for key, owners in shorts.items():
+                if len(owners) == 1 and len(key) >= MIN_TOKEN_LENGTH and key not in table:
+                    ((group, name),) = owners.items()
+                    table[key] = [_Hit(group, f"short for '{name}'")]
+    for old in data["revoked"]:
+        new = old["revoked_by"]
+        if new in attack.techniques:
+            attack.revoked_techniques[old["id"]] = new
+            continue
+        table = attack.group_names if new in attack.groups else attack.software_names
+        for name in [old["name"], *old["aliases"]]:
+            # Current names win: a revoked name only fills a gap, never adds an ambiguity.
+            table.setdefault(_fold(name), [_Hit(new, f"former ATT&CK {old['id']}, revoked")])
+    for table in (attack.group_names, attack.software_names):
+        for key, hits in table.items():
+            if len(hits) > 1:
+                table[key] = [_Hit(h.attack_id, h.how, 1 / len(hits)) for h in hits]
+    uses = data["uses"]
+    users: defaultdict[str, list[str]] = defaultdict(list)
+    for group, software in sorted(uses["group_software"].items()):
+        for item in software:
+            users[item].append(group)
+    attack.software_groups = dict(users)
+    # A group listed for T1059.001 also uses T1059: an upstream parent id counts for it.
+    attack.group_techniques = {
+        group: frozenset(techniques) | {t.split(".")[0] for t in techniques}
+        for group, techniques in uses["group_technique"].items()
+    }
+    return attack
+
+
+@functools.cache
+def _attack() -> _Attack:
+    """Read the bundled release once, on first need; never from the network."""
+    raw = resources.files("threatintel").joinpath("data", DATA_FILE).read_bytes()
+    attack = _parse(json.loads(gzip.decompress(raw)))
+    if attack.version != ATTACK_VERSION:
+        raise RuntimeError(f"{DATA_FILE} holds ATT&CK {attack.version}, not {ATTACK_VERSION}")
+    return attack
+
+
+def clip(text: str, limit: int = CLIP) -> str:
+    """Upstream text made safe to show: control characters replaced, one line, at most `limit`."""
+    flat = "".join(
+        " " if ch.isspace() else "\ufffd" if unicodedata.category(ch)[0] == "C" else ch
+        for ch in text[: limit * 4]
+    )
+    flat = " ".join(flat.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+# --- evidence -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """One raw observation: an indicator, the source and the name that source gave."""
+
+    indicator: str
+    harmless: bool
+    source: str
+    kind: str
+    value: str
+    detail: str | None
+
+    def evidence(self) -> Evidence:
+        return Evidence(
+            indicator=self.indicator,
+            source=self.source,
+            kind=self.kind,
+            value=clip(self.value),
+            detail=clip(self.detail) if self.detail else None,
+        )
+
+
+def _observations(enrichments: Sequence[Enrichment]) -> Iterator[_Seen]:
+    for enrichment in enrichments:
+        indicator = enrichment.indicator.value
+        harmless = enrichment.verdict.label is VerdictLabel.HARMLESS
+        for name in sorted(enrichment.sources):
+            result = enrichment.sources[name]
+            if result.status is not SourceStatus.OK:
+                continue
+            named: list[tuple[str, str | None, str | None]] = []
+            for pulse in result.pulses:
+                named.append((ADVERSARY, pulse.adversary, pulse.name))
+                named += [(FAMILY, value, pulse.name) for value in pulse.malware_families]
+                named += [(TECHNIQUE, value, pulse.name) for value in pulse.attack_ids]
+            # The aggregate lists also hold OTX's "related" names, which belong to no pulse.
+            named += [(ADVERSARY, value, None) for value in result.adversaries]
+            named += [(FAMILY, value, None) for value in result.malware_families]
+            named += [(TECHNIQUE, value, None) for value in result.attack_ids]
+            named += [(LABEL, result.threat_label, None), *((TAG, t, None) for t in result.tags)]
+            seen: set[tuple[str, str]] = set()
+            for kind, value, detail in named:
+                if value and value.strip() and (kind, value) not in seen:
+                    seen.add((kind, value))
+                    yield _Seen(indicator, harmless, result.source, kind, value, detail)
+
+
+def _match_software(attack: _Attack, text: str, kind: str) -> list[_Hit]:
+    key = _fold(text)
+    if kind == TAG:
+        # Tags mix file traits (peexe, macros) with family names, and ATT&CK tools are named after
+        # ordinary utilities (Ping, Net, Tor): a tag counts only when it is exactly an ATT&CK
+        # malware name.
+        if len(key) < MIN_TOKEN_LENGTH or key in NOT_A_FAMILY:
+            return []
+        return [h for h in attack.software_names.get(key, []) if h.attack_id in attack.malware]
+    if key in attack.software_names:
+        return attack.software_names[key]
+    hits: dict[str, _Hit] = {}
+    for token in _VENDOR_SEPARATORS.split(text):
+        folded = _fold(token)
+        if len(folded) < MIN_TOKEN_LENGTH or folded in NOT_A_FAMILY:
+            continue
+        for hit in attack.software_names.get(folded, []):
+            hits.setdefault(hit.attack_id, _Hit(hit.attack_id, f"{hit.how}, from '{clip(token)}'"))
+    return [_Hit(h.attack_id, h.how, 1 / len(hits)) for h in hits.values()]
+
+
+def _match(attack: _Attack, seen: _Seen) -> list[_Hit]:
+    if len(seen.value) > MAX_MATCH_LENGTH:
+        return []
+    if seen.kind == ADVERSARY:
+        return attack.group_names.get(_fold(seen.value), [])
+    if seen.kind == TECHNIQUE:
+        technique = seen.value.strip().upper()
+        if not _TECHNIQUE_ID.fullmatch(technique):
+            return []
+        if technique in attack.techniques:
+            return [_Hit(technique, "id")]
+        if technique in attack.revoked_techniques:
+            return [_Hit(attack.revoked_techniques[technique], f"revoked {technique}")]
+        return []
+    return _match_software(attack, seen.value, seen.kind)
+
+
+# --- scoring --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Case:
+    """What the batch says about one group, gathered before it is scored."""
+
+    group: str
+    adversary: list[tuple[_Seen, _Hit]] = field(default_factory=list)
+    software: dict[str, list[tuple[_Seen, _Hit]]] = field(default_factory=dict)
+    techniques: dict[str, list[_Seen]] = field(default_factory=dict)
+
+    def indicators(self) -> set[str]:
+        linked = {seen.indicator for seen, _ in self.adversary}
+        return linked | {seen.indicator for found in self.software.values() for seen, _ in found}
+
+
+def _describe(attack: _Attack, attack_id: str) -> str:
+    ref = attack.groups.get(attack_id) or attack.software[attack_id]
+    return f"{ref.attack_id} {ref.name}"
+
+
+def _source(seen: _Seen) -> str:
+    return DISPLAY_NAMES.get(seen.source, seen.source)
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def _score(attack: _Attack, case: _Case) -> GroupCandidate:
+    reasons: list[str] = []
+    total = 0
+    group = attack.groups[case.group]
+    if case.adversary:
+        found = case.adversary
+        share = max(hit.share for _, hit in found)
+        points = round(ADVERSARY_POINTS * share)
+        names = [
+            f"{_source(seen)} adversary '{clip(seen.value)}' ({hit.how}"
+            + (f", shared by {round(1 / hit.share)} groups" if hit.share < 1 else "")
+            + ")"
+            for seen, hit in _distinct(found)
+        ]
+        count = len({seen.indicator for seen, _ in found})
+        carry = "1 indicator carries" if count == 1 else f"{count} indicators carry"
+        reasons.append(
+            f"{carry} {', '.join(names)} naming {_describe(attack, case.group)}: +{points}"
+        )
+        total += points
+    software_total = 0
+    for software_id in sorted(case.software):
+        found = case.software[software_id]
+        users = len(attack.software_groups.get(software_id, [])) or 1
+        share = max(hit.share for _, hit in found)
+        points = round(SOFTWARE_POINTS * share / users)
+        software_total += points
+        count = len({seen.indicator for seen, _ in found})
+        via = "; ".join(
+            f"{_source(seen)} {seen.kind.replace('_', ' ')} '{clip(seen.value)}' ({hit.how})"
+            for seen, hit in _distinct(found)
+        )
+        reasons.append(
+            f"{_describe(attack, software_id)} seen on {_plural(count, 'indicator')} via {via}; "
+            f"used by {_plural(users, 'group')} in ATT&CK {attack.version}: +{points}"
+        )
+    if software_total > SOFTWARE_MAX:
+        reasons.append(f"software points capped at {SOFTWARE_MAX} (were {software_total})")
+        software_total = SOFTWARE_MAX
+    total += software_total
+    if case.techniques:
+        known = len(attack.group_techniques.get(case.group, ()))
+        points = min(TECHNIQUE_MAX, TECHNIQUE_POINTS * len(case.techniques))
+        observed = ", ".join(
+            technique + "".join(f" (given as {v})" for v in sorted(given) if v != technique)
+            for technique, given in sorted(
+                (t, {seen.value.strip().upper() for seen in found})
+                for t, found in case.techniques.items()
+            )
+        )
+        reasons.append(
+            f"{len(case.techniques)} of the group's {known} known techniques observed "
+            f"({observed}): +{points}"
+        )
+        total += points
+    linked = sorted(case.indicators())
+    if len(linked) > 1:
+        points = min(BREADTH_MAX, BREADTH_POINTS * (len(linked) - 1))
+        reasons.append(f"evidence on {len(linked)} indicators: +{points}")
+        total += points
+    if total > CONFIDENCE_CAP:
+        reasons.append(
+            f"capped at {CONFIDENCE_CAP} (was {total}): third-party labels never make "
+            "attribution certain"
+        )
+    evidence = {seen.evidence() for seen, _ in case.adversary}
+    evidence |= {seen.evidence() for pairs in case.software.values() for seen, _ in pairs}
+    evidence |= {seen.evidence() for found in case.techniques.values() for seen in found}
+    return GroupCandidate(
+        group=group,
+        aliases=attack.aliases.get(case.group, []),
+        confidence=min(total, CONFIDENCE_CAP),
+        reasons=reasons,
+        indicators=linked,
+        evidence=sorted(evidence, key=_evidence_key),
+        software=[attack.software[s] for s in sorted(case.software)],
+        techniques=[attack.techniques[t] for t in sorted(case.techniques)],
+    )
+
+
+def _distinct(found: list[tuple[_Seen, _Hit]]) -> list[tuple[_Seen, _Hit]]:
+    """One entry per (source, kind, folded name), in a stable order, for reason text."""
+    out: dict[tuple[str, str, str], tuple[_Seen, _Hit]] = {}
+    for seen, hit in sorted(found, key=lambda pair: (pair[0].source, pair[0].kind, pair[0].value)):
+        out.setdefault((seen.source, seen.kind, _fold(seen.value)), (seen, hit))
+    return list(out.values())
+
+
+def _evidence_key(evidence: Evidence) -> tuple[str, str, str, str, str]:
+    return (
+        evidence.indicator,
+        evidence.source,
+        evidence.kind,
+        evidence.value,
+        evidence.detail or "",
+    )
+
+
+def _summary(groups: list[GroupCandidate]) -> str:
+    if not groups:
+        return INSUFFICIENT
+    best = groups[0].confidence
+    tied = [g for g in groups if g.confidence == best]
+    others = len(groups) - len(tied)
+    if len(tied) == 1:
+        text = f"most likely {groups[0].group.attack_id} {groups[0].group.name} (confidence {best})"
+    else:
+        names = ", ".join(f"{g.group.attack_id} {g.group.name}" for g in tied)
+        text = f"no single best match: {names} tied (confidence {best})"
+    if others:
+        text += f", {others} other candidate" + ("" if others == 1 else "s")
+    return text
+
+
+def attribute(enrichments: Sequence[Enrichment]) -> Attribution:
+    """Map the names sources gave onto ATT&CK and rank the groups they point to, with reasons."""
+    observations = list(_observations(enrichments))
+    if not observations:
+        return Attribution(attack_version=ATTACK_VERSION, summary=INSUFFICIENT)
+    attack = _attack()
+    cases: dict[str, _Case] = {}
+    software_seen: set[str] = set()
+    techniques_seen: dict[str, list[_Seen]] = defaultdict(list)
+    unmatched: set[str] = set()
+
+    def case(group: str) -> _Case:
+        return cases.setdefault(group, _Case(group))
+
+    for seen in observations:
+        hits = _match(attack, seen)
+        if not hits:
+            # Tags are mostly file traits and categories: listing them would bury the real misses.
+            if seen.kind != TAG:
+                unmatched.add(clip(seen.value))
+            continue
+        for hit in hits:
+            if seen.kind == ADVERSARY:
+                # Named outright: this links the indicator even when its verdict is harmless,
+                # because an analyst tied this very indicator to the group.
+                case(hit.attack_id).adversary.append((seen, hit))
+            elif seen.kind == TECHNIQUE:
+                techniques_seen[hit.attack_id].append(seen)
+            else:
+                software_seen.add(hit.attack_id)
+                if seen.harmless:
+                    # Clean shared hosts (CDNs, sinkholes, popular sites) turn up in malware
+                    # reports as noise; a family named there says nothing about who runs them.
+                    continue
+                for group in attack.software_groups.get(hit.attack_id, []):
+                    case(group).software.setdefault(hit.attack_id, []).append((seen, hit))
+
+    for group_case in cases.values():
+        linked = group_case.indicators()
+        known = attack.group_techniques.get(group_case.group, frozenset())
+        for technique, found in techniques_seen.items():
+            # Techniques are shared widely: they only count on indicators already linked.
+            mine = [seen for seen in found if seen.indicator in linked]
+            if technique in known and mine:
+                group_case.techniques[technique] = mine
+
+    scored = [_score(attack, cases[g]) for g in sorted(cases)]
+    ranked = sorted(
+        (c for c in scored if c.confidence >= CONFIDENCE_FLOOR),
+        key=lambda c: (-c.confidence, c.group.attack_id),
+    )[:MAX_CANDIDATES]
+    return Attribution(
+        attack_version=attack.version,
+        summary=_summary(ranked),
+        groups=ranked,
+        software=[attack.software[s] for s in sorted(software_seen)],
+        techniques=[attack.techniques[t] for t in sorted(techniques_seen)],
+        unmatched=sorted(unmatched)[:MAX_UNMATCHED],
+    )
