@@ -146,3 +146,23 @@ def test_cli_formats_to_stdout_and_files(sim: SimulatorServer, tmp_path: Path, f
     assert target.read_text(encoding="utf-8").strip()
     saved = list((tmp_path / "reports").iterdir())
     assert len(saved) == 1 and saved[0].suffix in {".md", ".csv", ".json"}
+
+
+async def test_stix_of_a_real_batch_with_attribution_is_valid(demo_analysis: Analysis) -> None:
+    """The demo batch (every type, attribution to several groups) is a valid STIX 2.1 bundle."""
+    from stix2validator import ValidationOptions, validate_string
+
+    assert demo_analysis.attribution is not None and demo_analysis.attribution.groups
+    text = render(demo_analysis, "stix")
+    results = validate_string(text, ValidationOptions(version="2.1"))
+    errors = [str(e) for e in results.errors]
+    assert results.is_valid, errors
+    bundle = json.loads(text)
+    types = {o["type"] for o in bundle["objects"]}
+    assert {"indicator", "intrusion-set", "relationship", "identity"} <= types
+    harmless = {
+        e.indicator.value for e in demo_analysis.enrichments if e.verdict.label.value == "harmless"
+    }
+    for obj in bundle["objects"]:
+        if obj["type"] == "indicator":
+            assert obj["name"] not in harmless
