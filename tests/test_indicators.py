@@ -33,10 +33,31 @@ def rejected(text: str) -> dict[str, str]:
     return {r.candidate: r.reason for r in extract(text).rejected}
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "http://evil.com/a.b?c=d.e",
+        "https://1.2.3.4:8080/x",
+        "evil.co.uk",
+        "1.2.3.4",
+        "a@b-corp.com",
+        "2001:db8::1",
+        "d41d8cd98f00b204e9800998ecf8427e",
+    ],
+)
+def test_defang_is_undone_by_refang(value: str) -> None:
+    """Defanged values are unclickable yet refang back to exactly the original."""
+    shown = indicators.defang(value)
+    assert indicators.refang(shown) == value
+    if "." in value.split("/")[2 if "://" in value else 0]:
+        assert "[.]" in shown
+
+
 def test_public_surface() -> None:
     """The module exports exactly the documented names and the default internal suffixes."""
     assert sorted(indicators.__all__) == [
         "DEFAULT_INTERNAL_DOMAINS",
+        "defang",
         "extract",
         "non_public_reason",
         "parse_indicator",
