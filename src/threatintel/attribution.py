@@ -33,7 +33,7 @@ import json
 import re
 import unicodedata
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -510,3 +510,46 @@ def attribute(enrichments: Sequence[Enrichment]) -> Attribution:
         techniques=[attack.techniques[t] for t in sorted(techniques_seen)],
         unmatched=sorted(unmatched)[:MAX_UNMATCHED],
     )
+
+
+# --- shared with the STIX and MISP renderers ----------------------------------------------
+
+_WORD_SEPARATORS = re.compile(r"[:/.!\\]+")
+MIN_WORD = 4
+
+
+def fold(text: str) -> str:
+    """Case, width, punctuation and spaces folded away, as the matcher compares names."""
+    return _fold(text)
+
+
+def evidenced_names(enrichment: Enrichment, attribution: Attribution) -> set[str]:
+    """Folded software names and technique ids this indicator's own evidence mentions.
+
+    Whole values and their words both count ("trojan.emotet/zusy" names Emotet), as in the
+    matcher; adversary strings name groups, not software, so they are left out.
+    """
+    value = enrichment.indicator.value
+    raw = [
+        e.value
+        for group in attribution.groups
+        for e in group.evidence
+        if e.indicator == value and e.kind != "adversary"
+    ]
+    for result in enrichment.sources.values():
+        raw += [*result.malware_families, *result.attack_ids]
+        raw += [result.threat_label] if result.threat_label else []
+        for pulse in result.pulses:
+            raw += [*pulse.malware_families, *pulse.attack_ids]
+    folded = {_fold(text) for text in raw}
+    folded |= {
+        _fold(w) for text in raw for w in _WORD_SEPARATORS.split(text) if len(_fold(w)) >= MIN_WORD
+    }
+    return folded - {""}
+
+
+def named(refs: Iterable[AttackRef], names: set[str]) -> Iterator[AttackRef]:
+    """The refs whose ATT&CK id or folded name is among the folded names."""
+    for ref in refs:
+        if _fold(ref.attack_id) in names or _fold(ref.name) in names:
+            yield ref

@@ -38,12 +38,12 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from threatintel.attribution import evidenced_names, fold
 from threatintel.models import (
     Analysis,
     AttackRef,
@@ -97,8 +97,6 @@ NOT_FOR_IDS = frozenset({"vulnerability", "AS"})
 
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
 # How AV vendors join names into labels ("Ransom:Win32/Clop.A"); shorter words are suffixes.
-_SEPARATORS = re.compile(r"[:/.!\\]+")
-MIN_WORD = 4
 
 
 def render_misp(analysis: Analysis, *, tlp: Tlp = DEFAULT_TLP) -> str:
@@ -208,40 +206,14 @@ def _attack_refs(attribution: Attribution) -> list[AttackRef]:
     return list(refs.values())
 
 
-def _fold(text: str) -> str:
-    """Case, width, punctuation and spaces folded away, as the attribution matcher does."""
-    return "".join(ch for ch in unicodedata.normalize("NFKC", text).casefold() if ch.isalnum())
-
-
-def _evidenced_names(enrichment: Enrichment, attribution: Attribution) -> set[str]:
-    """Folded software names and technique ids this indicator's own evidence mentions."""
-    value = enrichment.indicator.value
-    raw = [
-        e.value
-        for group in attribution.groups
-        for e in group.evidence
-        if e.indicator == value and e.kind != "adversary"
-    ]
-    for result in enrichment.sources.values():
-        raw += [*result.malware_families, *result.attack_ids]
-        raw += [result.threat_label] if result.threat_label else []
-        for pulse in result.pulses:
-            raw += [*pulse.malware_families, *pulse.attack_ids]
-    folded = {_fold(text) for text in raw}
-    folded |= {
-        _fold(w) for text in raw for w in _SEPARATORS.split(text) if len(_fold(w)) >= MIN_WORD
-    }
-    return folded - {""}
-
-
 def _attack_tags(enrichment: Enrichment, attribution: Attribution) -> list[str]:
     value = enrichment.indicator.value
     tags = [_group_tag(g.group) for g in attribution.groups if value in g.indicators]
-    names = _evidenced_names(enrichment, attribution)
+    names = evidenced_names(enrichment, attribution)
     tags += [
         _attack_tag(ref)
         for ref in _attack_refs(attribution)
-        if _fold(ref.attack_id) in names or _fold(ref.name) in names
+        if fold(ref.attack_id) in names or fold(ref.name) in names
     ]
     return tags
 

@@ -61,9 +61,7 @@ control or bidi characters; names, labels, patterns and references come from our
 from __future__ import annotations
 
 import re
-import unicodedata
 import uuid
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -72,6 +70,7 @@ from urllib.parse import quote
 import idna
 import stix2  # type: ignore[import-untyped]
 
+from threatintel.attribution import evidenced_names, named
 from threatintel.models import (
     Analysis,
     AttackRef,
@@ -132,8 +131,6 @@ _AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
 _STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
 # How AV vendors join names into labels ("Ransom:Win32/Clop.A"); shorter words are suffixes.
-_SEPARATORS = re.compile(r"[:/.!\\]+")
-MIN_WORD = 4
 
 
 class _StixObject(Protocol):
@@ -262,43 +259,6 @@ def _source_line(result: SourceResult) -> str:
     if result.abuse is not None:
         line += f", abuse confidence {result.abuse.confidence}%"
     return line
-
-
-def _fold(text: str) -> str:
-    """Case, width, punctuation and spaces folded away, as the attribution matcher does."""
-    return "".join(ch for ch in unicodedata.normalize("NFKC", text).casefold() if ch.isalnum())
-
-
-def _named(refs: Iterable[AttackRef], names: set[str]) -> Iterator[AttackRef]:
-    """The refs whose ATT&CK id or folded name is among the folded names."""
-    for ref in refs:
-        if _fold(ref.attack_id) in names or _fold(ref.name) in names:
-            yield ref
-
-
-def _evidenced_names(enrichment: Enrichment, attribution: Attribution) -> set[str]:
-    """Folded software names and technique ids this indicator's own evidence mentions.
-
-    Whole values and their words both count ("trojan.emotet/zusy" names Emotet), like the
-    attribution matcher; adversary strings name groups, not software, so they are left out.
-    """
-    value = enrichment.indicator.value
-    raw = [
-        e.value
-        for group in attribution.groups
-        for e in group.evidence
-        if e.indicator == value and e.kind != "adversary"
-    ]
-    for result in enrichment.sources.values():
-        raw += [*result.malware_families, *result.attack_ids]
-        raw += [result.threat_label] if result.threat_label else []
-        for pulse in result.pulses:
-            raw += [*pulse.malware_families, *pulse.attack_ids]
-    folded = {_fold(text) for text in raw}
-    folded |= {
-        _fold(w) for text in raw for w in _SEPARATORS.split(text) if len(_fold(w)) >= MIN_WORD
-    }
-    return folded - {""}
 
 
 def _attack_reference(ref: AttackRef, section: str) -> dict[str, str]:
@@ -516,7 +476,7 @@ class _Builder:
             if indicator_id is None:
                 continue
             value = enrichment.indicator.value
-            for ref in _named(known.values(), _evidenced_names(enrichment, attribution)):
+            for ref in named(known.values(), evidenced_names(enrichment, attribution)):
                 confidence = max(
                     (
                         g.confidence
