@@ -17,6 +17,7 @@ from threatintel.attribution import (
     INSUFFICIENT,
     _attack,
     attribute,
+    evidenced_names,
 )
 from threatintel.models import (
     Attribution,
@@ -34,6 +35,10 @@ from threatintel.models import (
 TA505 = "G0092"
 INDRIK_SPIDER = "G0119"
 WIZARD_SPIDER = "G0102"
+APT28 = "G0007"
+TURLA = "G0010"
+PLAY = "G1040"
+HASH_A, HASH_B = "a" * 32, "b" * 32
 
 
 def otx(**fields: Any) -> SourceResult:
@@ -51,7 +56,13 @@ def pulse(name: str = "a pulse", **fields: Any) -> Pulse:
 def enrichment(
     value: str, *sources: SourceResult, label: VerdictLabel = VerdictLabel.MALICIOUS
 ) -> Enrichment:
-    kind = IndicatorType.IPV4 if value[0].isdigit() else IndicatorType.DOMAIN
+    kind = (
+        IndicatorType.MD5
+        if len(value) == 32
+        else IndicatorType.IPV4
+        if value[0].isdigit()
+        else IndicatorType.DOMAIN
+    )
     return Enrichment(
         indicator=Indicator(type=kind, value=value),
         sources={source.source: source for source in sources},
@@ -213,16 +224,132 @@ def test_unknown_adversary_is_reported_unmatched_and_substrings_never_match() ->
     assert result.unmatched == ["APT28 fans", "TA5050", "TA542"]
 
 
-def test_harmless_indicator_is_linked_only_by_a_direct_adversary_claim() -> None:
-    """A clean host tagged with a family stays unlinked; one named in a pulse is linked."""
+def test_harmless_indicator_is_never_linked_even_by_an_adversary_claim() -> None:
+    """Clean hosts named with a family or in a TA505 pulse stay unlinked; others still count."""
     batch = [
         enrichment("198.51.100.7", otx(malware_families=["Dridex"])),
         enrichment("cdn.example", otx(malware_families=["Dridex"]), label=VerdictLabel.HARMLESS),
         enrichment("sinkhole.example", otx(adversaries=["TA505"]), label=VerdictLabel.HARMLESS),
     ]
     result = attribute(batch)
-    assert group(result, TA505).indicators == ["198.51.100.7", "sinkhole.example"]
+    assert group(result, TA505).indicators == ["198.51.100.7"]
+    assert group(result, TA505).confidence == 20
     assert group(result, INDRIK_SPIDER).indicators == ["198.51.100.7"]
+
+
+def test_harmless_indicator_alone_gives_no_candidate_and_no_attack_objects() -> None:
+    """An APT28 pulse or Emotet label on an allowlisted host yields nothing for reports to emit."""
+    harmless = VerdictLabel.HARMLESS
+    google = enrichment(
+        "google.com",
+        vt(threat_label="trojan.emotet/generic", tags=["emotet"]),
+        otx(pulses=[pulse(adversary="APT28", attack_ids=["T1071"])], malware_families=["Emotet"]),
+        label=harmless,
+    )
+    result = attribute([google])
+    assert result.summary == INSUFFICIENT
+    assert (result.groups, result.software, result.techniques, result.unmatched) == ([], [], [], [])
+    assert evidenced_names(google, result) == set()
+    apt28 = attribute([enrichment("203.0.113.9", otx(adversaries=["APT28"]), label=harmless)])
+    assert apt28.summary == INSUFFICIENT
+
+
+def test_unknown_verdict_indicator_still_contributes() -> None:
+    """An indicator no source judged is read as before: its APT28 pulse makes a candidate."""
+    result = attribute(
+        [enrichment("203.0.113.9", otx(adversaries=["APT28"]), label=VerdictLabel.UNKNOWN)]
+    )
+    assert ids(result) == [APT28]
+    assert group(result, APT28).confidence == 50
+
+
+def test_commodity_software_links_no_indicator_and_earns_no_breadth() -> None:
+    """Hashes labelled Cobalt Strike and Mimikatz stay apart from a TA505 indicator in the batch."""
+    result = attribute(
+        [
+            enrichment("198.51.100.7", otx(pulses=[pulse(adversary="TA505")])),
+            enrichment(HASH_A, vt(threat_label="trojan.cobaltstrike/beacon")),
+            enrichment(HASH_B, vt(threat_label="hacktool.mimikatz/gen")),
+        ]
+    )
+    ta505 = group(result, TA505)
+    assert ta505.confidence == 50
+    assert ta505.indicators == ["198.51.100.7"]
+    assert {e.indicator for e in ta505.evidence} == {"198.51.100.7"}
+    assert ta505.software == []
+    assert [s.name for s in result.software] == ["Mimikatz", "Cobalt Strike"]
+    assert result.summary == "most likely G0092 TA505 (confidence 50)"
+
+
+def test_commodity_software_on_a_linked_indicator_is_a_reason_but_not_a_link() -> None:
+    """Cobalt Strike adds its point where TA505 is named, and nothing where it is seen alone."""
+    result = attribute(
+        [
+            enrichment(
+                "198.51.100.7", otx(adversaries=["TA505"], malware_families=["Cobalt Strike"])
+            ),
+            enrichment(HASH_A, vt(threat_label="trojan.cobaltstrike/beacon")),
+        ]
+    )
+    ta505 = group(result, TA505)
+    assert ta505.confidence == 51
+    assert ta505.indicators == ["198.51.100.7"]
+    assert [s.name for s in ta505.software] == ["Cobalt Strike"]
+    assert "S0154 Cobalt Strike seen on 1 indicator" in ta505.reasons[1]
+    assert (
+        "used by 29 groups in ATT&CK 18.1, too common to link an indicator: +1"
+        in (ta505.reasons[1])
+    )
+    assert not any(reason.startswith("evidence on") for reason in ta505.reasons)
+
+
+def test_group_specific_software_still_links_and_earns_breadth() -> None:
+    """Dridex (two groups) links its indicator to TA505 and adds breadth to an adversary claim."""
+    result = attribute(
+        [
+            enrichment("198.51.100.7", otx(adversaries=["TA505"])),
+            enrichment(HASH_A, vt(threat_label="trojan.dridex/generic")),
+        ]
+    )
+    ta505 = group(result, TA505)
+    assert ta505.indicators == ["198.51.100.7", HASH_A]
+    assert ta505.confidence == 50 + 20 + 5
+    assert ta505.reasons[-1] == "evidence on 2 indicators: +5"
+
+
+def test_split_label_words_and_tags_match_only_distinctive_primary_names() -> None:
+    """ "trojan.msil/snake", tag "snake" and "ransomware.play/filecoder" point to no group."""
+    result = attribute(
+        [
+            enrichment(HASH_A, vt(threat_label="trojan.msil/snake", tags=["snake"])),
+            enrichment(HASH_B, vt(threat_label="ransomware.play/filecoder", tags=["play"])),
+            enrichment("a.example", vt(threat_label="ransomware.chaos/filecoder", tags=["chaos"])),
+        ]
+    )
+    assert result.groups == []
+    assert result.software == []
+    assert TURLA not in ids(result) and PLAY not in ids(result)
+    assert "trojan.msil/snake" in result.unmatched
+
+
+def test_whole_otx_family_names_still_match_aliases_and_ambiguous_words() -> None:
+    """An OTX family that is exactly "Snake" or "Chaos" is that ATT&CK software, as before."""
+    result = attribute([enrichment("a.example", otx(malware_families=["Snake", "Chaos"]))])
+    assert [s.attack_id for s in result.software] == ["S0022", "S0220"]
+    assert ids(result) == [TURLA]
+    assert group(result, TURLA).confidence == 40
+
+
+def test_split_label_words_match_primary_names_of_five_or_more_characters() -> None:
+    """A VirusTotal tag or label word that is a primary malware name counts: "emotet", "Dridex"."""
+    result = attribute(
+        [
+            enrichment(HASH_A, vt(tags=["emotet"])),
+            enrichment(HASH_B, vt(threat_label="Trojan:Win32/Dridex.gen!C")),
+        ]
+    )
+    assert [s.name for s in result.software] == ["Emotet", "Dridex"]
+    assert group(result, WIZARD_SPIDER).indicators == [HASH_A]
 
 
 def test_alias_shared_by_two_groups_splits_its_weight() -> None:

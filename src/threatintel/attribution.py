@@ -11,15 +11,21 @@ aliases of one bundled ATT&CK release (``data/attack-enterprise-<version>.json.g
 Three tolerances, each still a whole-name match: a group's primary name without " Group" or
 " Team" ("Lazarus"); names and ids ATT&CK has revoked lead to their replacement ("T1086" is now
 T1059.001); vendor detection names are cut at ``: / . !`` and a token that is a whole family name
-counts ("Trojan:Win32/Emotet.A!MTB" → Emotet), skipping category and platform words.
+counts ("Trojan:Win32/Emotet.A!MTB" → Emotet). Such tokens, VirusTotal threat labels and tags are
+read strictly: only a software primary name (not an alias, never a group) of at least 5 characters
+counts, and category, platform and ambiguous English words do not ("trojan.msil/snake" is not
+Turla's Snake, "ransomware.play/filecoder" is not the Play group). Indicators whose verdict is
+harmless are not read at all.
 
-A group earns points (each one is a reason) only from indicators that carry evidence for it:
+A group earns points (each one is a reason) only from indicators that carry evidence for it. An
+indicator is linked to a group by an adversary name or by group-specific software (used by at
+most 3 groups); commodity software and techniques only add points on indicators already linked:
 
     adversary   +50   an upstream adversary string is the group's name or alias (shared alias: /n)
     software    +40/g for each piece of software ATT&CK says the group uses, g = groups using it
                       (Emotet, used by 1 group: +40; Cobalt Strike, 29 groups: +1); at most +50
     techniques  +3    per observed technique the group uses, at most +15; never creates a candidate
-    breadth     +5    per further indicator linked to the group, at most +15
+    breadth     +5    per further linked indicator, at most +15
 
 The sum is capped at 90 because third-party labels never make attribution certain. Candidates
 under 20 are dropped and at most 5 are kept. "Insufficient evidence" is a common, valid answer.
@@ -63,6 +69,10 @@ BREADTH_MAX = 15
 CONFIDENCE_CAP = 90
 CONFIDENCE_FLOOR = 20
 MAX_CANDIDATES = 5
+#: Software used by more groups than this is commodity (Cobalt Strike: 29 groups, Mimikatz: 51):
+#: seeing it says nothing about who is behind an indicator, so it links no indicator to a group
+#: and earns no breadth; it only adds its few points on indicators linked for other reasons.
+GROUP_SPECIFIC_MAX = 3
 
 #: Upstream text is attacker-influenced: it is shown clipped, and long text is not even matched
 #: because no ATT&CK name comes near this length.
@@ -89,6 +99,23 @@ NOT_A_FAMILY = frozenset(
 _VENDOR_SEPARATORS = re.compile(r"[:/.!\\]+")
 #: Tokens this short are variant suffixes (".A", "gen") or ordinary words, not families.
 MIN_TOKEN_LENGTH = 4
+#: A token cut from a vendor label, or a VirusTotal tag, is a word some engine chose, not a name an
+#: analyst gave: it counts only at this length ("play", "ryuk" do not), and only as a software
+#: primary name, because short aliases are ordinary words ("Snake" is an alias of Uroburos).
+MIN_LABEL_TOKEN = 5
+#: English words and first names that are ATT&CK software names, where an unrelated family of the
+#: same name is as likely (Chaos and Medusa are also ransomware unrelated to S0220 and S1220). As
+#: a label token or tag they name nothing; whole OTX family names still match them. Snake and Play
+#: need no entry: they are aliases only, and "play" is too short.
+# fmt: off
+AMBIGUOUS_WORDS = frozenset(
+    {
+        "anchor", "backspace", "bookworm", "calendar", "cannon", "carbon", "chaos", "denis",
+        "elise", "elmer", "kevin", "mango", "medusa", "milan", "ninja", "octopus", "pandora",
+        "proton", "reaver", "rover", "samurai", "shark", "solar", "spark", "vermin",
+    }
+)
+# fmt: on
 _TECHNIQUE_ID = re.compile(r"T\d{4}(?:\.\d{3})?")
 #: "Lazarus" is how reports name "Lazarus Group": the bare form of a group's primary name is
 #: indexed when unambiguous. Not of aliases, whose bare forms are ordinary words ("Comment Group").
@@ -125,6 +152,7 @@ class _Attack:
     techniques: dict[str, AttackRef]
     group_names: dict[str, list[_Hit]] = field(default_factory=dict)
     software_names: dict[str, list[_Hit]] = field(default_factory=dict)
+    software_primary: dict[str, list[str]] = field(default_factory=dict)
     revoked_techniques: dict[str, str] = field(default_factory=dict)
     software_groups: dict[str, list[str]] = field(default_factory=dict)
     group_techniques: dict[str, frozenset[str]] = field(default_factory=dict)
@@ -173,6 +201,8 @@ def _parse(data: Mapping[str, Any]) -> _Attack:
                 if len(owners) == 1 and len(key) >= MIN_TOKEN_LENGTH and key not in table:
                     ((group, name),) = owners.items()
                     table[key] = [_Hit(group, f"short for '{name}'")]
+    for obj in data["software"]:
+        attack.software_primary.setdefault(_fold(obj["name"]), []).append(obj["id"])
     for old in data["revoked"]:
         new = old["revoked_by"]
         if new in attack.techniques:
@@ -228,7 +258,6 @@ class _Seen:
     """One raw observation: an indicator, the source and the name that source gave."""
 
     indicator: str
-    harmless: bool
     source: str
     kind: str
     value: str
@@ -246,8 +275,12 @@ class _Seen:
 
 def _observations(enrichments: Sequence[Enrichment]) -> Iterator[_Seen]:
     for enrichment in enrichments:
+        if enrichment.verdict.label is VerdictLabel.HARMLESS:
+            # The sources we trust call it clean: a family, technique or even a group named on it
+            # is far more likely noise (CDNs, popular sites in malware reports) or sinkholed
+            # infrastructure than evidence, so none of it reaches candidates or ATT&CK output.
+            continue
         indicator = enrichment.indicator.value
-        harmless = enrichment.verdict.label is VerdictLabel.HARMLESS
         for name in sorted(enrichment.sources):
             result = enrichment.sources[name]
             if result.status is not SourceStatus.OK:
@@ -266,27 +299,32 @@ def _observations(enrichments: Sequence[Enrichment]) -> Iterator[_Seen]:
             for kind, value, detail in named:
                 if value and value.strip() and (kind, value) not in seen:
                     seen.add((kind, value))
-                    yield _Seen(indicator, harmless, result.source, kind, value, detail)
+                    yield _Seen(indicator, result.source, kind, value, detail)
+
+
+def _label_token(text: str) -> str | None:
+    """The folded token if it may name a family as a word of a label or tag, else None."""
+    folded = _fold(text)
+    if len(folded) < MIN_LABEL_TOKEN or folded in NOT_A_FAMILY or folded in AMBIGUOUS_WORDS:
+        return None
+    return folded
 
 
 def _match_software(attack: _Attack, text: str, kind: str) -> list[_Hit]:
-    key = _fold(text)
     if kind == TAG:
         # Tags mix file traits (peexe, macros) with family names, and ATT&CK tools are named after
-        # ordinary utilities (Ping, Net, Tor): a tag counts only when it is exactly an ATT&CK
-        # malware name.
-        if len(key) < MIN_TOKEN_LENGTH or key in NOT_A_FAMILY:
-            return []
-        return [h for h in attack.software_names.get(key, []) if h.attack_id in attack.malware]
-    if key in attack.software_names:
-        return attack.software_names[key]
+        # ordinary utilities (Ping, Net, Tor): a tag counts only as an ATT&CK malware name.
+        key = _label_token(text)
+        found = attack.software_primary.get(key, []) if key else []
+        return [_Hit(s, "name", 1 / len(found)) for s in found if s in attack.malware]
+    if kind == FAMILY and _fold(text) in attack.software_names:
+        # An OTX family is a name an analyst chose: aliases count when it is one whole.
+        return attack.software_names[_fold(text)]
     hits: dict[str, _Hit] = {}
     for token in _VENDOR_SEPARATORS.split(text):
-        folded = _fold(token)
-        if len(folded) < MIN_TOKEN_LENGTH or folded in NOT_A_FAMILY:
-            continue
-        for hit in attack.software_names.get(folded, []):
-            hits.setdefault(hit.attack_id, _Hit(hit.attack_id, f"{hit.how}, from '{clip(token)}'"))
+        key = _label_token(token)
+        for software in attack.software_primary.get(key, []) if key else []:
+            hits.setdefault(software, _Hit(software, f"name, from '{clip(token)}'"))
     return [_Hit(h.attack_id, h.how, 1 / len(hits)) for h in hits.values()]
 
 
@@ -320,6 +358,8 @@ class _Case:
     techniques: dict[str, list[_Seen]] = field(default_factory=dict)
 
     def indicators(self) -> set[str]:
+        # Commodity software is only recorded on indicators an adversary name or group-specific
+        # software already linked, so it never adds an indicator here.
         linked = {seen.indicator for seen, _ in self.adversary}
         return linked | {seen.indicator for found in self.software.values() for seen, _ in found}
 
@@ -369,9 +409,10 @@ def _score(attack: _Attack, case: _Case) -> GroupCandidate:
             f"{_source(seen)} {seen.kind.replace('_', ' ')} '{clip(seen.value)}' ({hit.how})"
             for seen, hit in _distinct(found)
         )
+        common = ", too common to link an indicator" if users > GROUP_SPECIFIC_MAX else ""
         reasons.append(
             f"{_describe(attack, software_id)} seen on {_plural(count, 'indicator')} via {via}; "
-            f"used by {_plural(users, 'group')} in ATT&CK {attack.version}: +{points}"
+            f"used by {_plural(users, 'group')} in ATT&CK {attack.version}{common}: +{points}"
         )
     if software_total > SOFTWARE_MAX:
         reasons.append(f"software points capped at {SOFTWARE_MAX} (were {software_total})")
@@ -459,6 +500,7 @@ def attribute(enrichments: Sequence[Enrichment]) -> Attribution:
     attack = _attack()
     cases: dict[str, _Case] = {}
     software_seen: set[str] = set()
+    commodity_seen: dict[str, list[tuple[_Seen, _Hit]]] = defaultdict(list)
     techniques_seen: dict[str, list[_Seen]] = defaultdict(list)
     unmatched: set[str] = set()
 
@@ -474,22 +516,25 @@ def attribute(enrichments: Sequence[Enrichment]) -> Attribution:
             continue
         for hit in hits:
             if seen.kind == ADVERSARY:
-                # Named outright: this links the indicator even when its verdict is harmless,
-                # because an analyst tied this very indicator to the group.
                 case(hit.attack_id).adversary.append((seen, hit))
             elif seen.kind == TECHNIQUE:
                 techniques_seen[hit.attack_id].append(seen)
             else:
                 software_seen.add(hit.attack_id)
-                if seen.harmless:
-                    # Clean shared hosts (CDNs, sinkholes, popular sites) turn up in malware
-                    # reports as noise; a family named there says nothing about who runs them.
+                users = attack.software_groups.get(hit.attack_id, [])
+                if len(users) > GROUP_SPECIFIC_MAX:
+                    commodity_seen[hit.attack_id].append((seen, hit))
                     continue
-                for group in attack.software_groups.get(hit.attack_id, []):
+                for group in users:
                     case(group).software.setdefault(hit.attack_id, []).append((seen, hit))
 
     for group_case in cases.values():
         linked = group_case.indicators()
+        for software, pairs in commodity_seen.items():
+            # Like techniques, commodity software only counts on indicators already linked.
+            on_linked = [(seen, hit) for seen, hit in pairs if seen.indicator in linked]
+            if on_linked and group_case.group in attack.software_groups[software]:
+                group_case.software[software] = on_linked
         known = attack.group_techniques.get(group_case.group, frozenset())
         for technique, found in techniques_seen.items():
             # Techniques are shared widely: they only count on indicators already linked.
@@ -514,9 +559,6 @@ def attribute(enrichments: Sequence[Enrichment]) -> Attribution:
 
 # --- shared with the STIX and MISP renderers ----------------------------------------------
 
-_WORD_SEPARATORS = re.compile(r"[:/.!\\]+")
-MIN_WORD = 4
-
 
 def fold(text: str) -> str:
     """Case, width, punctuation and spaces folded away, as the matcher compares names."""
@@ -527,8 +569,11 @@ def evidenced_names(enrichment: Enrichment, attribution: Attribution) -> set[str
     """Folded software names and technique ids this indicator's own evidence mentions.
 
     Whole values and their words both count ("trojan.emotet/zusy" names Emotet), as in the
-    matcher; adversary strings name groups, not software, so they are left out.
+    matcher; adversary strings name groups, not software, so they are left out. A harmless
+    indicator names nothing, as the matcher ignores it.
     """
+    if enrichment.verdict.label is VerdictLabel.HARMLESS:
+        return set()
     value = enrichment.indicator.value
     raw = [
         e.value
@@ -542,8 +587,13 @@ def evidenced_names(enrichment: Enrichment, attribution: Attribution) -> set[str
         for pulse in result.pulses:
             raw += [*pulse.malware_families, *pulse.attack_ids]
     folded = {_fold(text) for text in raw}
+    # Words are compared only with primary names of software the attribution already holds, so
+    # aliases cannot mislead here and 4-letter families ("ransom.clop/x") may still be named.
     folded |= {
-        _fold(w) for text in raw for w in _WORD_SEPARATORS.split(text) if len(_fold(w)) >= MIN_WORD
+        key
+        for text in raw
+        for key in map(_fold, _VENDOR_SEPARATORS.split(text))
+        if len(key) >= MIN_TOKEN_LENGTH and key not in AMBIGUOUS_WORDS
     }
     return folded - {""}
 
