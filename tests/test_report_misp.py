@@ -18,6 +18,7 @@ from threatintel.models import (
     GroupCandidate,
     Indicator,
     IndicatorType,
+    Pulse,
     SourceResult,
     SourceStatus,
     Verdict,
@@ -314,3 +315,42 @@ def test_attributes_carry_only_grounded_galaxy_tags() -> None:
         "c2.evil.example.com": [verdict, GROUP_TAG, WEB_TAG],
         MD5: [verdict],
     }
+
+
+def test_harmless_indicator_gets_no_attack_tags() -> None:
+    """An allowlisted domain in an Emotet pulse tags neither its attribute nor the event."""
+    emotet = AttackRef(attack_id="S0367", name="Emotet")
+    phishing = AttackRef(attack_id="T1566", name="Phishing")
+    google = make_enrichment(
+        IndicatorType.DOMAIN, "www.google.com", VerdictLabel.HARMLESS, registrable="google.com"
+    )
+    otx = SourceResult(
+        source="otx",
+        status=SourceStatus.OK,
+        fetched_at=T0,
+        allowlisted_by=["alexa"],
+        pulses=[Pulse(id="p1", name="emotet", malware_families=["Emotet"], attack_ids=["T1566"])],
+    )
+    google = google.model_copy(update={"sources": {"otx": otx}})
+    attribution = Attribution(
+        attack_version="18.1", summary="no group", software=[emotet], techniques=[phishing]
+    )
+    event = event_of(make_analysis(google, attribution=attribution))
+    assert tags(event) == ["tlp:amber"]
+    (attribute,) = event["Attribute"]
+    assert tags(attribute) == ['threatintel:verdict="harmless"']
+
+
+def test_harmless_attribute_listed_by_a_candidate_gets_no_group_tag() -> None:
+    """A harmless indicator a candidate lists carries only its verdict tag."""
+    candidate = GroupCandidate(
+        group=TA505, confidence=40, indicators=["cdn.example.net"], software=[CLOP]
+    )
+    attribution = Attribution(
+        attack_version="18.1", summary="weak", groups=[candidate], software=[CLOP]
+    )
+    clean = make_enrichment(
+        IndicatorType.DOMAIN, "cdn.example.net", VerdictLabel.HARMLESS, families=["Clop"]
+    )
+    (attribute,) = event_of(make_analysis(clean, attribution=attribution))["Attribute"]
+    assert tags(attribute) == ['threatintel:verdict="harmless"']

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta, timezone
+from functools import cache
 from typing import Any
 
 import pytest
@@ -52,6 +53,26 @@ CASES: list[tuple[IndicatorType, str, str | None, str]] = [
         IndicatorType.URL,
         URL_WITH_ESCAPES,
         "[url:value = 'http://evil.example.com/a\\'b%5Cc%22d']",
+        "url",
+    ),
+    # An IDN stays in Unicode: the spec's domain-name value allows it, and so does the validator.
+    (
+        IndicatorType.DOMAIN,
+        "bücher.example.com",
+        "[domain-name:value = 'bücher.example.com']",
+        "domain-name",
+    ),
+    # A valid escape stays, a stray "%" becomes "%25".
+    (
+        IndicatorType.URL,
+        "http://evil.example.com/a%20b%zz?q=100%",
+        "[url:value = 'http://evil.example.com/a%20b%25zz?q=100%25']",
+        "url",
+    ),
+    (
+        IndicatorType.URL,
+        "http://[2001:db8::1]:8080/gate.php",
+        "[url:value = 'http://[2001:db8::1]:8080/gate.php']",
         "url",
     ),
     (IndicatorType.MD5, MD5, f"[file:hashes.MD5 = '{MD5}']", "file"),
@@ -137,13 +158,17 @@ def every_type(label: VerdictLabel) -> Analysis:
     return make_analysis(*(make_enrichment(kind, value, label) for kind, value, _, _ in CASES))
 
 
+@cache
 def assert_valid(text: str) -> None:
+    # Cached: module fixtures are parsed by several tests, and one validation per text suffices.
     results = validate_string(text)
     errors = [str(error) for error in results.errors]
     assert results.is_valid and not errors, "\n".join(errors)
 
 
 def parse(text: str) -> list[dict[str, Any]]:
+    # Every bundle a test looks into must also be one the validator accepts.
+    assert_valid(text)
     bundle = json.loads(text)
     assert bundle["type"] == "bundle"
     objects: list[dict[str, Any]] = bundle["objects"]
@@ -280,15 +305,30 @@ def test_rendering_is_deterministic() -> None:
     assert render_stix(analysis) == render_stix(analysis) == render_stix(again)
 
 
-def test_ids_follow_natural_keys_across_analyses() -> None:
-    """A later analysis of the same indicator renders the same object ids in a new bundle."""
-    enrichment = make_enrichment(IndicatorType.DOMAIN, "c2.evil.example.com")
-    first = json.loads(render_stix(make_analysis(enrichment)))
-    later = json.loads(render_stix(make_analysis(enrichment, started=T0 + timedelta(days=1))))
-    assert first["id"] != later["id"]
-    assert [o["id"] for o in first["objects"]] == [o["id"] for o in later["objects"]]
-    (indicator,) = of_type(later["objects"], "indicator")
-    assert indicator["modified"] == "2024-05-02T12:00:04.000Z"
+def test_ids_shared_across_analyses_keep_their_created() -> None:
+    """Two analyses a day apart never give one SDO or SRO id two different created times."""
+    first = parse(render_stix(attributed()))
+    day = timedelta(days=1)
+    analysis = attributed()
+    moved = {"started_at": analysis.started_at + day, "finished_at": analysis.finished_at + day}
+    later = parse(render_stix(analysis.model_copy(update=moved)))
+    created = {o["id"]: o["created"] for o in first if "created" in o}
+    shared = [o for o in later if o["id"] in created]
+    assert all(o["created"] == created[o["id"]] for o in shared)
+    # Timeless objects are versions of one id; judgements are new objects per analysis.
+    assert {o["type"] for o in shared} >= {"identity", "intrusion-set", "malware", "tool"}
+    assert not {"indicator", "note", "relationship"} & {o["type"] for o in shared}
+    (threatintel,) = [o for o in shared if o.get("name") == "threatintel"]
+    assert threatintel["modified"] == "2024-05-02T12:00:04.000Z"
+    # SCOs keep the spec's deterministic ids, so they merge across analyses.
+    assert {o["id"] for o in of_type(first, "ipv4-addr")} == {
+        o["id"] for o in of_type(later, "ipv4-addr")
+    }
+
+
+def test_same_analysis_renders_identically_with_attribution() -> None:
+    """Rendering one attributed analysis twice gives the same bytes, ids included."""
+    assert render_stix(attributed()) == render_stix(attributed())
 
 
 def test_timestamps_are_utc_with_z() -> None:
@@ -356,16 +396,17 @@ COBALT = AttackRef(
 )
 WEB = AttackRef(attack_id="T1071.001", name="Web Protocols")
 IP, DOMAIN, CLEAN, HASH = "198.51.100.7", "c2.evil.example.com", "cdn.example.net", MD5
+VAGUE = "198.51.100.8"
 
 
 def attributed() -> Analysis:
-    """Four indicators: two listed malicious, one listed harmless, one unlisted malicious."""
+    """Two listed malicious, one listed harmless, one listed unknown, one unlisted malicious."""
     candidate = GroupCandidate(
         group=TA505,
         aliases=["TA505", "Hive0065"],
         confidence=65,
         reasons=["2 indicators carry otx adversary 'TA505': +50"],
-        indicators=[CLEAN, DOMAIN, IP],
+        indicators=[CLEAN, DOMAIN, IP, VAGUE],
         evidence=[
             Evidence(indicator=IP, source="otx", kind="adversary", value="TA505", detail="pulse"),
             Evidence(indicator=CLEAN, source="otx", kind="adversary", value="TA505"),
@@ -389,6 +430,7 @@ def attributed() -> Analysis:
         make_enrichment(IndicatorType.IPV4, IP, families=["Clop"]),
         make_enrichment(IndicatorType.DOMAIN, DOMAIN),
         make_enrichment(IndicatorType.DOMAIN, CLEAN, VerdictLabel.HARMLESS),
+        make_enrichment(IndicatorType.IPV4, VAGUE, VerdictLabel.UNKNOWN),
         make_enrichment(IndicatorType.MD5, HASH),
         attribution=attribution,
     )
@@ -450,12 +492,12 @@ def test_relationships_link_only_listed_and_evidenced_indicators(attributed_text
         ("TA505", "uses", "Web Protocols"): 65,
         (IP, "indicates", "TA505"): 65,
         (DOMAIN, "indicates", "TA505"): 65,
-        (CLEAN, "related-to", "TA505"): 65,
+        (VAGUE, "related-to", "TA505"): 65,
         (IP, "indicates", "Clop"): 65,
         (DOMAIN, "indicates", "Clop"): 65,
         (DOMAIN, "indicates", "Web Protocols"): 65,
     }
-    # The harmless indicator stays an observable; the unlisted hash links to nothing.
+    # The unknown indicator is only related; the harmless one and the unlisted hash link nothing.
     assert sorted(i["name"] for i in of_type(objects, "indicator")) == sorted([IP, DOMAIN, HASH])
 
 
@@ -467,3 +509,28 @@ def test_attribution_note_explains_the_candidates(attributed_text: str) -> None:
     assert note["abstract"] == "ATT&CK attribution: most likely G0092 TA505 (confidence 65)"
     assert "- 2 indicators carry otx adversary 'TA505': +50" in note["content"]
     assert "SomethingElse" in note["content"]
+
+
+def test_harmless_indicator_brings_no_attack_objects() -> None:
+    """An allowlisted domain in an Emotet pulse yields no malware, technique or ATT&CK link."""
+    emotet = AttackRef(attack_id="S0367", name="Emotet")
+    phishing = AttackRef(attack_id="T1566", name="Phishing")
+    google = make_enrichment(IndicatorType.DOMAIN, "www.google.com", VerdictLabel.HARMLESS)
+    otx = SourceResult(
+        source="otx",
+        status=SourceStatus.OK,
+        fetched_at=T0,
+        allowlisted_by=["alexa"],
+        pulses=[Pulse(id="p1", name="emotet", malware_families=["Emotet"], attack_ids=["T1566"])],
+    )
+    google = google.model_copy(update={"sources": {**google.sources, "otx": otx}})
+    attribution = Attribution(
+        attack_version="18.1",
+        summary="no group",
+        software=[emotet],
+        techniques=[phishing],
+    )
+    objects = parse(render_stix(make_analysis(google, attribution=attribution)))
+    assert {o["type"] for o in objects} == {"marking-definition", "identity", "domain-name", "note"}
+    (note,) = of_type(objects, "note")
+    assert note["labels"] == ["harmless"]

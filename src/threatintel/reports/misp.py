@@ -25,9 +25,12 @@ Rejected candidates (``analysis.rejected``) are not intelligence and are left ou
 vulnerability or AS). Each attribute's comment is the verdict with its top reason, as plain text
 (reasons quote attacker-influenced pulse and adversary names). Tags: ``threatintel:verdict="..."``
 on every attribute; ATT&CK galaxy tags (``misp-galaxy:mitre-intrusion-set="TA505 - G0092"``, and
-mitre-malware / mitre-tool / mitre-attack-pattern) on the event for the whole attribution, and on
-an attribute only for the groups whose candidate lists that indicator and for the software and
-techniques that indicator's own evidence names (the same rule as the STIX renderer).
+mitre-malware / mitre-tool / mitre-attack-pattern) on the event for the group candidates, their
+software and techniques, and the attribution's other software and techniques only when the
+evidence of a non-harmless indicator names them; on an attribute only for the groups whose
+candidate lists that indicator and for the software and techniques that indicator's own evidence
+names. A harmless attribute gets no ATT&CK tag at all: an allowlisted ``www.google.com`` showing up
+in an Emotet pulse is noise, not Emotet evidence (the same rule as the STIX renderer).
 
 Uuids are uuid5: the event's from the analysis (times and indicators), each attribute's from the
 event's uuid and the attribute, so re-rendering gives the same JSON while two analyses never share
@@ -43,7 +46,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from threatintel.attribution import evidenced_names, fold
+from threatintel.attribution import evidenced_names, fold, named
 from threatintel.models import (
     Analysis,
     AttackRef,
@@ -115,7 +118,7 @@ def render_misp(analysis: Analysis, *, tlp: Tlp = DEFAULT_TLP) -> str:
     event_tags = [f"tlp:{tlp}"]
     if attribution is not None:
         event_tags += [_group_tag(g.group) for g in attribution.groups]
-        event_tags += [_attack_tag(r) for r in _attack_refs(attribution)]
+        event_tags += [_attack_tag(r) for r in _attack_refs(attribution, analysis.enrichments)]
     event: dict[str, Any] = {
         "uuid": str(event_uuid),
         "info": _info(analysis),
@@ -195,24 +198,32 @@ def _attack_tag(ref: AttackRef) -> str:
     return f'misp-galaxy:{galaxy}="{_galaxy_name(ref)}"'
 
 
-def _attack_refs(attribution: Attribution) -> list[AttackRef]:
-    """Software and techniques of the whole attribution, once each, groups' first."""
+def _attack_refs(attribution: Attribution, enrichments: Iterable[Enrichment]) -> list[AttackRef]:
+    """Software and techniques of the candidates and of non-harmless evidence, groups' first."""
     refs: dict[str, AttackRef] = {}
     for group in attribution.groups:
         for ref in [*group.software, *group.techniques]:
             refs.setdefault(ref.attack_id, ref)
-    for ref in [*attribution.software, *attribution.techniques]:
+    names: set[str] = set()
+    for enrichment in enrichments:
+        if enrichment.verdict.label is not VerdictLabel.HARMLESS:
+            names |= evidenced_names(enrichment, attribution)
+    # The attribution's own list may come from harmless evidence too; keep only what is grounded.
+    for ref in named([*attribution.software, *attribution.techniques], names):
         refs.setdefault(ref.attack_id, ref)
     return list(refs.values())
 
 
 def _attack_tags(enrichment: Enrichment, attribution: Attribution) -> list[str]:
+    if enrichment.verdict.label is VerdictLabel.HARMLESS:
+        # Known-good indicators turn up in campaign pulses; tagging them would mislabel them.
+        return []
     value = enrichment.indicator.value
     tags = [_group_tag(g.group) for g in attribution.groups if value in g.indicators]
     names = evidenced_names(enrichment, attribution)
     tags += [
         _attack_tag(ref)
-        for ref in _attack_refs(attribution)
+        for ref in _attack_refs(attribution, [enrichment])
         if fold(ref.attack_id) in names or fold(ref.name) in names
     ]
     return tags

@@ -36,19 +36,35 @@ ATT&CK stix id in its description). Relationships, all with the candidate's conf
 
     intrusion-set  uses         malware / tool / attack-pattern of that candidate
     indicator      indicates    intrusion-set, only for indicators the candidate lists
-    observable     related-to   intrusion-set, for listed indicators with no STIX indicator
-                                (harmless or unknown): the analyst's link without a detection
+    observable     related-to   intrusion-set, for listed unknown indicators (no STIX
+                                indicator): the analyst's link without a detection
     indicator      indicates    malware / tool / attack-pattern, only when that indicator's own
                                 evidence names it
 
+A harmless indicator links to no ATT&CK object, whatever a candidate lists or its sources say:
+an allowlisted ``www.google.com`` appearing in an Emotet pulse is noise, not Emotet evidence. For
+the same reason a ``malware`` / ``tool`` / ``attack-pattern`` is emitted only when a group
+candidate uses it or the evidence of a non-harmless indicator names it.
+
 No threat-actor objects: nothing in the evidence says who the people are.
 
-Ids: SCOs use the spec's deterministic ids (stix2 computes them), so they merge with other
-producers'. Everything else is ``<type>--uuid5(NAMESPACE, natural key)``: indicator type and value,
-provider name, ATT&CK id (always present, unlike the stix id), and source/type/target for
-relationships, so a later analysis of the same indicator is a newer version of the same object.
-The bundle id is derived from the content. ``created`` is the analysis start and ``modified`` its
-end, in UTC with Z. The validator warns (103) that these ids are not UUIDv4; that is the price of
+Ids and versions. STIX 2.1 says an object's ``created`` never changes between its versions, so
+ids come in three kinds:
+
+    SCOs          the spec's deterministic ids (stix2 computes them) and no ``created``, so they
+                  merge with other producers'
+    timeless SDOs the threatintel and provider identities, ATT&CK intrusion-set / malware / tool /
+                  attack-pattern objects and CVE vulnerabilities: ``<type>--uuid5(NAMESPACE,
+                  natural key)`` (provider name, ATT&CK id, CVE id) with the constant ``created``
+                  EPOCH, and ``modified`` the analysis end, so every analysis renders a version of
+                  the same object; the TLP markings are the spec's own predefined objects
+    judgements    indicator, notes and relationships state what THIS analysis concluded: their
+                  uuid5 key also holds the analysis key (its start and a hash of its JSON), with
+                  ``created`` the analysis start and ``modified`` its end
+
+So rendering one analysis twice is byte for byte the same, and two analyses never make two
+versions of one id with different ``created``. The bundle id is derived from the content. Times
+are UTC with Z. The validator warns (103) that these ids are not UUIDv4; that is the price of
 determinism, which the spec allows.
 
 Rejected candidates (``analysis.rejected``) are not intelligence and are left out.
@@ -60,6 +76,7 @@ control or bidi characters; names, labels, patterns and references come from our
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from dataclasses import dataclass
@@ -85,6 +102,9 @@ from threatintel.models import (
 
 #: Never change this: every non-SCO id is derived from it.
 NAMESPACE = uuid.UUID("d7471d92-c362-4dd7-965c-010d5908bb0f")
+#: Never change this either: the ``created`` of every timeless SDO (identities, ATT&CK objects,
+#: vulnerabilities), whose ids do not depend on the analysis. ATT&CK's first public release.
+EPOCH = datetime(2015, 5, 14, tzinfo=UTC)
 
 Tlp = Literal["white", "green", "amber", "red"]
 DEFAULT_TLP: Tlp = "amber"
@@ -287,6 +307,10 @@ class _Builder:
     def __init__(self, analysis: Analysis, marking: Any) -> None:
         self.created = _utc(analysis.started_at)
         self.modified = max(self.created, _utc(analysis.finished_at))
+        # Judgement ids hold this: the start keeps it readable, the hash tells apart two analyses
+        # that started at the same instant (their objects would otherwise clash in one version).
+        digest = hashlib.sha256(analysis.model_dump_json().encode()).hexdigest()
+        self.scope = f"{self.created.isoformat()}|{digest}"
         self.markings = [marking.id]
         self.objects: dict[str, _StixObject] = {marking.id: marking}
         self.links: dict[tuple[str, str, str], _Link] = {}
@@ -316,15 +340,20 @@ class _Builder:
         self.objects.setdefault(obj.id, obj)
         return obj.id
 
-    def _sdo(self, factory: Any, kind: str, key: str, **properties: Any) -> str:
-        object_id = _id(kind, key)
+    def _sdo(
+        self, factory: Any, kind: str, key: str, *, timeless: bool = False, **properties: Any
+    ) -> str:
+        """A timeless object is one id shared by all analyses; any other is this analysis's."""
+        object_id = _id(kind, key if timeless else f"{self.scope}|{key}")
+        created = EPOCH if timeless else self.created
         if object_id not in self.objects:
             self._add(
                 _new(
                     factory,
                     id=object_id,
-                    created=self.created,
-                    modified=self.modified,
+                    created=created,
+                    # An analysis dated before EPOCH would otherwise predate the first version.
+                    modified=max(created, self.modified),
                     object_marking_refs=self.markings,
                     **properties,
                 )
@@ -338,6 +367,7 @@ class _Builder:
             stix2.Identity,
             "identity",
             key,
+            timeless=True,
             name=name,
             identity_class=identity_class,
             description=description,
@@ -364,6 +394,7 @@ class _Builder:
                 stix2.Vulnerability,
                 "vulnerability",
                 indicator.value,
+                timeless=True,
                 name=indicator.value,
                 created_by_ref=self.me,
                 external_references=[{"source_name": "cve", "external_id": indicator.value}],
@@ -429,7 +460,9 @@ class _Builder:
             section, factory, kind = "software", stix2.Malware, "malware"
             common["is_family"] = True
         references = [_attack_reference(ref, section)]
-        return self._sdo(factory, kind, ref.attack_id, external_references=references, **common)
+        return self._sdo(
+            factory, kind, ref.attack_id, timeless=True, external_references=references, **common
+        )
 
     def _intrusion_set(self, candidate: GroupCandidate) -> str:
         group = candidate.group
@@ -437,13 +470,27 @@ class _Builder:
             stix2.IntrusionSet,
             "intrusion-set",
             group.attack_id,
+            timeless=True,
             name=group.name,
             aliases=[a for a in candidate.aliases if a != group.name] or None,
             created_by_ref=self.me,
             external_references=[_attack_reference(group, "groups")],
         )
 
+    def _grounded(self, attribution: Attribution) -> list[AttackRef]:
+        """The attribution's own software and techniques that non-harmless evidence names."""
+        names: set[str] = set()
+        for enrichment in self.analysis.enrichments:
+            if enrichment.verdict.label is not VerdictLabel.HARMLESS:
+                names |= evidenced_names(enrichment, attribution)
+        return list(named([*attribution.software, *attribution.techniques], names))
+
     def add_attribution(self, attribution: Attribution) -> None:
+        harmless = {
+            e.indicator.value
+            for e in self.analysis.enrichments
+            if e.verdict.label is VerdictLabel.HARMLESS
+        }
         sets: list[str] = []
         for candidate in attribution.groups:
             group = self._intrusion_set(candidate)
@@ -451,6 +498,9 @@ class _Builder:
             for ref in [*candidate.software, *candidate.techniques]:
                 self._link(group, "uses", self._attack_object(ref), candidate.confidence)
             for value in candidate.indicators:
+                if value in harmless:
+                    # A known-good indicator is noise in a candidate's list, not its evidence.
+                    continue
                 indicator_id, observable_id = self.emitted.get(value, (None, None))
                 evidence = "; ".join(
                     _plain(
@@ -463,17 +513,18 @@ class _Builder:
                     self._link(indicator_id, "indicates", group, candidate.confidence, evidence)
                 elif observable_id is not None:
                     self._link(observable_id, "related-to", group, candidate.confidence, evidence)
-        for ref in [*attribution.software, *attribution.techniques]:
-            self._attack_object(ref)
+        grounded = [self._attack_object(ref) for ref in self._grounded(attribution)]
         self._link_evidenced(attribution)
-        self._attribution_note(attribution, sets)
+        self._attribution_note(attribution, sets or grounded)
 
     def _link_evidenced(self, attribution: Attribution) -> None:
         known = {r.attack_id: r for g in attribution.groups for r in [*g.software, *g.techniques]}
-        known |= {r.attack_id: r for r in [*attribution.software, *attribution.techniques]}
+        known |= {r.attack_id: r for r in self._grounded(attribution)}
         for enrichment in self.analysis.enrichments:
             indicator_id = self.emitted.get(enrichment.indicator.value, (None, None))[0]
-            if indicator_id is None:
+            # Only malicious / suspicious indicators have a STIX indicator; the explicit check
+            # keeps a harmless one unlinked even if that ever changes.
+            if indicator_id is None or enrichment.verdict.label is VerdictLabel.HARMLESS:
                 continue
             value = enrichment.indicator.value
             for ref in named(known.values(), evidenced_names(enrichment, attribution)):
@@ -487,10 +538,7 @@ class _Builder:
                 )
                 self._link(indicator_id, "indicates", self._attack_object(ref), confidence)
 
-    def _attribution_note(self, attribution: Attribution, sets: list[str]) -> None:
-        refs = sets or [
-            self._attack_object(r) for r in [*attribution.software, *attribution.techniques]
-        ]
+    def _attribution_note(self, attribution: Attribution, refs: list[str]) -> None:
         if not refs:
             return
         lines = [f"ATT&CK release {_plain(attribution.attack_version, 40)}"]
