@@ -34,6 +34,7 @@ from threatintel.models import (
     VerdictLabel,
 )
 from threatintel.reports.html import build_graph, json_island, render_html
+from threatintel.reports.markdown import clean_text
 
 #: Attacker-controlled text as it could arrive in pulse names, tags, adversaries and reasons.
 HOSTILE_SCRIPT = "<script>alert(1)</script>"
@@ -41,6 +42,20 @@ HOSTILE_IMG = '"><img src=x onerror=alert(1)>'
 HOSTILE_CLOSE = "</script><script>alert(2)</script>"
 HOSTILE_ISLAND = "</script><!--<script>alert(3)//"
 HOSTILE = (HOSTILE_SCRIPT, HOSTILE_IMG, HOSTILE_CLOSE, HOSTILE_ISLAND)
+#: Right-to-left override, isolates, a zero-width mark, ESC and a C1 control: unstripped, the RLO
+#: shows "build 127" as "build 172" in Chromium.
+HOSTILE_BIDI = "build 1\u202e27\u2066\u200f\x1b[0m\x85"
+#: What the analyst sees instead: every such character blanked to a space, order kept.
+SHOWN_BIDI = "build 1 27   [0m "
+#: The characters the reports must never pass on (C0 but tab and newline, C1, bidi, zero-width).
+UNSAFE_CHARS = (
+    [chr(c) for c in range(0x20) if chr(c) not in "\t\n"]
+    + [chr(c) for c in range(0x7F, 0xA0)]
+    + [chr(c) for c in range(0x200B, 0x2010)]
+    + [chr(c) for c in range(0x202A, 0x202F)]
+    + [chr(c) for c in range(0x2066, 0x206A)]
+    + ["\ufeff"]
+)
 
 GENERATED = datetime(2026, 11, 26, 12, 0, 5, tzinfo=UTC)
 _T0 = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
@@ -79,9 +94,9 @@ def sample_analysis() -> Analysis:
         id="p1",
         name=HOSTILE_SCRIPT,
         adversary="APT28",
-        malware_families=["CHOPSTICK", HOSTILE_ISLAND],
+        malware_families=["CHOPSTICK", HOSTILE_ISLAND, HOSTILE_BIDI],
         attack_ids=["T1071.001", "T1090"],
-        tags=["c2", HOSTILE_CLOSE],
+        tags=["c2", HOSTILE_CLOSE, HOSTILE_BIDI],
         tlp="white",
     )
     phish_pulse = Pulse(
@@ -481,3 +496,48 @@ def test_graph_is_capped_indicators_first() -> None:
     assert len(kinds) == 12 and kinds[:10] == ["indicator"] * 10 and kinds[10] == "group"
     assert graph["total"] > 12
     assert all(0 <= a < 12 and 0 <= b < 12 for a, b in graph["edges"])
+
+
+def test_clean_text_blanks_controls_bidi_and_zero_width() -> None:
+    """Every unsafe character becomes a space; tab, newline and ordinary text are kept."""
+    assert clean_text("".join(UNSAFE_CHARS)) == " " * len(UNSAFE_CHARS)
+    assert clean_text("a\tb\nc é ש") == "a\tb\nc é ש"
+
+
+def test_bidi_and_control_characters_never_reach_the_page(html: str, page: _Page) -> None:
+    """Neither the markup nor the JSON island carries them; the text shows in logical order."""
+    assert not set(UNSAFE_CHARS) & set(html)
+    assert SHOWN_BIDI in page.text
+    island = next(text for attrs, text in page.scripts if attrs.get("id") == "data")
+    labels = [node["label"] for node in json.loads(island)["graph"]["nodes"]]
+    assert SHOWN_BIDI in labels
+    assert not set(UNSAFE_CHARS) & set("".join(labels))
+
+
+def test_upstream_text_is_bidi_isolated(html: str) -> None:
+    """Inline upstream values sit in elements the stylesheet isolates, or in <bdi>."""
+    assert re.search(r"code, b, bdi, \.tag, \.pulse-name[^{]*\{ unicode-bidi: isolate; \}", html)
+    assert '<span class="tag">' + SHOWN_BIDI + "</span>" in html
+    assert "Also known as <bdi>Fancy Bear</bdi>, <bdi>Sofacy</bdi>" in html
+
+
+def test_graph_keeps_indicators_that_differ_only_in_case() -> None:
+    """Two URLs differing only in case are two nodes, each linked to its own attributed group."""
+    base = sample_analysis()
+    upper, lower = "http://evil.example/Payload", "http://evil.example/payload"
+    urls = [
+        _enrichment(IndicatorType.URL, value, VerdictLabel.SUSPICIOUS, 50, 50, [])
+        for value in (upper, lower)
+    ]
+    assert base.attribution is not None
+    group = base.attribution.groups[0].model_copy(update={"indicators": [upper]})
+    attribution = base.attribution.model_copy(update={"groups": [group]})
+    analysis = base.model_copy(update={"enrichments": urls, "attribution": attribution})
+    graph = build_graph(analysis)
+    ids = [n["id"] for n in graph["nodes"]]
+    assert ids.count(f"indicator:{upper}") == 1 and ids.count(f"indicator:{lower}") == 1
+    labels = {n["label"] for n in graph["nodes"] if n["kind"] == "indicator"}
+    assert labels == {upper, lower}
+    edge = sorted([ids.index("group:g0007"), ids.index(f"indicator:{upper}")])
+    assert edge in graph["edges"]
+    assert sorted([ids.index("group:g0007"), ids.index(f"indicator:{lower}")]) not in graph["edges"]

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from markdown_it import MarkdownIt
 
 from support import sim_env
 from threatintel.engine import Engine
-from threatintel.models import SCHEMA_VERSION, Analysis, Enrichment
+from threatintel.models import SCHEMA_VERSION, Analysis, Enrichment, Rejected
 from threatintel.reports import FORMATS, render, report_name, save
 from threatintel.reports.tabular import safe_cell
 from threatintel.reports.text import json_schema
@@ -100,14 +101,39 @@ def test_safe_cell(value: str, expected: str) -> None:
 
 
 async def test_markdown_summarises_defangs_and_escapes(demo_analysis: Analysis) -> None:
-    """Markdown has the verdict counts, defanged dangerous indicators and no raw HTML."""
-    text = render(with_hostile_cells(demo_analysis), "markdown")
+    """Markdown has verdict counts, defanged indicators, no raw HTML, bidi or live formatting."""
+    hostile = with_hostile_cells(demo_analysis)
+    first = hostile.enrichments[0]
+    reasons = [*first.verdict.reasons, "\\*emph\\* ~~struck~~ pulse \u202e27\u200b\x07"]
+    verdict = first.verdict.model_copy(update={"reasons": reasons})
+    rejected = [*hostile.rejected, Rejected(candidate="`a``b<i>&amp;", reason="not one")]
+    hostile = hostile.model_copy(
+        update={
+            "enrichments": [
+                first.model_copy(update={"verdict": verdict}),
+                *hostile.enrichments[1:],
+            ],
+            "rejected": rejected,
+        }
+    )
+    text = render(hostile, "markdown")
     assert "| malicious |" in text and "| **total** |" in text
     assert "hxxp" in text and "\\[.\\]" in text  # [.] escaped for Markdown
     assert HOSTILE not in text and "&lt;script&gt;" in text
     assert "## Attribution" in text
     malicious = next(e for e in demo_analysis.enrichments if e.verdict.label.value == "malicious")
     assert f"### {malicious.indicator.value}\n" not in text  # shown defanged, never live
+    # Backslash and tilde are escaped; controls, bidi and zero-width marks are blanked.
+    assert "\\\\\\*emph\\\\\\* \\~\\~struck\\~\\~ pulse  27  " in text
+    assert not set("\u202e\u200b\x07") & set(text)
+    # The skipped candidate is a code span fenced past its longest backtick run, padded so its
+    # leading backtick does not join the fence; nothing inside is escaped.
+    assert "- ``` `a``b<i>&amp; ```: not one" in text
+    # And a CommonMark renderer (with GFM strikethrough) agrees: no emphasis, strike or markup.
+    html = MarkdownIt("commonmark").enable(["strikethrough", "table"]).render(text)
+    assert "<em>" not in html and "<s>" not in html and "<script" not in html
+    assert "\\*emph\\* ~~struck~~ pulse  27" in html
+    assert "<code>`a``b&lt;i&gt;&amp;amp;</code>" in html
 
 
 def test_saved_reports_never_collide(tmp_path: Path) -> None:

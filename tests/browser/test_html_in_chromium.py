@@ -2,7 +2,8 @@
 
 Uses Debian's /usr/bin/chromium driven by Playwright's bundled driver (no `playwright install`:
 it would download a browser). Skips, saying why, when either is missing. Leaves a full-page
-screenshot in tests/artifacts/html-report.png for people to look at.
+screenshot in tests/artifacts/html-report.png for people (and CI artefact upload) to look at; the
+folder's .gitignore keeps it out of git, since every run rewrites it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from test_report_html import HOSTILE_IMG, HOSTILE_SCRIPT, sample_analysis
+from test_report_html import (
+    HOSTILE_IMG,
+    HOSTILE_SCRIPT,
+    SHOWN_BIDI,
+    UNSAFE_CHARS,
+    sample_analysis,
+)
 from threatintel.reports.html import render_html
 
 try:
@@ -117,6 +124,15 @@ def test_report_works_offline_in_chromium(chromium_page: Page, tmp_path: Path) -
     expect(page.get_by_text(HOSTILE_IMG, exact=True).first).to_be_visible()
     assert page.locator("img, iframe").count() == 0
     assert page.evaluate("document.scripts.length") == 2
+
+    # Bidi and control characters were blanked, and upstream spans are isolated besides.
+    tag = page.locator("#ind-1 .tag", has_text="build 1").first
+    assert tag.text_content() == SHOWN_BIDI
+    assert tag.evaluate("el => getComputedStyle(el).unicodeBidi") == "isolate"
+    assert pulse.evaluate("el => getComputedStyle(el).unicodeBidi") == "isolate"
+    # The body's text includes the graph labels the script drew from the JSON island.
+    body = str(page.evaluate("document.body.textContent"))
+    assert SHOWN_BIDI in body and not set(UNSAFE_CHARS) & set(body)
 
     # The graph: hovering highlights neighbours, dragging moves the node.
     node = page.locator("#graph-svg g.node.k-indicator").first

@@ -8,6 +8,9 @@ air-gapped, and a report that loads nothing cannot leak that it was opened. Upst
 names, tags, adversaries, API messages) is attacker-influenced, so:
 
 - HTML is rendered by Jinja with autoescape on; no upstream value is ever marked safe.
+- Control, bidi and zero-width characters are blanked (``clean_text``, as in the Markdown report)
+  in every ``{{ value }}`` and in the graph data, and upstream values sit in bidi-isolated
+  elements, so right-to-left text cannot reorder what is around it ("…27" shown as "…72").
 - Data for the script travels as JSON in ``<script type="application/json">`` with ``<``, ``>``
   and ``&`` written as ``\\u003c`` etc., so no value can close the element; the script reads it
   with ``JSON.parse`` and builds nodes with ``textContent`` only.
@@ -41,6 +44,7 @@ from threatintel.models import (
     SourceStatus,
     VerdictLabel,
 )
+from threatintel.reports.markdown import clean_text
 
 __all__ = [
     "MAX_GRAPH_NODES",
@@ -268,16 +272,30 @@ def _chart(counts: Counter[VerdictLabel]) -> list[_Bar]:
 # --- the relationship graph ------------------------------------------------------------------
 
 
+def _indicator_id(value: str) -> str:
+    # Exact, not case-folded: "Evil.exe" and "evil.exe" (or two URL paths) are different indicators.
+    return f"indicator:{clean_text(value)}"
+
+
 class _GraphBuilder:
-    """Nodes keyed by kind and a case-folded name, so "Emotet" from two sources is one node."""
+    """Nodes keyed by kind and a case-folded name, so "Emotet" from two sources is one node.
+
+    Indicators are the exception: they are keyed on their exact value (see ``_indicator_id``).
+    Every string is cleaned here because the island goes to the page as data, past the template.
+    """
 
     def __init__(self) -> None:
         self.nodes: dict[str, dict[str, str]] = {}
         self.edges: set[tuple[str, str]] = set()
 
     def node(self, kind: str, key: str, label: str, **extra: str) -> str:
-        node_id = f"{kind}:{key.casefold()}"
-        self.nodes.setdefault(node_id, {"id": node_id, "kind": kind, "label": label, **extra})
+        node_id = (
+            _indicator_id(key) if kind == "indicator" else f"{kind}:{clean_text(key).casefold()}"
+        )
+        clean = {name: clean_text(value) for name, value in extra.items()}
+        self.nodes.setdefault(
+            node_id, {"id": node_id, "kind": kind, "label": clean_text(label), **clean}
+        )
         return node_id
 
     def edge(self, a: str, b: str) -> None:
@@ -309,10 +327,10 @@ def build_graph(analysis: Analysis, *, limit: int = MAX_GRAPH_NODES) -> dict[str
         for candidate in analysis.attribution.groups:
             ref = candidate.group
             group = g.node("group", ref.attack_id, f"{ref.attack_id} {ref.name}")
-            names = {n.casefold() for n in (ref.name, *candidate.aliases)}
+            names = {clean_text(n).casefold() for n in (ref.name, *candidate.aliases)}
             for indicator in candidate.indicators:
-                if f"indicator:{indicator.casefold()}" in g.nodes:
-                    g.edge(group, f"indicator:{indicator.casefold()}")
+                if _indicator_id(indicator) in g.nodes:
+                    g.edge(group, _indicator_id(indicator))
             for technique in candidate.techniques:
                 g.edge(group, g.node("technique", technique.attack_id, _ref_label(technique)))
             for software in candidate.software:
@@ -388,6 +406,15 @@ def _load_template(name: str) -> str | None:
     return _read(name) if name == _TEMPLATE else None
 
 
+def _finalize(value: object) -> object:
+    """What every ``{{ value }}`` prints: upstream strings cleaned, our own Markup untouched."""
+    # One place for the whole template, so a field added later cannot be forgotten; Markup is
+    # only ever our packaged CSS/JS and the island, which build_graph has cleaned already.
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return clean_text(value)
+    return value
+
+
 @cache
 def _environment() -> Environment:
     env = Environment(
@@ -397,6 +424,7 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        finalize=_finalize,
     )
     env.filters["utc"] = _format_utc
     return env
