@@ -324,8 +324,6 @@ class RateLimiter:
         "_block_horizon",
         "_clock",
         "_counted",
-        "_degraded_until",
-        "_fallback",
         "_keys",
         "_store",
         "_strikes",
@@ -373,11 +371,15 @@ class RateLimiter:
         # The same key twice would only share one bucket; keep the first occurrence.
         unique = dict.fromkeys(keys)
         self._keys = tuple((key, self._bucket(key)) for key in unique)
-        self._store = store
-        self._fallback: QuotaStore = fallback if fallback is not None else MemoryQuotaStore()
+        # One fallback mechanism for limiters and engines alike: FallbackQuotaStore. An engine
+        # hands every limiter the same one, so an outage is logged once, not once per provider.
+        self._store: QuotaStore = (
+            store
+            if isinstance(store, FallbackQuotaStore)
+            else FallbackQuotaStore(store, clock=clock, fallback=fallback)
+        )
         self._clock = clock
         self._turn = 0
-        self._degraded_until: float | None = None
         # Per bucket, the last 429 that did not say which window ran out. Kept in this process,
         # not in the store: a second process sharing the store only makes one probe request of
         # its own (one more 429) before it escalates too, and the first process's long block,
@@ -463,7 +465,7 @@ class RateLimiter:
         logger.info(
             "%s %s: blocked for %.0fs after %s", self.provider, _label(key), until - now, reason
         )
-        await self._call(lambda store: store.block(bucket, until))
+        await self._store.block(bucket, until)
 
     async def record_success(self, key: str | None) -> None:
         """Note that the vendor answered on ``key`` with anything but a 429: its strikes end.
@@ -478,12 +480,12 @@ class RateLimiter:
         return [await self._key_usage(key, bucket) for key, bucket in self._keys]
 
     async def _acquire_on(self, bucket: str, now: float) -> Grant:
-        return await self._call(lambda store: store.acquire(bucket, self._counted, now))
+        return await self._store.acquire(bucket, self._counted, now)
 
     async def _key_usage(self, key: str | None, bucket: str) -> KeyUsage:
         now = self._clock.time()
-        windows = await self._call(lambda store: store.usage(bucket, self._counted, now))
-        blocked = await self._call(lambda store: store.blocked_until(bucket, now))
+        windows = await self._store.usage(bucket, self._counted, now)
+        blocked = await self._store.blocked_until(bucket, now)
         return KeyUsage(_label(key), tuple(windows), blocked)
 
     def _bucket(self, key: str | None) -> str:
@@ -505,27 +507,6 @@ class RateLimiter:
         start = self._turn % len(self._keys)
         self._turn = start + 1
         return [*self._keys[start:], *self._keys[:start]]
-
-    async def _call(self, operation: Callable[[QuotaStore], Awaitable[T]]) -> T:
-        """Run ``operation`` on the shared store, or on the fallback while it is unreachable."""
-        now = self._clock.time()
-        if self._degraded_until is None or now >= self._degraded_until:
-            try:
-                result = await operation(self._store)
-            except QuotaStoreUnavailable:
-                if self._degraded_until is None:
-                    logger.warning(
-                        "%s: the shared quota store is unreachable; counting this instance's "
-                        "requests locally until it is back",
-                        self.provider,
-                    )
-                self._degraded_until = now + STORE_RETRY_AFTER
-            else:
-                if self._degraded_until is not None:
-                    logger.info("%s: the shared quota store is back", self.provider)
-                    self._degraded_until = None
-                return result
-        return await operation(self._fallback)
 
     def _exhausted(self, what: str, reset: float, now: float) -> QuotaExhausted:
         when = datetime.fromtimestamp(reset, UTC)
