@@ -125,3 +125,5 @@ def test_redact_url_hides_only_the_password() -> None:
     assert redact_url("redis://:hunter2@10.1.2.3:6379/0") == "redis://:***@10.1.2.3:6379/0"
     assert redact_url("rediss://app:pw@cache:6380") == "rediss://app:***@cache:6380"
     assert redact_url("redis://cache:6379/1") == "redis://cache:6379/1"
+    shown = redact_url("redis://cache:6379/0?password=hunter2&socket_timeout=2")
+    assert shown == "redis://cache:6379/0?password=***&socket_timeout=2"

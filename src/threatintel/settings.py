@@ -195,10 +195,19 @@ def fingerprint(key: SecretStr | str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """A URL with any password replaced, for logs and `threatintel config`."""
+    """A URL fit for logs, errors and `threatintel config`: the password masked, whether in the
+    user info (``redis://app:***@host``) or in the query (``?password=***``)."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc.rsplit('@', 1)[1]}"
+    query = "&".join(
+        f"{name}=***" if name.lower() in _SECRET_PARAMS else piece
+        for piece in parts.query.split("&")
+        if piece
+        for name in [piece.partition("=")[0]]
+    )
+    return parts._replace(netloc=netloc, query=query).geturl()
+
+
+_SECRET_PARAMS = frozenset({"password", "pass", "pwd", "token", "secret"})

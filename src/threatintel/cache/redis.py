@@ -27,11 +27,12 @@ import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Final
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from threatintel.cache.base import SYSTEM_CLOCK, CacheBase, CacheEntry, check_ttl
 from threatintel.clock import Clock
 from threatintel.errors import CacheError, ConfigError
+from threatintel.settings import redact_url
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -66,15 +67,6 @@ if redis.call("GET", KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-
-
-def redact_url(url: str) -> str:
-    """``url`` fit for messages and logs: user info masked, query (which may hold one) dropped."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _url_secrets(url: str) -> list[str]:
