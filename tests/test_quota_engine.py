@@ -18,7 +18,7 @@ import pytest
 from redis.asyncio import Redis
 
 from support import TEST_KEYS, sim_settings
-from threatintel.cache import MemoryCache, cache_key
+from threatintel.cache import MemoryCache
 from threatintel.clock import LockstepClock, VirtualClock
 from threatintel.engine import Engine
 from threatintel.models import SourceStatus
@@ -272,7 +272,7 @@ async def test_faulty_upstream_batch_completes_without_caching_failures(
         indicator = enrichment.indicator
         assert len(enrichment.sources) == 4
         for name, result in enrichment.sources.items():
-            entry = await cache.get(cache_key(name, indicator.type.value, indicator.value))
+            entry = await cache.get(engine.pipelines[name].cache_key(indicator))
             if result.status.failed:
                 failed += 1
                 assert entry is None, (name, indicator.value, result.status)

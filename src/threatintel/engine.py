@@ -144,7 +144,9 @@ class Engine:
         self.providers: dict[str, Provider] = dict(
             providers
             if providers is not None
-            else build_providers(settings, self.client, include_raw=include_raw)
+            # Always with the vendor's body: the cache keeps it so that --raw is answered from
+            # the cache; the pipelines leave it out of results unless include_raw.
+            else build_providers(settings, self.client, include_raw=True)
         )
         self._on_lookup = on_lookup
         self._owns_cache = cache is None

@@ -62,6 +62,12 @@ class Provider(Protocol):
     supports: ClassVar[frozenset[IndicatorType]]
     requires_key: ClassVar[bool]
 
+    @property
+    def cache_scope(self) -> str:
+        """Everything besides the indicator that decides the answer (endpoint, parameters):
+        the cache keeps answers apart by it."""
+        ...
+
     async def lookup(self, indicator: Indicator, api_key: str | None) -> SourceResult: ...
 
 
@@ -86,6 +92,21 @@ def map_transport_errors(provider: str, title: str) -> Iterator[None]:
         raise ConnectionFailed(provider, f"{title}: connection failed") from exc
     except httpx.TransportError as exc:  # proxy errors, unsupported protocol, ...
         raise ConnectionFailed(provider, f"{title}: transport error") from exc
+
+
+def endpoint_identity(base_url: str) -> str:
+    """A base URL as the one endpoint it names: scheme and host in lower case, the default port
+    and trailing slashes dropped (``HTTPS://Example.com:443/api/`` → ``https://example.com/api``)."""
+    url = httpx.URL(base_url.strip())
+    host = url.raw_host.decode("ascii")  # lower case, IDNA-encoded
+    if ":" in host:
+        host = f"[{host}]"
+    port = "" if url.port in (None, _DEFAULT_PORTS.get(url.scheme)) else f":{url.port}"
+    path = url.raw_path.decode("ascii").partition("?")[0].rstrip("/")
+    return f"{url.scheme}://{host}{port}{path}"
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -192,6 +213,12 @@ class HttpProvider:
     def link(self, indicator: Indicator) -> str | None:
         """The vendor's web page for the indicator, for analysts to click through."""
         return None
+
+    @property
+    def cache_scope(self) -> str:
+        """The endpoint asked, so an answer from a simulator or a mirror is never served as the
+        vendor's; providers whose requests carry parameters that change the answer add them."""
+        return endpoint_identity(self.base_url)
 
     def check(self, indicator: Indicator, response: httpx.Response) -> SourceResult | None:
         """Map a non-2xx answer: return a result (e.g. not found) or raise a ProviderError.
