@@ -19,7 +19,7 @@ from threatintel.simulator import Scenario, SimulatorServer
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: Any) -> None:
-    """No test reads the developer's real keys, proxies or ./.env."""
+    """No test reads the developer's real keys, proxies or ./.env, or writes to their cache."""
     for name in list(os.environ):
         upper = name.upper()
         if upper.endswith(("_API_KEY", "_BASE_URL", "_RATE_LIMIT")) or upper in {
@@ -36,6 +36,9 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: Any
         }:
             monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+    # Never the developer's real cache and quota files (the default is the user cache dir).
+    monkeypatch.setenv("CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
 
 
 @pytest.fixture(scope="session")
