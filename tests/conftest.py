@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from support import VENDOR_NAMES, quiet_config, sim_settings
+from support import VENDOR_NAMES, quiet_config, redis_key_prefix, sim_settings
 from threatintel.engine import Engine
 from threatintel.simulator import Scenario, SimulatorServer
 
@@ -62,6 +62,13 @@ def sim(_sim_server: SimulatorServer) -> Iterator[SimulatorServer]:
     _sim_server.log.clear()
     yield _sim_server
     _sim_server.simulator.release_hangs()
+
+
+@pytest.fixture
+async def redis_prefix() -> AsyncIterator[str]:
+    """A fresh key prefix on the local Redis (127.0.0.1:6379), its keys deleted afterwards."""
+    async with redis_key_prefix() as prefix:
+        yield prefix
 
 
 @pytest.fixture

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import math
-import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
 from support import TEST_KEYS, sim_settings
 from threatintel.cache import MemoryCache
@@ -143,22 +141,6 @@ async def test_three_keys_give_three_times_the_rate(
     all_times = vt_times(sim)
     minutes = (max(all_times) - min(all_times)) / 60 + 1
     assert len(all_times) / minutes >= 0.95 * 12  # 3 keys x 4 per minute
-
-
-@pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
-    client = Redis.from_url(REDIS_URL, socket_connect_timeout=0.5)
-    try:
-        await client.ping()
-    except Exception:
-        await client.aclose()
-        pytest.skip("no Redis at 127.0.0.1:6379: start one to run the shared-quota tests")
-    prefix = f"threatintel:test:{uuid.uuid4().hex}:"
-    yield prefix
-    keys = [k async for k in client.scan_iter(match=prefix + "*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 async def test_three_instances_share_one_key_through_redis(

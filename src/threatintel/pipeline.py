@@ -241,6 +241,9 @@ class SourcePipeline:
                     await self.limiter.record_success(api_key)
                     return result
                 except ProviderError as exc:
+                    if called and not exc.sent:
+                        # Never left the machine (DNS, refused): the vendor counted nothing.
+                        await self.limiter.refund(api_key)
                     wait = await self._after_failure(exc, api_key, attempt, upstream=called)
                     if wait is None or spent + wait > self.lookup_timeout:
                         return failure_result(self.name, exc)

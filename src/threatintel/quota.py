@@ -12,6 +12,7 @@
     ...                                  # call the vendor with `key`
     await limiter.record_success(key)    # it answered (anything but a 429)
     await limiter.penalize(key, retry_after=30.0, long_window=False)   # a 429 arrived anyway
+    await limiter.refund(key)            # the request never left the machine (DNS, refused)
 
 A grant counts in every window of the key or in none (the store decides atomically), so the
 vendor never sees a request we could have predicted it would refuse. Short windows (sliding:
@@ -29,7 +30,8 @@ import bisect
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
@@ -152,13 +154,18 @@ class Grant:
 
     Not granted: ``wait`` is the earliest time worth asking again; ``exhausted`` names the spent
     long window (or ``BLOCKED``) and ``reset_at`` is when it ends; ``exhausted`` is None when
-    only short windows are full.
+    only short windows are full. Granted: ``at`` is the instant the store counted it at (later
+    than the caller's when the bucket's time has moved on), which ``refund`` needs; ``origin``
+    is the store that counted it, set by FallbackQuotaStore.
     """
 
     granted: bool
     wait: float = 0.0
     exhausted: str | None = None
     reset_at: float | None = None
+    # Bookkeeping for refunds, not part of the answer: grants compare equal without them.
+    at: float | None = field(default=None, compare=False)
+    origin: QuotaStore | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +205,10 @@ class QuotaStore(Protocol):
     ) -> list[WindowUsage]: ...
 
     async def blocked_until(self, bucket: str, now: float) -> float | None: ...
+
+    async def refund(self, bucket: str, windows: Sequence[Window], grant: Grant) -> None:
+        """Uncount ``grant`` (made at ``grant.at``) in every window where it still counts."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -250,7 +261,7 @@ class MemoryQuotaStore:
                 count = self._count(bucket, window, now)
                 self._fixed[(bucket, window.name)] = (window.window_id(now), count + 1)
         self._seen[bucket] = now
-        return Grant(True)
+        return Grant(True, at=now)
 
     async def block(self, bucket: str, until: float) -> None:
         # A block only ever grows: a later, shorter 429 must not lift a longer one.
@@ -274,6 +285,21 @@ class MemoryQuotaStore:
         until = self._blocks.get(bucket)
         return until if until is not None and until > now else None
 
+    async def refund(self, bucket: str, windows: Sequence[Window], grant: Grant) -> None:
+        if grant.at is None:
+            return
+        for window in windows:
+            if window.sliding:
+                expiries = self._sliding.get((bucket, window.name), [])
+                index = bisect.bisect_left(expiries, grant.at + window.seconds)
+                if index < len(expiries) and expiries[index] == grant.at + window.seconds:
+                    del expiries[index]
+            else:
+                window_id, count = self._fixed.get((bucket, window.name), (None, 0))
+                # A window that has reset since counts the grant no longer.
+                if window_id == window.window_id(grant.at) and count > 0:
+                    self._fixed[(bucket, window.name)] = (window_id, count - 1)
+
     async def aclose(self) -> None:
         return None
 
@@ -287,6 +313,21 @@ class MemoryQuotaStore:
     def _count(self, bucket: str, window: Window, now: float) -> int:
         window_id, count = self._fixed.get((bucket, window.name), (None, 0))
         return count if window_id == window.window_id(now) else 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Taken:
+    """The latest grant a task took from a limiter, kept for ``RateLimiter.refund``."""
+
+    limiter: RateLimiter
+    bucket: str
+    grant: Grant
+
+
+# Per asyncio task (each lookup runs in its own): which grant a refund gives back. The slot is
+# told apart from the grants other lookups took on the same key at about the same time without
+# changing what acquire() returns.
+_TAKEN: ContextVar[_Taken | None] = ContextVar("threatintel_quota_taken", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +348,7 @@ class RateLimiter:
         key = await limiter.acquire()    # QuotaExhausted when every key's long window is spent
         await limiter.record_success(key)                                 # after any other answer
         await limiter.penalize(key, retry_after=None, long_window=True)   # after a 429
+        await limiter.refund(key)        # the request never reached the vendor
 
     Keys are tried round-robin, each limited on its own. A ``None`` key is the anonymous bucket.
     ``wait_for_reset`` sleeps until a spent long window resets instead of raising;
@@ -403,6 +445,7 @@ class RateLimiter:
                 now = self._clock.time()
                 grant = await self._acquire_on(bucket, now)
                 if grant.granted:
+                    _TAKEN.set(_Taken(self, bucket, grant))
                     return key
                 reset = grant.reset_at if grant.reset_at is not None else now + grant.wait
                 if grant.exhausted is None or (
@@ -474,6 +517,23 @@ class RateLimiter:
         callers; today it touches only this process's memory and never waits.
         """
         self._strikes.pop(self._bucket(key), None)
+
+    async def refund(self, key: str | None) -> bool:
+        """Give back the slot this task's latest ``acquire`` took on ``key``, because the
+        request provably never reached the vendor (the name did not resolve, the connection
+        was refused): charge what the vendor could have counted, not what was never sent.
+
+        It is uncounted in every window that still holds it (a fixed window that has reset
+        since holds it no longer). True when a slot was given back; False when this task holds
+        none on ``key`` (already refunded, or taken by another task). Never refund a request
+        that may have been sent: a timeout waiting for the answer, a reset, a 5xx all count.
+        """
+        taken = _TAKEN.get()
+        if taken is None or taken.limiter is not self or taken.bucket != self._bucket(key):
+            return False
+        _TAKEN.set(None)
+        await self._store.refund(taken.bucket, self._counted, taken.grant)
+        return True
 
     async def usage(self) -> list[KeyUsage]:
         """The budget left per key, keys shown as fingerprints."""
@@ -602,7 +662,12 @@ class FallbackQuotaStore:
         return result
 
     async def acquire(self, bucket: str, windows: Sequence[Window], now: float) -> Grant:
-        return await self._call(lambda store: store.acquire(bucket, windows, now))
+        async def acquire_on(store: QuotaStore) -> Grant:
+            grant = await store.acquire(bucket, windows, now)
+            # A refund must reach the store that counted the grant, whatever happens meanwhile.
+            return replace(grant, origin=store) if grant.granted else grant
+
+        return await self._call(acquire_on)
 
     async def block(self, bucket: str, until: float) -> None:
         await self._call(lambda store: store.block(bucket, until))
@@ -612,6 +677,14 @@ class FallbackQuotaStore:
 
     async def blocked_until(self, bucket: str, now: float) -> float | None:
         return await self._call(lambda store: store.blocked_until(bucket, now))
+
+    async def refund(self, bucket: str, windows: Sequence[Window], grant: Grant) -> None:
+        store = grant.origin if grant.origin is not None else self.primary
+        try:
+            await store.refund(bucket, windows, grant)
+        except QuotaStoreUnavailable as exc:
+            # The unit stays counted: one request too few later, never one too many.
+            logger.debug("quota refund not recorded: %s", exc)
 
     async def aclose(self) -> None:
         try:

@@ -83,12 +83,22 @@ class Call:
 
 @contextlib.contextmanager
 def map_transport_errors(provider: str, title: str) -> Iterator[None]:
-    """Translate httpx transport failures into ours; the message never repeats the URL."""
+    """Translate httpx transport failures into ours; the message never repeats the URL.
+
+    A failure before the request could be written (the name did not resolve, the connection was
+    refused or never completed, no pooled connection came free, the proxy refused the tunnel)
+    is marked ``sent=False``: the vendor cannot have counted it. Anything later (a timeout
+    waiting for the answer, a reset mid-answer) may have been counted and stays ``sent``.
+    """
     try:
         yield
+    except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        raise ProviderTimeout(provider, f"{title}: no connection in time", sent=False) from exc
     except httpx.TimeoutException as exc:
         raise ProviderTimeout(provider, f"{title} did not answer in time") from exc
-    except (httpx.ConnectError, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+    except (httpx.ConnectError, httpx.ProxyError) as exc:
+        raise ConnectionFailed(provider, f"{title}: connection failed", sent=False) from exc
+    except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
         raise ConnectionFailed(provider, f"{title}: connection failed") from exc
     except httpx.TransportError as exc:  # proxy errors, unsupported protocol, ...
         raise ConnectionFailed(provider, f"{title}: transport error") from exc
