@@ -16,6 +16,7 @@ commas.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -167,6 +168,15 @@ class Settings(BaseSettings):
         except SettingsError as exc:
             # Raised when a complex value (a JSON list, say) cannot be decoded at all.
             raise ConfigError(f"invalid configuration: {exc}") from None
+        except UnicodeDecodeError as exc:
+            # Only ./.env can hold undecodable bytes: the environment itself is already text.
+            byte = exc.object[exc.start : exc.start + 1].hex()
+            raise ConfigError(
+                f"cannot read {_env_file()}: not UTF-8 text (byte 0x{byte} at offset "
+                f"{exc.start}); save it as UTF-8"
+            ) from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read {_env_file()}: {exc.strerror or exc}") from None
 
     def api_keys(self, provider: str) -> list[SecretStr]:
         keys: list[SecretStr] = getattr(self, f"{provider}_api_key")
@@ -186,6 +196,11 @@ class Settings(BaseSettings):
     def base_url(self, provider: str) -> str:
         url: str = getattr(self, f"{provider}_base_url")
         return url.rstrip("/")
+
+
+def _env_file() -> str:
+    """The .env file settings are read from, as an absolute path for error messages."""
+    return os.path.abspath(str(Settings.model_config.get("env_file") or ".env"))
 
 
 def fingerprint(key: SecretStr | str) -> str:
