@@ -168,15 +168,15 @@ class Settings(BaseSettings):
         except SettingsError as exc:
             # Raised when a complex value (a JSON list, say) cannot be decoded at all.
             raise ConfigError(f"invalid configuration: {exc}") from None
-        except UnicodeDecodeError as exc:
-            # Only ./.env can hold undecodable bytes: the environment itself is already text.
-            byte = exc.object[exc.start : exc.start + 1].hex()
-            raise ConfigError(
-                f"cannot read {_env_file()}: not UTF-8 text (byte 0x{byte} at offset "
-                f"{exc.start}); save it as UTF-8"
-            ) from None
-        except OSError as exc:
-            raise ConfigError(f"cannot read {_env_file()}: {exc.strerror or exc}") from None
+        except (UnicodeDecodeError, OSError) as exc:
+            # Only ./.env can be undecodable or unreadable: the environment itself is text.
+            where = os.path.abspath(str(cls.model_config.get("env_file") or ".env"))
+            if isinstance(exc, UnicodeDecodeError):
+                byte = exc.object[exc.start : exc.start + 1].hex()
+                reason = f"not UTF-8 text (byte 0x{byte} at offset {exc.start}); save it as UTF-8"
+            else:
+                reason = exc.strerror or str(exc)
+            raise ConfigError(f"cannot read {where}: {reason}") from None
 
     def api_keys(self, provider: str) -> list[SecretStr]:
         keys: list[SecretStr] = getattr(self, f"{provider}_api_key")
@@ -196,11 +196,6 @@ class Settings(BaseSettings):
     def base_url(self, provider: str) -> str:
         url: str = getattr(self, f"{provider}_base_url")
         return url.rstrip("/")
-
-
-def _env_file() -> str:
-    """The .env file settings are read from, as an absolute path for error messages."""
-    return os.path.abspath(str(Settings.model_config.get("env_file") or ".env"))
 
 
 def fingerprint(key: SecretStr | str) -> str:
