@@ -14,6 +14,11 @@
     await limiter.penalize(key, retry_after=30.0, long_window=False)   # a 429 arrived anyway
     await limiter.refund(key)            # the request never left the machine (DNS, refused)
 
+A lookup about to wait noticeably (``notice_after`` seconds or more) emits one ``QuotaWait``
+event to ``on_wait`` per wait episode: from the first such wait until no acquire of this limiter
+is waiting any more, however many lookups queue up meanwhile. The limiter knows nothing of who
+listens (a CLI line, a log, a metric).
+
 A grant counts in every window of the key or in none (the store decides atomically), so the
 vendor never sees a request we could have predicted it would refuse. Short windows (sliding:
 any ``seconds`` span holds at most ``limit`` grants) are waited out; a spent long window (fixed:
@@ -29,7 +34,7 @@ from __future__ import annotations
 import bisect
 import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -60,6 +65,8 @@ DEFAULT_PENALTY = MINUTE
 STORE_RETRY_AFTER = 30.0
 #: Floor for a computed wait, so a rounding slip can never spin the acquire loop.
 MIN_WAIT = 0.001
+#: A wait at least this long is worth telling a person about; shorter ones are routine pacing.
+NOTICE_AFTER = 2.0
 
 T = TypeVar("T")
 
@@ -166,6 +173,27 @@ class Grant:
     # Bookkeeping for refunds, not part of the answer: grants compare equal without them.
     at: float | None = field(default=None, compare=False)
     origin: QuotaStore | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaWait:
+    """A lookup waits ``seconds`` for quota: the first noticeable wait of an episode.
+
+    ``window`` is the full window ("minute", "day"...) with its ``limit`` and the variable that
+    sets it (``setting_name``, None if unknown), or ``BLOCKED`` (limit None) when the vendor
+    refused the key with a 429 and the limiter waits for that block to end.
+    """
+
+    provider: str
+    key_fingerprint: str
+    seconds: float
+    window: str
+    limit: int | None
+    setting_name: str | None
+
+
+#: Subscribers to QuotaWait events (the CLI prints a line; logs and metrics may follow).
+QuotaWaitHook = Callable[[QuotaWait], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,15 +391,20 @@ class RateLimiter:
     """
 
     __slots__ = (
+        "_acquiring",
+        "_announced",
         "_block_horizon",
         "_clock",
         "_counted",
         "_keys",
+        "_on_wait",
+        "_setting_names",
         "_store",
         "_strikes",
         "_turn",
         "margin",
         "max_wait",
+        "notice_after",
         "provider",
         "wait_for_reset",
         "windows",
@@ -389,6 +422,9 @@ class RateLimiter:
         max_wait: float | None = None,
         fallback: QuotaStore | None = None,
         margin: float = 0.0,
+        on_wait: QuotaWaitHook | None = None,
+        setting_names: Mapping[str, str] | None = None,
+        notice_after: float = NOTICE_AFTER,
     ) -> None:
         if not keys:
             raise ValueError(f"{provider}: at least one key is needed (None for anonymous use)")
@@ -429,6 +465,13 @@ class RateLimiter:
         self._strikes: dict[str, _Strike] = {}
         short = [window.seconds for window in self._counted if window.sliding]
         self._block_horizon = max([MAX_BLOCK_WAIT, *short])
+        self._on_wait = on_wait
+        self._setting_names = dict(setting_names or {})
+        self.notice_after = notice_after
+        # A wait episode lasts while acquires are in progress (the waiting ones stay in); it
+        # is announced once.
+        self._acquiring = 0
+        self._announced = False
 
     def __repr__(self) -> str:
         labels = [_label(key) for key, _ in self._keys]
@@ -437,10 +480,20 @@ class RateLimiter:
 
     async def acquire(self) -> str | None:
         """A key with budget in every window, counted; waits for short windows to free up."""
+        self._acquiring += 1
+        try:
+            return await self._acquire()
+        finally:
+            self._acquiring -= 1
+            if self._acquiring == 0:
+                self._announced = False  # any wait episode is over: the next one is news
+
+    async def _acquire(self) -> str | None:
         deadline = None if self.max_wait is None else self._clock.time() + self.max_wait
         while True:
-            waits: list[float] = []
-            resets: list[tuple[float, str]] = []
+            # Per key that must wait: (seconds, BLOCKED or None if short windows are full, key)
+            waits: list[tuple[float, str | None, str | None]] = []
+            resets: list[tuple[float, str, str | None]] = []
             for key, bucket in self._rotation():
                 now = self._clock.time()
                 grant = await self._acquire_on(bucket, now)
@@ -451,12 +504,13 @@ class RateLimiter:
                 if grant.exhausted is None or (
                     grant.exhausted == BLOCKED and reset - now <= self._block_horizon
                 ):
-                    waits.append(grant.wait)
+                    waits.append((grant.wait, grant.exhausted, key))
                 else:
-                    resets.append((reset, grant.exhausted))
+                    resets.append((reset, grant.exhausted, key))
             now = self._clock.time()
             if waits:
-                wait = max(min(waits), MIN_WAIT)
+                wait, what, key = min(waits, key=lambda item: item[0])
+                wait = max(wait, MIN_WAIT)
                 if deadline is not None and now + wait > deadline:
                     raise RateLimited(
                         self.provider,
@@ -465,10 +519,14 @@ class RateLimiter:
                         retry_after=wait,
                     )
             else:
-                reset, what = min(resets)
+                reset, exhausted, key = min(resets, key=lambda item: item[:2])
                 if not self.wait_for_reset or (deadline is not None and reset > deadline):
-                    raise self._exhausted(what, reset, now)
-                wait = max(reset - now, MIN_WAIT)
+                    raise self._exhausted(exhausted, reset, now)
+                wait, what = max(reset - now, MIN_WAIT), exhausted
+            if wait >= self.notice_after and not self._announced:
+                self._announced = True
+                if self._on_wait is not None:
+                    self._on_wait(await self._wait_event(key, wait, what))
             await self._clock.sleep(wait)
 
     async def penalize(
@@ -550,6 +608,28 @@ class RateLimiter:
 
     def _bucket(self, key: str | None) -> str:
         return f"{self.provider}:{_label(key)}"
+
+    async def _wait_event(self, key: str | None, seconds: float, what: str | None) -> QuotaWait:
+        """Describe a wait: which window is full (``what`` names it unless only short ones are)."""
+        window: Window | None = None
+        if what is None:
+            sliding = [w for w in self.windows if w.sliding]
+            if len(sliding) > 1:  # which of them is full is the store's to say
+                now = self._clock.time()
+                usage = await self._store.usage(self._bucket(key), self._counted, now)
+                full = {u.window for u in usage if u.remaining == 0}
+                sliding = [w for w in sliding if w.name in full] or sliding
+            window = max(sliding, key=lambda w: w.seconds, default=None)
+        elif what != BLOCKED:
+            window = next((w for w in self.windows if w.name == what), None)
+        return QuotaWait(
+            provider=self.provider,
+            key_fingerprint=_label(key),
+            seconds=seconds,
+            window=window.name if window is not None else BLOCKED,
+            limit=window.limit if window is not None else None,
+            setting_name=self._setting_names.get(window.name) if window is not None else None,
+        )
 
     def _long_reset(self, now: float) -> float:
         """When the earliest long window resets: the next 00:00 UTC if there is none."""

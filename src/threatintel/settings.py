@@ -16,6 +16,7 @@ commas.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -179,6 +180,15 @@ class Settings(BaseSettings):
         except SettingsError as exc:
             # Raised when a complex value (a JSON list, say) cannot be decoded at all.
             raise ConfigError(f"invalid configuration: {exc}") from None
+        except (UnicodeDecodeError, OSError) as exc:
+            # Only ./.env can be undecodable or unreadable: the environment itself is text.
+            where = os.path.abspath(str(cls.model_config.get("env_file") or ".env"))
+            if isinstance(exc, UnicodeDecodeError):
+                byte = exc.object[exc.start : exc.start + 1].hex()
+                reason = f"not UTF-8 text (byte 0x{byte} at offset {exc.start}); save it as UTF-8"
+            else:
+                reason = exc.strerror or str(exc)
+            raise ConfigError(f"cannot read {where}: {reason}") from None
 
     def api_keys(self, provider: str) -> list[SecretStr]:
         keys: list[SecretStr] = getattr(self, f"{provider}_api_key")
