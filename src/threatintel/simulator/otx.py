@@ -416,6 +416,7 @@ def _pulses(
                 techniques=techniques if attributed or (explicit and spec.attack_ids) else [],
                 tags=[family.lower()] if attributed else [],
                 active=spec.truth is Truth.MALICIOUS,
+                short=spec.truth in (Truth.MALICIOUS, Truth.SUSPICIOUS),
             )
         )
     return pulses
@@ -434,6 +435,7 @@ def _pulse(
     techniques: list[str],
     tags: list[str],
     active: bool,
+    short: bool = True,
 ) -> Any:
     """One pulse, shaped like the recorded Emotet pulse (sample #2)."""
     created = day_start(now) - rng.randint(2, 400) * DAY + rng.randint(0, DAY - 1) + rng.random()
@@ -454,7 +456,12 @@ def _pulse(
         TLP=rng.choice(("white", "green", "amber")),
         export_count=rng.randint(0, 80),
         author=dict(_ALIENVAULT) if official else _community_author(rng),
-        indicator_type_counts={related_type: rng.randint(1, 400), "URL": rng.randint(0, 90)},
+        # Pulses about a malicious value are short IOC lists; the pulses that mention a noisy
+        # one are the big lists (sandbox traffic, resolvers) that name thousands.
+        indicator_type_counts={
+            related_type: rng.randint(1, 60) if short else rng.randint(400, 5000),
+            "URL": rng.randint(0, 20),
+        },
         subscriber_count=rng.randint(3, 300),
         modified_text=f"{max(1, int((now - created) // DAY))} days ago ",
         related_indicator_type=related_type,
