@@ -416,7 +416,7 @@ def _pulses(
                 techniques=techniques if attributed or (explicit and spec.attack_ids) else [],
                 tags=[family.lower()] if attributed else [],
                 active=spec.truth is Truth.MALICIOUS,
-                short=spec.truth in (Truth.MALICIOUS, Truth.SUSPICIOUS),
+                short=spec.truth is Truth.MALICIOUS,
             )
         )
     return pulses
@@ -456,8 +456,8 @@ def _pulse(
         TLP=rng.choice(("white", "green", "amber")),
         export_count=rng.randint(0, 80),
         author=dict(_ALIENVAULT) if official else _community_author(rng),
-        # Pulses about a malicious value are short IOC lists; the pulses that mention a noisy
-        # one are the big lists (sandbox traffic, resolvers) that name thousands.
+        # Pulses about a malicious value are short IOC lists; the ones that mention a suspicious
+        # or noisy value are big lists (honeypot logs, sandbox traffic) that name thousands.
         indicator_type_counts={
             related_type: rng.randint(1, 60) if short else rng.randint(400, 5000),
             "URL": rng.randint(0, 20),
