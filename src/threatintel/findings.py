@@ -53,6 +53,7 @@ class Finding:
     grade: int = NONE
     capable: bool = False  # the answer could have shown malice (a scan, a pulse search, a report)
     silent_lean: float = -1.0  # lean of a clean answer that carries no points
+    neutral: bool = False  # its points are context: they neither support nor oppose a label
     allowlisted: bool = False
     vouches: list[str] = field(default_factory=list)  # known-good signals: hold below malicious
     reasons: list[tuple[str, float, int]] = field(default_factory=list)  # text, points, group
@@ -74,6 +75,8 @@ class Finding:
     @property
     def lean(self) -> float:
         """-1 benign … +1 malicious."""
+        if self.neutral:
+            return 0.0
         if self.malice + self.benign > 0:
             return (self.malice - self.benign) / (self.malice + self.benign)
         if self.allowlisted:
@@ -237,6 +240,7 @@ def otx(
         )
         finding.malice += points
         finding.grade = WEAK
+        finding.neutral = True  # being listed among thousands says nothing either way
         finding.add(text, points)
         return finding
     _otx_subject(result, about, context, policy, now, finding)
