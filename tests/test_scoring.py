@@ -430,6 +430,7 @@ def test_reasons_put_the_evidence_for_the_label_first() -> None:
         {"malicious_threshold": 20, "suspicious_threshold": 30},
         {"vt_min_engines_malicious": 2, "vt_weak_engines": 2},
         {"abuse_confidence_malicious": 20},
+        {"abuse_heavy_confidence": 70},
         {"vt_reputation_benign": -60},
         {"otx_weight": -1},
         {"vt_engine_points": 101},

@@ -206,7 +206,6 @@ class ScoringPolicy(BaseModel):
             ("vt_min_engines_malicious", "vt_weak_engines"),
             ("vt_reputation_benign", "vt_reputation_malicious"),
             ("abuse_confidence_malicious", "abuse_confidence_suspicious"),
-            ("abuse_heavy_points", "abuse_strong_points"),
         ]
         for high, low in pairs:
             if getattr(self, high) <= getattr(self, low):
