@@ -158,6 +158,16 @@ class Pulse(_Frozen):
     tlp: str | None = None
     created: datetime | None = None
     modified: datetime | None = None
+    indicator_count: int | None = Field(
+        default=None, description="Indicators in the pulse: a big list only mentions this one."
+    )
+
+
+class Votes(_Frozen):
+    """Community votes (VirusTotal total_votes)."""
+
+    harmless: int = 0
+    malicious: int = 0
 
 
 class AbuseReport(_Frozen):
@@ -207,6 +217,13 @@ class SourceResult(_Frozen):
 
     detections: Detections | None = None
     reputation: int | None = None
+    votes: Votes | None = None
+    popularity_rank: int | None = Field(
+        default=None, description="Best rank in the source's popularity lists; 1 = most popular."
+    )
+    trusted_publisher: str | None = Field(
+        default=None, description="Who vouches for a file in the source's trusted-source programme."
+    )
     tags: list[str] = Field(default_factory=list)
     categories: list[str] = Field(default_factory=list)
     threat_label: str | None = None

@@ -175,7 +175,13 @@ def _pulse(raw: Any) -> Pulse | None:
         tlp=as_str(raw.get("TLP") or raw.get("tlp")),
         created=from_iso(raw.get("created")),
         modified=from_iso(raw.get("modified")),
+        indicator_count=_size(raw.get("indicator_count")),
     )
+
+
+def _size(value: Any) -> int | None:
+    count = as_int(value)
+    return count if count is not None and count >= 0 else None
 
 
 def _allowlists(body: Json) -> list[str]:

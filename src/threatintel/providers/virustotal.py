@@ -17,6 +17,7 @@ from threatintel.models import (
     IndicatorType,
     SourceResult,
     SourceStatus,
+    Votes,
 )
 from threatintel.providers.base import (
     Call,
@@ -155,6 +156,9 @@ class VirusTotal(HttpProvider):
             indicator,
             detections=detections,
             reputation=as_int(attrs.get("reputation")),
+            votes=_votes(attrs.get("total_votes")),
+            popularity_rank=_best_rank(attrs.get("popularity_ranks")),
+            trusted_publisher=_trusted_publisher(attrs.get("trusted_verdict")),
             tags=str_list(attrs.get("tags")),
             categories=str_list(list(categories.values())) if isinstance(categories, dict) else [],
             threat_label=threat_label,
@@ -195,6 +199,34 @@ def _detections(attrs: dict[str, Any]) -> Detections | None:
         total=total,
         flagged_by=sorted(flagged),
     )
+
+
+def _votes(raw: Any) -> Votes | None:
+    if not isinstance(raw, dict):
+        return None
+    return Votes(
+        harmless=max(as_int(raw.get("harmless")) or 0, 0),
+        malicious=max(as_int(raw.get("malicious")) or 0, 0),
+    )
+
+
+def _best_rank(raw: Any) -> int | None:
+    """The best of a domain's popularity_ranks ({"Tranco": {"rank": 23, ...}, ...})."""
+    if not isinstance(raw, dict):
+        return None
+    ranks = [
+        rank
+        for entry in raw.values()
+        if isinstance(entry, dict) and (rank := as_int(entry.get("rank"))) is not None and rank > 0
+    ]
+    return min(ranks, default=None)
+
+
+def _trusted_publisher(raw: Any) -> str | None:
+    """The organisation behind a trusted_verdict of "goodware" (VirusTotal's trusted sources)."""
+    if not isinstance(raw, dict) or raw.get("verdict") != "goodware":
+        return None
+    return as_str(raw.get("organization")) or "a trusted source"
 
 
 def _error_code(response: httpx.Response) -> str | None:

@@ -27,12 +27,13 @@ from threatintel.simulator.bodies import (
     DAY,
     day_start,
     is_bogon,
-    network_profile,
+    network_for,
     offset_iso,
     parse_ip,
     rng_for,
     sample,
 )
+from threatintel.simulator.evidence import AbuseEvidence
 from threatintel.simulator.quota import QuotaDecision, WindowUsage
 from threatintel.simulator.scenario import SAMPLE_TRUTHS, IndicatorSpec, Truth
 
@@ -174,7 +175,8 @@ _STRAY: _Kinds = (((14,), "Blocked outbound DNS to {ip} (firewall policy)"),)
 
 def check_body(ip: str, spec: IndicatorSpec, now: float, *, verbose: bool, max_age: int) -> Any:
     recorded = _RECORDED.get(ip)
-    if recorded is not None and SAMPLE_TRUTHS.get(ip) is spec.truth:
+    stated = spec.evidence.abuseipdb if spec.evidence is not None else None
+    if recorded is not None and stated is None and SAMPLE_TRUTHS.get(ip) is spec.truth:
         body = sample(recorded)
         data = body["data"]
         if not verbose:
@@ -198,9 +200,12 @@ def check_body(ip: str, spec: IndicatorSpec, now: float, *, verbose: bool, max_a
             _insert_country_name(data, None)
             data["reports"] = []
         return body
-    profile = network_profile(ip, spec.truth)
+    profile = network_for(ip, spec)
     rng = rng_for(NAME, ip)
-    history = _history(ip, spec.truth, rng, day_start(now))
+    if stated is not None and stated.reports is not None:
+        history = _stated_history(ip, stated, rng, now)
+    else:
+        history = _history(ip, spec.truth, rng, day_start(now))
     recent = [report for report in history if report["at"] > now - max_age * DAY]
     score = {
         Truth.MALICIOUS: rng.choice((100, 100, 100, 96, 89)),
@@ -222,6 +227,12 @@ def check_body(ip: str, spec: IndicatorSpec, now: float, *, verbose: bool, max_a
         numDistinctUsers=len({report["reporterId"] for report in recent}),
         lastReportedAt=offset_iso(recent[0]["at"]) if recent else None,
     )
+    if stated is not None:
+        if stated.confidence is not None:
+            data["abuseConfidenceScore"] = stated.confidence if recent else 0
+        data["isWhitelisted"] = stated.whitelisted  # often null in real answers (§3.2)
+        if stated.tor is not None:
+            data["isTor"] = stated.tor
     if verbose:
         _insert_country_name(data, profile.country_name)
         data["reports"] = [
@@ -245,6 +256,30 @@ def _insert_country_name(data: dict[str, Any], name: str | None) -> None:
     items.insert(index, ("countryName", name))
     data.clear()
     data.update(items)
+
+
+def _stated_history(
+    ip: str, stated: AbuseEvidence, rng: Random, now: float
+) -> list[dict[str, Any]]:
+    """Exactly the stated reports and reporters, the newest ``last_days`` ago, within 3 weeks."""
+    count = stated.reports or 0
+    reporters = [100_000 + i for i in range(max(1, min(stated.reporters or count, count)))]
+    newest = now - stated.last_days * DAY
+    kinds = _ABUSE if (stated.confidence or 0) > 0 else _STRAY
+    history = []
+    for index in range(count):
+        categories, comment = rng.choice(kinds)
+        history.append(
+            {
+                "at": newest - (rng.random() * 21 * DAY if index else 0),
+                "comment": comment.format(ip=ip),
+                "categories": categories,
+                # Every reporter files at least once, so numDistinctUsers is what was stated.
+                "reporterId": reporters[index] if index < len(reporters) else rng.choice(reporters),
+                "country": rng.choice(_REPORTERS),
+            }
+        )
+    return sorted(history, key=lambda report: -report["at"])
 
 
 def _history(ip: str, truth: Truth, rng: Random, anchor: int) -> list[dict[str, Any]]:

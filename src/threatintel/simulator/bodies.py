@@ -19,7 +19,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from threatintel.simulator.scenario import Truth
+from threatintel.simulator.scenario import IndicatorSpec, Truth
 
 DAY = 86_400
 
@@ -212,6 +212,33 @@ def network_profile(ip: str, truth: Truth) -> NetworkProfile:
     else:
         pool = _EYEBALLS
     return rng_for("network", ip).choice(pool)
+
+
+def network_for(ip: str, spec: IndicatorSpec) -> NetworkProfile:
+    """The network profile, with the owner, anycast flag and usage type the scenario states."""
+    profile = network_profile(ip, spec.truth)
+    evidence = spec.evidence
+    if evidence is None:
+        return profile
+    if evidence.ipinfo is not None:
+        owner = evidence.ipinfo.asn_and_name()
+        if owner is not None:
+            asn, name = owner
+            domain = profile.domain if name == profile.org else _owner_domain(name)
+            profile = replace(
+                profile, asn=asn, org=name, as_owner=name.upper(), domain=domain, hostname=None
+            )
+        if evidence.ipinfo.anycast is not None:
+            profile = replace(profile, anycast=evidence.ipinfo.anycast)
+    if evidence.abuseipdb is not None and evidence.abuseipdb.usage is not None:
+        profile = replace(profile, usage_type=evidence.abuseipdb.usage)
+    return profile
+
+
+def _owner_domain(name: str) -> str:
+    """A plausible web domain for a stated network owner: "Fastly, Inc." → fastly.com."""
+    word = re.sub(r"[^a-z0-9]", "", name.split(",")[0].split(" ")[0].lower())
+    return f"{word or 'example'}.com"
 
 
 def cidr(ip: str) -> str:

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from threatintel.simulator.app import Outcome, Simulator
-from threatintel.simulator.bodies import is_bogon, network_profile, parse_ip, sample, sample_text
+from threatintel.simulator.bodies import is_bogon, network_for, parse_ip, sample, sample_text
 from threatintel.simulator.scenario import SAMPLE_TRUTHS, IndicatorSpec
 
 NAME = "ipinfo"
@@ -175,11 +175,11 @@ def details_body(ip: str, spec: IndicatorSpec, *, authenticated: bool) -> dict[s
     if address is not None and is_bogon(address):
         return {"ip": ip, "bogon": True}
     recorded = _RECORDED.get(ip)
-    if recorded is not None and SAMPLE_TRUTHS.get(ip) is spec.truth:
+    if recorded is not None and spec.evidence is None and SAMPLE_TRUTHS.get(ip) is spec.truth:
         body: dict[str, Any] = sample(recorded)
         body.pop("readme", None)
     else:
-        profile = network_profile(ip, spec.truth)
+        profile = network_for(ip, spec)
         body = {"ip": ip}
         hostname = profile.hostname_for(ip)
         if hostname is not None:  # absent, not null, without a PTR record

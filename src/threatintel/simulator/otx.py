@@ -35,11 +35,12 @@ from threatintel.simulator.bodies import (
     is_bogon,
     is_hostname,
     naive_iso,
-    network_profile,
+    network_for,
     parse_ip,
     rng_for,
     sample,
 )
+from threatintel.simulator.evidence import OTXEvidence
 from threatintel.simulator.scenario import SAMPLE_TRUTHS, IndicatorSpec, Truth, is_hash, normalise
 
 NAME = "otx"
@@ -179,11 +180,12 @@ def _check(slug: str, value: str) -> str | None:
 def general_body(slug: str, value: str, spec: IndicatorSpec, now: float) -> Any:
     key = normalise(value)
     recorded = _RECORDED.get(key)
-    if recorded is not None and SAMPLE_TRUTHS.get(key) is spec.truth:
+    if recorded is not None and spec.evidence is None and SAMPLE_TRUTHS.get(key) is spec.truth:
         return sample(recorded)
     rng = rng_for(NAME, slug, value)
+    stated = spec.evidence.otx if spec.evidence is not None else None
     if slug in ("IPv4", "IPv6"):
-        body = _ip_shell(slug, value, spec.truth)
+        body = _ip_shell(slug, value, spec)
         related_type = slug
     elif slug in ("domain", "hostname"):
         body = _domain_shell(slug, value.lower())
@@ -197,7 +199,10 @@ def general_body(slug: str, value: str, spec: IndicatorSpec, now: float) -> Any:
     else:
         body = _cve_shell(value.upper())
         related_type = "CVE"
-    pulses = _pulses(value, spec, rng, related_type, now)
+    if stated is not None:
+        pulses = _stated_pulses(value, stated, rng, related_type, now)
+    else:
+        pulses = _pulses(value, spec, rng, related_type, now)
     info = body["pulse_info"]
     info["count"] = len(pulses)
     info["pulses"] = pulses
@@ -223,8 +228,31 @@ def general_body(slug: str, value: str, spec: IndicatorSpec, now: float) -> Any:
             "access_type": "public",
             "access_reason": "",
         }
-    body["validation"] = _validation(slug, value, spec.truth)
+    if stated is None:
+        body["validation"] = _validation(slug, value, spec.truth)
+        return body
+    body["validation"] = [_validation_entry(slug, value, src) for src in stated.validation]
+    if stated.false_positive:
+        # The shape of a false_positive entry is UNVERIFIED: the recorded bodies hold empty lists.
+        body["false_positive"] = [
+            {"assessment": "accepted", "assessment_date": naive_iso(now - 30 * DAY)}
+        ]
     return body
+
+
+def _validation_entry(slug: str, value: str, source: str) -> dict[str, str]:
+    """One OTX validation entry as the service words it for that allowlist source."""
+    host = (urlsplit(value).hostname or value) if slug == "url" else value
+    if slug in ("IPv4", "IPv6"):
+        message = "contained in whitelisted prefix"
+        return {"source": source, "message": message, "name": "Whitelisted IP"}
+    domain = registrable(host) if is_hostname(host) else host
+    names = {
+        "alexa": ("Alexa rank: #1", "Listed on Alexa"),
+        "akamai": ("Akamai rank: #3", "Akamai Popular Domain"),
+    }
+    message, name = names.get(source, (f"Whitelisted domain {domain}", "Whitelisted domain"))
+    return {"source": source, "message": message, "name": name}
 
 
 def _validation(slug: str, value: str, truth: Truth) -> list[dict[str, str]]:
@@ -248,7 +276,7 @@ def _validation(slug: str, value: str, truth: Truth) -> list[dict[str, str]]:
     return []
 
 
-def _ip_shell(slug: str, value: str, truth: Truth) -> Any:
+def _ip_shell(slug: str, value: str, spec: IndicatorSpec) -> Any:
     body = sample("otx_notfound_or_empty.json")
     ip = str(parse_ip(value))
     body.update(
@@ -263,7 +291,7 @@ def _ip_shell(slug: str, value: str, truth: Truth) -> Any:
             country_name=None, flag_url=None, flag_title=None, latitude=None, longitude=None
         )
         return body
-    profile = network_profile(ip, truth)
+    profile = network_for(ip, spec)
     body.update(
         asn=f"AS{profile.asn} {profile.as_owner}",
         city=profile.city,
@@ -388,6 +416,7 @@ def _pulses(
                 techniques=techniques if attributed or (explicit and spec.attack_ids) else [],
                 tags=[family.lower()] if attributed else [],
                 active=spec.truth is Truth.MALICIOUS,
+                short=spec.truth is Truth.MALICIOUS,
             )
         )
     return pulses
@@ -406,6 +435,7 @@ def _pulse(
     techniques: list[str],
     tags: list[str],
     active: bool,
+    short: bool = True,
 ) -> Any:
     """One pulse, shaped like the recorded Emotet pulse (sample #2)."""
     created = day_start(now) - rng.randint(2, 400) * DAY + rng.randint(0, DAY - 1) + rng.random()
@@ -426,7 +456,12 @@ def _pulse(
         TLP=rng.choice(("white", "green", "amber")),
         export_count=rng.randint(0, 80),
         author=dict(_ALIENVAULT) if official else _community_author(rng),
-        indicator_type_counts={related_type: rng.randint(1, 400), "URL": rng.randint(0, 90)},
+        # Pulses about a malicious value are short IOC lists; the ones that mention a suspicious
+        # or noisy value are big lists (honeypot logs, sandbox traffic) that name thousands.
+        indicator_type_counts={
+            related_type: rng.randint(1, 60) if short else rng.randint(400, 5000),
+            "URL": rng.randint(0, 20),
+        },
         subscriber_count=rng.randint(3, 300),
         modified_text=f"{max(1, int((now - created) // DAY))} days ago ",
         related_indicator_type=related_type,
@@ -434,6 +469,74 @@ def _pulse(
     )
     pulse["indicator_count"] = sum(pulse["indicator_type_counts"].values())
     return pulse
+
+
+# Big pulses that list popular infrastructure among thousands of indicators: the realistic
+# noise around resolvers, CDNs and code hosting. Some name the malware whose traffic they hold.
+_CONTEXT_PULSES = (
+    ("Sandbox network traffic {n}", ""),
+    ("{family} sample network indicators {n}", "family"),
+    ("Domains contacted by {family} samples", "family"),
+    ("Public infrastructure abused by malware", ""),
+    ("Connectivity checks and resolvers used by malware", ""),
+    ("Daily IOC dump {n}", ""),
+)
+
+
+def _stated_pulses(
+    value: str, stated: OTXEvidence, rng: Random, related_type: str, now: float
+) -> list[Any]:
+    """The scenario's own pulses first, then the context pulses that merely mention it."""
+    pulses = []
+    for index, spec in enumerate(stated.pulses):
+        pulse = _pulse(
+            rng,
+            pulse_id=hex_id(24, "pulse", value, str(index)),
+            name=spec.name,
+            now=now,
+            related_type=related_type,
+            official=index == 0 and bool(spec.adversary),
+            adversary=spec.adversary,
+            families=list(spec.malware),
+            techniques=list(spec.attack_ids),
+            tags=[family.lower() for family in spec.malware],
+            active=True,
+        )
+        _date_and_size(pulse, now - spec.age_days * DAY, spec.indicators, related_type)
+        pulses.append(pulse)
+    for index in range(stated.context_pulses):
+        template, kind = _CONTEXT_PULSES[index % len(_CONTEXT_PULSES)]
+        family = rng.choice(MALWARE_FAMILIES)
+        serial = f"{2022 + index % 4}-{1 + index % 12:02d}"
+        pulse = _pulse(
+            rng,
+            pulse_id=hex_id(24, "context", value, str(index)),
+            name=template.format(n=serial, family=family),
+            now=now,
+            related_type=related_type,
+            official=False,
+            adversary="",
+            families=[family] if kind else [],
+            techniques=["T1071"] if kind else [],
+            tags=["sandbox"],
+            active=False,
+        )
+        # Popular addresses keep turning up in fresh dumps: ages spread over two and a half years.
+        age = rng.randint(0, 900)
+        _date_and_size(pulse, now - age * DAY, rng.randint(400, 9000), related_type)
+        pulses.append(pulse)
+    return pulses
+
+
+def _date_and_size(pulse: dict[str, Any], modified: float, size: int, related_type: str) -> None:
+    created = modified - 3 * DAY  # pulses are edited a few days after they are made
+    pulse.update(
+        modified=naive_iso(modified),
+        created=naive_iso(created),
+        description=f"Indicators collected {naive_iso(created)[:10]}.",
+        indicator_type_counts={related_type: size},
+        indicator_count=size,
+    )
 
 
 def _community_author(rng: Random) -> dict[str, Any]:

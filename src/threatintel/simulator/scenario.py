@@ -23,6 +23,11 @@ File format (every table optional)::
     malware = ["Emotet"]
     attack_ids = ["T1566", "T1071"]
 
+    [indicators."8.8.8.8"]                        # evidence stated per vendor, see evidence.py
+    truth = "noisy"
+    vt = { malicious = 1, reputation = 530 }
+    ipinfo = { anycast = true, org = "AS15169 Google LLC" }
+
     [vendors.virustotal]            # read by SimulatorConfig.load, not by Scenario
     latency = 0.05
 
@@ -47,6 +52,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from threatintel.simulator.evidence import EVIDENCE_KEYS, Evidence, EvidenceError, parse_evidence
 from threatintel.simulator.faults import FaultKind
 
 
@@ -92,6 +98,7 @@ class IndicatorSpec:
     malware: tuple[str, ...] = ()
     attack_ids: tuple[str, ...] = ()
     pulse_name: str | None = None  # attacker-controlled text for report-escaping tests
+    evidence: Evidence | None = None  # stated vendor evidence (simulator/evidence.py)
 
     def fault_for(self, vendor: str) -> FaultKind | None:
         if self.fault is None:
@@ -253,6 +260,7 @@ def default_scenario_text() -> str:
 
 _SPEC_KEYS = frozenset(
     {"truth", "fault", "fault_vendors", "adversary", "malware", "attack_ids", "pulse_name"}
+    | EVIDENCE_KEYS
 )
 
 
@@ -267,6 +275,9 @@ def _parse_spec(value: str, entry: Any) -> IndicatorSpec:
     try:
         truth = Truth(entry.get("truth", ""))
         fault = FaultKind(entry["fault"]) if "fault" in entry else None
+        evidence = parse_evidence(entry)
+    except EvidenceError as exc:
+        raise ScenarioError(f"{value!r}: {exc}") from exc
     except ValueError as exc:
         raise ScenarioError(f"{value!r}: {exc}") from exc
     vendors = entry.get("fault_vendors")
@@ -280,6 +291,7 @@ def _parse_spec(value: str, entry: Any) -> IndicatorSpec:
         malware=tuple(_strings(value, "malware", entry.get("malware", []))),
         attack_ids=tuple(_strings(value, "attack_ids", entry.get("attack_ids", []))),
         pulse_name=_optional_string(value, "pulse_name", entry.get("pulse_name")),
+        evidence=evidence,
     )
 
 

@@ -33,12 +33,13 @@ from threatintel.simulator.bodies import (
     hex_id,
     is_bogon,
     is_hostname,
-    network_profile,
+    network_for,
     parse_ip,
     rng_for,
     sample,
     substitute,
 )
+from threatintel.simulator.evidence import VTEvidence
 from threatintel.simulator.scenario import SAMPLE_TRUTHS, IndicatorSpec, Truth, canonical_url
 
 NAME = "virustotal"
@@ -178,11 +179,23 @@ def _resolve_url(simulator: Simulator, url_id: str) -> str | None:
 
 
 def _verbatim(value: str, spec: IndicatorSpec, name: str) -> Any | None:
-    return sample(name) if SAMPLE_TRUTHS.get(value) is spec.truth else None
+    if spec.evidence is not None or SAMPLE_TRUTHS.get(value) is not spec.truth:
+        return None
+    return sample(name)
+
+
+def _stated(spec: IndicatorSpec) -> VTEvidence | None:
+    return spec.evidence.vt if spec.evidence is not None else None
+
+
+def _absent(spec: IndicatorSpec) -> bool:
+    """VirusTotal has no record: the truth is unknown, or the scenario says so."""
+    stated = _stated(spec)
+    return not stated.found if stated is not None else spec.truth is Truth.UNKNOWN
 
 
 def ip_body(ip: str, spec: IndicatorSpec, now: float) -> Any | None:
-    if spec.truth is Truth.UNKNOWN:
+    if _absent(spec):
         return None
     recorded = {"1.1.1.1": "vt_ip_malicious.json", "142.251.220.110": "vt_ip_clean.json"}
     if ip in recorded and (body := _verbatim(ip, spec, recorded[ip])) is not None:
@@ -190,7 +203,7 @@ def ip_body(ip: str, spec: IndicatorSpec, now: float) -> Any | None:
     body = substitute(sample("vt_ip_clean.json"), "142.251.220.110", ip)
     attributes = body["data"]["attributes"]
     rng = rng_for(NAME, "ip", ip)
-    profile = network_profile(ip, spec.truth)
+    profile = network_for(ip, spec)
     network = cidr(ip)
     attributes.update(
         network=network,
@@ -212,7 +225,7 @@ def ip_body(ip: str, spec: IndicatorSpec, now: float) -> Any | None:
         for name in ("as_owner", "asn", "country", "continent", "network", "jarm", "whois",
                      "whois_date", "regional_internet_registry"):  # fmt: skip
             attributes.pop(name, None)
-    _network_verdicts(attributes, rng, spec.truth, now)
+    _network_verdicts(attributes, rng, spec, now)
     return body
 
 
@@ -240,7 +253,7 @@ _CATEGORIES: dict[Truth, dict[str, str]] = {
 
 
 def domain_body(name: str, spec: IndicatorSpec, now: float) -> Any | None:
-    if spec.truth is Truth.UNKNOWN:
+    if _absent(spec):
         return None
     recorded = {"haiku-os.org": "vt_domain.json", "tucows.com": "vt_domain_flagged.json"}
     if name in recorded and (body := _verbatim(name, spec, recorded[name])) is not None:
@@ -269,12 +282,23 @@ def domain_body(name: str, spec: IndicatorSpec, now: float) -> Any | None:
             ranker: {"rank": rng.randint(1, 500), "timestamp": stamp}
             for ranker in ("Cisco Umbrella", "Majestic", "Tranco")
         }
-    _network_verdicts(attributes, rng, spec.truth, now)
+    stated = _stated(spec)
+    if stated is not None and stated.rank is not None:
+        # Each ranker places a popular domain a little differently; Tranco is the stated rank.
+        stamp = day_start(now) - DAY
+        attributes["popularity_ranks"] = {
+            "Cisco Umbrella": {"rank": max(1, stated.rank // 2), "timestamp": stamp},
+            "Majestic": {"rank": stated.rank * 2 + 1, "timestamp": stamp},
+            "Tranco": {"rank": stated.rank, "timestamp": stamp},
+        }
+    elif stated is not None:
+        attributes["popularity_ranks"] = {}
+    _network_verdicts(attributes, rng, spec, now)
     return body
 
 
 def url_body(target: str, spec: IndicatorSpec, now: float) -> Any | None:
-    if spec.truth is Truth.UNKNOWN:
+    if _absent(spec):
         return None
     url_id = hashlib.sha256(target.encode()).hexdigest()
     if target == "http://218.54.47.76/" and (body := _verbatim(target, spec, "vt_url.json")):
@@ -297,7 +321,7 @@ def url_body(target: str, spec: IndicatorSpec, now: float) -> Any | None:
         first_submission_date=first_seen,
         times_submitted=rng.randint(1, 60),
     )
-    _network_verdicts(attributes, rng, spec.truth, now)
+    _network_verdicts(attributes, rng, spec, now)
     attributes["last_submission_date"] = attributes["last_analysis_date"]
     return body
 
@@ -307,12 +331,15 @@ _CLEAN_SAMPLE = "vt_file_clean.json"
 
 
 def file_body(digest: str, spec: IndicatorSpec, now: float) -> Any | None:
-    if spec.truth is Truth.UNKNOWN:
+    if _absent(spec):
         return None
     recorded = _recorded_files().get(digest)
-    if recorded is not None and SAMPLE_TRUTHS.get(digest) is spec.truth:
+    stated = _stated(spec)
+    if recorded is not None and stated is None and SAMPLE_TRUTHS.get(digest) is spec.truth:
         return sample(recorded)
-    template = _CLEAN_SAMPLE if spec.truth is Truth.CLEAN else _MALWARE_SAMPLE
+    # A stated benign file (a signed installer) is an executable, not the macro document.
+    benign = spec.truth is Truth.CLEAN or (stated is not None and spec.truth is Truth.NOISY)
+    template = _CLEAN_SAMPLE if benign else _MALWARE_SAMPLE
     body = sample(template)
     old = body["data"]["attributes"]
     hashes = _file_hashes(digest)
@@ -336,7 +363,14 @@ def file_body(digest: str, spec: IndicatorSpec, now: float) -> Any | None:
         }
     else:
         attributes.pop("popular_threat_classification", None)
-    _file_verdicts(attributes, rng, spec.truth, family.replace(" ", ""))
+    _file_verdicts(attributes, rng, spec, family.replace(" ", ""))
+    if stated is not None and stated.trusted:
+        # VirusTotal's trusted-source programme: present only for files a known publisher gave it.
+        attributes["trusted_verdict"] = {
+            "filename": attributes["names"][0],
+            "organization": stated.trusted,
+            "verdict": "goodware",
+        }
     _dates(attributes, rng, now)
     attributes["first_submission_date"] = (
         attributes["last_analysis_date"] - rng.randint(1, 400) * DAY
@@ -368,8 +402,16 @@ def _file_hashes(digest: str) -> dict[str, str]:
 # --- verdicts ------------------------------------------------------------------------------
 
 
-def _flag_counts(truth: Truth, rng: Random, *, files: bool) -> tuple[int, int]:
-    """How many engines say malicious and suspicious for a truth."""
+def _flag_counts(spec: IndicatorSpec, rng: Random, *, files: bool) -> tuple[int, int]:
+    """How many engines say malicious and suspicious: as stated, else by truth."""
+    malicious, suspicious = _truth_counts(spec.truth, rng, files=files)
+    stated = _stated(spec)
+    if stated is not None:  # a stated table means exactly these engines flag it
+        return stated.malicious or 0, stated.suspicious or 0
+    return malicious, suspicious
+
+
+def _truth_counts(truth: Truth, rng: Random, *, files: bool) -> tuple[int, int]:
     if truth is Truth.MALICIOUS:
         return (
             (rng.randint(40, 58), rng.randint(0, 2))
@@ -383,7 +425,8 @@ def _flag_counts(truth: Truth, rng: Random, *, files: bool) -> tuple[int, int]:
     return 0, 0
 
 
-def _reputation(attributes: dict[str, Any], rng: Random, truth: Truth) -> None:
+def _reputation(attributes: dict[str, Any], rng: Random, spec: IndicatorSpec) -> None:
+    truth = spec.truth
     low, high, harmless, malicious = {
         Truth.MALICIOUS: (-90, -15, (0, 1), (4, 25)),
         Truth.SUSPICIOUS: (-12, -1, (0, 2), (0, 3)),
@@ -396,6 +439,11 @@ def _reputation(attributes: dict[str, Any], rng: Random, truth: Truth) -> None:
         "harmless": rng.randint(*harmless),
         "malicious": rng.randint(*malicious),
     }
+    stated = _stated(spec)
+    if stated is not None and stated.reputation is not None:
+        attributes["reputation"] = stated.reputation
+    if stated is not None and stated.votes is not None:
+        attributes["total_votes"] = {"harmless": stated.votes[0], "malicious": stated.votes[1]}
 
 
 def _dates(attributes: dict[str, Any], rng: Random, now: float) -> None:
@@ -404,15 +452,20 @@ def _dates(attributes: dict[str, Any], rng: Random, now: float) -> None:
     attributes["last_modification_date"] = analysed + rng.randint(60, 3600)
 
 
-def _network_verdicts(attributes: dict[str, Any], rng: Random, truth: Truth, now: float) -> None:
+def _network_verdicts(
+    attributes: dict[str, Any], rng: Random, spec: IndicatorSpec, now: float
+) -> None:
     results: dict[str, dict[str, Any]] = attributes["last_analysis_results"]
-    malicious, suspicious = _flag_counts(truth, rng, files=False)
+    malicious, suspicious = _flag_counts(spec, rng, files=False)
     order = list(results)
     rng.shuffle(order)
     rest = order[malicious + suspicious :]
+    stated = _stated(spec)
+    harmless = stated.harmless if stated is not None else None
+    quiet = len(rest) // 8 if harmless is None else max(len(rest) - harmless, 0)
     verdicts = dict.fromkeys(order[:malicious], "malicious")
     verdicts |= dict.fromkeys(order[malicious : malicious + suspicious], "suspicious")
-    verdicts |= dict.fromkeys(rest[: len(rest) // 8], "undetected")
+    verdicts |= dict.fromkeys(rest[:quiet], "undetected")
     for engine, entry in results.items():
         category = verdicts.get(engine, "harmless")
         entry["category"] = category
@@ -422,13 +475,17 @@ def _network_verdicts(attributes: dict[str, Any], rng: Random, truth: Truth, now
             "undetected": "unrated",
         }.get(category, "clean")
     _recount(attributes, results)
-    _reputation(attributes, rng, truth)
+    _reputation(attributes, rng, spec)
     _dates(attributes, rng, now)
 
 
-def _file_verdicts(attributes: dict[str, Any], rng: Random, truth: Truth, family: str) -> None:
+def _file_verdicts(
+    attributes: dict[str, Any], rng: Random, spec: IndicatorSpec, family: str
+) -> None:
     results: dict[str, dict[str, Any]] = attributes["last_analysis_results"]
-    malicious, suspicious = _flag_counts(truth, rng, files=True)
+    malicious, suspicious = _flag_counts(spec, rng, files=True)
+    stated = _stated(spec)
+    harmless = stated.harmless if stated is not None and stated.harmless else 0
     # Engines that could not scan the type stay as recorded; the others get this file's verdict.
     order = [
         name for name, entry in results.items() if entry["category"] not in _FIXED_FILE_CATEGORIES
@@ -436,6 +493,8 @@ def _file_verdicts(attributes: dict[str, Any], rng: Random, truth: Truth, family
     rng.shuffle(order)
     verdicts = dict.fromkeys(order[:malicious], "malicious")
     verdicts |= dict.fromkeys(order[malicious : malicious + suspicious], "suspicious")
+    flagged = malicious + suspicious
+    verdicts |= dict.fromkeys(order[flagged : flagged + harmless], "harmless")
     for engine in order:
         entry = results[engine]
         entry["category"] = verdicts.get(engine, "undetected")
@@ -449,12 +508,13 @@ def _file_verdicts(attributes: dict[str, Any], rng: Random, truth: Truth, family
                     f"Malware.{family}/Generic",
                 )
             )
-            if entry["category"] != "undetected"
+            if entry["category"] in ("malicious", "suspicious")
             else None
         )
     _recount(attributes, results)
-    _reputation(attributes, rng, truth)
-    attributes["reputation"] = min(0, attributes["reputation"])  # files rarely rank positive
+    _reputation(attributes, rng, spec)
+    if stated is None or stated.reputation is None:
+        attributes["reputation"] = min(0, attributes["reputation"])  # files rarely rank positive
 
 
 def _recount(attributes: dict[str, Any], results: dict[str, dict[str, Any]]) -> None:
