@@ -22,6 +22,7 @@ from threatintel.models import (
     Geo,
     Indicator,
     IndicatorType,
+    Rejected,
     SourceResult,
     SourceStatus,
     Verdict,
@@ -259,3 +260,26 @@ def test_cli_wide_flag(sim: SimulatorServer) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "AbuseIPDB" in result.stdout.splitlines()[0]
+
+
+def test_control_sequences_in_upstream_text_never_reach_the_terminal() -> None:
+    """An ESC sequence or bidi override in a reason, a source message or a skipped candidate is
+    blanked, so it cannot recolour, retitle or reorder the terminal."""
+    analysis = sample()
+    first = analysis.enrichments[2]
+    hostile = "pulse \x1b]0;owned\x07\x1b[2J \u202e27"
+    verdict = first.verdict.model_copy(update={"reasons": [hostile]})
+    otx = first.sources["otx"].model_copy(update={"message": "OTX " + hostile})
+    changed = first.model_copy(
+        update={"verdict": verdict, "sources": {**first.sources, "otx": otx}}
+    )
+    analysis = analysis.model_copy(
+        update={
+            "enrichments": [changed],
+            "rejected": [Rejected(candidate="x\x1b[31m.evil", reason="odd")],
+        }
+    )
+    for width, wide in ((80, False), (120, False), (160, False), (80, True)):
+        text = render_table(analysis, width=width, wide=wide)
+        assert "\x1b" not in text and "\u202e" not in text and "\x07" not in text
+        assert "pulse" in text and "owned" in text

@@ -38,7 +38,7 @@ from threatintel.indicators import extract
 from threatintel.models import Analysis, Enrichment
 from threatintel.providers import PROVIDERS
 from threatintel.reports import render, save
-from threatintel.reports.text import analysis_table, summary_line, table_width
+from threatintel.reports.text import analysis_table, skipped_line, summary_line, table_width
 from threatintel.resilience import BreakerState
 from threatintel.settings import Settings, fingerprint, redact_url
 
@@ -254,7 +254,7 @@ def show(
         screen.print(analysis_table(analysis, title=title, width=screen.width, wide=wide))
         screen.print(escape(summary_line(analysis)))
         for item in analysis.rejected:
-            err.print(f"skipped {escape(item.candidate)}: {escape(item.reason)}", soft_wrap=False)
+            err.print(skipped_line(item), soft_wrap=False)
         return
     emit(render(analysis, fmt.value, **options), output)
 

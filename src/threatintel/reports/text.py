@@ -31,11 +31,13 @@ from threatintel.models import (
     SCHEMA_VERSION,
     Analysis,
     Enrichment,
+    Rejected,
     SourceResult,
     SourceStatus,
     VerdictLabel,
 )
 from threatintel.reports.audience import for_people
+from threatintel.reports.markdown import clean_text
 
 #: The width of a table written to a file (and of --wide at the least).
 FILE_WIDTH = 160
@@ -91,9 +93,20 @@ def render_jsonl(analysis: Analysis) -> str:
     return "".join(e.model_dump_json() + "\n" for e in analysis.enrichments)
 
 
+def plain(text: str) -> str:
+    """Upstream text as one line with no control or bidi character: an ESC sequence in a pulse
+    name must not reach the terminal (it could recolour, retitle or rewrite the screen)."""
+    return " ".join(clean_text(text).split())
+
+
+def skipped_line(item: Rejected) -> str:
+    """'skipped CANDIDATE: REASON' as rich markup, safe to print."""
+    return f"skipped {escape(plain(item.candidate))}: {escape(plain(item.reason))}"
+
+
 def short_reason(result: SourceResult) -> str:
     """A failed source's message without the source's own name, cut to MAX_REASON characters."""
-    message = " ".join((result.message or "").split())
+    message = plain(result.message or "")
     words = message.split(" ")
     name = result.source.casefold()
     # "AlienVault OTX answered HTTP 503", "virustotal: circuit open…": the column says who.
@@ -156,7 +169,7 @@ def sources_line(analysis: Analysis, enrichment: Enrichment, room: int = 0) -> T
         elif used:
             line.append(_SEPARATOR)
             used += len(_SEPARATOR)
-        line.append(token, style=_FAILED_STYLE if result.status.failed else "")
+        line.append(plain(token), style=_FAILED_STYLE if result.status.failed else "")
         used += len(token)
     return line
 
@@ -164,7 +177,7 @@ def sources_line(analysis: Analysis, enrichment: Enrichment, room: int = 0) -> T
 def _source_cell(result: SourceResult | None) -> Text:
     if result is None:
         return Text("")
-    return Text(source_fact(result), style=_FAILED_STYLE if result.status.failed else "")
+    return Text(plain(source_fact(result)), style=_FAILED_STYLE if result.status.failed else "")
 
 
 def _verdict_cells(enrichment: Enrichment) -> list[RenderableType]:
@@ -179,7 +192,7 @@ def _verdict_cells(enrichment: Enrichment) -> list[RenderableType]:
 def _why(analysis: Analysis, enrichment: Enrichment, room: int | None) -> Text:
     """The top reason, then (dim, on its own line) what each source said unless room is None."""
     reasons = enrichment.verdict.reasons
-    why = Text(reasons[0] if reasons else "")
+    why = Text(plain(reasons[0]) if reasons else "")
     line = Text() if room is None else sources_line(analysis, enrichment, room)
     if line:
         start = len(why) + 1 if why else 0
@@ -236,17 +249,17 @@ def analysis_table(
     for enrichment in analysis.enrichments:
         if stacked:
             why = Padding(_why(analysis, enrichment, room), (0, 0, 0, _INDENT))
-            cell = Group(Text(enrichment.indicator.value, style="bold"), why)
+            cell = Group(Text(plain(enrichment.indicator.value), style="bold"), why)
             table.add_row(cell, *_verdict_cells(enrichment))
             continue
         row: list[RenderableType] = [
-            Text(enrichment.indicator.value),
+            Text(plain(enrichment.indicator.value)),
             enrichment.indicator.type.value,
             *_verdict_cells(enrichment),
         ]
         if wide:
             row += [_source_cell(enrichment.sources.get(n)) for n in analysis.providers]
-            row.append(Text("\n".join(f"- {r}" for r in enrichment.verdict.reasons)))
+            row.append(Text("\n".join(f"- {plain(r)}" for r in enrichment.verdict.reasons)))
         elif own_sources:
             row.append(sources_line(analysis, enrichment, sources_width))
             row.append(_why(analysis, enrichment, None))
@@ -284,7 +297,7 @@ def render_table(analysis: Analysis, *, width: int = FILE_WIDTH, wide: bool = Fa
     console.print(analysis_table(analysis, width=width, wide=wide))
     console.print(summary_line(analysis))
     for item in analysis.rejected:
-        console.print(f"skipped {escape(item.candidate)!s}: {escape(item.reason)}")
+        console.print(skipped_line(item))
     return buffer.getvalue()
 
 
