@@ -283,3 +283,16 @@ def test_control_sequences_in_upstream_text_never_reach_the_terminal() -> None:
         text = render_table(analysis, width=width, wide=wide)
         assert "\x1b" not in text and "\u202e" not in text and "\x07" not in text
         assert "pulse" in text and "owned" in text
+
+
+def test_a_row_with_nothing_to_explain_is_one_line() -> None:
+    """An indicator with no reason and no source that applies takes one line, not a blank one."""
+    bare = Enrichment(
+        indicator=Indicator(type=IndicatorType.CVE, value="CVE-2021-44228"),
+        sources={"otx": SourceResult(source="otx", status=SourceStatus.NOT_APPLICABLE)},
+        verdict=Verdict(label=VerdictLabel.UNKNOWN, score=0, confidence=0),
+    )
+    text = render_table(Analysis(providers=PROVIDERS, enrichments=[bare]), width=80)
+    lines = text.splitlines()
+    row = next(i for i, line in enumerate(lines) if line.startswith("CVE-2021-44228"))
+    assert lines[row + 1].startswith("1 indicator")

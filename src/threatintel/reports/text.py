@@ -248,8 +248,10 @@ def analysis_table(
         table.add_column("why", overflow="fold")
     for enrichment in analysis.enrichments:
         if stacked:
-            why = Padding(_why(analysis, enrichment, room), (0, 0, 0, _INDENT))
-            cell = Group(Text(plain(enrichment.indicator.value), style="bold"), why)
+            # The indicator, with its reason and sources indented below it.
+            value = Text(plain(enrichment.indicator.value), style="bold")
+            why = _why(analysis, enrichment, room)
+            cell = Group(value, Padding(why, (0, 0, 0, _INDENT))) if why else value
             table.add_row(cell, *_verdict_cells(enrichment))
             continue
         row: list[RenderableType] = [
