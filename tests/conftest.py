@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from support import VENDOR_NAMES, quiet_config, sim_settings
+from support import VENDOR_NAMES, quiet_config, redis_key_prefix, sim_settings
 from threatintel.engine import Engine
 from threatintel.simulator import Scenario, SimulatorServer
 
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: Any) -> None:
-    """No test reads the developer's real keys, proxies or ./.env."""
+    """No test reads the developer's real keys, proxies or ./.env, or writes to their cache."""
     for name in list(os.environ):
         upper = name.upper()
         if upper.endswith(("_API_KEY", "_BASE_URL", "_RATE_LIMIT")) or upper in {
@@ -36,6 +36,9 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: Any
         }:
             monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+    # Never the developer's real cache and quota files (the default is the user cache dir).
+    monkeypatch.setenv("CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
 
 
 @pytest.fixture(scope="session")
@@ -59,6 +62,13 @@ def sim(_sim_server: SimulatorServer) -> Iterator[SimulatorServer]:
     _sim_server.log.clear()
     yield _sim_server
     _sim_server.simulator.release_hangs()
+
+
+@pytest.fixture
+async def redis_prefix() -> AsyncIterator[str]:
+    """A fresh key prefix on the local Redis (127.0.0.1:6379), its keys deleted afterwards."""
+    async with redis_key_prefix() as prefix:
+        yield prefix
 
 
 @pytest.fixture

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
 from typing import Any
+
+import pytest
+from redis.asyncio import Redis
 
 from threatintel.settings import Settings
 from threatintel.simulator import SimulatorConfig, SimulatorServer, VendorConfig
 
 VENDOR_NAMES = ("virustotal", "otx", "abuseipdb", "ipinfo")
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 #: Recognisable fake keys: the secrets tests look for them everywhere.
 TEST_KEYS = {
@@ -64,3 +71,22 @@ def sim_env(sim: SimulatorServer, **extra: str) -> dict[str, str]:
     ):
         env[name.upper()] = str(getattr(settings, name))
     return env | extra
+
+
+@contextlib.asynccontextmanager
+async def redis_key_prefix() -> AsyncIterator[str]:
+    """A fresh key prefix on the local Redis, its keys deleted on exit; skips without Redis."""
+    client = Redis.from_url(REDIS_URL, socket_connect_timeout=0.5)
+    try:
+        await client.ping()
+    except Exception:
+        await client.aclose()
+        pytest.skip("no Redis at 127.0.0.1:6379: start one to run the shared-quota tests")
+    prefix = f"threatintel:test:{uuid.uuid4().hex}:"
+    try:
+        yield prefix
+    finally:
+        keys = [k async for k in client.scan_iter(match=prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()

@@ -377,6 +377,7 @@ class ExplodingProvider:
     title: ClassVar[str] = "Exploding"
     supports: ClassVar[frozenset[IndicatorType]] = frozenset(IndicatorType)
     requires_key: ClassVar[bool] = False
+    cache_scope = "exploding"
 
     async def lookup(self, indicator: Indicator, api_key: str | None) -> SourceResult:
         raise RuntimeError(f"bug while reading {api_key}")

@@ -456,6 +456,10 @@ class FlakyStore:
         self._check()
         return await self.inner.blocked_until(bucket, now)
 
+    async def refund(self, bucket: str, windows: Sequence[Window], grant: Grant) -> None:
+        self._check()
+        await self.inner.refund(bucket, windows, grant)
+
     async def aclose(self) -> None:
         return None
 

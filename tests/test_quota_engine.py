@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import math
-import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
 from support import TEST_KEYS, sim_settings
-from threatintel.cache import MemoryCache, cache_key
+from threatintel.cache import MemoryCache
 from threatintel.clock import LockstepClock, VirtualClock
 from threatintel.engine import Engine
 from threatintel.models import SourceStatus
@@ -145,22 +143,6 @@ async def test_three_keys_give_three_times_the_rate(
     assert len(all_times) / minutes >= 0.95 * 12  # 3 keys x 4 per minute
 
 
-@pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
-    client = Redis.from_url(REDIS_URL, socket_connect_timeout=0.5)
-    try:
-        await client.ping()
-    except Exception:
-        await client.aclose()
-        pytest.skip("no Redis at 127.0.0.1:6379: start one to run the shared-quota tests")
-    prefix = f"threatintel:test:{uuid.uuid4().hex}:"
-    yield prefix
-    keys = [k async for k in client.scan_iter(match=prefix + "*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
-
-
 async def test_three_instances_share_one_key_through_redis(
     sim: SimulatorServer, clock: LockstepClock, redis_prefix: str
 ) -> None:
@@ -272,7 +254,7 @@ async def test_faulty_upstream_batch_completes_without_caching_failures(
         indicator = enrichment.indicator
         assert len(enrichment.sources) == 4
         for name, result in enrichment.sources.items():
-            entry = await cache.get(cache_key(name, indicator.type.value, indicator.value))
+            entry = await cache.get(engine.pipelines[name].cache_key(indicator))
             if result.status.failed:
                 failed += 1
                 assert entry is None, (name, indicator.value, result.status)

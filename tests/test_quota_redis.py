@@ -9,16 +9,12 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
 import pytest
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from test_quota import MIDNIGHT, NOON, SECRET, most_in_any_span
 from threatintel.clock import VirtualClock
@@ -67,22 +63,9 @@ class LockstepClock(VirtualClock):
 
 
 @pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    """A fresh key prefix on the local Redis, deleted after the test."""
-    client = Redis.from_url(
-        REDIS_URL, socket_connect_timeout=0.5, socket_timeout=2.0, retry=Retry(NoBackoff(), 0)
-    )
-    try:
-        await client.ping()
-    except (RedisError, OSError):
-        await client.aclose()
-        pytest.skip("no Redis at 127.0.0.1:6379: start one to run the shared quota store tests")
-    name = f"threatintel:test:{uuid.uuid4().hex}:"
-    yield name
-    leftovers = [key async for key in client.scan_iter(match=name + "*")]
-    if leftovers:
-        await client.delete(*leftovers)
-    await client.aclose()
+def prefix(redis_prefix: str) -> str:
+    """A fresh key prefix on the local Redis, deleted after the test (see conftest)."""
+    return redis_prefix
 
 
 @pytest.fixture

@@ -127,3 +127,17 @@ def test_redact_url_hides_only_the_password() -> None:
     assert redact_url("redis://cache:6379/1") == "redis://cache:6379/1"
     shown = redact_url("redis://cache:6379/0?password=hunter2&socket_timeout=2")
     assert shown == "redis://cache:6379/0?password=***&socket_timeout=2"
+
+
+def test_undecodable_dotenv_is_a_config_error_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A .env saved as Latin-1 is a ConfigError naming the file and the byte, not a crash."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_bytes(b"# cl\xe9s\nVIRUSTOTAL_API_KEY=abc\n")
+    with pytest.raises(ConfigError) as caught:
+        Settings.load()
+    message = str(caught.value)
+    assert str(tmp_path / ".env") in message
+    assert "not UTF-8" in message and "0xe9" in message
+    assert "\n" not in message

@@ -6,15 +6,20 @@
 
 The file is opened on first use: parent directories are created, the connection is put in WAL
 mode with ``synchronous=NORMAL`` and then handed to the backend's ``prepare(conn)`` for its
-schema. Every sqlite3 or OS error is raised as the backend's own exception class (``error``),
-naming the file and never its contents, so no sqlite3 exception leaves a backend.
+schema. The files hold the indicators of incidents, so what is created here is the owner's
+alone: directories 0700 and the database 0600 (less the umask, which can only take more away);
+SQLite gives its ``-wal``/``-shm`` files the database's mode. Directories and files that
+already exist keep theirs: they are the operator's choice. Every sqlite3 or OS error is raised
+as the backend's own exception class (``error``), naming the file and never its contents, so
+no sqlite3 exception leaves a backend.
 
 A file found corrupt, or not a database at all, while it is being opened heals itself: it is
 moved aside to ``<name>.corrupt-<UTC timestamp>`` with its ``-wal``/``-shm``/``-journal``
-files, the newest ``KEEP_CORRUPT`` such copies are kept for a post-mortem and older ones
-deleted, ONE warning names the file, and a fresh file takes its place. Both files hold only
-what can be fetched or counted again, so starting over beats what used to happen: a warning on
-every run, and (for quotas) a per-process budget that let short CLI runs in a row overspend.
+files, made owner-only like the rest, the newest ``KEEP_CORRUPT`` such copies are kept for a
+post-mortem and older ones deleted, ONE warning names the file, and a fresh file takes its
+place. Both files hold only what can be fetched or counted again, so starting over beats what
+used to happen: a warning on every run, and (for quotas) a per-process budget that let short
+CLI runs in a row overspend.
 Only when the file cannot be moved, or the fresh one cannot be opened either, is ``error``
 raised. Corruption that shows up later, in a statement that reads a damaged page, is raised
 as ``error`` like any failure: moving a file aside under other processes' open connections is
@@ -27,6 +32,7 @@ import asyncio
 import logging
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +52,9 @@ KEEP_CORRUPT: Final = 3
 CORRUPT_MARKER: Final = ".corrupt-"
 #: Files SQLite keeps beside a database while it is in use; they belong to it and move with it.
 SIDECARS: Final = ("-wal", "-shm", "-journal")
+#: Modes of what is created here (the umask still applies and can only make them stricter).
+PRIVATE_DIR_MODE: Final = 0o700
+PRIVATE_FILE_MODE: Final = 0o600
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -191,7 +200,11 @@ class SQLiteWorker:
         return self._conn
 
     def _open(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(self.path.parent)
+        # SQLite would create the file 0644; made first, it is 0600 and SQLite gives the
+        # -wal and -shm files the same mode. An empty file is an empty database.
+        with suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
         # Autocommit (isolation_level=None): transactions are exactly the backends' explicit
         # BEGIN ... COMMIT, so the write lock is never held between calls and other processes
         # share the file; ``timeout`` is SQLite's busy timeout for that lock.
@@ -266,6 +279,11 @@ class SQLiteWorker:
             os.replace(self.path, aside)
         except FileNotFoundError:
             return None
+        # The copy stays around for a post-mortem: one an older version left world-readable
+        # (0644) becomes the owner's alone.
+        for suffix in ("", *SIDECARS):
+            with suppress(FileNotFoundError):
+                _make_private(Path(f"{aside}{suffix}"))
         try:
             self._prune()
         except OSError as exc:
@@ -294,6 +312,29 @@ class SQLiteWorker:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+
+
+def make_private_dirs(path: Path) -> None:
+    """Create ``path`` and its missing parents with mode 0700 (less the umask).
+
+    ``Path.mkdir(parents=True)`` would give the parents the default mode (0755), and every one
+    of them we create holds only our files. Directories that exist are left as they are.
+    """
+    missing: list[Path] = []
+    for directory in (path, *path.parents):
+        if directory.exists():
+            break
+        missing.append(directory)
+    for directory in reversed(missing):
+        with suppress(FileExistsError):  # another process made it meanwhile
+            os.mkdir(directory, PRIVATE_DIR_MODE)
+
+
+def _make_private(path: Path) -> None:
+    """Take the group's and others' permissions off ``path``; never adds any."""
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & ~PRIVATE_FILE_MODE:
+        os.chmod(path, mode & PRIVATE_FILE_MODE)
 
 
 def _reason(exc: OSError) -> str:

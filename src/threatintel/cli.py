@@ -1,7 +1,10 @@
 """The `threatintel` command: a thin Typer adapter around the engine.
 
-Exit codes: 0 done, 1 unexpected failure, 2 bad invocation or no usable input, 3 bad
-configuration, 130 interrupted. Every failure is one line on stderr, never a traceback.
+Exit codes: 0 done, 1 the output could not be delivered (the reader of a pipe went away, as in
+`| head -1`, quietly; a write failing midway) or an unexpected failure, 2 bad invocation or no
+usable input (empty input, an output path that cannot be written), 3 bad configuration (an
+invalid variable, an unreadable ./.env), 130 interrupted. Every failure is one line on stderr
+(a closed pipe none), never a traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -32,11 +36,20 @@ except ImportError:  # pragma: no cover - older Typer on real Click
 
 from threatintel._version import __version__
 from threatintel.attribution import attribute
+from threatintel.cli_support import (
+    check_output,
+    config_lines,
+    quota_json,
+    quota_wait_line,
+    read_input,
+    simulator_banner,
+)
 from threatintel.engine import Engine, ProviderQuota
 from threatintel.errors import ConfigError, ThreatIntelError
 from threatintel.indicators import extract
 from threatintel.models import Analysis, Enrichment
 from threatintel.providers import PROVIDERS
+from threatintel.quota import QuotaWait
 from threatintel.reports import render, save
 from threatintel.reports.text import analysis_table, skipped_line, summary_line, table_width
 from threatintel.resilience import BreakerState
@@ -49,6 +62,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Click's plain help wraps long text at any width instead of cutting it off with "…" in
+    # narrow panels, and shows flags without a "<bool>" value placeholder.
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 out = Console(highlight=False, soft_wrap=False)
 #: The width of piped or captured output when COLUMNS does not say: read later in a file, a
@@ -110,31 +127,6 @@ def errors_as_exit_codes() -> Iterator[None]:
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
-def read_input(source: str) -> str:
-    """Read a file, or stdin for '-'; refuse binary floods with one clear line."""
-    if source == "-":
-        data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
-        name = "stdin"
-    else:
-        path = Path(source)
-        if path.is_dir():
-            fail(f"cannot read {source}: it is a directory")
-        if not path.is_file():
-            fail(f"cannot read {source}: no such file")
-        try:
-            with path.open("rb") as handle:
-                data = handle.read(MAX_INPUT_BYTES + 1)
-        except OSError as exc:
-            fail(f"cannot read {source}: {exc.strerror or 'I/O error'}")
-        name = source
-    if len(data) > MAX_INPUT_BYTES:
-        fail(f"{name} is larger than {MAX_INPUT_BYTES // (1024 * 1024)} MiB; split it")
-    if b"\x00" in data[:65536]:
-        # Binary files (executables, archives) yield junk "indicators" that would spend quota.
-        fail(f"{name} looks like a binary file, not text; extract its strings first")
-    return data.decode("utf-8", errors="replace")
-
-
 def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings.load(**overrides)
@@ -157,6 +149,21 @@ def _progress(total: int) -> tuple[Progress | None, Callable[[Enrichment], None]
     return progress, lambda _: progress.advance(task)
 
 
+class QuotaWaitNotice:
+    """The CLI's QuotaWait subscriber: one line on stderr per wait episode.
+
+    Printed through the progress bar's console while one is shown, so the line lands above the
+    bar instead of through it.
+    """
+
+    def __init__(self, progress: Progress | None = None) -> None:
+        self.progress = progress
+
+    def __call__(self, event: QuotaWait) -> None:
+        console = self.progress.console if self.progress is not None else err
+        console.print(escape(quota_wait_line(event)))
+
+
 def run_analysis(
     settings: Settings,
     values: list[str],
@@ -166,11 +173,16 @@ def run_analysis(
     include_raw: bool = False,
     trust_env: bool = True,
 ) -> Analysis:
+    notice = QuotaWaitNotice()
+
     async def run() -> Analysis:
-        async with Engine(settings, include_raw=include_raw, trust_env=trust_env) as engine:
+        async with Engine(
+            settings, include_raw=include_raw, trust_env=trust_env, on_quota_wait=notice
+        ) as engine:
             found, _ = engine.collect(values)
             total = len(found) + (len(extract(text).indicators) if text else 0)
             progress, hook = _progress(total)
+            notice.progress = progress
             try:
                 if progress is not None:
                     progress.start()
@@ -261,7 +273,7 @@ def show(
 
 OutputOption = Annotated[
     Path | None,
-    typer.Option("--output", "-o", help="Write to this file ('-' for stdout)."),
+    typer.Option("--output", "-o", metavar="PATH", help="Write to this file ('-' for stdout)."),
 ]
 SaveOption = Annotated[
     bool,
@@ -290,6 +302,7 @@ FormatOption = Annotated[
     OutputFormat,
     typer.Option(
         "--format",
+        metavar="FORMAT",
         help="table, json, jsonl, markdown, csv, html, stix or misp (html/stix/misp are saved "
         "under REPORTS_DIR unless --output is given).",
     ),
@@ -301,6 +314,7 @@ ProvidersOption = Annotated[
     typer.Option(
         "--providers",
         "-p",
+        metavar="NAME[,NAME]",
         help=f"Sources to ask (repeat or comma-separate): {', '.join(PROVIDERS)}. Default: all.",
     ),
 ]
@@ -310,11 +324,15 @@ ProvidersOption = Annotated[
 def analyze(
     values: Annotated[
         list[str] | None,
-        typer.Argument(help="Indicators (defanged is fine): IP, domain, URL, hash."),
+        typer.Argument(
+            metavar="INDICATOR", help="Indicators (defanged is fine): IP, domain, URL, hash."
+        ),
     ] = None,
     file: Annotated[
         str | None,
-        typer.Option("--file", "-f", help="Read free text from FILE ('-' for stdin)."),
+        typer.Option(
+            "--file", "-f", metavar="FILE", help="Read free text from FILE ('-' for stdin)."
+        ),
     ] = None,
     fmt: FormatOption = OutputFormat.table,
     output: OutputOption = None,
@@ -332,17 +350,23 @@ def analyze(
         ),
     ] = False,
 ) -> None:
-    """Analyse indicators given as arguments, in a file, or on stdin."""
+    """Analyse indicators from arguments, a file or stdin.
+
+    Give indicators as arguments, free text with --file FILE, or stdin with --file -.
+    """
     values = list(values or [])
     if values == ["-"] and file is None:
         values, file = [], "-"
-    text = read_input(file) if file is not None else None
-    if not values and text is None:
+    if not values and file is None:
         fail("give indicators as arguments, or --file FILE, or --file - for stdin")
     selected = [p.strip() for item in providers or [] for p in item.split(",") if p.strip()]
     unknown = [p for p in selected if p.lower() not in PROVIDERS]
     if unknown:
         fail(f"unknown provider {unknown[0]!r}; choose from {', '.join(PROVIDERS)}")
+    with errors_as_exit_codes():
+        # Both before any lookup: a run must not spend quota on a report it cannot deliver.
+        text = read_input(file) if file is not None else None
+        check_output(output)
     settings = load_settings(**({"quota_wait_for_reset": True} if wait_for_quota else {}))
     with errors_as_exit_codes():
         analysis = run_analysis(settings, values, text, selected or None, include_raw=raw)
@@ -362,13 +386,19 @@ def analyze(
 
 @app.command("extract")
 def extract_command(
-    source: Annotated[str, typer.Argument(help="A file of free text, or '-' for stdin.")] = "-",
-    fmt: Annotated[ExtractFormat, typer.Option("--format", help="Output format.")] = (
-        ExtractFormat.text
-    ),
+    source: Annotated[
+        str, typer.Argument(metavar="FILE", help="A file of free text, or '-' for stdin.")
+    ] = "-",
+    fmt: Annotated[
+        ExtractFormat, typer.Option("--format", metavar="text|json", help="Output format.")
+    ] = ExtractFormat.text,
 ) -> None:
-    """Print the indicators found in free text (refanged and normalised)."""
-    extraction = extract(read_input(source))
+    """Print the indicators found in free text.
+
+    Each one refanged and normalised; skipped candidates are listed on stderr with the reason.
+    """
+    with errors_as_exit_codes():
+        extraction = extract(read_input(source))
     if not extraction.indicators:
         for item in extraction.rejected:
             err.print(f"skipped {escape(item.candidate)}: {escape(item.reason)}")
@@ -396,7 +426,10 @@ def _masked(value: Any) -> Any:
 def config(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    """Show the effective configuration; API keys appear only as fingerprints."""
+    """Show the effective settings (keys as fingerprints).
+
+    API keys appear only as fingerprints, REDIS_URL without its password.
+    """
     settings = load_settings()
     shown = {name.upper(): _masked(getattr(settings, name)) for name in type(settings).model_fields}
     shown["SCORING"] = settings.scoring.model_dump()
@@ -406,10 +439,8 @@ def config(
     if as_json:
         sys.stdout.write(json.dumps(shown, indent=2, default=str) + "\n")
         return
-    for name, value in shown.items():
-        if isinstance(value, list):
-            value = ", ".join(str(v) for v in value) or "(not set)"
-        out.print(f"{name} = {escape(str(value))}")
+    for line in config_lines(shown):
+        out.print(escape(line))
 
 
 def _when(epoch: float | None) -> str:
@@ -422,7 +453,10 @@ def _when(epoch: float | None) -> str:
 def quota(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    """Show the budget left per provider and key (keys as fingerprints) and circuit state."""
+    """Show the quota left per provider and key.
+
+    Keys appear as fingerprints; the circuit column is this process's breaker state.
+    """
     settings = load_settings()
 
     async def read() -> list[ProviderQuota]:
@@ -432,32 +466,7 @@ def quota(
     with errors_as_exit_codes():
         report = asyncio.run(read())
     if as_json:
-        data = [
-            {
-                "provider": q.provider,
-                "configured": q.configured,
-                "circuit": q.breaker.value,
-                "shared_store_reachable": not q.degraded,
-                "keys": [
-                    {
-                        "key": k.key,
-                        "blocked_until": _when(k.blocked_until) if k.blocked_until else None,
-                        "windows": [
-                            {
-                                "window": w.window,
-                                "limit": w.limit,
-                                "used": w.used,
-                                "remaining": w.remaining,
-                                "resets_at": _when(w.reset_at) if w.reset_at else None,
-                            }
-                            for w in k.windows
-                        ],
-                    }
-                    for k in q.keys
-                ],
-            }
-            for q in report
-        ]
+        data = quota_json(report)
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
     title = "quota (shared by every threatintel process using this cache/Redis)"
@@ -494,6 +503,24 @@ def quota(
 def version() -> None:
     """Print the version."""
     sys.stdout.write(f"threatintel {__version__}\n")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"threatintel {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
+    """The options every command shares (today only --version)."""
 
 
 DEMO_LATENCY = {"virustotal": 0.08, "otx": 0.12, "abuseipdb": 0.05, "ipinfo": 0.03}
@@ -533,9 +560,14 @@ def demo(
     output: OutputOption = None,
     save_report: SaveOption = False,
 ) -> None:
-    """Analyse a bundled sample against the built-in simulator: no keys, no network."""
+    """Analyse a sample against the built-in simulator.
+
+    No keys and no network: every answer comes from the simulator on 127.0.0.1.
+    """
     from threatintel.simulator import SimulatorConfig, SimulatorServer, demo_sample
 
+    with errors_as_exit_codes():
+        check_output(output)
     config = SimulatorConfig.load(None)
     for name, vendor in config.vendors().items():
         # The demo shows the analysis, not quota handling: no windows, a realistic latency.
@@ -564,31 +596,62 @@ def demo(
 
 @app.command()
 def simulate(
-    host: Annotated[str, typer.Option(help="Loopback address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8900,
+    host: Annotated[
+        str, typer.Option(metavar="ADDRESS", help="Loopback address to listen on.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(metavar="PORT", help="Port to listen on (0: any free port).")
+    ] = 8900,
     scenario: Annotated[
-        Path | None, typer.Option(help="Scenario TOML file (truth per indicator).")
+        Path | None,
+        typer.Option(metavar="FILE", help="Scenario TOML file (truth per indicator)."),
     ] = None,
 ) -> None:
-    """Run the simulator of the four services on loopback (for demos and tests)."""
-    from threatintel.simulator import serve
+    """Run the simulator of the four services on loopback.
 
-    if not 0 < port < 65536:
-        fail(f"--port must be between 1 and 65535, not {port}")
+    It prints the *_BASE_URL and *_API_KEY variables to paste into a shell, then serves until
+    Ctrl-C.
+    """
+    from threatintel.simulator import SimulatorConfig, SimulatorServer
+
+    if not 0 <= port < 65536:
+        fail(f"--port must be between 0 and 65535, not {port}")
     if scenario is not None and not scenario.is_file():
         fail(f"cannot read scenario {scenario}: no such file")
-    err.print(
-        f"simulating VirusTotal, OTX, AbuseIPDB and IPinfo on http://{host}:{port}; "
-        "point *_BASE_URL at it (see README). Ctrl-C stops."
-    )
     try:
-        serve(host=host, port=port, scenario=scenario)
-    except (ValueError, OSError) as exc:
+        sim_config = SimulatorConfig.load(scenario)
+        server = SimulatorServer(sim_config, host=host, port=port).start()
+    except (ValueError, OSError, RuntimeError) as exc:  # a bad scenario, host or busy port
         fail(f"cannot run the simulator on {host}:{port}: {exc}")
+    try:
+        keyed = {name: vendor.keys is not None for name, vendor in sim_config.vendors().items()}
+        # Printed once it listens, so whoever reads it can use the URLs at once.
+        sys.stdout.write(simulator_banner(server.url, server.base_urls, keyed))
+        sys.stdout.flush()
+        threading.Event().wait()  # serve until Ctrl-C
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a simulator is meant to stop: not an error
+    finally:
+        server.stop()
 
 
 def main() -> None:
     """Console entry point: usage errors become one line and exit code 2."""
+    try:
+        try:
+            _main()
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at exit
+    except BrokenPipeError:
+        # The reader went away (`threatintel extract big.txt | head -1`): stop quietly with
+        # 1, as Python's docs advise (Note on SIGPIPE) and as Click does when a command's own
+        # write hits it. stdout now points at /dev/null so the interpreter's final flush has
+        # nothing to complain about.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_FAILURE)
+
+
+def _main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         code = app(standalone_mode=False)

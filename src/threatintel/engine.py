@@ -45,6 +45,7 @@ from threatintel.quota import (
     KeyUsage,
     MemoryQuotaStore,
     QuotaStore,
+    QuotaWaitHook,
     RateLimiter,
     Window,
 )
@@ -136,6 +137,7 @@ class Engine:
         cache: Cache | None = None,
         quota_store: QuotaStore | None = None,
         windows: Mapping[str, Sequence[Window]] | None = None,
+        on_quota_wait: QuotaWaitHook | None = None,
     ) -> None:
         self.settings = settings
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -144,7 +146,9 @@ class Engine:
         self.providers: dict[str, Provider] = dict(
             providers
             if providers is not None
-            else build_providers(settings, self.client, include_raw=include_raw)
+            # Always with the vendor's body: the cache keeps it so that --raw is answered from
+            # the cache; the pipelines leave it out of results unless include_raw.
+            else build_providers(settings, self.client, include_raw=True)
         )
         self._on_lookup = on_lookup
         self._owns_cache = cache is None
@@ -171,6 +175,8 @@ class Engine:
                 wait_for_reset=settings.quota_wait_for_reset,
                 max_wait=settings.max_quota_wait,
                 margin=settings.rate_limit_margin,
+                on_wait=on_quota_wait,
+                setting_names=QUOTA_SETTINGS.get(name, {}),
             )
             breaker = CircuitBreaker(
                 name,
@@ -412,6 +418,22 @@ class ProviderQuota:
     breaker_retry_after: float
     keys: list[KeyUsage]
     degraded: bool = False  # the shared quota store is unreachable: local numbers
+
+
+#: The variable that sets each vendor window's limit, per provider and window name: quota-wait
+#: messages name it ("set it higher for a paid key"); a test keeps it in step with
+#: quota_windows below.
+QUOTA_SETTINGS: dict[str, dict[str, str]] = {
+    "virustotal": {
+        "minute": "VIRUSTOTAL_RATE_LIMIT",
+        "day": "VIRUSTOTAL_DAILY_LIMIT",
+        "month": "VIRUSTOTAL_MONTHLY_LIMIT",
+    },
+    "otx": {"hour": "OTX_RATE_LIMIT"},
+    "abuseipdb": {"day": "ABUSEIPDB_RATE_LIMIT"},
+    # With a token IPinfo counts per month; without one, per day.
+    "ipinfo": {"month": "IPINFO_RATE_LIMIT", "day": "IPINFO_ANONYMOUS_DAILY_LIMIT"},
+}
 
 
 def quota_windows(settings: Settings, provider: str, *, keyed: bool) -> list[Window]:

@@ -63,11 +63,15 @@ class ProviderError(ThreatIntelError):
         status_code: int | None = None,
         error_code: str | None = None,
         retry_after: float | None = None,
+        sent: bool = True,
     ) -> None:
         self.provider = provider
         self.status_code = status_code
         self.error_code = error_code
         self.retry_after = retry_after
+        #: False only when the request provably never reached the vendor (DNS failure,
+        #: connection refused): the vendor counted nothing, so neither does the quota.
+        self.sent = sent
         super().__init__(message)
 
     @property

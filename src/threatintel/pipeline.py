@@ -8,7 +8,8 @@
       │
     attempts: breaker ▶ rate limiter (waits for short windows) ▶ provider ▶ retry policy
       │
-    cache the answer ("ok" for its TTL, "not found" for the negative TTL, failures never)
+    cache the answer ("ok" for its TTL, "not found" for the negative TTL, failures never),
+    keyed by the provider's endpoint and parameters, the vendor's body kept beside it
 
 Providers know nothing of this; the engine owns one SourcePipeline per provider and asks it
 ``await pipeline.lookup(indicator)``. Failures come back as a SourceResult with a status.
@@ -23,6 +24,7 @@ import logging
 from dataclasses import dataclass, field
 
 from threatintel.cache import Cache, FlightLock, as_flight_lock, cache_key
+from threatintel.cache.answers import decode_answer, encode_answer
 from threatintel.clock import Clock
 from threatintel.errors import (
     CacheError,
@@ -113,8 +115,14 @@ class SourcePipeline:
         self._flights: dict[str, _Flight] = {}
         self._lock: FlightLock | None = as_flight_lock(cache) if cache is not None else None
 
+    def cache_key(self, indicator: Indicator) -> str:
+        """Where this provider's answer about ``indicator`` is cached (endpoint included)."""
+        return cache_key(
+            self.name, indicator.type.value, indicator.value, scope=self.provider.cache_scope
+        )
+
     async def lookup(self, indicator: Indicator) -> SourceResult:
-        key = cache_key(self.name, indicator.type.value, indicator.value)
+        key = self.cache_key(indicator)
         cached = await self._from_cache(key)
         if cached is not None:
             self.stats.cache_hits += 1
@@ -146,6 +154,9 @@ class SourcePipeline:
     async def _shared_fetch(self, key: str, indicator: Indicator) -> SourceResult:
         result = await self._locked_fetch(key, indicator)
         self.stats.count(result.status)
+        if not self.include_raw and result.raw is not None:
+            # Providers always hand over the body so the cache can answer --raw later.
+            result = result.model_copy(update={"raw": None})
         return result
 
     async def _locked_fetch(self, key: str, indicator: Indicator) -> SourceResult:
@@ -230,6 +241,9 @@ class SourcePipeline:
                     await self.limiter.record_success(api_key)
                     return result
                 except ProviderError as exc:
+                    if called and not exc.sent:
+                        # Never left the machine (DNS, refused): the vendor counted nothing.
+                        await self.limiter.refund(api_key)
                     wait = await self._after_failure(exc, api_key, attempt, upstream=called)
                     if wait is None or spent + wait > self.lookup_timeout:
                         return failure_result(self.name, exc)
@@ -269,12 +283,10 @@ class SourcePipeline:
         if entry is None:
             return None
         try:
-            result = SourceResult.model_validate_json(entry.value)
+            result = decode_answer(entry.value, with_raw=self.include_raw)
         except ValueError:
             logger.warning("%s: ignoring an unreadable cache entry", self.name)
             return None
-        if self.include_raw and result.status is SourceStatus.OK and result.raw is None:
-            return None  # the caller wants the vendor's body, which this entry lacks
         return result.model_copy(
             update={"cached": True, "cache_age": round(entry.age(self.clock.time()), 3)}
         )
@@ -290,6 +302,6 @@ class SourcePipeline:
             return  # failures are never cached: the next lookup must ask again
         if ttl > 0:
             try:
-                await self.cache.set(key, result.model_dump_json().encode(), ttl=ttl)
+                await self.cache.set(key, encode_answer(result), ttl=ttl)
             except CacheError as exc:
                 logger.debug("%s: cache write failed: %s", self.name, exc)

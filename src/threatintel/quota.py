@@ -12,6 +12,12 @@
     ...                                  # call the vendor with `key`
     await limiter.record_success(key)    # it answered (anything but a 429)
     await limiter.penalize(key, retry_after=30.0, long_window=False)   # a 429 arrived anyway
+    await limiter.refund(key)            # the request never left the machine (DNS, refused)
+
+A lookup about to wait noticeably (``notice_after`` seconds or more) emits one ``QuotaWait``
+event to ``on_wait`` per wait episode: from the first such wait until no acquire of this limiter
+is waiting any more, however many lookups queue up meanwhile. The limiter knows nothing of who
+listens (a CLI line, a log, a metric).
 
 A grant counts in every window of the key or in none (the store decides atomically), so the
 vendor never sees a request we could have predicted it would refuse. Short windows (sliding:
@@ -28,8 +34,9 @@ from __future__ import annotations
 import bisect
 import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
@@ -58,6 +65,8 @@ DEFAULT_PENALTY = MINUTE
 STORE_RETRY_AFTER = 30.0
 #: Floor for a computed wait, so a rounding slip can never spin the acquire loop.
 MIN_WAIT = 0.001
+#: A wait at least this long is worth telling a person about; shorter ones are routine pacing.
+NOTICE_AFTER = 2.0
 
 T = TypeVar("T")
 
@@ -152,13 +161,39 @@ class Grant:
 
     Not granted: ``wait`` is the earliest time worth asking again; ``exhausted`` names the spent
     long window (or ``BLOCKED``) and ``reset_at`` is when it ends; ``exhausted`` is None when
-    only short windows are full.
+    only short windows are full. Granted: ``at`` is the instant the store counted it at (later
+    than the caller's when the bucket's time has moved on), which ``refund`` needs; ``origin``
+    is the store that counted it, set by FallbackQuotaStore.
     """
 
     granted: bool
     wait: float = 0.0
     exhausted: str | None = None
     reset_at: float | None = None
+    # Bookkeeping for refunds, not part of the answer: grants compare equal without them.
+    at: float | None = field(default=None, compare=False)
+    origin: QuotaStore | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaWait:
+    """A lookup waits ``seconds`` for quota: the first noticeable wait of an episode.
+
+    ``window`` is the full window ("minute", "day"...) with its ``limit`` and the variable that
+    sets it (``setting_name``, None if unknown), or ``BLOCKED`` (limit None) when the vendor
+    refused the key with a 429 and the limiter waits for that block to end.
+    """
+
+    provider: str
+    key_fingerprint: str
+    seconds: float
+    window: str
+    limit: int | None
+    setting_name: str | None
+
+
+#: Subscribers to QuotaWait events (the CLI prints a line; logs and metrics may follow).
+QuotaWaitHook = Callable[[QuotaWait], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +233,10 @@ class QuotaStore(Protocol):
     ) -> list[WindowUsage]: ...
 
     async def blocked_until(self, bucket: str, now: float) -> float | None: ...
+
+    async def refund(self, bucket: str, windows: Sequence[Window], grant: Grant) -> None:
+        """Uncount ``grant`` (made at ``grant.at``) in every window where it still counts."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -250,7 +289,7 @@ class MemoryQuotaStore:
                 count = self._count(bucket, window, now)
                 self._fixed[(bucket, window.name)] = (window.window_id(now), count + 1)
         self._seen[bucket] = now
-        return Grant(True)
+        return Grant(True, at=now)
 
     async def block(self, bucket: str, until: float) -> None:
         # A block only ever grows: a later, shorter 429 must not lift a longer one.
@@ -274,6 +313,21 @@ class MemoryQuotaStore:
         until = self._blocks.get(bucket)
         return until if until is not None and until > now else None
 
+    async def refund(self, bucket: str, windows: Sequence[Window], grant: Grant) -> None:
+        if grant.at is None:
+            return
+        for window in windows:
+            if window.sliding:
+                expiries = self._sliding.get((bucket, window.name), [])
+                index = bisect.bisect_left(expiries, grant.at + window.seconds)
+                if index < len(expiries) and expiries[index] == grant.at + window.seconds:
+                    del expiries[index]
+            else:
+                window_id, count = self._fixed.get((bucket, window.name), (None, 0))
+                # A window that has reset since counts the grant no longer.
+                if window_id == window.window_id(grant.at) and count > 0:
+                    self._fixed[(bucket, window.name)] = (window_id, count - 1)
+
     async def aclose(self) -> None:
         return None
 
@@ -287,6 +341,21 @@ class MemoryQuotaStore:
     def _count(self, bucket: str, window: Window, now: float) -> int:
         window_id, count = self._fixed.get((bucket, window.name), (None, 0))
         return count if window_id == window.window_id(now) else 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Taken:
+    """The latest grant a task took from a limiter, kept for ``RateLimiter.refund``."""
+
+    limiter: RateLimiter
+    bucket: str
+    grant: Grant
+
+
+# Per asyncio task (each lookup runs in its own): which grant a refund gives back. The slot is
+# told apart from the grants other lookups took on the same key at about the same time without
+# changing what acquire() returns.
+_TAKEN: ContextVar[_Taken | None] = ContextVar("threatintel_quota_taken", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +376,7 @@ class RateLimiter:
         key = await limiter.acquire()    # QuotaExhausted when every key's long window is spent
         await limiter.record_success(key)                                 # after any other answer
         await limiter.penalize(key, retry_after=None, long_window=True)   # after a 429
+        await limiter.refund(key)        # the request never reached the vendor
 
     Keys are tried round-robin, each limited on its own. A ``None`` key is the anonymous bucket.
     ``wait_for_reset`` sleeps until a spent long window resets instead of raising;
@@ -321,15 +391,20 @@ class RateLimiter:
     """
 
     __slots__ = (
+        "_acquiring",
+        "_announced",
         "_block_horizon",
         "_clock",
         "_counted",
         "_keys",
+        "_on_wait",
+        "_setting_names",
         "_store",
         "_strikes",
         "_turn",
         "margin",
         "max_wait",
+        "notice_after",
         "provider",
         "wait_for_reset",
         "windows",
@@ -347,6 +422,9 @@ class RateLimiter:
         max_wait: float | None = None,
         fallback: QuotaStore | None = None,
         margin: float = 0.0,
+        on_wait: QuotaWaitHook | None = None,
+        setting_names: Mapping[str, str] | None = None,
+        notice_after: float = NOTICE_AFTER,
     ) -> None:
         if not keys:
             raise ValueError(f"{provider}: at least one key is needed (None for anonymous use)")
@@ -387,6 +465,13 @@ class RateLimiter:
         self._strikes: dict[str, _Strike] = {}
         short = [window.seconds for window in self._counted if window.sliding]
         self._block_horizon = max([MAX_BLOCK_WAIT, *short])
+        self._on_wait = on_wait
+        self._setting_names = dict(setting_names or {})
+        self.notice_after = notice_after
+        # A wait episode lasts while acquires are in progress (the waiting ones stay in); it
+        # is announced once.
+        self._acquiring = 0
+        self._announced = False
 
     def __repr__(self) -> str:
         labels = [_label(key) for key, _ in self._keys]
@@ -395,25 +480,37 @@ class RateLimiter:
 
     async def acquire(self) -> str | None:
         """A key with budget in every window, counted; waits for short windows to free up."""
+        self._acquiring += 1
+        try:
+            return await self._acquire()
+        finally:
+            self._acquiring -= 1
+            if self._acquiring == 0:
+                self._announced = False  # any wait episode is over: the next one is news
+
+    async def _acquire(self) -> str | None:
         deadline = None if self.max_wait is None else self._clock.time() + self.max_wait
         while True:
-            waits: list[float] = []
-            resets: list[tuple[float, str]] = []
+            # Per key that must wait: (seconds, BLOCKED or None if short windows are full, key)
+            waits: list[tuple[float, str | None, str | None]] = []
+            resets: list[tuple[float, str, str | None]] = []
             for key, bucket in self._rotation():
                 now = self._clock.time()
                 grant = await self._acquire_on(bucket, now)
                 if grant.granted:
+                    _TAKEN.set(_Taken(self, bucket, grant))
                     return key
                 reset = grant.reset_at if grant.reset_at is not None else now + grant.wait
                 if grant.exhausted is None or (
                     grant.exhausted == BLOCKED and reset - now <= self._block_horizon
                 ):
-                    waits.append(grant.wait)
+                    waits.append((grant.wait, grant.exhausted, key))
                 else:
-                    resets.append((reset, grant.exhausted))
+                    resets.append((reset, grant.exhausted, key))
             now = self._clock.time()
             if waits:
-                wait = max(min(waits), MIN_WAIT)
+                wait, what, key = min(waits, key=lambda item: item[0])
+                wait = max(wait, MIN_WAIT)
                 if deadline is not None and now + wait > deadline:
                     raise RateLimited(
                         self.provider,
@@ -422,10 +519,14 @@ class RateLimiter:
                         retry_after=wait,
                     )
             else:
-                reset, what = min(resets)
+                reset, exhausted, key = min(resets, key=lambda item: item[:2])
                 if not self.wait_for_reset or (deadline is not None and reset > deadline):
-                    raise self._exhausted(what, reset, now)
-                wait = max(reset - now, MIN_WAIT)
+                    raise self._exhausted(exhausted, reset, now)
+                wait, what = max(reset - now, MIN_WAIT), exhausted
+            if wait >= self.notice_after and not self._announced:
+                self._announced = True
+                if self._on_wait is not None:
+                    self._on_wait(await self._wait_event(key, wait, what))
             await self._clock.sleep(wait)
 
     async def penalize(
@@ -475,6 +576,23 @@ class RateLimiter:
         """
         self._strikes.pop(self._bucket(key), None)
 
+    async def refund(self, key: str | None) -> bool:
+        """Give back the slot this task's latest ``acquire`` took on ``key``, because the
+        request provably never reached the vendor (the name did not resolve, the connection
+        was refused): charge what the vendor could have counted, not what was never sent.
+
+        It is uncounted in every window that still holds it (a fixed window that has reset
+        since holds it no longer). True when a slot was given back; False when this task holds
+        none on ``key`` (already refunded, or taken by another task). Never refund a request
+        that may have been sent: a timeout waiting for the answer, a reset, a 5xx all count.
+        """
+        taken = _TAKEN.get()
+        if taken is None or taken.limiter is not self or taken.bucket != self._bucket(key):
+            return False
+        _TAKEN.set(None)
+        await self._store.refund(taken.bucket, self._counted, taken.grant)
+        return True
+
     async def usage(self) -> list[KeyUsage]:
         """The budget left per key, keys shown as fingerprints."""
         return [await self._key_usage(key, bucket) for key, bucket in self._keys]
@@ -490,6 +608,28 @@ class RateLimiter:
 
     def _bucket(self, key: str | None) -> str:
         return f"{self.provider}:{_label(key)}"
+
+    async def _wait_event(self, key: str | None, seconds: float, what: str | None) -> QuotaWait:
+        """Describe a wait: which window is full (``what`` names it unless only short ones are)."""
+        window: Window | None = None
+        if what is None:
+            sliding = [w for w in self.windows if w.sliding]
+            if len(sliding) > 1:  # which of them is full is the store's to say
+                now = self._clock.time()
+                usage = await self._store.usage(self._bucket(key), self._counted, now)
+                full = {u.window for u in usage if u.remaining == 0}
+                sliding = [w for w in sliding if w.name in full] or sliding
+            window = max(sliding, key=lambda w: w.seconds, default=None)
+        elif what != BLOCKED:
+            window = next((w for w in self.windows if w.name == what), None)
+        return QuotaWait(
+            provider=self.provider,
+            key_fingerprint=_label(key),
+            seconds=seconds,
+            window=window.name if window is not None else BLOCKED,
+            limit=window.limit if window is not None else None,
+            setting_name=self._setting_names.get(window.name) if window is not None else None,
+        )
 
     def _long_reset(self, now: float) -> float:
         """When the earliest long window resets: the next 00:00 UTC if there is none."""
@@ -602,7 +742,12 @@ class FallbackQuotaStore:
         return result
 
     async def acquire(self, bucket: str, windows: Sequence[Window], now: float) -> Grant:
-        return await self._call(lambda store: store.acquire(bucket, windows, now))
+        async def acquire_on(store: QuotaStore) -> Grant:
+            grant = await store.acquire(bucket, windows, now)
+            # A refund must reach the store that counted the grant, whatever happens meanwhile.
+            return replace(grant, origin=store) if grant.granted else grant
+
+        return await self._call(acquire_on)
 
     async def block(self, bucket: str, until: float) -> None:
         await self._call(lambda store: store.block(bucket, until))
@@ -612,6 +757,14 @@ class FallbackQuotaStore:
 
     async def blocked_until(self, bucket: str, now: float) -> float | None:
         return await self._call(lambda store: store.blocked_until(bucket, now))
+
+    async def refund(self, bucket: str, windows: Sequence[Window], grant: Grant) -> None:
+        store = grant.origin if grant.origin is not None else self.primary
+        try:
+            await store.refund(bucket, windows, grant)
+        except QuotaStoreUnavailable as exc:
+            # The unit stays counted: one request too few later, never one too many.
+            logger.debug("quota refund not recorded: %s", exc)
 
     async def aclose(self) -> None:
         try:

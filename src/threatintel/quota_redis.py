@@ -109,6 +109,25 @@ return 1
 """
 
 
+# KEYS: one key per window. ARGV: per window: kind ("s"/"f"), score of the grant (sliding) or
+# "" (fixed). Uncounts one grant in every window, atomically; a fixed window's key is the one
+# the grant was counted in, so a window that has reset since is not touched.
+REFUND_LUA = """
+for i = 1, #KEYS do
+  local a = 1 + (i - 1) * 2
+  if ARGV[a] == 's' then
+    local member = redis.call('ZRANGEBYSCORE', KEYS[i], ARGV[a + 1], ARGV[a + 1], 'LIMIT', 0, 1)[1]
+    if member then
+      redis.call('ZREM', KEYS[i], member)
+    end
+  elseif tonumber(redis.call('GET', KEYS[i]) or '0') > 0 then
+    redis.call('DECR', KEYS[i])
+  end
+end
+return 1
+"""
+
+
 class RedisQuotaStore:
     """A QuotaStore in Redis, shared by every instance that uses the same ``prefix``.
 
@@ -118,7 +137,7 @@ class RedisQuotaStore:
     Every Redis failure is raised as QuotaStoreUnavailable (the limiter then counts locally).
     """
 
-    __slots__ = ("_acquire", "_block", "_owns_client", "_redis", "prefix")
+    __slots__ = ("_acquire", "_block", "_owns_client", "_redis", "_refund", "prefix")
 
     def __init__(
         self,
@@ -144,6 +163,7 @@ class RedisQuotaStore:
         self.prefix = prefix
         self._acquire = client.register_script(ACQUIRE_LUA)
         self._block = client.register_script(BLOCK_LUA)
+        self._refund = client.register_script(REFUND_LUA)
 
     def __repr__(self) -> str:
         # Never the URL: it may carry a password.
@@ -175,6 +195,16 @@ class RedisQuotaStore:
 
     async def block(self, bucket: str, until: float) -> None:
         await self._run(self._block, [self._key(bucket, "blocked")], [repr(until), _ms(BLOCK_TTL)])
+
+    async def refund(self, bucket: str, windows: Sequence[Window], grant: Grant) -> None:
+        if grant.at is None:
+            return
+        keys = [self._window_key(bucket, window, grant.at) for window in windows]
+        args: list[str | int] = []
+        for window in windows:
+            # The same float repr the grant was scored with, so the score matches exactly.
+            args += ["s", repr(grant.at + window.seconds)] if window.sliding else ["f", ""]
+        await self._run(self._refund, keys, args)
 
     async def usage(self, bucket: str, windows: Sequence[Window], now: float) -> list[WindowUsage]:
         try:
@@ -233,7 +263,7 @@ class RedisQuotaStore:
 def _grant(reply: list[str], windows: Sequence[Window], now: float) -> Grant:
     kind = reply[0]
     if kind == "ok":
-        return Grant(True)
+        return Grant(True, at=now)
     if kind == "blocked":
         until = float(reply[1])
         return Grant(False, wait=until - now, exhausted=BLOCKED, reset_at=until)

@@ -124,6 +124,10 @@ class SQLiteQuotaStore:
     async def blocked_until(self, bucket: str, now: float) -> float | None:
         return await self._worker.run(_blocked_until, bucket, now)
 
+    async def refund(self, bucket: str, windows: Sequence[Window], grant: Grant) -> None:
+        if grant.at is not None:
+            await self._worker.run(_refund, bucket, tuple(windows), grant.at)
+
     async def aclose(self) -> None:
         await self._worker.aclose()
 
@@ -176,7 +180,7 @@ class SQLiteQuotaStore:
             if frees_at > now:
                 return Grant(False, wait=frees_at - now)
             _record(conn, bucket, windows, now)
-            return Grant(True)
+            return Grant(True, at=now)
 
 
 def _block(conn: sqlite3.Connection, bucket: str, until: float) -> None:
@@ -204,6 +208,25 @@ def _usage(
             remaining = max(0, window.limit - used)
             result.append(WindowUsage(window.name, window.limit, used, remaining, reset))
     return result
+
+
+def _refund(conn: sqlite3.Connection, bucket: str, windows: tuple[Window, ...], at: float) -> None:
+    """Uncount one grant made at ``at``, in one transaction: in all its windows or in none."""
+    with transaction(conn, "BEGIN IMMEDIATE"):
+        for window in windows:
+            if window.sliding:
+                # Grants made at the same instant are interchangeable: any one of them goes.
+                conn.execute(
+                    "DELETE FROM grants WHERE rowid = (SELECT rowid FROM grants"
+                    " WHERE bucket = ? AND window_name = ? AND expires_at = ? LIMIT 1)",
+                    (bucket, window.name, at + window.seconds),
+                )
+            else:
+                conn.execute(
+                    "UPDATE counters SET count = count - 1"
+                    " WHERE bucket = ? AND window_name = ? AND window_id = ? AND count > 0",
+                    (bucket, window.name, window.window_id(at)),
+                )
 
 
 def _blocked_until(conn: sqlite3.Connection, bucket: str, now: float) -> float | None:

@@ -16,10 +16,12 @@ commas.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+import platformdirs
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
@@ -31,6 +33,17 @@ DEFAULT_VIRUSTOTAL_BASE_URL = "https://www.virustotal.com/api/v3"
 DEFAULT_OTX_BASE_URL = "https://otx.alienvault.com/api/v1"
 DEFAULT_ABUSEIPDB_BASE_URL = "https://api.abuseipdb.com/api/v2"
 DEFAULT_IPINFO_BASE_URL = "https://ipinfo.io"
+
+
+#: Names the per-user cache directory: ~/.cache/threatintel on Linux ($XDG_CACHE_HOME honoured),
+#: ~/Library/Caches/threatintel on macOS, %LOCALAPPDATA%\threatintel\Cache on Windows.
+APP_NAME = "threatintel"
+
+
+def default_cache_dir() -> Path:
+    """The user's cache directory: one cache and one quota budget per user and machine,
+    whichever directory a run starts in (``./cache`` gave every folder a budget of its own)."""
+    return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
 
 
 Keys = Annotated[list[SecretStr], NoDecode]
@@ -77,7 +90,7 @@ class Settings(BaseSettings):
 
     # --- cache ----------------------------------------------------------------------------
     cache_backend: Literal["auto", "memory", "sqlite", "redis"] = "auto"
-    cache_dir: Path = Path("./cache")
+    cache_dir: Path = Field(default_factory=default_cache_dir)
     reports_dir: Path = Path("./reports")
     redis_url: SecretStr | None = None
     negative_cache_ttl: int = Field(default=3_600, ge=0)
@@ -167,6 +180,15 @@ class Settings(BaseSettings):
         except SettingsError as exc:
             # Raised when a complex value (a JSON list, say) cannot be decoded at all.
             raise ConfigError(f"invalid configuration: {exc}") from None
+        except (UnicodeDecodeError, OSError) as exc:
+            # Only ./.env can be undecodable or unreadable: the environment itself is text.
+            where = os.path.abspath(str(cls.model_config.get("env_file") or ".env"))
+            if isinstance(exc, UnicodeDecodeError):
+                byte = exc.object[exc.start : exc.start + 1].hex()
+                reason = f"not UTF-8 text (byte 0x{byte} at offset {exc.start}); save it as UTF-8"
+            else:
+                reason = exc.strerror or str(exc)
+            raise ConfigError(f"cannot read {where}: {reason}") from None
 
     def api_keys(self, provider: str) -> list[SecretStr]:
         keys: list[SecretStr] = getattr(self, f"{provider}_api_key")

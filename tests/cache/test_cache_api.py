@@ -39,24 +39,43 @@ def test_public_names_are_pinned() -> None:
     ]
 
 
+SCOPE = "https://www.virustotal.com/api/v3"
+SCOPE_DIGEST = hashlib.sha256(SCOPE.encode()).hexdigest()[:16]
+
+
 def test_cache_key_scheme() -> None:
-    """A short value appears verbatim after a versioned provider and type prefix."""
-    assert cache_key("virustotal", "ipv4", "1.2.3.4") == "ti:v1:virustotal:ipv4:1.2.3.4"
+    """A short value appears verbatim after a versioned provider, scope digest and type prefix."""
+    assert (
+        cache_key("virustotal", "ipv4", "1.2.3.4", scope=SCOPE)
+        == f"ti:v2:virustotal:{SCOPE_DIGEST}:ipv4:1.2.3.4"
+    )
+
+
+def test_the_scope_separates_keys_without_showing_the_host() -> None:
+    """Two endpoints give two keys, and neither key names the (perhaps internal) host."""
+    internal = "http://ti-mirror.corp.internal:8080/api/v3"
+    mirror = cache_key("virustotal", "ipv4", "1.2.3.4", scope=internal)
+    vendor = cache_key("virustotal", "ipv4", "1.2.3.4", scope=SCOPE)
+    assert mirror != vendor
+    assert "corp" not in mirror and "virustotal.com" not in vendor
 
 
 def test_long_values_are_hashed() -> None:
     """A value over 200 characters becomes its SHA-256, keeping keys short and bounded."""
     url = "https://example.com/" + "x" * 300
     digest = hashlib.sha256(url.encode()).hexdigest()
-    assert cache_key("otx", "url", url) == f"ti:v1:otx:url:sha256={digest}"
-    assert cache_key("otx", "url", "u" * 200) == "ti:v1:otx:url:" + "u" * 200
+    prefix = f"ti:v2:otx:{SCOPE_DIGEST}:url:"
+    assert cache_key("otx", "url", url, scope=SCOPE) == f"{prefix}sha256={digest}"
+    assert cache_key("otx", "url", "u" * 200, scope=SCOPE) == prefix + "u" * 200
 
 
 def test_a_short_value_cannot_impersonate_a_hashed_one() -> None:
     """A literal value shaped like a hashed one is hashed too: it cannot take a long URL's key."""
     url = "https://example.com/" + "x" * 300
     lookalike = "sha256=" + hashlib.sha256(url.encode()).hexdigest()
-    assert cache_key("otx", "url", lookalike) != cache_key("otx", "url", url)
+    assert cache_key("otx", "url", lookalike, scope=SCOPE) != cache_key(
+        "otx", "url", url, scope=SCOPE
+    )
 
 
 def test_entry_age_and_remaining_time() -> None:

@@ -118,7 +118,7 @@ async def test_unicode_and_long_url_keys(cache: Cache) -> None:
     """Keys built by cache_key from unicode and very long values are distinct and usable."""
     long_url = "https://example.com/" + "a" * 5_000
     values = ["bücher.example", "例え.テスト", long_url, long_url + "b", "sha256=short"]
-    keys = [cache_key("otx", "url", value) for value in values]
+    keys = [cache_key("otx", "url", value, scope="https://otx.example") for value in values]
     assert len(set(keys)) == len(keys)
     for index, key in enumerate(keys):
         await cache.set(key, str(index).encode(), ttl=60)

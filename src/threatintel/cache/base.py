@@ -1,8 +1,9 @@
 """The cache interface every backend implements, and the key scheme.
 
+    key = cache_key("virustotal", "ipv4", "1.2.3.4", scope=provider.cache_scope)
     async with SQLiteCache(path) as cache:
-        await cache.set(cache_key("virustotal", "ipv4", "1.2.3.4"), body, ttl=86_400)
-        entry = await cache.get(cache_key("virustotal", "ipv4", "1.2.3.4"))  # CacheEntry | None
+        await cache.set(key, body, ttl=86_400)
+        entry = await cache.get(key)  # CacheEntry | None
 
 Values are opaque bytes: the engine decides what it stores. Every entry carries the time it was
 written and the time it expires, both read from the backend's injected ``Clock``, so a test with a
@@ -23,28 +24,36 @@ from threatintel.clock import Clock, SystemClock
 #: One shared instance is enough: the system clock has no state.
 SYSTEM_CLOCK: Final[Clock] = SystemClock()
 
-#: Bump the version segment whenever the meaning of cached values changes, so old entries
-#: are simply never read again (they age out on their own TTL).
-KEY_PREFIX: Final = "ti:v1"
+#: Bump the version segment whenever the meaning of keys or cached values changes, so old
+#: entries are simply never read again (they age out on their own TTL). v1 keys named no
+#: endpoint, so an answer from a simulator or mirror was served as the real vendor's.
+KEY_PREFIX: Final = "ti:v2"
 #: Values longer than this are replaced by their digest in the key (long URLs).
 MAX_KEY_VALUE_LENGTH: Final = 200
 #: Marks a hashed value; a literal value that starts with it is hashed too, so no short value
 #: can be crafted to collide with the key of a long one.
 HASHED_VALUE_MARKER: Final = "sha256="
+#: Hex digits of the scope's SHA-256 in a key: 64 bits tell endpoints apart; the hostname
+#: itself (perhaps an internal mirror's) never appears in a key.
+SCOPE_DIGEST_LENGTH: Final = 16
 
 
-def cache_key(provider: str, indicator_type: str, value: str) -> str:
+def cache_key(provider: str, indicator_type: str, value: str, *, scope: str) -> str:
     """The cache key for one provider's answer about one normalised indicator.
 
-    The scheme is ``ti:v1:<provider>:<indicator_type>:<value>``, for example
-    ``ti:v1:virustotal:ipv4:1.2.3.4``. A value longer than ``MAX_KEY_VALUE_LENGTH`` characters
+    ``scope`` is everything besides the indicator that decides the answer: the endpoint and
+    the request parameters that change it (a provider's ``cache_scope``). The scheme is
+    ``ti:v2:<provider>:<scope digest>:<indicator_type>:<value>``, for example
+    ``ti:v2:virustotal:3f1c0e5a9b2d4c6e:ipv4:1.2.3.4``, where the digest is the first 16 hex
+    digits of the scope's SHA-256. A value longer than ``MAX_KEY_VALUE_LENGTH`` characters
     (or one that starts with ``sha256=``) is replaced by ``sha256=<64 hex digits>`` of its UTF-8
     bytes, so keys stay short and bounded whatever URL comes in. ``value`` must already be
     normalised: the key is exact, it does not fold case or refang.
     """
     if len(value) > MAX_KEY_VALUE_LENGTH or value.startswith(HASHED_VALUE_MARKER):
         value = HASHED_VALUE_MARKER + hashlib.sha256(value.encode("utf-8")).hexdigest()
-    return f"{KEY_PREFIX}:{provider}:{indicator_type}:{value}"
+    digest = hashlib.sha256(scope.encode("utf-8")).hexdigest()[:SCOPE_DIGEST_LENGTH]
+    return f"{KEY_PREFIX}:{provider}:{digest}:{indicator_type}:{value}"
 
 
 def check_ttl(ttl: float) -> float:

@@ -13,8 +13,8 @@ afresh (see ``threatintel._sqlite``).
 
 The file stays bounded: when it is opened and every ``purge_every`` sets, expired rows are
 deleted, then the oldest rows beyond ``max_entries``, then the oldest rows until the values
-total ``max_bytes`` at most (``--raw`` stores whole vendor bodies). Between purges the file may
-run over by up to ``purge_every`` values.
+total ``max_bytes`` at most (every answer keeps its vendor body, compressed). Between purges
+the file may run over by up to ``purge_every`` values.
 
 Every sqlite3 or OS error becomes ``CacheError`` here, naming the file (never its contents).
 """

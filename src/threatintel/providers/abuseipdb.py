@@ -57,6 +57,11 @@ class AbuseIPDB(HttpProvider):
             headers={"Key": api_key or "", "Accept": "application/json"},
         )
 
+    @property
+    def cache_scope(self) -> str:
+        # maxAgeInDays decides which reports are counted; verbose adds the reports themselves.
+        return f"{super().cache_scope}?maxAgeInDays={self.max_age_days}&verbose"
+
     def link(self, indicator: Indicator) -> str | None:
         return f"https://www.abuseipdb.com/check/{indicator.value}"
 

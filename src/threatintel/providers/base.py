@@ -62,6 +62,12 @@ class Provider(Protocol):
     supports: ClassVar[frozenset[IndicatorType]]
     requires_key: ClassVar[bool]
 
+    @property
+    def cache_scope(self) -> str:
+        """Everything besides the indicator that decides the answer (endpoint, parameters):
+        the cache keeps answers apart by it."""
+        ...
+
     async def lookup(self, indicator: Indicator, api_key: str | None) -> SourceResult: ...
 
 
@@ -77,15 +83,40 @@ class Call:
 
 @contextlib.contextmanager
 def map_transport_errors(provider: str, title: str) -> Iterator[None]:
-    """Translate httpx transport failures into ours; the message never repeats the URL."""
+    """Translate httpx transport failures into ours; the message never repeats the URL.
+
+    A failure before the request could be written (the name did not resolve, the connection was
+    refused or never completed, no pooled connection came free, the proxy refused the tunnel)
+    is marked ``sent=False``: the vendor cannot have counted it. Anything later (a timeout
+    waiting for the answer, a reset mid-answer) may have been counted and stays ``sent``.
+    """
     try:
         yield
+    except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        raise ProviderTimeout(provider, f"{title}: no connection in time", sent=False) from exc
     except httpx.TimeoutException as exc:
         raise ProviderTimeout(provider, f"{title} did not answer in time") from exc
-    except (httpx.ConnectError, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+    except (httpx.ConnectError, httpx.ProxyError) as exc:
+        raise ConnectionFailed(provider, f"{title}: connection failed", sent=False) from exc
+    except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
         raise ConnectionFailed(provider, f"{title}: connection failed") from exc
     except httpx.TransportError as exc:  # proxy errors, unsupported protocol, ...
         raise ConnectionFailed(provider, f"{title}: transport error") from exc
+
+
+def endpoint_identity(base_url: str) -> str:
+    """A base URL as the one endpoint it names: scheme and host in lower case, the default port
+    and trailing slashes dropped (``HTTPS://Example.com:443/api/`` → ``https://example.com/api``)."""
+    url = httpx.URL(base_url.strip())
+    host = url.raw_host.decode("ascii")  # lower case, IDNA-encoded
+    if ":" in host:
+        host = f"[{host}]"
+    port = "" if url.port in (None, _DEFAULT_PORTS.get(url.scheme)) else f":{url.port}"
+    path = url.raw_path.decode("ascii").partition("?")[0].rstrip("/")
+    return f"{url.scheme}://{host}{port}{path}"
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -192,6 +223,12 @@ class HttpProvider:
     def link(self, indicator: Indicator) -> str | None:
         """The vendor's web page for the indicator, for analysts to click through."""
         return None
+
+    @property
+    def cache_scope(self) -> str:
+        """The endpoint asked, so an answer from a simulator or a mirror is never served as the
+        vendor's; providers whose requests carry parameters that change the answer add them."""
+        return endpoint_identity(self.base_url)
 
     def check(self, indicator: Indicator, response: httpx.Response) -> SourceResult | None:
         """Map a non-2xx answer: return a result (e.g. not found) or raise a ProviderError.

@@ -271,18 +271,23 @@ def analysis_table(
     return table
 
 
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``plural(1, "indicator")`` is "1 indicator", ``plural(2, "indicator")`` "2 indicators"."""
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
+
+
 def summary_line(analysis: Analysis) -> str:
     counts = {label: 0 for label in VerdictLabel}
     for enrichment in analysis.enrichments:
         counts[enrichment.verdict.label] += 1
     parts = [f"{n} {label.value}" for label, n in counts.items() if n]
-    text = f"{len(analysis.enrichments)} indicators: " + (", ".join(parts) or "none")
+    text = plural(len(analysis.enrichments), "indicator") + ": " + (", ".join(parts) or "none")
     answers = [r for e in analysis.enrichments for r in e.sources.values() if r.status.answered]
     cached = sum(r.cached for r in answers)
     if cached:
         text += f"; {cached}/{len(answers)} answers from cache"
     if analysis.rejected:
-        text += f"; {len(analysis.rejected)} candidates skipped"
+        text += f"; {plural(len(analysis.rejected), 'candidate')} skipped"
     return text + f" ({analysis.duration:.1f}s)"
 
 

@@ -1,0 +1,217 @@
+"""What the CLI reads and the lines it prints, apart from the commands themselves.
+
+Inputs and output paths are checked here (InputError: one line, exit code 2); the rest are pure
+functions from events, settings and addresses to text, so they are tested without a terminal.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from threatintel.engine import ProviderQuota
+from threatintel.errors import ThreatIntelError
+from threatintel.quota import BLOCKED, QuotaWait
+
+MAX_INPUT_BYTES = 64 * 1024 * 1024
+
+
+class InputError(ThreatIntelError):
+    """An input cannot be read or holds nothing, or an output path cannot be written."""
+
+
+def read_input(source: str) -> str:
+    """Read a file, or stdin for '-'; refuse binary floods and empty inputs (InputError)."""
+    if source == "-":
+        if sys.stdin is None:  # started with stdin closed (`<&-`)
+            raise InputError("cannot read stdin: it is closed")
+        data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+        name = "stdin"
+    else:
+        path = Path(source)
+        if path.is_dir():
+            raise InputError(f"cannot read {source}: it is a directory")
+        # Opened as it is, not only if it is a regular file: /dev/stdin and the pipes of a
+        # shell's <(command) are valid inputs too.
+        try:
+            with path.open("rb") as handle:
+                data = handle.read(MAX_INPUT_BYTES + 1)
+        except FileNotFoundError:
+            raise InputError(f"cannot read {source}: no such file") from None
+        except OSError as exc:
+            raise InputError(f"cannot read {source}: {exc.strerror or 'I/O error'}") from None
+        name = source
+    if len(data) > MAX_INPUT_BYTES:
+        raise InputError(f"{name} is larger than {MAX_INPUT_BYTES // (1024 * 1024)} MiB; split it")
+    if b"\x00" in data[:65536]:
+        # Binary files (executables, archives) yield junk "indicators" that would spend quota.
+        raise InputError(f"{name} looks like a binary file, not text; extract its strings first")
+    text = data.decode("utf-8", errors="replace")
+    if not text.strip():
+        raise InputError(f"{name} is empty" if not data else f"{name} holds only blanks")
+    return text
+
+
+def check_output(output: Path | None) -> None:
+    """Refuse an --output path that cannot be written before any lookup spends quota."""
+    if output is None or str(output) == "-":
+        return
+    if output.is_dir():
+        raise InputError(f"cannot write {output}: it is a directory")
+    # The folders that do not exist yet are created when the report is written.
+    existing = next((p for p in (output.parent, *output.parent.parents) if p.exists()), Path())
+    if not existing.is_dir():
+        raise InputError(f"cannot write {output}: {existing} is not a directory")
+    try:
+        if output.exists():
+            with output.open("ab"):  # opening to append changes nothing
+                pass
+        elif existing == output.parent:
+            # Only creating the file says for sure (root passes permission checks, yet /proc
+            # and read-only mounts refuse); the probe is removed again.
+            with output.open("xb"):
+                pass
+            output.unlink()
+        elif not os.access(existing, os.W_OK):
+            raise PermissionError(13, os.strerror(13))
+    except OSError as exc:
+        raise InputError(f"cannot write {output}: {exc.strerror or 'I/O error'}") from None
+
+
+_WINDOW_UNITS = {"minute": "min", "hour": "hour", "day": "day", "month": "month"}
+
+
+def duration(seconds: float) -> str:
+    """A wait as a person reads it: 52s, 4m 10s, 3h 05m."""
+    whole = max(1, round(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m {whole % 60:02d}s"
+    return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
+
+
+def quota_wait_line(event: QuotaWait) -> str:
+    """The one line printed when a lookup starts waiting noticeably for quota."""
+    waiting = f"{event.provider}: waiting {duration(event.seconds)}"
+    if event.window == BLOCKED or event.limit is None:
+        return f"{waiting}: it refused {event.key_fingerprint} with 429 (too many requests)"
+    per = _WINDOW_UNITS.get(event.window, event.window)
+    what = (
+        "for a rate-limit slot"
+        if event.window in ("minute", "hour")
+        else (f"for its {event.window} quota to reset")
+    )
+    if event.setting_name is None:
+        return f"{waiting} {what} (limit {event.limit}/{per})"
+    return (
+        f"{waiting} {what} ({event.setting_name}={event.limit}/{per}; set it higher for a paid key)"
+    )
+
+
+#: What an unset optional setting means, for `threatintel config`.
+_UNSET = {
+    "REDIS_URL": "(not set: cache and quotas stay on this machine)",
+    "MAX_QUOTA_WAIT": "(not set: as long as the minute/hour windows need)",
+    **{
+        f"{name.upper()}_CACHE_TTL": "(not set: CACHE_TTL applies)"
+        for name in ("virustotal", "otx", "abuseipdb", "ipinfo")
+    },
+}
+
+
+def config_value(name: str, value: Any) -> str:
+    """A setting as the README writes it: true/false, 10 not 10.0, lists comma-separated."""
+    if value is None or value == [] or value == ():
+        return _UNSET.get(name, "(not set)")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list | tuple):
+        return ", ".join(config_value(name, v) for v in value)
+    if isinstance(value, Path) and not value.is_absolute() and value.parts[:1] != ("..",):
+        return f"./{value}"
+    return str(value)
+
+
+def config_lines(shown: Mapping[str, Any]) -> list[str]:
+    """One ``NAME = value`` line per setting; SCORING as one line per SCORING__FIELD."""
+    lines = []
+    for name, value in shown.items():
+        if isinstance(value, dict):
+            lines += [f"{name}__{k.upper()} = {config_value(k, v)}" for k, v in value.items()]
+        else:
+            lines.append(f"{name} = {config_value(name, value)}")
+    return lines
+
+
+_DATETIME = TypeAdapter(datetime)
+
+
+def iso_utc(epoch: float | None) -> str | None:
+    """An instant as the JSON reports write it (Pydantic's ISO 8601 with ``Z``), or None."""
+    if not epoch:
+        return None
+    value: str = _DATETIME.dump_python(datetime.fromtimestamp(epoch, UTC), mode="json")
+    return value
+
+
+def simulator_banner(url: str, base_urls: Mapping[str, str], keyed: Mapping[str, bool]) -> str:
+    """What `threatintel simulate` prints: where it listens and the variables to paste.
+
+    ``keyed`` says per vendor whether the scenario accepts only its own keys (else any
+    non-empty key works, and the banner suggests ``sim``).
+    """
+    lines = [
+        f"threatintel simulator: fake VirusTotal, OTX, AbuseIPDB and IPinfo on {url}",
+        "Its answers are made up. Ctrl-C stops it. To point threatintel at it, paste into a shell:",
+        "",
+        *(f"export {name.upper()}_BASE_URL={base}" for name, base in base_urls.items()),
+    ]
+    open_vendors = [name for name in base_urls if not keyed.get(name)]
+    if open_vendors:
+        keys = " ".join(f"{name.upper()}_API_KEY=sim" for name in open_vendors)
+        lines.append(f"export {keys}   # any non-empty key is accepted")
+    lines += [
+        f"# {name.upper()}_API_KEY: this scenario accepts only the keys it lists"
+        for name in base_urls
+        if keyed.get(name)
+    ]
+    return "\n".join(lines) + "\n\n"
+
+
+def quota_json(report: list[ProviderQuota]) -> list[dict[str, Any]]:
+    """`threatintel quota --json`: times as the JSON reports write them."""
+    return [
+        {
+            "provider": q.provider,
+            "configured": q.configured,
+            "circuit": q.breaker.value,
+            "shared_store_reachable": not q.degraded,
+            "keys": [
+                {
+                    "key": k.key,
+                    "blocked_until": iso_utc(k.blocked_until),
+                    "windows": [
+                        {
+                            "window": w.window,
+                            "limit": w.limit,
+                            "used": w.used,
+                            "remaining": w.remaining,
+                            "resets_at": iso_utc(w.reset_at),
+                        }
+                        for w in k.windows
+                    ],
+                }
+                for k in q.keys
+            ],
+        }
+        for q in report
+    ]
