@@ -58,13 +58,14 @@ def test_analyze_file_and_stdin_as_jsonl(sim: SimulatorServer, tmp_path: Path) -
 
 
 def test_table_output_and_providers_option(sim: SimulatorServer) -> None:
-    """The table shows verdicts and only the chosen sources' columns."""
+    """The table shows verdicts and what only the chosen sources said."""
     result = runner.invoke(
         app, ["analyze", "45.142.212.61", "--providers", "otx,abuseipdb"], env=sim_env(sim)
     )
     assert result.exit_code == 0, result.output
     assert "malicious" in result.stdout
-    assert "abuseipdb" in result.stdout and "virustotal" not in result.stdout
+    assert "AbuseIPDB 100%" in result.stdout and "OTX " in result.stdout
+    assert "VT " not in result.stdout and "IPinfo" not in result.stdout
     assert {r.vendor for r in sim.log.records()} == {"otx", "abuseipdb"}
 
 

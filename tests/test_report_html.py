@@ -11,6 +11,7 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
+from typing import Any
 
 import pytest
 
@@ -33,7 +34,8 @@ from threatintel.models import (
     Verdict,
     VerdictLabel,
 )
-from threatintel.reports.html import build_graph, json_island, render_html
+from threatintel.reports import html as html_report
+from threatintel.reports.html import build_graph, json_island
 from threatintel.reports.markdown import clean_text
 
 #: Attacker-controlled text as it could arrive in pulse names, tags, adversaries and reasons.
@@ -58,6 +60,14 @@ UNSAFE_CHARS = (
 )
 
 GENERATED = datetime(2026, 11, 26, 12, 0, 5, tzinfo=UTC)
+
+
+def render_html(analysis: Analysis, **options: Any) -> str:
+    # The sample holds documentation ranges and a private address: sharing them is asked for.
+    # tests/test_report_sharing.py checks what a briefing leaves out by default.
+    return html_report.render_html(analysis, include_private=True, **options)
+
+
 _T0 = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 PROVIDERS = ["virustotal", "otx", "abuseipdb", "ipinfo"]
 

@@ -24,7 +24,7 @@ from threatintel.models import (
     Verdict,
     VerdictLabel,
 )
-from threatintel.reports.misp import render_misp
+from threatintel.reports import misp
 
 T0 = datetime(2024, 5, 1, 23, 30, tzinfo=UTC)
 MD5 = "44d88612fea8a8f36de82e1278abb02f"
@@ -81,6 +81,12 @@ CASES: list[tuple[IndicatorType, str, str | None, str, str, str]] = [
     (IndicatorType.ASN, "AS64500", None, "AS", "Network activity", "64500"),
     (IndicatorType.CIDR, "203.0.113.0/24", None, "ip-dst", "Network activity", "203.0.113.0/24"),
 ]
+
+
+def render_misp(analysis: Analysis, **options: Any) -> str:
+    # These tests use documentation ranges (non-public by design): sharing them is asked for.
+    # tests/test_report_sharing.py checks what is left out by default.
+    return misp.render_misp(analysis, include_private=True, **options)
 
 
 def make_enrichment(

@@ -25,7 +25,7 @@ from threatintel.models import (
     Verdict,
     VerdictLabel,
 )
-from threatintel.reports.stix import render_stix
+from threatintel.reports import stix
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 MD5 = "44d88612fea8a8f36de82e1278abb02f"
@@ -99,6 +99,12 @@ CASES: list[tuple[IndicatorType, str, str | None, str]] = [
         "ipv6-addr",
     ),
 ]
+
+
+def render_stix(analysis: Analysis, **options: Any) -> str:
+    # These tests use documentation ranges (non-public by design): sharing them is asked for.
+    # tests/test_report_sharing.py checks what is left out by default.
+    return stix.render_stix(analysis, include_private=True, **options)
 
 
 def make_sources(*, families: list[str] | None = None) -> dict[str, SourceResult]:

@@ -192,3 +192,48 @@ async def test_stix_of_a_real_batch_with_attribution_is_valid(demo_analysis: Ana
     for obj in bundle["objects"]:
         if obj["type"] == "indicator":
             assert obj["name"] not in harmless
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_save_prints_as_well_as_saving(sim: SimulatorServer, tmp_path: Path, fmt: str) -> None:
+    """--save keeps a copy under REPORTS_DIR and still prints the report, in every format."""
+    from typer.testing import CliRunner
+
+    from threatintel.cli import app
+
+    env = sim_env(sim, REPORTS_DIR=str(tmp_path / "reports"), COLUMNS="120")
+    result = CliRunner().invoke(
+        app, ["analyze", "45.142.212.61", "--format", fmt, "--save"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    (saved,) = (tmp_path / "reports").iterdir()
+    assert saved.name.endswith("." + FORMATS[fmt].extension)
+    assert "45.142.212" in result.stdout  # markdown defangs it: 45.142.212[.]61
+    assert "45.142.212" in saved.read_text(encoding="utf-8")
+    assert "saved" in result.stderr
+    if fmt not in ("table", "html"):  # the table is laid out for the terminal, html is dated
+        assert result.stdout == saved.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("fmt", ["html", "stix", "misp"])
+def test_file_formats_without_output_are_saved_not_printed(
+    sim: SimulatorServer, tmp_path: Path, fmt: str
+) -> None:
+    """html/stix/misp with neither --output nor --save go under REPORTS_DIR only; with -o and
+    --save, both files are written and nothing is printed."""
+    from typer.testing import CliRunner
+
+    from threatintel.cli import app
+
+    env = sim_env(sim, REPORTS_DIR=str(tmp_path / "reports"))
+    runner = CliRunner()
+    saved_only = runner.invoke(app, ["analyze", "45.142.212.61", "--format", fmt], env=env)
+    assert saved_only.exit_code == 0, saved_only.output
+    assert saved_only.stdout == "" and len(list((tmp_path / "reports").iterdir())) == 1
+    target = tmp_path / "out" / f"report.{fmt}"
+    both = runner.invoke(
+        app, ["analyze", "45.142.212.61", "--format", fmt, "--save", "-o", str(target)], env=env
+    )
+    assert both.exit_code == 0, both.output
+    assert both.stdout == "" and "45.142.212.61" in target.read_text(encoding="utf-8")
+    assert len(list((tmp_path / "reports").iterdir())) == 2

@@ -51,7 +51,7 @@ from threatintel.models import Analysis, Enrichment
 from threatintel.providers import PROVIDERS
 from threatintel.quota import QuotaWait
 from threatintel.reports import render, save
-from threatintel.reports.text import analysis_table, summary_line
+from threatintel.reports.text import analysis_table, skipped_line, summary_line, table_width
 from threatintel.resilience import BreakerState
 from threatintel.settings import Settings, fingerprint, redact_url
 
@@ -68,9 +68,20 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 out = Console(highlight=False, soft_wrap=False)
-if not out.is_terminal:
-    # Piped or captured output is read later, not in an 80-column window: keep rows whole.
-    out = Console(highlight=False, soft_wrap=False, width=180)
+#: The width of piped or captured output when COLUMNS does not say: read later in a file, a
+#: pager or a log, so rows stay whole.
+PIPED_WIDTH = 160
+
+
+def stdout_console(width: int | None = None) -> Console:
+    """stdout as it is now: ``width``, else a terminal's width, else COLUMNS, else PIPED_WIDTH."""
+    console = Console(highlight=False, soft_wrap=False, width=width)
+    if not console.is_terminal and not os.environ.get("COLUMNS", "").strip().isdigit():
+        console = Console(highlight=False, soft_wrap=False, width=width or PIPED_WIDTH)
+    return console
+
+
+out = stdout_console()
 # soft_wrap: an error stays on one line however narrow the terminal, for humans and for logs.
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -227,24 +238,37 @@ def show(
     settings: Settings,
     save_report: bool = False,
     title: str | None = None,
+    wide: bool = False,
+    include_private: bool = False,
 ) -> None:
+    """Print the report (or write it to ``output``); with --save also keep a copy.
+
+    html/stix/misp with neither --output nor --save are only saved: they are files by nature.
+    """
+    options: dict[str, Any] = {
+        "include_private": include_private,
+        "internal_domains": settings.internal_domains,
+        "wide": wide,
+    }
     if save_report or (fmt in FILE_FORMATS and output is None):
         try:
-            path = save(analysis, fmt.value, settings.reports_dir)
+            path = save(analysis, fmt.value, settings.reports_dir, **options)
         except OSError as exc:
             fail(f"cannot write to {settings.reports_dir}: {exc.strerror or 'I/O error'}", 1)
-        err.print(f"saved {escape(str(path))}")
-        if output is None:
-            if fmt is OutputFormat.table:
-                show(analysis, fmt, None, settings=settings, title=title)
+        err.print(f"saved {escape(str(path))}", soft_wrap=False)
+        if not save_report and output is None:
             return
     if fmt is OutputFormat.table and output is None:
-        out.print(analysis_table(analysis, title=title))
-        out.print(summary_line(analysis))
+        # Made now, not at import: COLUMNS may have been set since (CliRunner sets it per run).
+        screen = stdout_console()
+        if wide:  # as wide as the table needs, past the terminal's edge if need be
+            screen = stdout_console(table_width(screen.width, wide))
+        screen.print(analysis_table(analysis, title=title, width=screen.width, wide=wide))
+        screen.print(escape(summary_line(analysis)))
         for item in analysis.rejected:
-            err.print(f"skipped {escape(item.candidate)}: {escape(item.reason)}")
+            err.print(skipped_line(item), soft_wrap=False)
         return
-    emit(render(analysis, fmt.value), output)
+    emit(render(analysis, fmt.value, **options), output)
 
 
 OutputOption = Annotated[
@@ -253,7 +277,26 @@ OutputOption = Annotated[
 ]
 SaveOption = Annotated[
     bool,
-    typer.Option("--save", help="Also save the report under REPORTS_DIR with a unique name."),
+    typer.Option(
+        "--save",
+        help="Also keep a copy under REPORTS_DIR with a unique name (the report is still "
+        "printed, or written to --output).",
+    ),
+]
+WideOption = Annotated[
+    bool,
+    typer.Option(
+        "--wide",
+        help="Table: one column per source and every reason, at least 160 columns wide.",
+    ),
+]
+IncludePrivateOption = Annotated[
+    bool,
+    typer.Option(
+        "--include-private",
+        help="html/stix/misp: keep private addresses and internal names, which these formats "
+        "(made for sharing) leave out by default.",
+    ),
 ]
 FormatOption = Annotated[
     OutputFormat,
@@ -295,6 +338,8 @@ def analyze(
     output: OutputOption = None,
     save_report: SaveOption = False,
     providers: ProvidersOption = None,
+    wide: WideOption = False,
+    include_private: IncludePrivateOption = False,
     raw: Annotated[bool, typer.Option("--raw", help="Include vendors' raw bodies (JSON).")] = False,
     wait_for_quota: Annotated[
         bool,
@@ -328,7 +373,15 @@ def analyze(
     if not analysis.enrichments:
         reasons = "; ".join(f"{r.candidate}: {r.reason}" for r in analysis.rejected[:3])
         fail("no indicators found in the input" + (f" ({reasons})" if reasons else ""))
-    show(analysis, fmt, output, settings=settings, save_report=save_report)
+    show(
+        analysis,
+        fmt,
+        output,
+        settings=settings,
+        save_report=save_report,
+        wide=wide,
+        include_private=include_private,
+    )
 
 
 @app.command("extract")
@@ -502,6 +555,8 @@ def simulator_settings(base_urls: dict[str, str], **overrides: Any) -> Settings:
 @app.command()
 def demo(
     fmt: FormatOption = OutputFormat.table,
+    wide: WideOption = False,
+    include_private: IncludePrivateOption = False,
     output: OutputOption = None,
     save_report: SaveOption = False,
 ) -> None:
@@ -520,7 +575,8 @@ def demo(
         vendor.latency = DEMO_LATENCY.get(name, 0.05)
     err.print(
         "[bold]Demo:[/] every answer below comes from threatintel's built-in SIMULATOR of "
-        "VirusTotal, OTX, AbuseIPDB and IPinfo on 127.0.0.1 - not from the real services."
+        "VirusTotal, OTX, AbuseIPDB and IPinfo on 127.0.0.1 - not from the real services.",
+        soft_wrap=False,
     )
     with SimulatorServer(config) as sim, errors_as_exit_codes():
         settings = simulator_settings(sim.base_urls)
@@ -533,6 +589,8 @@ def demo(
         settings=settings,
         save_report=save_report,
         title="threatintel demo (answers from the simulator)",
+        wide=wide,
+        include_private=include_private,
     )
 
 

@@ -19,9 +19,9 @@ from test_report_html import (
     HOSTILE_SCRIPT,
     SHOWN_BIDI,
     UNSAFE_CHARS,
+    render_html,  # with include_private=True: the sample holds documentation addresses
     sample_analysis,
 )
-from threatintel.reports.html import render_html
 
 try:
     from playwright.sync_api import Dialog, Page, expect, sync_playwright

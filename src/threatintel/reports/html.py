@@ -17,6 +17,11 @@ names, tags, adversaries, API messages) is attacker-influenced, so:
 - A Content-Security-Policy allows exactly our one script (by hash) and no network at all, so even
   an escaping bug could neither run an injected script or handler nor fetch anything.
 - Vendor GUI links are plain ``<a href>`` (never loaded) and only if they are http(s).
+- URLs and domains inside upstream text are defanged (``audience.for_people``), so text copied
+  from the page into a ticket or chat does not become a live link.
+
+A briefing is made to be passed on: non-public indicators (private addresses, internal names)
+are left out unless ``include_private=True``, and a visible line says how many.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import hashlib
 import json
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -36,6 +42,7 @@ from jinja2 import Environment, FunctionLoader, StrictUndefined
 from markupsafe import Markup
 
 from threatintel._version import __version__
+from threatintel.indicators import DEFAULT_INTERNAL_DOMAINS
 from threatintel.models import (
     Analysis,
     AttackRef,
@@ -44,6 +51,7 @@ from threatintel.models import (
     SourceStatus,
     VerdictLabel,
 )
+from threatintel.reports.audience import for_people, for_sharing, left_out_note
 from threatintel.reports.markdown import clean_text
 
 __all__ = [
@@ -80,9 +88,19 @@ _FLAGGED_SHOWN = 8
 _CHART_BAR_WIDTH = 200
 
 
-def render_html(analysis: Analysis, *, generated_at: datetime | None = None) -> str:
+def render_html(
+    analysis: Analysis,
+    *,
+    generated_at: datetime | None = None,
+    include_private: bool = False,
+    internal_domains: Sequence[str] = DEFAULT_INTERNAL_DOMAINS,
+) -> str:
     """The whole report document; ``generated_at`` defaults to now (tests pin it)."""
     generated = generated_at or datetime.now(UTC)
+    shared = for_sharing(
+        analysis, include_private=include_private, internal_domains=internal_domains
+    )
+    analysis = for_people(shared.analysis)
     script = _asset(_JS)
     counts = Counter(e.verdict.label for e in analysis.enrichments)
     rows = [_row(i, e) for i, e in enumerate(analysis.enrichments, start=1)]
@@ -101,6 +119,7 @@ def render_html(analysis: Analysis, *, generated_at: datetime | None = None) -> 
         cache_share=_cache_share(analysis),
         rows=rows,
         indicator_ids={r.enrichment.indicator.value: r.anchor for r in rows},
+        left_out=left_out_note(shared.left_out) if shared.left_out else None,
     )
 
 

@@ -1,8 +1,10 @@
 """Markdown for tickets: a summary, one section per indicator, the attribution.
 
 Malicious and suspicious indicators are defanged (hxxp://evil[.]com) so a ticket system does
-not turn them into live links. Every upstream string is escaped for Markdown table cells and
-for the HTML most Markdown viewers also render: pulse names and tags are attacker-controlled.
+not turn them into live links, and so are the URLs and domains inside upstream text (pulse names,
+tags, malware labels, host names: ``audience.for_people``). Every upstream string is escaped for
+Markdown table cells and for the HTML most Markdown viewers also render: pulse names and tags are
+attacker-controlled.
 Control, bidi and zero-width characters are blanked first (``clean_text``, shared with the HTML
 report), so a U+202E in a pulse name cannot make "…27" read as "…72".
 """
@@ -21,6 +23,7 @@ from threatintel.models import (
     SourceStatus,
     VerdictLabel,
 )
+from threatintel.reports.audience import for_people
 
 MAX_REASONS = 5
 _DANGEROUS = (VerdictLabel.MALICIOUS, VerdictLabel.SUSPICIOUS)
@@ -170,6 +173,7 @@ def _attribution(attribution: Attribution | None) -> list[str]:
 
 
 def render_markdown(analysis: Analysis) -> str:
+    analysis = for_people(analysis)
     lines = _summary(analysis)
     lines += ["## Indicators", ""]
     for enrichment in analysis.enrichments:

@@ -19,7 +19,10 @@ One attribute per enrichment, every verdict included (harmless ones are context,
     cve                  vulnerability
     asn                  AS              (the number, which is what MISP stores)
 
-Rejected candidates (``analysis.rejected``) are not intelligence and are left out.
+Rejected candidates (``analysis.rejected``) are not intelligence and are left out. So are
+non-public indicators (private addresses, internal names: ``audience.for_sharing``) unless
+``include_private=True``; then ``info`` ends with how many, and a ``comment`` attribute (category
+Other, not for IDS) explains it.
 
 ``to_ids`` is true only for malicious verdicts, and only for types a detection can use (not
 vulnerability or AS). Each attribute's comment is the verdict with its top reason, as plain text
@@ -42,11 +45,12 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from threatintel.attribution import evidenced_names, fold, named
+from threatintel.indicators import DEFAULT_INTERNAL_DOMAINS
 from threatintel.models import (
     Analysis,
     AttackRef,
@@ -55,6 +59,7 @@ from threatintel.models import (
     IndicatorType,
     VerdictLabel,
 )
+from threatintel.reports.audience import for_sharing, left_out_note
 
 #: Never change this: event uuids are derived from it.
 NAMESPACE = uuid.UUID("039b5c37-2acf-42a6-a7d9-942a1162f0c0")
@@ -102,8 +107,18 @@ _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-
 # How AV vendors join names into labels ("Ransom:Win32/Clop.A"); shorter words are suffixes.
 
 
-def render_misp(analysis: Analysis, *, tlp: Tlp = DEFAULT_TLP) -> str:
+def render_misp(
+    analysis: Analysis,
+    *,
+    tlp: Tlp = DEFAULT_TLP,
+    include_private: bool = False,
+    internal_domains: Sequence[str] = DEFAULT_INTERNAL_DOMAINS,
+) -> str:
     """The analysis as a MISP event (JSON text), ready for MISP's event import."""
+    shared = for_sharing(
+        analysis, include_private=include_private, internal_domains=internal_domains
+    )
+    analysis = shared.analysis
     started = _utc(analysis.started_at)
     finished = max(started, _utc(analysis.finished_at))
     event_uuid = uuid.uuid5(
@@ -134,6 +149,9 @@ def render_misp(analysis: Analysis, *, tlp: Tlp = DEFAULT_TLP) -> str:
             for enrichment in analysis.enrichments
         ],
     }
+    if shared.left_out:
+        event["info"] += f"; {shared.left_out} non-public left out"
+        event["Attribute"].append(_left_out(shared.left_out, event_uuid, timestamp))
     return json.dumps({"Event": event}, indent=2) + "\n"
 
 
@@ -227,6 +245,23 @@ def _attack_tags(enrichment: Enrichment, attribution: Attribution) -> list[str]:
         if fold(ref.attack_id) in names or fold(ref.name) in names
     ]
     return tags
+
+
+def _left_out(count: int, event_uuid: uuid.UUID, timestamp: str) -> dict[str, Any]:
+    """A comment attribute: how many indicators stayed inside the organisation, and why."""
+    text = left_out_note(count)
+    return {
+        "uuid": str(uuid.uuid5(event_uuid, f"comment:{text}")),
+        "type": "comment",
+        "category": "Other",
+        "value": text,
+        "to_ids": False,
+        "distribution": str(INHERIT_DISTRIBUTION),
+        "comment": "threatintel: non-public indicators are not shared by default",
+        "timestamp": timestamp,
+        "disable_correlation": True,
+        "Tag": [],
+    }
 
 
 def _attribute(

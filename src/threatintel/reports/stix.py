@@ -67,7 +67,9 @@ versions of one id with different ``created``. The bundle id is derived from the
 are UTC with Z. The validator warns (103) that these ids are not UUIDv4; that is the price of
 determinism, which the spec allows.
 
-Rejected candidates (``analysis.rejected``) are not intelligence and are left out.
+Rejected candidates (``analysis.rejected``) are not intelligence and are left out. So are
+non-public indicators (private addresses, internal names: ``audience.for_sharing``) unless
+``include_private=True``; a ``note`` on the threatintel identity says how many were left out.
 
 Upstream text (reasons quoting pulse names and adversary strings) is attacker-influenced: it only
 goes into description, content and abstract fields, flattened to one line of plain text without
@@ -79,6 +81,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -88,6 +91,7 @@ import idna
 import stix2  # type: ignore[import-untyped]
 
 from threatintel.attribution import evidenced_names, named
+from threatintel.indicators import DEFAULT_INTERNAL_DOMAINS
 from threatintel.models import (
     Analysis,
     AttackRef,
@@ -99,6 +103,7 @@ from threatintel.models import (
     SourceResult,
     VerdictLabel,
 )
+from threatintel.reports.audience import for_sharing, left_out_note
 
 #: Never change this: every non-SCO id is derived from it.
 NAMESPACE = uuid.UUID("d7471d92-c362-4dd7-965c-010d5908bb0f")
@@ -167,13 +172,25 @@ def _new(factory: Any, **properties: Any) -> _StixObject:
     return obj
 
 
-def render_stix(analysis: Analysis, *, tlp: Tlp = DEFAULT_TLP) -> str:
+def render_stix(
+    analysis: Analysis,
+    *,
+    tlp: Tlp = DEFAULT_TLP,
+    include_private: bool = False,
+    internal_domains: Sequence[str] = DEFAULT_INTERNAL_DOMAINS,
+) -> str:
     """The analysis as a STIX 2.1 bundle (JSON text) that passes stix2-validator."""
+    shared = for_sharing(
+        analysis, include_private=include_private, internal_domains=internal_domains
+    )
+    analysis = shared.analysis
     builder = _Builder(analysis, TLP_MARKINGS[tlp])
     for enrichment in analysis.enrichments:
         builder.add_enrichment(enrichment)
     if analysis.attribution is not None:
         builder.add_attribution(analysis.attribution)
+    if shared.left_out:
+        builder.add_left_out(shared.left_out)
     return builder.serialize()
 
 
@@ -558,6 +575,18 @@ class _Builder:
             content="\n".join(lines),
             authors=["threatintel"],
             object_refs=refs,
+            created_by_ref=self.me,
+        )
+
+    def add_left_out(self, count: int) -> None:
+        self._sdo(
+            stix2.Note,
+            "note",
+            "left-out",
+            abstract=f"{count} non-public indicators left out",
+            content=left_out_note(count),
+            authors=["threatintel"],
+            object_refs=[self.me],
             created_by_ref=self.me,
         )
 

@@ -2,7 +2,10 @@
 
 A cell that starts with `=`, `+`, `-`, `@`, a tab or a carriage return is a formula to Excel,
 LibreOffice and Google Sheets (CSV injection): such cells get a leading apostrophe, which the
-spreadsheet shows as text and strips. Values stay raw (not defanged): CSV feeds SIEMs.
+spreadsheet shows as text and strips. The indicator column stays exact (it is what gets looked up
+or fed to a SIEM); URLs and domains inside upstream text (reasons, adversary and malware names,
+organisations) are defanged like every human-facing format (``audience.for_people``), because a
+spreadsheet turns them into live links.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import csv
 import io
 
 from threatintel.models import Analysis, Enrichment
+from threatintel.reports.audience import for_people
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 PROVIDER_ORDER = ("virustotal", "otx", "abuseipdb", "ipinfo")
@@ -85,6 +89,6 @@ def render_csv(analysis: Analysis) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\r\n")
     writer.writeheader()
-    for enrichment in analysis.enrichments:
+    for enrichment in for_people(analysis).enrichments:
         writer.writerow({k: safe_cell(v) for k, v in _row(enrichment).items()})
     return buffer.getvalue()
