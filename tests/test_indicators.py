@@ -388,7 +388,7 @@ def test_random_bytes_yield_at_most_a_handful_of_indicators() -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "::b c:: ::1 fe80::1 a::/3 ::/0",
+        "::b c:: a::b dead::beef a::/3 ::/0",
         "AS1 as7 AS02 ASN5",
         "\ufffds.gy\ufffd \x076.cl\x07 \ufffdxb.ls# \ufffdxn--yqa.gr\ufffd",
     ],
@@ -443,11 +443,11 @@ def test_extract_dedupes_in_order_of_first_appearance() -> None:
 
 
 def test_email_and_url_hosts_are_not_repeated_as_domains() -> None:
-    """An email's domain and a URL's host are not also reported as separate domains."""
+    """An email's domain and a URL's host are not added as domains unless named on their own."""
     assert found("mail bob@evil.com") == [("email", "bob@evil.com")]
     assert found("get http://evil.com/x") == [("url", "http://evil.com/x")]
     html = '<a href="hxxp://evil[.]com/x">evil[.]com</a>'
-    assert found(html) == [("url", "http://evil.com/x")]
+    assert found(html) == [("url", "http://evil.com/x"), ("domain", "evil.com")]
 
 
 def test_hex_inside_longer_words_is_not_a_hash() -> None:

@@ -13,6 +13,8 @@ from threatintel.models import Indicator, IndicatorType
 
 INDICATORISH = "0123456789abcdef.:/[]()hxtpsHX@-_ \n"
 DEFANGISH = INDICATORISH + "{}\\dotDOTaAfF,;!?'\"<>%#=+"
+# Text pasted from mail, word processors and chat: quotes, CJK and full-width forms, invisibles.
+PASTED = DEFANGISH + "*m\u201c\u201d\u00ab\u3002\uff0e\uff3b\u200b\u2026\u00a0"
 FRAGMENTS = [
     "http://",
     "hxxps[:]//",
@@ -39,12 +41,29 @@ FRAGMENTS = [
     "[",
     " ",
     ",",
+    # The loose and spaced spellings, short IPv6 and code look-alikes.
+    "hxxps[://",
+    "[.",
+    ".]",
+    "]].",
+    " [.] ",
+    " . ",
+    " AT ",
+    "AT",
+    "meow://",
+    "http//",
+    ":///",
+    "[,]",
+    "x[::1]",
+    "fe80::1",
+    "rows[0].",
 ]
 
 text_like = st.one_of(
     st.text(),
     st.text(alphabet=INDICATORISH),
     st.text(alphabet=DEFANGISH),
+    st.text(alphabet=PASTED),
     st.lists(st.sampled_from(FRAGMENTS) | st.text(alphabet=INDICATORISH, max_size=4)).map("".join),
 )
 SETTINGS = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])

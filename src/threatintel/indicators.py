@@ -7,11 +7,14 @@
     registrable_domain(host)     sub.example.co.uk → example.co.uk
 
 Free text is held to a higher bar than a value given on purpose, because binary noise, logs and
-code produce short look-alikes by chance. In text an IPv6 address needs three hex groups or an
-embedded IPv4 ("2001:db8::1", "::ffff:1.2.3.4"; not "::b" or "c::"), an IPv6 network two groups;
-an AS number needs at least two digits and no leading zero (AS15169, not AS2 or AS02); and a
-domain whose registrable label is shorter than three characters (t.co, fb.me) must be defanged
-or set apart by whitespace or punctuation, not glued to stray symbols or undecodable bytes.
+code produce short look-alikes by chance. In text an IPv6 address needs three hex groups, an
+embedded IPv4 ("2001:db8::1", "::ffff:1.2.3.4"), or a short form people write on purpose: "::1",
+or a four-digit first group with a digit in it plus one more group ("fe80::1", "fd00::1",
+"2001::1"; not "::b", "c::", "a::b" or "dead::beef"); an IPv6 network two groups, or one such
+first group ("fe80::/10"); an AS number needs at least two digits and no leading zero (AS15169,
+not AS2 or AS02); and a domain whose registrable label is shorter than three characters (t.co,
+fb.me) must be defanged or set apart by whitespace or punctuation, not glued to stray symbols
+or undecodable bytes.
 An IPv4-mapped IPv6 address (::ffff:8.8.8.8) is the IPv4 address, in text and given alone.
 
 Everything here runs in linear time. The parser this replaces validated URLs with a backtracking
@@ -33,6 +36,7 @@ from ipaddress import IPv4Address, IPv6Address
 import idna
 from publicsuffixlist import PublicSuffixList
 
+from threatintel._defang import clean_pasted, defang, join_spaced, refang, unglue
 from threatintel._special import (
     SPECIAL_TLDS,
     address_reason,
@@ -62,75 +66,6 @@ _SHOWN = 100  # a rejected candidate is echoed back at most this long
 _T = IndicatorType
 _HASHES = {32: _T.MD5, 40: _T.SHA1, 64: _T.SHA256}
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ftp": 21, "ftps": 990}
-
-# --- refang --------------------------------------------------------------------------------
-
-_REFANG = {
-    "[.]": ".", "(.)": ".", "{.}": ".", "[dot]": ".", "(dot)": ".", "{dot}": ".", "\\.": ".",
-    "[:]": ":", "[://]": "://", "[/]": "/", "[@]": "@", "(@)": "@", "[at]": "@",
-    "hxxp:": "http:", "hxxps:": "https:", "fxp:": "ftp:", "fxps:": "ftps:",
-}  # fmt: skip
-# ASCII-only case folding: with full Unicode folding "ſ" would match "s" and miss the table.
-_REFANG_RE = re.compile(
-    "|".join(re.escape(t) for t in sorted(_REFANG, key=len, reverse=True)), re.I | re.A
-)
-_BY_LAST_CHAR: dict[str, list[tuple[str, str]]] = {}
-for _token, _plain in _REFANG.items():
-    _BY_LAST_CHAR.setdefault(_token[-1], []).append((_token, _plain))
-
-
-def defang(value: str) -> str:
-    """Make an indicator unclickable for tickets and chat: hxxp://evil[.]com, 1.2.3[.]4.
-
-    ``refang(defang(v)) == v`` for every indicator value.
-    """
-    scheme, sep, rest = value.partition("://")
-    if sep:
-        scheme = {"http": "hxxp", "https": "hxxps", "ftp": "fxp", "ftps": "fxps"}.get(
-            scheme.lower(), scheme
-        )
-        host_end = len(rest)
-        for stop in "/?#":
-            index = rest.find(stop)
-            if index != -1:
-                host_end = min(host_end, index)
-        return f"{scheme}://{rest[:host_end].replace('.', '[.]')}{rest[host_end:]}"
-    if "@" in value:
-        local, _, domain = value.rpartition("@")
-        return f"{local}[@]{domain.replace('.', '[.]')}"
-    if ":" in value and "." not in value:
-        return value  # IPv6 and hashes carry no dots to break
-    head, dot, tail = value.rpartition(".")
-    return f"{head}[.]{tail}" if dot else value
-
-
-def refang(text: str) -> str:
-    """Undo common defanging (hxxp, fxp, [.], (.), {.}, [dot], [:], [://], [@], [at], \\.)."""
-    for _ in range(3):
-        plain = _REFANG_RE.sub(lambda m: _REFANG[m.group().lower()], text)
-        if plain == text:
-            return text
-        text = plain
-    # Nested spellings such as "[[[.]]]" reveal a new token per pass; finish with one stack pass
-    # rather than looping, which would be quadratic on adversarial input.
-    return _refang_stack(text)
-
-
-def _refang_stack(text: str) -> str:
-    """Rewrite to a fixed point in one pass: the output never contains a defang token."""
-    out: list[str] = []
-    pending = list(reversed(text))
-    while pending:
-        out.append(pending.pop())
-        for token, plain in _BY_LAST_CHAR.get(out[-1], ()):
-            tail = "".join(out[-len(token) :])
-            if len(out) >= len(token) and tail.isascii() and tail.lower() == token:
-                del out[-len(token) :]
-                # Re-feed the replacement so tokens it completes to its left are found too.
-                pending.extend(reversed(plain))
-                break
-    return "".join(out)
-
 
 # --- names ---------------------------------------------------------------------------------
 
@@ -315,8 +250,18 @@ def _v6_in_text(addr: str, network: bool) -> bool:
     """Whether an IPv6 spelling has enough structure to be taken from free text."""
     if "." in addr:
         return True  # an embedded dotted IPv4 is structure noise rarely has
-    groups = sum(1 for group in addr.partition("%")[0].split(":") if group)
-    return groups >= (_TEXT_V6_NET_MIN_GROUPS if network else _TEXT_V6_MIN_GROUPS)
+    core = addr.partition("%")[0]
+    groups = [group for group in core.split(":") if group]
+    if len(groups) >= (_TEXT_V6_NET_MIN_GROUPS if network else _TEXT_V6_MIN_GROUPS):
+        return True
+    if core == "::1":
+        return True  # the loopback address, written on purpose wherever it appears
+    # fe80::1, fd00::1, ff02::1, 2001::1, fe80::/10: a full first group that is not a word.
+    # Code and hex dumps give "a::b", "c::" and "dead::beef", which this shape leaves out.
+    first = groups[0] if groups and core.startswith(groups[0] + "::") else ""
+    if len(first) != 4 or first.isalpha():
+        return False
+    return len(groups) == (1 if network else 2)
 
 
 def _colon(s: str, mode: _Mode) -> _Result:
@@ -326,7 +271,7 @@ def _colon(s: str, mode: _Mode) -> _Result:
         if ip is None:
             return mode.soft("not a valid IPv6 address")
         if not mode.explicit and not _v6_in_text(addr, bool(slash)):
-            return None  # "::b", "c::", "fe80::1": too little to tell from noise or code
+            return None  # "::b", "c::", "a::b": too little to tell from noise or code
         if not slash:
             return _address6(ip)
         return _cidr(ip, prefix, 128, mode)
@@ -415,6 +360,14 @@ def _email(s: str, mode: _Mode) -> _Result:
 def _url(s: str, mode: _Mode) -> _Result:
     scheme, _, rest = s.partition("://")
     scheme = scheme.lower()
+    # A doubled scheme ("http://http://evil.com", "hxxp://[http://...") is one URL, not a host
+    # named "http": keep the last scheme.
+    start = 0
+    while (sep := rest.find("://", start, start + 8)) != -1 and rest[start:sep].lower() in (
+        _DEFAULT_PORTS
+    ):
+        scheme, start = rest[start:sep].lower(), sep + 3
+    rest = rest[start:]
     if scheme not in _DEFAULT_PORTS:
         return mode.soft(f"unsupported URL scheme ({scheme[:12]}); use http, https or ftp")
     if len(s) > MAX_URL_LENGTH:
@@ -446,6 +399,8 @@ def _url(s: str, mode: _Mode) -> _Result:
                 return f"{found} in the URL host"
             host = found.value
         else:
+            if name.lower() in _DEFAULT_PORTS:
+                return "URL host is a scheme name (a doubled or broken scheme?)"
             named = _host_name(name, _EXPLICIT, in_url=True)
             if not isinstance(named, tuple):
                 return named or "not a valid host name"
@@ -467,7 +422,7 @@ def _url(s: str, mode: _Mode) -> _Result:
 
 # --- trimming ------------------------------------------------------------------------------
 
-_TRAILING = ".,;:!?'\""
+_TRAILING = ".,;:!?'\"*"  # "*" too: Markdown bold (**http://evil.com/x**) ends a URL
 _OPENER = {")": "(", "]": "[", "}": "{", ">": "<"}
 
 
@@ -506,7 +461,7 @@ def _trim_given(s: str) -> str:
 
 def parse_indicator(raw: str) -> Indicator:
     """Classify and normalise one value given on purpose; raise InvalidIndicator if we can't."""
-    text = raw.strip()
+    text = clean_pasted(raw).strip()
     if not text:
         raise InvalidIndicator(raw, "empty input")
     if len(text) > 2 * MAX_URL_LENGTH:
@@ -526,7 +481,7 @@ _RUN_RE = re.compile(r"[^\s\"'<>`]+")
 _INTERESTING_RE = re.compile(r"[0-9.:@]")
 _URL_END_RE = re.compile(r"[,|\\^{}\[\]]")
 _ATOM_RE = re.compile(r"[\w.\-@:/+]+")
-_DEFANG_HINT_RE = re.compile(r"[\[({\\:]")
+_DEFANG_HINT_RE = re.compile(r"[\[\](){}\\:]|//")
 # The lookbehind is one fixed character, so this cannot backtrack: "xhttp://" is not a URL.
 _SCHEME_RE = re.compile(r"(?<![A-Za-z0-9])(?:https?|ftps?)://", re.I | re.A)
 _SPLIT_ORDER = "/:@+"
@@ -554,15 +509,19 @@ class _Collector:
                 self.rejected[shown] = Rejected(candidate=shown, reason=result)
 
     def extraction(self) -> Extraction:
-        # A URL covers its host: a bare mention of the same domain would only repeat it.
-        hosts = {i.host for i in self.found.values() if i.type is _T.URL}
-        kept = [i for i in self.found.values() if i.type is not _T.DOMAIN or i.value not in hosts]
-        return Extraction(indicators=kept, rejected=list(self.rejected.values()))
+        # A domain named on its own stays even when a URL on the same host is found too: the
+        # sources answer a domain lookup (resolutions, registrar, pulses on the name) and a URL
+        # lookup (that one resource) with different evidence. A URL's host alone is not added.
+        return Extraction(
+            indicators=list(self.found.values()), rejected=list(self.rejected.values())
+        )
 
 
 def extract(text: str) -> Extraction:
     """Every indicator in free text, first appearance first, and the candidates we skipped."""
     out = _Collector()
+    # Pasted text: typographic punctuation ends an indicator, "evil [.] com" is one token.
+    text = join_spaced(clean_pasted(text), _known_tld)
     # JSON may escape slashes ("http:\/\/evil.com\/"); no indicator contains a backslash-slash.
     for match in _RUN_RE.finditer(text.replace("\\/", "/")):
         run = match.group()
@@ -576,18 +535,41 @@ def extract(text: str) -> Extraction:
     return out.extraction()
 
 
+_COMMA_HOST_RE = re.compile(r"[A-Za-z0-9-]+(?:,[A-Za-z0-9-]+)+(?::[0-9]{1,5})?")
+
+
+def _comma_host(run: str, start: int) -> tuple[str, int] | None:
+    """A URL host defanged with commas for dots, refanged, and how many characters it spans."""
+    window = run[start : start + MAX_DOMAIN_LENGTH]
+    stop = _AUTHORITY_END.search(window)
+    authority = window[: stop.start()] if stop else window
+    if not _COMMA_HOST_RE.fullmatch(authority):
+        return None
+    labels = authority.partition(":")[0].split(",")
+    if not (len(labels) == 4 and all(x.isdigit() for x in labels)) and not labels[-1].isalpha():
+        return None  # neither an IPv4 address nor a name ending in a word: a CSV row
+    return authority.replace(",", "."), len(authority)
+
+
 def _scan_run(run: str, mode: _Mode, out: _Collector) -> None:
     """Cut the URLs out of one whitespace-free run, then read the rest as smaller atoms."""
     pos = 0
     while (scheme := _SCHEME_RE.search(run, pos)) is not None:
         start, end = scheme.span()
-        if run.startswith("[", end):  # the brackets of an IPv6 host do not end the URL
+        head = run[start:end]
+        if run.startswith("[", end):
             close = run.find("]", end, end + 64)
-            end = close + 1 if close > 0 else end
+            if close > 0 and ":" in run[end:close]:
+                head, end = run[start : close + 1], close + 1  # an IPv6 host's brackets
+            else:
+                end += 1  # "http://[evil.com": a half bracket defangs the host, holds no IPv6
         stop = _URL_END_RE.search(run, end)
-        end = stop.start() if stop else len(run)
+        if stop and stop.group() == "," and (host := _comma_host(run, end)) is not None:
+            head, end = head + host[0], end + host[1]  # "http://192,168,0,1", "http://evil,com/"
+            stop = _URL_END_RE.search(run, end)
         _scan_atoms(run[pos:start], mode, out)
-        candidate = run[start:end]
+        candidate = head + run[end : stop.start() if stop else len(run)]
+        end = stop.start() if stop else len(run)
         if len(candidate) > 2 * MAX_URL_LENGTH:
             out.take("URL longer than 2,048 characters", candidate)
         else:
@@ -614,10 +596,19 @@ def _clean_edge(ch: str) -> bool:
 def _scan_atoms(segment: str, mode: _Mode, out: _Collector) -> None:
     for match in _ATOM_RE.finditer(segment):
         start, end = match.span()
+        atom, atom_mode = match.group(), mode
         if segment.startswith("(", end):
             continue  # a call in pasted code (console.log(...), path.open()), not an indicator
+        if (
+            atom.startswith("::")
+            and segment[start - 2 : start - 1].isalnum()
+            and segment[start - 1 : start] == "["
+        ):
+            continue  # "x[::1]" is a slice in pasted code, not the loopback address
+        if ("AT" in atom or "DOT" in atom) and (plain := unglue(atom)) != atom:
+            atom, atom_mode = plain, _DEFANGED_TEXT  # "fooATbar.com", "bob@evilDOTcom"
         edges = (segment[start - 1 : start], segment[end : end + 1])
-        _take_atom(match.group(), mode, out, _SPLIT_ORDER, keep_rejects=True, edges=edges)
+        _take_atom(atom, atom_mode, out, _SPLIT_ORDER, keep_rejects=True, edges=edges)
 
 
 def _short_name(indicator: Indicator) -> bool:
