@@ -401,7 +401,7 @@ def extract_command(
         extraction = extract(read_input(source))
     if not extraction.indicators:
         for item in extraction.rejected:
-            err.print(f"skipped {escape(item.candidate)}: {escape(item.reason)}")
+            err.print(skipped_line(item))
         fail("no indicators found in the input")
     if fmt is ExtractFormat.json:
         sys.stdout.write(extraction.model_dump_json(indent=2) + "\n")
@@ -409,7 +409,7 @@ def extract_command(
     for indicator in extraction.indicators:
         sys.stdout.write(f"{indicator.type.value}\t{indicator.value}\n")
     for item in extraction.rejected:
-        err.print(f"skipped {escape(item.candidate)}: {escape(item.reason)}")
+        err.print(skipped_line(item))
 
 
 def _masked(value: Any) -> Any:

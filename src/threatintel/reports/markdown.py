@@ -82,6 +82,11 @@ def shown_value(enrichment: Enrichment) -> str:
     return defang(value) if enrichment.verdict.label in _DANGEROUS else value
 
 
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``plural(1, "indicator")`` is "1 indicator", ``plural(2, "indicator")`` "2 indicators"."""
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
+
+
 def source_facts(result: SourceResult) -> str:
     """The few facts an analyst reads first, per source."""
     facts: list[str] = []
@@ -89,7 +94,7 @@ def source_facts(result: SourceResult) -> str:
         d = result.detections
         facts.append(f"{d.malicious}/{d.total} engines malicious")
     if result.pulse_count:
-        facts.append(f"{result.pulse_count} OTX pulses")
+        facts.append(plural(result.pulse_count, "OTX pulse"))
     if result.adversaries:
         facts.append("adversary " + ", ".join(result.adversaries[:3]))
     if result.malware_families:
@@ -98,7 +103,7 @@ def source_facts(result: SourceResult) -> str:
         facts.append("ATT&CK " + ", ".join(result.attack_ids[:5]))
     if result.abuse is not None:
         a = result.abuse
-        facts.append(f"confidence {a.confidence}% from {a.total_reports} reports")
+        facts.append(f"confidence {a.confidence}% from {plural(a.total_reports, 'report')}")
         if a.is_tor:
             facts.append("Tor exit")
     if result.geo is not None:

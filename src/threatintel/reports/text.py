@@ -37,7 +37,7 @@ from threatintel.models import (
     VerdictLabel,
 )
 from threatintel.reports.audience import for_people
-from threatintel.reports.markdown import clean_text
+from threatintel.reports.markdown import clean_text, plural
 
 #: The width of a table written to a file (and of --wide at the least).
 FILE_WIDTH = 160
@@ -269,11 +269,6 @@ def analysis_table(
             row.append(_why(analysis, enrichment, room))
         table.add_row(*row)
     return table
-
-
-def plural(count: int, noun: str, nouns: str | None = None) -> str:
-    """``plural(1, "indicator")`` is "1 indicator", ``plural(2, "indicator")`` "2 indicators"."""
-    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
 
 
 def summary_line(analysis: Analysis) -> str:
