@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from threatintel.errors import ConfigError
@@ -86,8 +86,19 @@ class Settings(BaseSettings):
     abuseipdb_cache_ttl: int | None = Field(default=None, ge=0)
     ipinfo_cache_ttl: int | None = Field(default=None, ge=0)
 
-    circuit_failure_threshold: int = Field(default=5, ge=1, le=1000)
+    # --- circuit breaker (resilience.py): a failure rate over a recent window -------------
+    circuit_failure_rate: float = Field(default=0.5, gt=0, le=1)
+    # CIRCUIT_FAILURE_THRESHOLD, the older name, still works: a provider failing every call
+    # opens its circuit after this many failed calls, as that setting always promised.
+    circuit_min_calls: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        validation_alias=AliasChoices("circuit_min_calls", "circuit_failure_threshold"),
+    )
+    circuit_window: float = Field(default=60.0, gt=0, le=86_400)
     circuit_reset_after: float = Field(default=60.0, gt=0, le=86_400)
+    circuit_probe_wait: float = Field(default=5.0, ge=0, le=3_600)
 
     # --- quotas (the seed's windows; further windows come with the resilience layer) ----
     virustotal_rate_limit: int = Field(default=4, ge=1, description="per minute")
@@ -167,6 +178,11 @@ class Settings(BaseSettings):
         except SettingsError as exc:
             # Raised when a complex value (a JSON list, say) cannot be decoded at all.
             raise ConfigError(f"invalid configuration: {exc}") from None
+
+    @property
+    def circuit_failure_threshold(self) -> int:
+        """The older name of ``circuit_min_calls`` (read by code written before the rename)."""
+        return self.circuit_min_calls
 
     def api_keys(self, provider: str) -> list[SecretStr]:
         keys: list[SecretStr] = getattr(self, f"{provider}_api_key")
