@@ -16,6 +16,7 @@ commas.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -34,6 +35,8 @@ DEFAULT_IPINFO_BASE_URL = "https://ipinfo.io"
 
 
 Keys = Annotated[list[SecretStr], NoDecode]
+#: What an API key may hold: visible ASCII, the characters every HTTP stack sends unchanged.
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
 Suffixes = Annotated[list[str], NoDecode]
 
 
@@ -128,6 +131,21 @@ class Settings(BaseSettings):
         "internal_domains",
         mode="before",
     )(_split_commas)
+
+    @field_validator("virustotal_api_key", "otx_api_key", "abuseipdb_api_key", "ipinfo_api_key")
+    @classmethod
+    def _check_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        # Keys travel in HTTP headers, which carry visible ASCII only: a pasted key with a
+        # curly quote, a newline or a control character would fail every lookup later.
+        for position, key in enumerate(keys, 1):
+            if not _HEADER_SAFE.fullmatch(key.get_secret_value()):
+                which = f"key {position} of {len(keys)}" if len(keys) > 1 else "the key"
+                raise ValueError(
+                    f"{which} has a character that cannot be sent in an HTTP header "
+                    "(non-ASCII, a space, a line break or a control character); "
+                    "paste it again as plain text"
+                )
+        return keys
 
     @field_validator("virustotal_base_url", "otx_base_url", "abuseipdb_base_url", "ipinfo_base_url")
     @classmethod
