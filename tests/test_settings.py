@@ -158,7 +158,7 @@ def test_breaker_settings_and_the_old_threshold_name(monkeypatch: pytest.MonkeyP
     """CIRCUIT_FAILURE_THRESHOLD still sets the calls that open a dead provider's circuit;
     CIRCUIT_MIN_CALLS, its new name, wins when both are set."""
     defaults = Settings.load()
-    assert (defaults.circuit_failure_rate, defaults.circuit_min_calls) == (0.5, 10)
+    assert (defaults.circuit_failure_rate, defaults.circuit_min_calls) == (0.8, 10)
     assert (defaults.circuit_window, defaults.circuit_reset_after) == (60, 60)
     assert defaults.circuit_probe_wait == 5
     monkeypatch.setenv("CIRCUIT_FAILURE_THRESHOLD", "4")

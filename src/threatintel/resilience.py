@@ -3,7 +3,7 @@
 The rate limiter lives in quota.py (it has memory and Redis stores); this module holds the
 circuit breaker and the retry policy.
 
-    breaker = CircuitBreaker("virustotal", failure_rate=0.5, min_calls=10, reset_after=60.0)
+    breaker = CircuitBreaker("virustotal", failure_rate=0.8, min_calls=10, reset_after=60.0)
     async with breaker:            # raises CircuitOpen while open; records the outcome
         result = await provider.lookup(indicator, key)
     await breaker.wait(5.0)        # refused? wait for the next probe if it is due soon
@@ -14,6 +14,12 @@ of calls and opens when at least ``min_calls`` of them are recorded and at least
 rate threshold of resilience4j, and Polly's advanced breaker). Only failures that say the
 provider itself is unwell count (timeouts, connection failures, 5xx); "not found", a bad
 request or a rejected key do not move it.
+
+Why 80% of at least 10 calls by default: an outage fails every call, so it still opens after
+10; noise seldom gets there by chance (with 30% of calls failing, a window of 10 to 60 calls
+is half failures at some point in one run of five, 80% failures in one run of 600). In steady
+state, with the failures of retried lookups struck out (below), 80% means that most lookups
+fail even after their retries: the provider is of no use.
 
 A lookup is judged by its result, not by its attempts: every failed attempt is recorded at
 once (so a dead service opens the breaker after ``min_calls`` calls, however many retries each
@@ -51,12 +57,11 @@ from threatintel.errors import (
     UpstreamError,
 )
 
-DEFAULT_FAILURE_RATE = 0.5
+DEFAULT_FAILURE_RATE = 0.8
 DEFAULT_MIN_CALLS = 10
 DEFAULT_WINDOW = 60.0
 DEFAULT_FIRST_RESET_AFTER = 1.0
 DEFAULT_RESET_AFTER = 60.0
-DEFAULT_PROBE_WAIT = 5.0
 #: The window keeps at most this many outcomes, so a busy provider's record stays small.
 MAX_OUTCOMES = 200
 

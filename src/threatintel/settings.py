@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     ipinfo_cache_ttl: int | None = Field(default=None, ge=0)
 
     # --- circuit breaker (resilience.py): a failure rate over a recent window -------------
-    circuit_failure_rate: float = Field(default=0.5, gt=0, le=1)
+    circuit_failure_rate: float = Field(default=0.8, gt=0, le=1)
     # CIRCUIT_FAILURE_THRESHOLD, the older name, still works: a provider failing every call
     # opens its circuit after this many failed calls, as that setting always promised.
     circuit_min_calls: int = Field(
