@@ -108,6 +108,17 @@ def test_invalid_setting_names_the_variable() -> None:
     assert "MAX_RETRIES" in result.stderr
 
 
+def test_a_key_unfit_for_a_header_stops_at_start_up(sim: SimulatorServer) -> None:
+    """A key with a line break or a non-ASCII character is exit 3, one line, key unshown."""
+    for bad in ("SECRET-PART\nSECOND-LINE", "SECRET-PARTé"):
+        env = sim_env(sim, OTX_API_KEY=bad)
+        result = runner.invoke(app, ["analyze", "45.142.212.61"], env=env)
+        assert result.exit_code == 3, result.output
+        assert "OTX_API_KEY" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert "SECRET-PART" not in result.output and "internal error" not in result.output
+
+
 def test_extract_text_and_json() -> None:
     """extract prints typed indicators; JSON adds the rejected candidates with reasons."""
     text = "see hxxps://evil-login[.]com/a and 10.0.0.5, attachment invoice.pdf\n"

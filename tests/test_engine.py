@@ -264,9 +264,12 @@ async def test_broken_answers_are_errors(
 async def test_breaker_opens_after_failures_and_stops_calling(
     make_engine: MakeEngine, sim: SimulatorServer
 ) -> None:
-    """After CIRCUIT_FAILURE_THRESHOLD failures the source is circuit_open and not called."""
+    """After CIRCUIT_FAILURE_THRESHOLD failed calls the source is circuit_open and not called."""
     sim.simulator.faults.fail_next("virustotal", FaultKind.SERVER_ERROR, n=2)
-    async with make_engine(circuit_failure_threshold=2, max_workers=1) as engine:
+    # No waiting for the probe (CIRCUIT_PROBE_WAIT=0): this engine runs on real time.
+    async with make_engine(
+        circuit_failure_threshold=2, circuit_probe_wait=0, max_workers=1
+    ) as engine:
         first = await engine.analyze(["45.142.212.61"])
         second = await engine.analyze(["185.220.101.4"])
         third = await engine.analyze(["91.240.118.172"])
@@ -293,7 +296,9 @@ async def test_every_status_can_be_produced(make_engine: MakeEngine, sim: Simula
         ):
             analysis = await engine.analyze(batch)
             seen |= {r.status for e in analysis.enrichments for r in e.sources.values()}
-    async with make_engine(virustotal_api_key="", circuit_failure_threshold=1) as engine:
+    async with make_engine(
+        virustotal_api_key="", circuit_failure_threshold=1, circuit_probe_wait=0
+    ) as engine:
         sim.simulator.faults.fail_next("otx", FaultKind.SERVER_ERROR)
         analysis = await engine.analyze(["45.142.212.61", "185.220.101.4"])
         seen |= {r.status for e in analysis.enrichments for r in e.sources.values()}

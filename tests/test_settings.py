@@ -141,3 +141,44 @@ def test_undecodable_dotenv_is_a_config_error_naming_the_file(
     assert str(tmp_path / ".env") in message
     assert "not UTF-8" in message and "0xe9" in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("VIRUSTOTAL_API_KEY", "SECRETé0123"),  # non-ASCII
+        ("OTX_API_KEY", "SECRET\n0123"),  # a line break
+        ("ABUSEIPDB_API_KEY", "SECRET\x7f0123"),  # a control character
+        ("IPINFO_API_KEY", "SECRET 0123"),  # a space inside
+        ("VIRUSTOTAL_API_KEY", "good-key,SECRET”0123"),  # a curly quote in the second key
+    ],
+)
+def test_a_key_that_cannot_go_in_a_header_is_a_config_error(name: str, value: str) -> None:
+    """A key HTTP cannot carry is refused at start-up, naming the variable, never the key."""
+    with pytest.raises(ConfigError) as caught:
+        Settings.load(**{name.lower(): value})
+    message = str(caught.value)
+    assert name in message and "HTTP header" in message
+    assert "SECRET" not in message and "\n" not in message
+
+
+def test_surrounding_whitespace_of_a_key_is_trimmed() -> None:
+    """A trailing newline or spaces around keys (as pasted into .env) are not an error."""
+    settings = Settings.load(virustotal_api_key=" key-one ,key-two\n")
+    assert [k.get_secret_value() for k in settings.virustotal_api_key] == ["key-one", "key-two"]
+
+
+def test_breaker_settings_and_the_old_threshold_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CIRCUIT_FAILURE_THRESHOLD still sets the calls that open a dead provider's circuit;
+    CIRCUIT_MIN_CALLS, its new name, wins when both are set."""
+    defaults = Settings.load()
+    assert (defaults.circuit_failure_rate, defaults.circuit_min_calls) == (0.8, 10)
+    assert (defaults.circuit_window, defaults.circuit_reset_after) == (60, 60)
+    assert defaults.circuit_probe_wait == 5
+    monkeypatch.setenv("CIRCUIT_FAILURE_THRESHOLD", "4")
+    assert Settings.load().circuit_min_calls == 4
+    monkeypatch.setenv("CIRCUIT_MIN_CALLS", "7")
+    assert Settings.load().circuit_min_calls == 7
+    monkeypatch.setenv("CIRCUIT_FAILURE_RATE", "1.5")
+    with pytest.raises(ConfigError, match="CIRCUIT_FAILURE_RATE"):
+        Settings.load()

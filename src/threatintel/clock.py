@@ -14,7 +14,7 @@ import contextlib
 import contextvars
 import heapq
 import time as _time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Protocol
 
 
@@ -29,6 +29,10 @@ class Clock(Protocol):
 
     def participant(self) -> contextlib.AbstractContextManager[None]:
         """Mark a stretch of work that time must not skip past (see LockstepClock)."""
+        ...
+
+    def timeout(self, seconds: float) -> contextlib.AbstractAsyncContextManager[object]:
+        """Cut the block with TimeoutError once ``seconds`` of this clock's time have passed."""
         ...
 
 
@@ -46,6 +50,9 @@ class SystemClock:
     def participant(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
 
+    def timeout(self, seconds: float) -> contextlib.AbstractAsyncContextManager[object]:
+        return asyncio.timeout(max(0.0, seconds))
+
 
 class VirtualClock:
     """A clock for tests: ``sleep`` jumps time forward instead of waiting.
@@ -54,12 +61,17 @@ class VirtualClock:
     so ten coroutines each waiting 60 s move the clock by 60 s, as real time would. The
     simulator can share the instance (it is callable, returning ``time()``), so quotas and
     limiters see the same time.
+
+    ``timeout`` deadlines are virtual too: a block waiting on real I/O is cut only when other
+    sleepers carry the clock past its deadline, never by the real time the I/O takes (a real
+    timer derived from a virtual budget would fire at an arbitrary point of the test).
     """
 
-    __slots__ = ("now",)
+    __slots__ = ("_deadlines", "now")
 
     def __init__(self, start: float = 1_700_000_000.0) -> None:
         self.now = start
+        self._deadlines: list[tuple[float, asyncio.Timeout]] = []
 
     def time(self) -> float:
         return self.now
@@ -69,6 +81,7 @@ class VirtualClock:
 
     def advance(self, seconds: float) -> None:
         self.now += max(0.0, seconds)
+        self._expire()
 
     async def sleep(self, seconds: float) -> None:
         target = self.now + max(0.0, seconds)
@@ -76,10 +89,31 @@ class VirtualClock:
         await asyncio.sleep(0)
         if target > self.now:
             self.now = target
+            self._expire()
         await asyncio.sleep(0)
 
     def participant(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
+
+    @contextlib.asynccontextmanager
+    async def timeout(self, seconds: float) -> AsyncIterator[object]:
+        async with asyncio.timeout(None) as scope:
+            entry = (self.now + max(0.0, seconds), scope)
+            self._deadlines.append(entry)
+            self._expire()
+            try:
+                yield scope
+            finally:
+                if entry in self._deadlines:
+                    self._deadlines.remove(entry)
+
+    def _expire(self) -> None:
+        """Fire every timeout whose deadline the clock has reached (asyncio's Timeout turns
+        the cancellation into TimeoutError at the block's edge, as asyncio.timeout does)."""
+        due = [entry for entry in self._deadlines if entry[0] <= self.now]
+        for entry in due:
+            self._deadlines.remove(entry)
+            entry[1].reschedule(asyncio.get_running_loop().time())
 
 
 _PARTICIPANT: contextvars.ContextVar[bool] = contextvars.ContextVar(
@@ -145,6 +179,7 @@ class LockstepClock(VirtualClock):
             if not self._sleepers:
                 return
             self.now = max(self.now, self._sleepers[0][0])
+            self._expire()
             while self._sleepers and self._sleepers[0][0] <= self.now:
                 _, _, future, counted = heapq.heappop(self._sleepers)
                 if not future.done():

@@ -180,9 +180,11 @@ class Engine:
             )
             breaker = CircuitBreaker(
                 name,
-                failure_threshold=settings.circuit_failure_threshold,
+                failure_rate=settings.circuit_failure_rate,
+                min_calls=settings.circuit_min_calls,
+                window=settings.circuit_window,
                 reset_after=settings.circuit_reset_after,
-                clock=self.clock.time,
+                clock=self.clock,
             )
             self.pipelines[name] = SourcePipeline(
                 provider,
@@ -377,8 +379,19 @@ class Engine:
                 status=SourceStatus.NOT_CONFIGURED,
                 message=f"no {name.upper()}_API_KEY configured",
             )
-        async with self._workers:
-            return await self._lookup_source(self.pipelines[name], indicator)
+        pipeline = self.pipelines[name]
+        deadline: float | None = None
+        while True:
+            async with self._workers:
+                result = await self._lookup_source(pipeline, indicator)
+            if result.status is not SourceStatus.CIRCUIT_OPEN:
+                return result
+            # Refused by an open breaker: if its probe is due within CIRCUIT_PROBE_WAIT, wait
+            # for it holding no worker slot and ask again, so a blip leaves no circuit_open.
+            if deadline is None:
+                deadline = self.clock.time() + self.settings.circuit_probe_wait
+            if not await pipeline.breaker.wait(deadline - self.clock.time()):
+                return result
 
     async def _lookup_source(self, pipeline: SourcePipeline, indicator: Indicator) -> SourceResult:
         """The single seam every provider call passes through (cache, limits, retries...)."""

@@ -230,7 +230,9 @@ class SourcePipeline:
                         self.stats.upstream_calls += 1
                         started = self.clock.time()
                         try:
-                            async with asyncio.timeout(max(remaining, 0.001)):
+                            # On the engine's clock, like `spent`: a virtual budget must not
+                            # become a real timer that fires at an arbitrary moment.
+                            async with self.clock.timeout(remaining):
                                 result = await self.provider.lookup(indicator, api_key)
                         except TimeoutError:
                             raise ProviderTimeout(

@@ -3,27 +3,51 @@
 The rate limiter lives in quota.py (it has memory and Redis stores); this module holds the
 circuit breaker and the retry policy.
 
-    breaker = CircuitBreaker("virustotal", failure_threshold=5, reset_after=60.0)
+    breaker = CircuitBreaker("virustotal", failure_rate=0.8, min_calls=10, reset_after=60.0)
     async with breaker:            # raises CircuitOpen while open; records the outcome
         result = await provider.lookup(indicator, key)
+    await breaker.wait(5.0)        # refused? wait for the next probe if it is due soon
 
-A breaker counts consecutive failures that say the provider itself is unwell (timeouts,
-connection failures, 5xx). After ``failure_threshold`` of them it opens: calls fail fast with
-CircuitOpen for ``reset_after`` seconds. Then one probe is let through (half-open): success
-closes it, failure opens it again. Answers such as "not found", a bad request or a rejected key
-say nothing about the provider's health and do not move it. Calls that were already in flight
-when the breaker opened do not close or re-open it when they finish: only the probe decides.
+A breaker is for outages, not for noise. It keeps the outcomes of the last ``window`` seconds
+of calls and opens when at least ``min_calls`` of them are recorded and at least
+``failure_rate`` of those failed (the sliding window, minimum number of calls and failure
+rate threshold of resilience4j, and Polly's advanced breaker). Only failures that say the
+provider itself is unwell count (timeouts, connection failures, 5xx); "not found", a bad
+request or a rejected key do not move it.
+
+Why 80% of at least 10 calls by default: an outage fails every call, so it still opens after
+10; noise seldom gets there by chance (with 30% of calls failing, a window of 10 to 60 calls
+is half failures at some point in one run of five, 80% failures in one run of 600). In steady
+state, with the failures of retried lookups struck out (below), 80% means that most lookups
+fail even after their retries: the provider is of no use.
+
+A lookup is judged by its result, not by its attempts: every failed attempt is recorded at
+once (so a dead service opens the breaker after ``min_calls`` calls, however many retries each
+lookup has left), but when a later attempt of the same lookup succeeds, its earlier failures
+are struck out and the lookup counts as one success. A lookup is the task that makes the
+attempts (the pipeline runs each one as its own task). So 30% transient faults, which the
+retries absorb, leave a window of successes; a provider answering nothing fills it with
+failures.
+
+Once open, calls fail fast with CircuitOpen for a cool-down; then one probe is let through
+(half-open): success closes the breaker and forgets the window, failure re-opens it for twice
+the cool-down. The first cool-down is short (``first_reset_after``) so a blip recovers within
+seconds; it doubles up to ``reset_after`` so a dead service is asked once a minute at most.
+Calls that were already in flight when the breaker opened do not close or re-open it when they
+finish: only the probe decides. ``wait`` lets a refused caller wait (holding nothing) for the
+probe's outcome when the probe is due soon, and try again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random as _random
-import time
+from collections import deque
 from collections.abc import Callable
 from enum import StrEnum
 from types import TracebackType
 
+from threatintel.clock import Clock, SystemClock
 from threatintel.errors import (
     CircuitOpen,
     ConnectionFailed,
@@ -33,10 +57,13 @@ from threatintel.errors import (
     UpstreamError,
 )
 
-Clock = Callable[[], float]
-
-DEFAULT_FAILURE_THRESHOLD = 5
+DEFAULT_FAILURE_RATE = 0.8
+DEFAULT_MIN_CALLS = 10
+DEFAULT_WINDOW = 60.0
+DEFAULT_FIRST_RESET_AFTER = 1.0
 DEFAULT_RESET_AFTER = 60.0
+#: The window keeps at most this many outcomes, so a busy provider's record stays small.
+MAX_OUTCOMES = 200
 
 #: The failures that count against a provider's health.
 TRIPPING_ERRORS: tuple[type[BaseException], ...] = (
@@ -53,43 +80,61 @@ class BreakerState(StrEnum):
 
 
 class CircuitBreaker:
-    """Fail fast while a provider is down; probe once after a cool-down."""
+    """Fail fast while a provider is down; probe after a cool-down that grows."""
 
     __slots__ = (
         "_clock",
+        "_cool_down",
         "_failures",
         "_opened_at",
+        "_outcomes",
         "_probe",
-        "failure_threshold",
+        "_settled",
+        "failure_rate",
+        "first_reset_after",
+        "min_calls",
         "provider",
         "reset_after",
+        "window",
     )
 
     def __init__(
         self,
         provider: str,
         *,
-        failure_threshold: int = DEFAULT_FAILURE_THRESHOLD,
+        failure_rate: float = DEFAULT_FAILURE_RATE,
+        min_calls: int = DEFAULT_MIN_CALLS,
+        window: float = DEFAULT_WINDOW,
         reset_after: float = DEFAULT_RESET_AFTER,
-        clock: Clock = time.monotonic,
+        first_reset_after: float = DEFAULT_FIRST_RESET_AFTER,
+        clock: Clock | None = None,
     ) -> None:
-        if failure_threshold < 1:
-            raise ValueError("failure_threshold must be at least 1")
-        if reset_after <= 0:
-            raise ValueError("reset_after must be positive")
+        if not 0 < failure_rate <= 1:
+            raise ValueError("failure_rate must be in (0, 1]")
+        if min_calls < 1:
+            raise ValueError("min_calls must be at least 1")
+        if window <= 0 or reset_after <= 0 or first_reset_after <= 0:
+            raise ValueError("window and cool-downs must be positive")
         self.provider = provider
-        self.failure_threshold = failure_threshold
+        self.failure_rate = failure_rate
+        self.min_calls = min_calls
+        self.window = window
         self.reset_after = reset_after
-        self._clock = clock
+        self.first_reset_after = min(first_reset_after, reset_after)
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        # (time, the lookup's task, failed): the recent outcomes, oldest first.
+        self._outcomes: deque[tuple[float, object, bool]] = deque()
         self._failures = 0
         self._opened_at: float | None = None
+        self._cool_down = self.first_reset_after
         self._probe: asyncio.Task[object] | None = None
+        self._settled: asyncio.Future[None] | None = None
 
     @property
     def state(self) -> BreakerState:
         if self._opened_at is None:
             return BreakerState.CLOSED
-        if self._clock() - self._opened_at >= self.reset_after:
+        if self._clock.time() - self._opened_at >= self._cool_down:
             return BreakerState.HALF_OPEN
         return BreakerState.OPEN
 
@@ -98,7 +143,7 @@ class CircuitBreaker:
         """Seconds until the breaker lets a probe through (0 when closed)."""
         if self._opened_at is None:
             return 0.0
-        return max(0.0, self.reset_after - (self._clock() - self._opened_at))
+        return max(0.0, self._cool_down - (self._clock.time() - self._opened_at))
 
     async def __aenter__(self) -> CircuitBreaker:
         state = self.state
@@ -118,6 +163,38 @@ class CircuitBreaker:
         ):
             raise self._refusal()
 
+    async def wait(self, timeout: float) -> bool:
+        """Wait, at most ``timeout`` seconds, until a call may pass: True once the breaker has
+        closed or a probe may be made; False at once when the next probe is due too late."""
+        deadline = self._clock.time() + timeout
+        while self._opened_at is not None:
+            left = deadline - self._clock.time()
+            if self._probe is not None:
+                if left <= 0 or not await self._probe_outcome(left):
+                    return False
+                continue
+            due = self.retry_after
+            if due <= 0:
+                return True  # half-open with no probe yet: the caller may be the probe
+            if due > left:
+                return False
+            await self._clock.sleep(due)
+        return True
+
+    async def _probe_outcome(self, within: float) -> bool:
+        """Wait for the probe in flight to finish (True), or ``within`` seconds (False)."""
+        settled = self._settled
+        if settled is None:
+            settled = self._settled = asyncio.get_running_loop().create_future()
+        # The probe may itself wait minutes for a quota slot: bound the wait on our clock.
+        timer = asyncio.ensure_future(self._clock.sleep(within))
+        try:
+            # asyncio.wait never cancels what it waits for, so other waiters keep `settled`.
+            await asyncio.wait((settled, timer), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+        return settled.done()
+
     def _refusal(self) -> CircuitOpen:
         return CircuitOpen(
             self.provider,
@@ -132,19 +209,54 @@ class CircuitBreaker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        is_probe = self._probe is not None and self._probe is asyncio.current_task()
-        if is_probe:
+        task = asyncio.current_task()
+        if self._probe is not None and self._probe is task:
             self._probe = None
-        elif self._opened_at is not None:
+            if exc is None:
+                self._close()
+            elif isinstance(exc, TRIPPING_ERRORS):
+                self._open(min(self._cool_down * 2, self.reset_after))
+            # Any other end (a rejected key, a cancel) leaves it half-open for the next caller.
+            if self._settled is not None:
+                self._settled.set_result(None)
+                self._settled = None
+            return
+        if self._opened_at is not None:
             return  # a call admitted before the breaker opened: the probe decides, not it
         if exc is None:
-            self._failures = 0
-            self._opened_at = None
+            if self._failures:
+                self._forgive(task)
+            self._record(task, failed=False)
         elif isinstance(exc, TRIPPING_ERRORS):
-            self._failures += 1
-            if is_probe or self._failures >= self.failure_threshold:
-                self._opened_at = self._clock()
+            self._record(task, failed=True)
+            calls = len(self._outcomes)
+            if calls >= self.min_calls and self._failures >= self.failure_rate * calls:
+                self._open(self.first_reset_after)
         # Any other error (bad request, auth, quota) leaves the health record as it was.
+
+    def _record(self, owner: object, *, failed: bool) -> None:
+        now = self._clock.time()
+        outcomes = self._outcomes
+        outcomes.append((now, owner, failed))
+        self._failures += failed
+        while outcomes and (outcomes[0][0] <= now - self.window or len(outcomes) > MAX_OUTCOMES):
+            self._failures -= outcomes.popleft()[2]
+
+    def _forgive(self, owner: object) -> None:
+        """Strike out the failed attempts of a lookup that has now succeeded."""
+        kept = deque(o for o in self._outcomes if not (o[2] and o[1] is owner))
+        self._failures -= len(self._outcomes) - len(kept)
+        self._outcomes = kept
+
+    def _open(self, cool_down: float) -> None:
+        self._opened_at = self._clock.time()
+        self._cool_down = cool_down
+        self._outcomes.clear()
+        self._failures = 0
+
+    def _close(self) -> None:
+        self._opened_at = None
+        self._cool_down = self.first_reset_after
 
 
 DEFAULT_BACKOFF_BASE = 0.5

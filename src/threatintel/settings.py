@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import platformdirs
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from threatintel.errors import ConfigError
@@ -47,6 +48,8 @@ def default_cache_dir() -> Path:
 
 
 Keys = Annotated[list[SecretStr], NoDecode]
+#: What an API key may hold: visible ASCII, the characters every HTTP stack sends unchanged.
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
 Suffixes = Annotated[list[str], NoDecode]
 
 
@@ -99,8 +102,19 @@ class Settings(BaseSettings):
     abuseipdb_cache_ttl: int | None = Field(default=None, ge=0)
     ipinfo_cache_ttl: int | None = Field(default=None, ge=0)
 
-    circuit_failure_threshold: int = Field(default=5, ge=1, le=1000)
+    # --- circuit breaker (resilience.py): a failure rate over a recent window -------------
+    circuit_failure_rate: float = Field(default=0.8, gt=0, le=1)
+    # CIRCUIT_FAILURE_THRESHOLD, the older name, still works: a provider failing every call
+    # opens its circuit after this many failed calls, as that setting always promised.
+    circuit_min_calls: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        validation_alias=AliasChoices("circuit_min_calls", "circuit_failure_threshold"),
+    )
+    circuit_window: float = Field(default=60.0, gt=0, le=86_400)
     circuit_reset_after: float = Field(default=60.0, gt=0, le=86_400)
+    circuit_probe_wait: float = Field(default=5.0, ge=0, le=3_600)
 
     # --- quotas (the seed's windows; further windows come with the resilience layer) ----
     virustotal_rate_limit: int = Field(default=4, ge=1, description="per minute")
@@ -130,6 +144,21 @@ class Settings(BaseSettings):
         "internal_domains",
         mode="before",
     )(_split_commas)
+
+    @field_validator("virustotal_api_key", "otx_api_key", "abuseipdb_api_key", "ipinfo_api_key")
+    @classmethod
+    def _check_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        # Keys travel in HTTP headers, which carry visible ASCII only: a pasted key with a
+        # curly quote, a newline or a control character would fail every lookup later.
+        for position, key in enumerate(keys, 1):
+            if not _HEADER_SAFE.fullmatch(key.get_secret_value()):
+                which = f"key {position} of {len(keys)}" if len(keys) > 1 else "the key"
+                raise ValueError(
+                    f"{which} has a character that cannot be sent in an HTTP header "
+                    "(non-ASCII, a space, a line break or a control character); "
+                    "paste it again as plain text"
+                )
+        return keys
 
     @field_validator("virustotal_base_url", "otx_base_url", "abuseipdb_base_url", "ipinfo_base_url")
     @classmethod
@@ -189,6 +218,11 @@ class Settings(BaseSettings):
             else:
                 reason = exc.strerror or str(exc)
             raise ConfigError(f"cannot read {where}: {reason}") from None
+
+    @property
+    def circuit_failure_threshold(self) -> int:
+        """The older name of ``circuit_min_calls`` (read by code written before the rename)."""
+        return self.circuit_min_calls
 
     def api_keys(self, provider: str) -> list[SecretStr]:
         keys: list[SecretStr] = getattr(self, f"{provider}_api_key")

@@ -158,3 +158,31 @@ def _get_or_error(url: str) -> object:
         return httpx.get(url, timeout=10).status_code
     except httpx.HTTPError as exc:
         return exc
+
+
+async def test_faults_follow_the_indicator_not_the_arrival_order() -> None:
+    """With one seed, the n-th request for an indicator meets the same fault in any order."""
+    values = [f"45.10.{i}.7" for i in range(12)]
+
+    async def run(order: list[str]) -> dict[tuple[str, int], FaultKind | None]:
+        config = SimulatorConfig(clock=ManualClock(0.0), seed=7)
+        config.virustotal.windows = ()  # no quota: every request is served and may fault
+        config.virustotal.fault_rate = 0.5
+        config.virustotal.fault_kinds = (FaultKind.SERVER_ERROR, FaultKind.MALFORMED)
+        simulator = Simulator(config)
+        transport = httpx.ASGITransport(app=simulator.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://sim") as client:
+            for value in order + order:  # each indicator asked twice
+                await client.get(
+                    f"/virustotal/api/v3/ip_addresses/{value}", headers={"x-apikey": "k"}
+                )
+        seen: dict[tuple[str, int], FaultKind | None] = {}
+        for record in simulator.log:
+            assert record.indicator is not None
+            nth = sum(1 for key in seen if key[0] == record.indicator)
+            seen[(record.indicator, nth)] = record.fault
+        return seen
+
+    forward, backward = await run(values), await run(values[::-1])
+    assert forward == backward
+    assert 4 <= sum(fault is not None for fault in forward.values()) <= 20

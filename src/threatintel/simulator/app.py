@@ -137,6 +137,7 @@ class Simulator:
                 rate=vendor_config.fault_rate,
                 kinds=vendor_config.fault_kinds,
                 forced=forced,
+                indicator=outcome.indicator,
             )
         response = self._apply(vendor, request, outcome.response, fault)
         self.log.append(

@@ -6,7 +6,10 @@
 
 Precedence: a queued ``fail_next`` fault, then a fault the scenario forces for the indicator, then a
 seeded random draw against the vendor's rate. The draw is made for every eligible request whatever
-wins, so one seed always yields the same sequence for the same request order.
+wins. A request about an indicator draws from its own stream, seeded by (seed, vendor, indicator,
+how many requests for it came before): the n-th request for an indicator meets the same fault
+whatever the order concurrent lookups arrive in, so a fault test is repeatable. Requests with no
+indicator draw from one stream per vendor, the same sequence for the same request order.
 
 The responses here misbehave at the transport level, which is why they are raw ASGI callables:
 ``ResetResponse`` announces a Content-Length, sends part of the body and returns (uvicorn then
@@ -47,13 +50,14 @@ def fault_kinds(values: Iterable[FaultKind | str]) -> tuple[FaultKind, ...]:
 class FaultInjector:
     """Thread-safe fault decisions, deterministic for a seed and a request order."""
 
-    __slots__ = ("_lock", "_queued", "_rngs", "_seed")
+    __slots__ = ("_asked", "_lock", "_queued", "_rngs", "_seed")
 
     def __init__(self, seed: int = 0) -> None:
         self._seed = seed
         self._lock = threading.Lock()
         self._queued: dict[str, deque[FaultKind]] = {}
         self._rngs: dict[str, random.Random] = {}
+        self._asked: dict[tuple[str, str], int] = {}
 
     def fail_next(self, vendor: str, kind: FaultKind | str, n: int = 1) -> None:
         """Make the next ``n`` eligible requests to ``vendor`` fail with ``kind``."""
@@ -66,8 +70,10 @@ class FaultInjector:
             return len(self._queued.get(vendor, ()))
 
     def clear(self) -> None:
+        """Drop queued faults and start every indicator's stream again."""
         with self._lock:
             self._queued.clear()
+            self._asked.clear()
 
     def decide(
         self,
@@ -76,11 +82,17 @@ class FaultInjector:
         rate: float,
         kinds: tuple[FaultKind, ...],
         forced: FaultKind | None,
+        indicator: str | None = None,
     ) -> FaultKind | None:
         with self._lock:
             drawn: FaultKind | None = None
             if rate > 0 and kinds:
-                rng = self._rng(vendor)
+                if indicator is None:
+                    rng = self._rng(vendor)
+                else:
+                    nth = self._asked.get((vendor, indicator), 0)
+                    self._asked[(vendor, indicator)] = nth + 1
+                    rng = random.Random(f"{self._seed}:{vendor}:{indicator}:{nth}")
                 if rng.random() < rate:
                     drawn = rng.choice(kinds)
             queue = self._queued.get(vendor)
