@@ -20,7 +20,7 @@ from threatintel.clock import LockstepClock, VirtualClock
 from threatintel.engine import Engine
 from threatintel.models import Analysis, SourceStatus
 from threatintel.quota import MemoryQuotaStore
-from threatintel.resilience import BreakerState
+from threatintel.resilience import DEFAULT_MAX_RETRIES, BreakerState
 from threatintel.simulator import FaultKind, SimulatorServer, VendorConfig
 
 START = 1_700_000_000.0
@@ -52,7 +52,9 @@ async def run(
     analysis, and how many VirusTotal lookups an open breaker refused on the way."""
     # A hang costs REQUEST_TIMEOUT of real time (virtual time does not see it), so keep it
     # short; every other setting is the default.
-    settings = sim_settings(sim, **({"request_timeout": 0.3, "max_retries": 3} | overrides))
+    settings = sim_settings(
+        sim, **({"request_timeout": 0.3, "max_retries": DEFAULT_MAX_RETRIES} | overrides)
+    )
     async with Engine(
         settings, clock=clock, cache=MemoryCache(clock=clock), quota_store=MemoryQuotaStore()
     ) as engine:
@@ -92,7 +94,7 @@ async def test_a_dead_service_opens_quickly_and_costs_seconds(sim: SimulatorServ
     """A service failing every call opens after CIRCUIT_MIN_CALLS calls and costs seconds."""
     sim.config.virustotal = VendorConfig(fault_rate=1.0, fault_kinds=(FaultKind.SERVER_ERROR,))
     clock = LockstepClock(START)
-    settings = sim_settings(sim, max_retries=3)
+    settings = sim_settings(sim, max_retries=DEFAULT_MAX_RETRIES)
     async with Engine(
         settings, clock=clock, cache=MemoryCache(clock=clock), quota_store=MemoryQuotaStore()
     ) as engine:

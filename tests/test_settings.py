@@ -57,7 +57,7 @@ def test_defaults_match_the_free_tiers() -> None:
         1000,
         50000,
     )
-    assert (s.max_retries, s.cache_ttl, s.query_private) == (3, 86400, False)
+    assert (s.max_retries, s.cache_ttl, s.query_private) == (4, 86400, False)
     assert s.internal_domains == [".local", ".internal", ".lan", ".home.arpa"]
 
 

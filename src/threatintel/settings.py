@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 
 from threatintel.errors import ConfigError
 from threatintel.indicators import DEFAULT_INTERNAL_DOMAINS
+from threatintel.resilience import DEFAULT_MAX_RETRIES
 from threatintel.scoring import ScoringPolicy
 
 DEFAULT_VIRUSTOTAL_BASE_URL = "https://www.virustotal.com/api/v3"
@@ -81,7 +82,7 @@ class Settings(BaseSettings):
 
     # --- request behaviour -----------------------------------------------------------------
     request_timeout: float = Field(default=10.0, gt=0, le=300)
-    max_retries: int = Field(default=3, ge=0, le=20)
+    max_retries: int = Field(default=DEFAULT_MAX_RETRIES, ge=0, le=20)
     max_workers: int = Field(default=10, ge=1, le=1000)
     batch_size: int = Field(default=100, ge=1, le=100_000)
     cache_ttl: int = Field(default=86_400, ge=0, description="0 disables caching")
