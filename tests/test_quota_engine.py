@@ -466,7 +466,11 @@ async def test_open_breaker_stops_lookups_that_were_waiting_for_quota(
     )
     async with Engine(settings, clock=clock) as engine:
         analysis = await engine.analyze(ips(30))
+        usage = (await engine.pipelines["virustotal"].limiter.usage())[0]
     times = [r.timestamp - START for r in sim.log.filter(vendor="virustotal")]
+    # The day's count is what VirusTotal received, not what was queued behind the circuit.
+    day = next(w for w in usage.windows if w.window == "day")
+    assert day.used == len(times)
     # Three failures open it (a fourth call may already be on its way); the lookups queued
     # behind the quota never call. After that only probes, the second one a minute later.
     assert times[:3] == [0, 0, 0] and len(times) <= 5 and times[-1] >= 60

@@ -219,10 +219,11 @@ class SourcePipeline:
             attempt = 0
             while True:
                 api_key: str | None = None
-                called = False
+                granted = called = False
                 try:
                     async with self.breaker:
                         api_key = await self.limiter.acquire()
+                        granted = True
                         # The wait for a slot may have outlasted the provider's health.
                         self.breaker.check()
                         remaining = self.lookup_timeout - spent
@@ -243,8 +244,9 @@ class SourcePipeline:
                     await self.limiter.record_success(api_key)
                     return result
                 except ProviderError as exc:
-                    if called and not exc.sent:
-                        # Never left the machine (DNS, refused): the vendor counted nothing.
+                    if granted and not (called and exc.sent):
+                        # Never left the machine (the circuit opened while we waited for the
+                        # slot, DNS failed, the connection was refused): nothing was counted.
                         await self.limiter.refund(api_key)
                     wait = await self._after_failure(exc, api_key, attempt, upstream=called)
                     if wait is None or spent + wait > self.lookup_timeout:
