@@ -67,7 +67,6 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-out = Console(highlight=False, soft_wrap=False)
 #: The width of piped or captured output when COLUMNS does not say: read later in a file, a
 #: pager or a log, so rows stay whole.
 PIPED_WIDTH = 160
