@@ -155,6 +155,41 @@ def test_unwritable_output_is_refused_before_any_lookup(
     assert sim.log.count() == 0
 
 
+@pytest.mark.parametrize(
+    ("reports_dir", "args", "reason"),
+    [
+        ("{tmp}/plain.txt", ["--save"], "it is not a directory"),
+        ("{tmp}/plain.txt/reports", ["--format", "stix"], "Not a directory"),
+        ("/proc/threatintel-reports", ["--format", "misp"], "No such file or directory"),
+    ],
+)
+def test_unwritable_reports_dir_is_refused_before_any_lookup(
+    sim: SimulatorServer, tmp_path: Path, reports_dir: str, args: list[str], reason: str
+) -> None:
+    """A REPORTS_DIR that --save or a file format needs but cannot be written: one line naming
+    it, exit 2, and no quota spent."""
+    (tmp_path / "plain.txt").write_text("not a folder\n")
+    directory = reports_dir.format(tmp=tmp_path)
+    result = runner.invoke(
+        app, ["analyze", "45.142.212.61", *args], env=sim_env(sim, REPORTS_DIR=directory)
+    )
+    assert result.exit_code == 2
+    line = one_line(result.stderr)
+    assert line.startswith(f"error: cannot save under REPORTS_DIR={directory}") and reason in line
+    assert sim.log.count() == 0
+
+
+def test_reports_dir_probe_leaves_no_file_behind(sim: SimulatorServer, tmp_path: Path) -> None:
+    """Checking REPORTS_DIR before the lookups leaves only the saved report in it."""
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    env = sim_env(sim, REPORTS_DIR=str(reports))
+    result = runner.invoke(app, ["analyze", "45.142.212.61", "--format", "stix"], env=env)
+    assert result.exit_code == 0, result.output
+    (saved,) = reports.iterdir()
+    assert saved.name.endswith(".stix.json")
+
+
 def test_output_probe_leaves_no_file_behind(sim: SimulatorServer, tmp_path: Path) -> None:
     """Checking a new output path does not leave an empty file when the run then fails."""
     target = tmp_path / "report.json"

@@ -2,9 +2,9 @@
 
 Exit codes: 0 done, 1 the output could not be delivered (the reader of a pipe went away, as in
 `| head -1`, quietly; a write failing midway) or an unexpected failure, 2 bad invocation or no
-usable input (empty input, an output path that cannot be written), 3 bad configuration (an
-invalid variable, an unreadable ./.env), 130 interrupted. Every failure is one line on stderr
-(a closed pipe none), never a traceback.
+usable input (empty input, an output path or REPORTS_DIR that cannot be written), 3 bad
+configuration (an invalid variable, an unreadable ./.env), 130 interrupted. Every failure is one
+line on stderr (a closed pipe none), never a traceback.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from threatintel._version import __version__
 from threatintel.attribution import attribute
 from threatintel.cli_support import (
     check_output,
+    check_reports_dir,
     config_lines,
     quota_json,
     quota_wait_line,
@@ -229,6 +230,11 @@ def emit(text: str, output: Path | None) -> None:
     err.print(f"wrote {escape(str(output))}")
 
 
+def saves_report(fmt: OutputFormat, output: Path | None, save_report: bool) -> bool:
+    """Whether a report goes under REPORTS_DIR: --save, or a file format with no --output."""
+    return save_report or (fmt in FILE_FORMATS and output is None)
+
+
 def show(
     analysis: Analysis,
     fmt: OutputFormat,
@@ -249,7 +255,7 @@ def show(
         "internal_domains": settings.internal_domains,
         "wide": wide,
     }
-    if save_report or (fmt in FILE_FORMATS and output is None):
+    if saves_report(fmt, output, save_report):
         try:
             path = save(analysis, fmt.value, settings.reports_dir, **options)
         except OSError as exc:
@@ -368,6 +374,8 @@ def analyze(
         check_output(output)
     settings = load_settings(**({"quota_wait_for_reset": True} if wait_for_quota else {}))
     with errors_as_exit_codes():
+        if saves_report(fmt, output, save_report):
+            check_reports_dir(settings.reports_dir)
         analysis = run_analysis(settings, values, text, selected or None, include_raw=raw)
     if not analysis.enrichments:
         reasons = "; ".join(f"{r.candidate}: {r.reason}" for r in analysis.rejected[:3])
@@ -579,6 +587,8 @@ def demo(
     )
     with SimulatorServer(config) as sim, errors_as_exit_codes():
         settings = simulator_settings(sim.base_urls)
+        if saves_report(fmt, output, save_report):
+            check_reports_dir(settings.reports_dir)
         # The simulator is on loopback: a corporate HTTP(S)_PROXY must not capture its traffic.
         analysis = run_analysis(settings, [], demo_sample(), None, trust_env=False)
     show(
