@@ -27,7 +27,6 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 try:  # Typer ≥ 0.20 vendors Click; its usage errors are raised from there.
     from typer._click import exceptions as click_exceptions
@@ -52,7 +51,13 @@ from threatintel.models import Analysis, Enrichment
 from threatintel.providers import PROVIDERS
 from threatintel.quota import QuotaWait
 from threatintel.reports import render, save
-from threatintel.reports.text import analysis_table, skipped_line, summary_line, table_width
+from threatintel.reports.text import (
+    analysis_table,
+    skipped_line,
+    summary_line,
+    table_width,
+    terminal_table,
+)
 from threatintel.resilience import BreakerState
 from threatintel.settings import Settings, fingerprint, redact_url
 
@@ -462,7 +467,8 @@ def quota(
 ) -> None:
     """Show the quota left per provider and key.
 
-    Keys appear as fingerprints; the circuit column is this process's breaker state.
+    Keys appear as fingerprints; a circuit column appears when this process's breaker for a
+    provider is not closed.
     """
     settings = load_settings()
 
@@ -479,31 +485,35 @@ def quota(
     title = "quota (shared by every threatintel process using this cache/Redis)"
     if any(q.degraded for q in report):
         title = "quota (shared store UNREACHABLE: these are this machine's local numbers)"
-    table = Table(title=title)
-    numeric = ("used", "limit", "remaining")
-    for column in ("provider", "key", "window", *numeric, "resets", "circuit", "note"):
-        table.add_column(column, justify="right" if column in numeric else "left")
+    rows: list[list[str]] = []
     for q in report:
-        circuit = q.breaker.value
         if not q.configured:
-            table.add_row(q.provider, "-", "-", "", "", "", "", circuit, "not configured")
+            rows.append([q.provider, "not configured", "", "", "", "", "", q.breaker.value, ""])
             continue
         for k in q.keys:
             note = f"blocked until {_when(k.blocked_until)}" if k.blocked_until else ""
             for w in k.windows:
-                table.add_row(
-                    q.provider,
-                    k.key,
-                    w.window,
-                    str(w.used),
-                    str(w.limit),
-                    str(w.remaining),
-                    _when(w.reset_at),
-                    circuit,
-                    note,
-                )
-    out.print(table)
-    err.print("circuit: this process's breaker (each instance keeps its own; budgets are shared)")
+                counts = [str(w.used), str(w.limit), str(w.remaining)]
+                resets = _when(w.reset_at)
+                rows.append([q.provider, k.key, w.window, *counts, resets, q.breaker.value, note])
+    # Laid out like the analysis table, to fit 80 columns: a fresh process's breaker is always
+    # closed and most keys carry no note, so those columns appear only when they say something.
+    columns = ["provider", "key", "window", "used", "limit", "left", "resets", "circuit", "note"]
+    shown = [
+        i
+        for i, name in enumerate(columns)
+        if name not in ("circuit", "note")
+        or any(row[i] not in ("", BreakerState.CLOSED.value) for row in rows)
+    ]
+    table = terminal_table(title)
+    for i in shown:
+        numeric = columns[i] in ("used", "limit", "left")
+        table.add_column(columns[i], justify="right" if numeric else "left", no_wrap=i < 7)
+    for row in rows:
+        table.add_row(*(row[i] for i in shown))
+    stdout_console().print(table)
+    if 7 in shown:
+        err.print("circuit: this process's breaker (each keeps its own; budgets are shared)")
 
 
 @app.command()

@@ -206,6 +206,19 @@ def _why(analysis: Analysis, enrichment: Enrichment, room: int | None) -> Text:
     return why
 
 
+def terminal_table(title: str | None = None) -> Table:
+    """An empty table in the CLI's style: a rule under the header, no borders, two-space gaps."""
+    return Table(
+        title=escape(title) if title else None,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+        header_style="bold",
+    )
+
+
 def analysis_table(
     analysis: Analysis,
     *,
@@ -220,15 +233,7 @@ def analysis_table(
     analysis = for_people(analysis)
     stacked = not wide and width < COLUMNS_WIDTH
     own_sources = not wide and width >= SOURCES_COLUMN_WIDTH
-    table = Table(
-        title=escape(title) if title else None,
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-        collapse_padding=True,
-        header_style="bold",
-    )
+    table = terminal_table(title)
     # Short columns never wrap; an indicator folds (a URL has no spaces), text wraps at words.
     # The rooms are the widths rich gives the text columns here, so sources wrap between words.
     indicator_width, sources_width = max(24, width // 4), width // 5
