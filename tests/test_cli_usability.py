@@ -155,6 +155,41 @@ def test_unwritable_output_is_refused_before_any_lookup(
     assert sim.log.count() == 0
 
 
+@pytest.mark.parametrize(
+    ("reports_dir", "args", "reason"),
+    [
+        ("{tmp}/plain.txt", ["--save"], "it is not a directory"),
+        ("{tmp}/plain.txt/reports", ["--format", "stix"], "Not a directory"),
+        ("/proc/threatintel-reports", ["--format", "misp"], "No such file or directory"),
+    ],
+)
+def test_unwritable_reports_dir_is_refused_before_any_lookup(
+    sim: SimulatorServer, tmp_path: Path, reports_dir: str, args: list[str], reason: str
+) -> None:
+    """A REPORTS_DIR that --save or a file format needs but cannot be written: one line naming
+    it, exit 2, and no quota spent."""
+    (tmp_path / "plain.txt").write_text("not a folder\n")
+    directory = reports_dir.format(tmp=tmp_path)
+    result = runner.invoke(
+        app, ["analyze", "45.142.212.61", *args], env=sim_env(sim, REPORTS_DIR=directory)
+    )
+    assert result.exit_code == 2
+    line = one_line(result.stderr)
+    assert line.startswith(f"error: cannot save under REPORTS_DIR={directory}") and reason in line
+    assert sim.log.count() == 0
+
+
+def test_reports_dir_probe_leaves_no_file_behind(sim: SimulatorServer, tmp_path: Path) -> None:
+    """Checking REPORTS_DIR before the lookups leaves only the saved report in it."""
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    env = sim_env(sim, REPORTS_DIR=str(reports))
+    result = runner.invoke(app, ["analyze", "45.142.212.61", "--format", "stix"], env=env)
+    assert result.exit_code == 0, result.output
+    (saved,) = reports.iterdir()
+    assert saved.name.endswith(".stix.json")
+
+
 def test_output_probe_leaves_no_file_behind(sim: SimulatorServer, tmp_path: Path) -> None:
     """Checking a new output path does not leave an empty file when the run then fails."""
     target = tmp_path / "report.json"
@@ -250,6 +285,21 @@ def test_quota_json_times_are_iso_utc_like_the_reports(sim: SimulatorServer) -> 
     times = [w["resets_at"] for w in vt_key["windows"]]
     assert len(times) == 3 and all(ISO_UTC.match(t) for t in times), times
     assert vt_key["blocked_until"] is None
+
+
+def test_quota_table_fits_80_columns(sim: SimulatorServer) -> None:
+    """`quota` at 80 columns keeps every cell whole and names a provider with no key."""
+    env: dict[str, str | None] = {**sim_env(sim, COLUMNS="80"), "ABUSEIPDB_API_KEY": None}
+    assert runner.invoke(app, ["analyze", "45.142.212.61"], env=env).exit_code == 0
+    result = runner.invoke(app, ["quota"], env=env)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert lines[1].split() == ["provider", "key", "window", "used", "limit", "left", "resets"]
+    assert "…" not in result.stdout and " UTC" in result.stdout
+    rows = {line.split()[0]: line.split()[1:] for line in lines[3:]}
+    assert rows["abuseipdb"] == ["not", "configured"]
+    assert "key:" in rows["virustotal"][0]
 
 
 # --- quota-wait notices ---------------------------------------------------------------------

@@ -2,9 +2,9 @@
 
 Exit codes: 0 done, 1 the output could not be delivered (the reader of a pipe went away, as in
 `| head -1`, quietly; a write failing midway) or an unexpected failure, 2 bad invocation or no
-usable input (empty input, an output path that cannot be written), 3 bad configuration (an
-invalid variable, an unreadable ./.env), 130 interrupted. Every failure is one line on stderr
-(a closed pipe none), never a traceback.
+usable input (empty input, an output path or REPORTS_DIR that cannot be written), 3 bad
+configuration (an invalid variable, an unreadable ./.env), 130 interrupted. Every failure is one
+line on stderr (a closed pipe none), never a traceback.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 try:  # Typer ≥ 0.20 vendors Click; its usage errors are raised from there.
     from typer._click import exceptions as click_exceptions
@@ -38,6 +37,7 @@ from threatintel._version import __version__
 from threatintel.attribution import attribute
 from threatintel.cli_support import (
     check_output,
+    check_reports_dir,
     config_lines,
     quota_json,
     quota_wait_line,
@@ -51,7 +51,13 @@ from threatintel.models import Analysis, Enrichment
 from threatintel.providers import PROVIDERS
 from threatintel.quota import QuotaWait
 from threatintel.reports import render, save
-from threatintel.reports.text import analysis_table, skipped_line, summary_line, table_width
+from threatintel.reports.text import (
+    analysis_table,
+    skipped_line,
+    summary_line,
+    table_width,
+    terminal_table,
+)
 from threatintel.resilience import BreakerState
 from threatintel.settings import Settings, fingerprint, redact_url
 
@@ -67,7 +73,6 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-out = Console(highlight=False, soft_wrap=False)
 #: The width of piped or captured output when COLUMNS does not say: read later in a file, a
 #: pager or a log, so rows stay whole.
 PIPED_WIDTH = 160
@@ -230,6 +235,11 @@ def emit(text: str, output: Path | None) -> None:
     err.print(f"wrote {escape(str(output))}")
 
 
+def saves_report(fmt: OutputFormat, output: Path | None, save_report: bool) -> bool:
+    """Whether a report goes under REPORTS_DIR: --save, or a file format with no --output."""
+    return save_report or (fmt in FILE_FORMATS and output is None)
+
+
 def show(
     analysis: Analysis,
     fmt: OutputFormat,
@@ -250,7 +260,7 @@ def show(
         "internal_domains": settings.internal_domains,
         "wide": wide,
     }
-    if save_report or (fmt in FILE_FORMATS and output is None):
+    if saves_report(fmt, output, save_report):
         try:
             path = save(analysis, fmt.value, settings.reports_dir, **options)
         except OSError as exc:
@@ -369,6 +379,8 @@ def analyze(
         check_output(output)
     settings = load_settings(**({"quota_wait_for_reset": True} if wait_for_quota else {}))
     with errors_as_exit_codes():
+        if saves_report(fmt, output, save_report):
+            check_reports_dir(settings.reports_dir)
         analysis = run_analysis(settings, values, text, selected or None, include_raw=raw)
     if not analysis.enrichments:
         reasons = "; ".join(f"{r.candidate}: {r.reason}" for r in analysis.rejected[:3])
@@ -455,7 +467,8 @@ def quota(
 ) -> None:
     """Show the quota left per provider and key.
 
-    Keys appear as fingerprints; the circuit column is this process's breaker state.
+    Keys appear as fingerprints; a circuit column appears when this process's breaker for a
+    provider is not closed.
     """
     settings = load_settings()
 
@@ -472,31 +485,35 @@ def quota(
     title = "quota (shared by every threatintel process using this cache/Redis)"
     if any(q.degraded for q in report):
         title = "quota (shared store UNREACHABLE: these are this machine's local numbers)"
-    table = Table(title=title)
-    numeric = ("used", "limit", "remaining")
-    for column in ("provider", "key", "window", *numeric, "resets", "circuit", "note"):
-        table.add_column(column, justify="right" if column in numeric else "left")
+    rows: list[list[str]] = []
     for q in report:
-        circuit = q.breaker.value
         if not q.configured:
-            table.add_row(q.provider, "-", "-", "", "", "", "", circuit, "not configured")
+            rows.append([q.provider, "not configured", "", "", "", "", "", q.breaker.value, ""])
             continue
         for k in q.keys:
             note = f"blocked until {_when(k.blocked_until)}" if k.blocked_until else ""
             for w in k.windows:
-                table.add_row(
-                    q.provider,
-                    k.key,
-                    w.window,
-                    str(w.used),
-                    str(w.limit),
-                    str(w.remaining),
-                    _when(w.reset_at),
-                    circuit,
-                    note,
-                )
-    out.print(table)
-    err.print("circuit: this process's breaker (each instance keeps its own; budgets are shared)")
+                counts = [str(w.used), str(w.limit), str(w.remaining)]
+                resets = _when(w.reset_at)
+                rows.append([q.provider, k.key, w.window, *counts, resets, q.breaker.value, note])
+    # Laid out like the analysis table, to fit 80 columns: a fresh process's breaker is always
+    # closed and most keys carry no note, so those columns appear only when they say something.
+    columns = ["provider", "key", "window", "used", "limit", "left", "resets", "circuit", "note"]
+    shown = [
+        i
+        for i, name in enumerate(columns)
+        if name not in ("circuit", "note")
+        or any(row[i] not in ("", BreakerState.CLOSED.value) for row in rows)
+    ]
+    table = terminal_table(title)
+    for i in shown:
+        numeric = columns[i] in ("used", "limit", "left")
+        table.add_column(columns[i], justify="right" if numeric else "left", no_wrap=i < 7)
+    for row in rows:
+        table.add_row(*(row[i] for i in shown))
+    stdout_console().print(table)
+    if 7 in shown:
+        err.print("circuit: this process's breaker (each keeps its own; budgets are shared)")
 
 
 @app.command()
@@ -580,6 +597,8 @@ def demo(
     )
     with SimulatorServer(config) as sim, errors_as_exit_codes():
         settings = simulator_settings(sim.base_urls)
+        if saves_report(fmt, output, save_report):
+            check_reports_dir(settings.reports_dir)
         # The simulator is on loopback: a corporate HTTP(S)_PROXY must not capture its traffic.
         analysis = run_analysis(settings, [], demo_sample(), None, trust_env=False)
     show(

@@ -64,24 +64,48 @@ def check_output(output: Path | None) -> None:
         return
     if output.is_dir():
         raise InputError(f"cannot write {output}: it is a directory")
-    # The folders that do not exist yet are created when the report is written.
-    existing = next((p for p in (output.parent, *output.parent.parents) if p.exists()), Path())
-    if not existing.is_dir():
-        raise InputError(f"cannot write {output}: {existing} is not a directory")
+    reason = _unwritable(output)
+    if reason:
+        raise InputError(f"cannot write {output}: {reason}")
+
+
+def check_reports_dir(directory: Path) -> None:
+    """Refuse a REPORTS_DIR that cannot take a report (--save, html/stix/misp) before any lookup
+    spends quota: found only after the lookups, the failure lost the report."""
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"cannot save under REPORTS_DIR={directory}: it is not a directory")
     try:
-        if output.exists():
-            with output.open("ab"):  # opening to append changes nothing
+        # Created now rather than probed: the report would create it anyway.
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason: str | None = exc.strerror or "I/O error"
+    else:
+        reason = _unwritable(directory / ".threatintel-write-probe")
+    if reason:
+        raise InputError(f"cannot save under REPORTS_DIR={directory}: {reason}")
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why a file cannot be written at ``path`` (its missing folders created), or None."""
+    # The folders that do not exist yet are created when the report is written.
+    existing = next((p for p in (path.parent, *path.parent.parents) if p.exists()), Path())
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    try:
+        if path.exists():
+            with path.open("ab"):  # opening to append changes nothing
                 pass
-        elif existing == output.parent:
+        elif existing == path.parent:
             # Only creating the file says for sure (root passes permission checks, yet /proc
             # and read-only mounts refuse); the probe is removed again.
-            with output.open("xb"):
+            with path.open("xb"):
                 pass
-            output.unlink()
+            path.unlink()
         elif not os.access(existing, os.W_OK):
             raise PermissionError(13, os.strerror(13))
     except OSError as exc:
-        raise InputError(f"cannot write {output}: {exc.strerror or 'I/O error'}") from None
+        return exc.strerror or "I/O error"
+    return None
 
 
 _WINDOW_UNITS = {"minute": "min", "hour": "hour", "day": "day", "month": "month"}

@@ -3,8 +3,10 @@
 The table is laid out for the width it is given (the terminal's, COLUMNS, or FILE_WIDTH for a
 file): a few wide columns, so a row stays readable at 80 columns.
 
-    width < 110   indicator | verdict | score | conf | why (top reason, then the sources line)
-    width ≥ 110   indicator | type | verdict | score | conf | sources | why
+    width < 110   indicator | verdict | score | conf, the top reason and the sources line under
+                  the indicator
+    width ≥ 110   indicator | type | verdict | score | conf | why (top reason, sources line)
+    width ≥ 150   indicator | type | verdict | score | conf | sources | why
     wide=True     indicator | type | verdict | score | conf | one column per source | every reason,
                   at least WIDE_WIDTH columns wide (for wide screens, ``less -S`` and files)
 
@@ -42,7 +44,8 @@ from threatintel.reports.markdown import clean_text, plural
 #: The width of a table written to a file (and of --wide at the least).
 FILE_WIDTH = 160
 WIDE_WIDTH = 160
-#: Below this width the reason goes under the indicator; from the next, sources get a column.
+#: Below COLUMNS_WIDTH the reason goes under the indicator; from it, the reason has a column;
+#: from SOURCES_COLUMN_WIDTH the sources line has one too.
 COLUMNS_WIDTH = 110
 SOURCES_COLUMN_WIDTH = 150
 #: A failed source's reason is cut to this many characters in the sources line.
@@ -203,6 +206,19 @@ def _why(analysis: Analysis, enrichment: Enrichment, room: int | None) -> Text:
     return why
 
 
+def terminal_table(title: str | None = None) -> Table:
+    """An empty table in the CLI's style: a rule under the header, no borders, two-space gaps."""
+    return Table(
+        title=escape(title) if title else None,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+        header_style="bold",
+    )
+
+
 def analysis_table(
     analysis: Analysis,
     *,
@@ -217,15 +233,7 @@ def analysis_table(
     analysis = for_people(analysis)
     stacked = not wide and width < COLUMNS_WIDTH
     own_sources = not wide and width >= SOURCES_COLUMN_WIDTH
-    table = Table(
-        title=escape(title) if title else None,
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-        collapse_padding=True,
-        header_style="bold",
-    )
+    table = terminal_table(title)
     # Short columns never wrap; an indicator folds (a URL has no spaces), text wraps at words.
     # The rooms are the widths rich gives the text columns here, so sources wrap between words.
     indicator_width, sources_width = max(24, width // 4), width // 5
