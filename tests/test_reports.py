@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import stat
 from pathlib import Path
 
 import jsonschema
@@ -144,6 +146,19 @@ def test_saved_reports_never_collide(tmp_path: Path) -> None:
     assert first != second and first.exists() and second.exists()
     assert first.name.startswith("threatintel-") and first.name.endswith(".json")
     assert report_name("html").endswith(".html")
+
+
+def test_saved_reports_are_the_owners_alone(tmp_path: Path) -> None:
+    """Saved reports name an incident's indicators: new directories 0700, files 0600, even
+    under the common 022 umask."""
+    previous = os.umask(0o022)
+    try:
+        path = save(Analysis(), "markdown", tmp_path / "team" / "reports")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    for directory in (path.parent, path.parent.parent):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
 
 
 def test_every_format_is_registered_once() -> None:

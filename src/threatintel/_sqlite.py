@@ -41,6 +41,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Concatenate, Final, ParamSpec, TypeVar
 
+from threatintel._files import PRIVATE_FILE_MODE, make_private_dirs
+
 #: How long a statement waits for another process's write lock before giving up.
 BUSY_TIMEOUT_SECONDS: Final = 5.0
 #: Pause between attempts to open a file another process is setting up at the same moment.
@@ -52,9 +54,6 @@ KEEP_CORRUPT: Final = 3
 CORRUPT_MARKER: Final = ".corrupt-"
 #: Files SQLite keeps beside a database while it is in use; they belong to it and move with it.
 SIDECARS: Final = ("-wal", "-shm", "-journal")
-#: Modes of what is created here (the umask still applies and can only make them stricter).
-PRIVATE_DIR_MODE: Final = 0o700
-PRIVATE_FILE_MODE: Final = 0o600
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -312,22 +311,6 @@ class SQLiteWorker:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
-
-
-def make_private_dirs(path: Path) -> None:
-    """Create ``path`` and its missing parents with mode 0700 (less the umask).
-
-    ``Path.mkdir(parents=True)`` would give the parents the default mode (0755), and every one
-    of them we create holds only our files. Directories that exist are left as they are.
-    """
-    missing: list[Path] = []
-    for directory in (path, *path.parents):
-        if directory.exists():
-            break
-        missing.append(directory)
-    for directory in reversed(missing):
-        with suppress(FileExistsError):  # another process made it meanwhile
-            os.mkdir(directory, PRIVATE_DIR_MODE)
 
 
 def _make_private(path: Path) -> None:

@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from threatintel._files import make_private_dirs, write_private_new
 from threatintel.indicators import DEFAULT_INTERNAL_DOMAINS
 from threatintel.models import Analysis
 
@@ -125,13 +126,12 @@ def save(analysis: Analysis, fmt: str, directory: Path, **options: Any) -> Path:
     ``options`` are render()'s keywords.
     """
     text = render(analysis, fmt, **options)
-    directory.mkdir(parents=True, exist_ok=True)
+    # A report names the indicators of an incident, like the cache: the owner's alone.
+    make_private_dirs(directory)
     while True:
         path = directory / report_name(fmt)
         try:
-            # "x": exclusive creation, so two concurrent calls can never share a file.
-            with path.open("x", encoding="utf-8", newline="") as handle:
-                handle.write(text)
+            write_private_new(path, text)
         except FileExistsError:
             continue
         return path
