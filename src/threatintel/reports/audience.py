@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from threatintel._wording import plural
 from threatintel.attribution import attribute
 from threatintel.indicators import DEFAULT_INTERNAL_DOMAINS, extract, non_public_reason
 from threatintel.models import (
@@ -245,8 +246,8 @@ def for_sharing(
 
 def left_out_note(left_out: int) -> str:
     """The sentence every sharing format carries when it left indicators out."""
-    noun = "indicator was" if left_out == 1 else "indicators were"
+    counted = plural(left_out, "non-public indicator was", "non-public indicators were")
     return (
-        f"{left_out} non-public {noun} left out (private or reserved addresses, internal "
+        f"{counted} left out (private or reserved addresses, internal "
         "names); render with --include-private (include_private=True) to share them."
     )
