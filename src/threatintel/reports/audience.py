@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from threatintel._defang import DEFANGED_SCHEMES
 from threatintel._wording import plural
 from threatintel.attribution import attribute
 from threatintel.indicators import DEFAULT_INTERNAL_DOMAINS, extract, non_public_reason
@@ -51,7 +52,6 @@ _LINKABLE = frozenset({IndicatorType.URL, IndicatorType.DOMAIN, IndicatorType.EM
 _MAYBE_LINK = re.compile(r"[^\W_]\.[^\W_]|://")
 _RUN = re.compile(r"\S+")
 _SCHEME = re.compile(r"(?<![A-Za-z0-9])(https?|ftps?)(?=://)", re.I | re.A)
-_FANGLESS = {"http": "hxxp", "https": "hxxps", "ftp": "fxp", "ftps": "fxps"}
 # A dot between two characters that are neither space, dot nor bracket: not one already defanged.
 _BARE_DOT = re.compile(r"(?<=[^\s.\[\]()])\.(?=[^\s.\[\]()])")
 
@@ -81,7 +81,7 @@ def _defang_run(match: re.Match[str]) -> str:
     hosts.discard("")
     if not hosts:
         return run
-    run = _SCHEME.sub(lambda m: _FANGLESS[m.group(1).lower()], run)
+    run = _SCHEME.sub(lambda m: DEFANGED_SCHEMES[m.group(1).lower()], run)
     # The parser normalises (lower case, IDNA, refanged): find each host as it is spelt here.
     spelt = re.compile("|".join(re.escape(h) for h in sorted(hosts, key=len, reverse=True)), re.I)
     defanged = spelt.sub(lambda m: m.group().replace(".", "[.]"), run)
