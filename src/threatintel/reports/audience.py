@@ -120,8 +120,14 @@ def _pulse(pulse: Pulse) -> Pulse:
 def _abuse(abuse: AbuseReport | None) -> AbuseReport | None:
     if abuse is None:
         return None
-    update = {"isp": _maybe(abuse.isp), "domain": _maybe(abuse.domain)}
-    return _updated(abuse, update | {"usage_type": _maybe(abuse.usage_type)})
+    return _updated(
+        abuse,
+        {
+            "isp": _maybe(abuse.isp),
+            "domain": _maybe(abuse.domain),
+            "usage_type": _maybe(abuse.usage_type),
+        },
+    )
 
 
 def _geo(geo: Geo | None) -> Geo | None:
