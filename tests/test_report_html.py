@@ -64,7 +64,7 @@ GENERATED = datetime(2026, 11, 26, 12, 0, 5, tzinfo=UTC)
 
 def render_html(analysis: Analysis, **options: Any) -> str:
     # The sample holds documentation ranges and a private address: sharing them is asked for.
-    # tests/test_report_sharing.py checks what a briefing leaves out by default.
+    # tests/test_report_audience.py checks what a briefing leaves out by default.
     return html_report.render_html(analysis, include_private=True, **options)
 
 

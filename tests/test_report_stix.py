@@ -103,7 +103,7 @@ CASES: list[tuple[IndicatorType, str, str | None, str]] = [
 
 def render_stix(analysis: Analysis, **options: Any) -> str:
     # These tests use documentation ranges (non-public by design): sharing them is asked for.
-    # tests/test_report_sharing.py checks what is left out by default.
+    # tests/test_report_audience.py checks what is left out by default.
     return stix.render_stix(analysis, include_private=True, **options)
 
 

@@ -32,6 +32,10 @@ from collections.abc import Callable
 # --- defang --------------------------------------------------------------------------------
 
 
+#: How a defanged link spells each scheme.
+DEFANGED_SCHEMES = {"http": "hxxp", "https": "hxxps", "ftp": "fxp", "ftps": "fxps"}
+
+
 def defang(value: str) -> str:
     """Make an indicator unclickable for tickets and chat: hxxp://evil[.]com, 1.2.3[.]4.
 
@@ -39,9 +43,7 @@ def defang(value: str) -> str:
     """
     scheme, sep, rest = value.partition("://")
     if sep:
-        scheme = {"http": "hxxp", "https": "hxxps", "ftp": "fxp", "ftps": "fxps"}.get(
-            scheme.lower(), scheme
-        )
+        scheme = DEFANGED_SCHEMES.get(scheme.lower(), scheme)
         host_end = len(rest)
         for stop in "/?#":
             index = rest.find(stop)

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from threatintel._wording import plural
 from threatintel.models import (
     AttackRef,
     Attribution,
@@ -373,10 +374,6 @@ def _source(seen: _Seen) -> str:
     return DISPLAY_NAMES.get(seen.source, seen.source)
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
-
-
 def _score(attack: _Attack, case: _Case) -> GroupCandidate:
     reasons: list[str] = []
     total = 0
@@ -411,8 +408,8 @@ def _score(attack: _Attack, case: _Case) -> GroupCandidate:
         )
         common = ", too common to link an indicator" if users > GROUP_SPECIFIC_MAX else ""
         reasons.append(
-            f"{_describe(attack, software_id)} seen on {_plural(count, 'indicator')} via {via}; "
-            f"used by {_plural(users, 'group')} in ATT&CK {attack.version}{common}: +{points}"
+            f"{_describe(attack, software_id)} seen on {plural(count, 'indicator')} via {via}; "
+            f"used by {plural(users, 'group')} in ATT&CK {attack.version}{common}: +{points}"
         )
     if software_total > SOFTWARE_MAX:
         reasons.append(f"software points capped at {SOFTWARE_MAX} (were {software_total})")
@@ -488,7 +485,7 @@ def _summary(groups: list[GroupCandidate]) -> str:
         names = ", ".join(f"{g.group.attack_id} {g.group.name}" for g in tied)
         text = f"no single best match: {names} tied (confidence {best})"
     if others:
-        text += f", {others} other candidate" + ("" if others == 1 else "s")
+        text += f", {plural(others, 'other candidate')}"
     return text
 
 

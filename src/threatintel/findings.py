@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from threatintel._wording import plural
 from threatintel.models import (
     Detections,
     Indicator,
@@ -216,7 +217,7 @@ def otx(
         if indicator.type is not IndicatorType.URL:
             finding.allowlisted = True
             finding.vouches.append("the OTX allowlist")
-            noise = f"; {count} pulse{_s(count)} discounted" if count else ""
+            noise = f"; {plural(count, 'pulse')} discounted" if count else ""
             finding.add(f"OTX lists it as known-good ({lists}){noise}", -ALLOWLIST_RANK)
             return finding
         # OTX allowlists domains. A URL on an allowlisted code-hosting or file-sharing domain
@@ -235,7 +236,7 @@ def otx(
         points = min(context * policy.otx_context_pulse_points, policy.otx_context_max_points)
         size = policy.otx_subject_max_indicators
         text = (
-            f"in {count} OTX pulse{_s(count)}, none about it (each lists over {size} "
+            f"in {plural(count, 'OTX pulse')}, none about it (each lists over {size} "
             "indicators and does not name it) — context only"
         )
         finding.malice += points
@@ -272,7 +273,7 @@ def _otx_subject(
     points = policy.otx_subject_points + (weak - 1) * policy.otx_pulse_points
     points += max(n - policy.otx_pulse_weak_max, 0) * policy.otx_extra_pulse_points
     points = min(points, max(policy.otx_max_pulse_points, policy.otx_subject_points))
-    head = f"in {n} OTX pulse{_s(n)}"
+    head = f"in {plural(n, 'OTX pulse')}"
     if context:
         head += f" about it (+{context} that only list it)"
     parts = [head]
@@ -354,15 +355,15 @@ def abuseipdb(
 
     conf, reports, reporters = report.confidence, report.total_reports, report.distinct_reporters
     if reports <= 0 or conf <= 0:
-        old = f" ({reports} old report{_s(reports)})" if reports > 0 else ""
+        old = f" ({plural(reports, 'old report')})" if reports > 0 else ""
         text = f"AbuseIPDB confidence 0%{old}" if old else "no AbuseIPDB reports"
         finding.add(text, -CLEAN_RANK)
         return finding
 
     age = _age_days(report.last_reported, now) if report.last_reported else None
     last = f", last {_ago(age)}" if age is not None else ""
-    base = f"AbuseIPDB confidence {conf}% from {reports} report{_s(reports)}"
-    by = f" by {reporters} user{_s(reporters)}" if reporters else ""
+    base = f"AbuseIPDB confidence {conf}% from {plural(reports, 'report')}"
+    by = f" by {plural(reporters, 'user')}" if reporters else ""
     heavy = (
         conf >= policy.abuse_heavy_confidence
         and reports >= policy.abuse_heavy_reports
@@ -446,10 +447,6 @@ FAILURE_TEXT = {
 # --- small helpers ----------------------------------------------------------------------------
 
 
-def _s(count: int) -> str:
-    return "s" if count != 1 else ""
-
-
 def _number(value: float) -> str:
     """Points as people write them: 15, 2.5."""
     return f"{value:g}"
@@ -467,7 +464,7 @@ def _age_days(moment: datetime, now: datetime) -> int:
 def _ago(days: int) -> str:
     if days == 0:
         return "today"
-    return f"{days} day{_s(days)} ago"
+    return f"{plural(days, 'day')} ago"
 
 
 def clip(text: str | None, limit: int = NAME_MAX) -> str:

@@ -20,6 +20,7 @@ Weight = Annotated[float, Field(ge=0, le=5)]
 Count = Annotated[int, Field(ge=0)]
 
 
+#: The fields given as a comma-separated list or a JSON array.
 _LISTS = ("vt_trusted_engines", "abuse_shared_usage_types", "ipinfo_infrastructure_asns")
 
 
@@ -179,12 +180,7 @@ class ScoringPolicy(BaseModel):
         0.5, description="Share of confidence lost when the answering sources fully disagree."
     )
 
-    @field_validator(
-        "vt_trusted_engines",
-        "abuse_shared_usage_types",
-        "ipinfo_infrastructure_asns",
-        mode="before",
-    )
+    @field_validator(*_LISTS, mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):

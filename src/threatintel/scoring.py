@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from threatintel._wording import plural
 from threatintel.findings import (
     ADJUSTMENT,
     ANSWER,
@@ -133,8 +134,8 @@ def score(
     if value >= policy.malicious_threshold and not strong and moderate < needed:
         value = policy.malicious_threshold - 1
         text = (
-            f"held at {value}, below malicious: no strong evidence, and {moderate} "
-            f"source{'s' if moderate != 1 else ''} with moderate evidence where {needed} are needed"
+            f"held at {value}, below malicious: no strong evidence, and "
+            f"{plural(moderate, 'source')} with moderate evidence where {needed} are needed"
         )
         reasons.append(_Reason(text, ADJUSTMENT))
 
@@ -151,7 +152,7 @@ def score(
             reasons.append(_Reason("no evidence source answered", ADJUSTMENT))
         else:
             text = (
-                f"{clean} clean answer{'s' if clean != 1 else ''}; "
+                f"{plural(clean, 'clean answer')}; "
                 f"{policy.harmless_min_sources} needed to call it harmless"
             )
             reasons.append(_Reason(text, ADJUSTMENT))

@@ -28,6 +28,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from threatintel._defang import DEFANGED_SCHEMES
+from threatintel._wording import plural
 from threatintel.attribution import attribute
 from threatintel.indicators import DEFAULT_INTERNAL_DOMAINS, extract, non_public_reason
 from threatintel.models import (
@@ -50,7 +52,6 @@ _LINKABLE = frozenset({IndicatorType.URL, IndicatorType.DOMAIN, IndicatorType.EM
 _MAYBE_LINK = re.compile(r"[^\W_]\.[^\W_]|://")
 _RUN = re.compile(r"\S+")
 _SCHEME = re.compile(r"(?<![A-Za-z0-9])(https?|ftps?)(?=://)", re.I | re.A)
-_FANGLESS = {"http": "hxxp", "https": "hxxps", "ftp": "fxp", "ftps": "fxps"}
 # A dot between two characters that are neither space, dot nor bracket: not one already defanged.
 _BARE_DOT = re.compile(r"(?<=[^\s.\[\]()])\.(?=[^\s.\[\]()])")
 
@@ -80,7 +81,7 @@ def _defang_run(match: re.Match[str]) -> str:
     hosts.discard("")
     if not hosts:
         return run
-    run = _SCHEME.sub(lambda m: _FANGLESS[m.group(1).lower()], run)
+    run = _SCHEME.sub(lambda m: DEFANGED_SCHEMES[m.group(1).lower()], run)
     # The parser normalises (lower case, IDNA, refanged): find each host as it is spelt here.
     spelt = re.compile("|".join(re.escape(h) for h in sorted(hosts, key=len, reverse=True)), re.I)
     defanged = spelt.sub(lambda m: m.group().replace(".", "[.]"), run)
@@ -119,8 +120,14 @@ def _pulse(pulse: Pulse) -> Pulse:
 def _abuse(abuse: AbuseReport | None) -> AbuseReport | None:
     if abuse is None:
         return None
-    update = {"isp": _maybe(abuse.isp), "domain": _maybe(abuse.domain)}
-    return _updated(abuse, update | {"usage_type": _maybe(abuse.usage_type)})
+    return _updated(
+        abuse,
+        {
+            "isp": _maybe(abuse.isp),
+            "domain": _maybe(abuse.domain),
+            "usage_type": _maybe(abuse.usage_type),
+        },
+    )
 
 
 def _geo(geo: Geo | None) -> Geo | None:
@@ -245,8 +252,8 @@ def for_sharing(
 
 def left_out_note(left_out: int) -> str:
     """The sentence every sharing format carries when it left indicators out."""
-    noun = "indicator was" if left_out == 1 else "indicators were"
+    counted = plural(left_out, "non-public indicator was", "non-public indicators were")
     return (
-        f"{left_out} non-public {noun} left out (private or reserved addresses, internal "
+        f"{counted} left out (private or reserved addresses, internal "
         "names); render with --include-private (include_private=True) to share them."
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+from threatintel._wording import plural
 from threatintel.indicators import defang
 from threatintel.models import (
     Analysis,
@@ -80,11 +81,6 @@ def code_span(text: object) -> str:
 def shown_value(enrichment: Enrichment) -> str:
     value = enrichment.indicator.value
     return defang(value) if enrichment.verdict.label in _DANGEROUS else value
-
-
-def plural(count: int, noun: str, nouns: str | None = None) -> str:
-    """``plural(1, "indicator")`` is "1 indicator", ``plural(2, "indicator")`` "2 indicators"."""
-    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
 
 
 def source_facts(result: SourceResult) -> str:

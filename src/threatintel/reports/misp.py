@@ -49,6 +49,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from threatintel._wording import plural
 from threatintel.attribution import evidenced_names, fold, named
 from threatintel.indicators import DEFAULT_INTERNAL_DOMAINS
 from threatintel.models import (
@@ -176,8 +177,7 @@ def _info(analysis: Analysis) -> str:
         counts[enrichment.verdict.label] += 1
     parts = ", ".join(f"{n} {label.value}" for label, n in counts.items() if n)
     total = len(analysis.enrichments)
-    noun = "indicator" if total == 1 else "indicators"
-    return f"threatintel analysis: {total} {noun}" + (f" ({parts})" if parts else "")
+    return f"threatintel analysis: {plural(total, 'indicator')}" + (f" ({parts})" if parts else "")
 
 
 def _threat_level(analysis: Analysis) -> int:

@@ -29,6 +29,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from threatintel._wording import plural
 from threatintel.models import (
     SCHEMA_VERSION,
     Analysis,
@@ -39,7 +40,7 @@ from threatintel.models import (
     VerdictLabel,
 )
 from threatintel.reports.audience import for_people
-from threatintel.reports.markdown import clean_text, plural
+from threatintel.reports.markdown import clean_text
 
 #: The width of a table written to a file (and of --wide at the least).
 FILE_WIDTH = 160
@@ -133,7 +134,7 @@ def source_fact(result: SourceResult) -> str:
         if result.detections is not None:
             return f"{result.detections.malicious}/{result.detections.total}"
         if result.pulse_count is not None:
-            return f"{result.pulse_count} pulse" + ("" if result.pulse_count == 1 else "s")
+            return plural(result.pulse_count, "pulse")
         if result.abuse is not None:
             return f"{result.abuse.confidence}%"
         if result.geo is not None and (result.geo.country or result.geo.asn):

@@ -52,7 +52,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from threatintel.simulator.evidence import EVIDENCE_KEYS, Evidence, EvidenceError, parse_evidence
+from threatintel.simulator.evidence import EVIDENCE_KEYS, Evidence, parse_evidence
 from threatintel.simulator.faults import FaultKind
 
 
@@ -276,9 +276,7 @@ def _parse_spec(value: str, entry: Any) -> IndicatorSpec:
         truth = Truth(entry.get("truth", ""))
         fault = FaultKind(entry["fault"]) if "fault" in entry else None
         evidence = parse_evidence(entry)
-    except EvidenceError as exc:
-        raise ScenarioError(f"{value!r}: {exc}") from exc
-    except ValueError as exc:
+    except ValueError as exc:  # a bad truth or fault name, or an EvidenceError
         raise ScenarioError(f"{value!r}: {exc}") from exc
     vendors = entry.get("fault_vendors")
     if vendors and not set(_strings(value, "fault_vendors", vendors)) <= set(VENDORS):
