@@ -119,6 +119,7 @@ async def test_abuseipdb_and_ipinfo_serve_the_stated_report_numbers_and_owner(
         ("vt = { votes = [1] }", "vt.votes must be [harmless, malicious]"),
         ("abuseipdb = { confidence = 300 }", "abuseipdb.confidence must be 0..100"),
         ('ipinfo = { org = "Google" }', "ipinfo.org must read 'AS<number> <name>'"),
+        ("ipinfo = { anycat = true }", "ipinfo: unknown keys ['anycat']"),
         ("otx = { pulses = [{ age_days = 3 }] }", "every otx pulse needs a name"),
     ],
 )

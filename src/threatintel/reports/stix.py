@@ -90,6 +90,7 @@ from urllib.parse import quote
 import idna
 import stix2  # type: ignore[import-untyped]
 
+from threatintel._wording import plural
 from threatintel.attribution import evidenced_names, named
 from threatintel.indicators import DEFAULT_INTERNAL_DOMAINS
 from threatintel.models import (
@@ -583,7 +584,7 @@ class _Builder:
             stix2.Note,
             "note",
             "left-out",
-            abstract=f"{count} non-public indicators left out",
+            abstract=f"{plural(count, 'non-public indicator')} left out",
             content=left_out_note(count),
             authors=["threatintel"],
             object_refs=[self.me],

@@ -118,9 +118,7 @@ def parse_evidence(entry: Mapping[str, Any]) -> Evidence | None:
         vt=_vt(vt) if vt is not None else None,
         otx=_otx(otx) if otx is not None else None,
         abuseipdb=_abuse(abuse) if abuse is not None else None,
-        ipinfo=IPinfoEvidence(anycast=_opt(ipinfo, "anycast", bool), org=_opt(ipinfo, "org", str))
-        if ipinfo is not None
-        else None,
+        ipinfo=_ipinfo(ipinfo) if ipinfo is not None else None,
     )
     if evidence.ipinfo is not None:
         evidence.ipinfo.asn_and_name()  # validates the spelling now, not at request time
@@ -207,6 +205,11 @@ def _abuse(table: Mapping[str, Any]) -> AbuseEvidence:
         usage=_opt(table, "usage", str),
         tor=_opt(table, "tor", bool),
     )
+
+
+def _ipinfo(table: Mapping[str, Any]) -> IPinfoEvidence:
+    _known(table, "ipinfo", frozenset({"anycast", "org"}))
+    return IPinfoEvidence(anycast=_opt(table, "anycast", bool), org=_opt(table, "org", str))
 
 
 def _known(table: Mapping[str, Any], name: str, keys: frozenset[str]) -> None:
