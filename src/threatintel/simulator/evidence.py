@@ -24,7 +24,9 @@ false`` for a 404.
 ``otx``: ``pulses`` (above), ``context_pulses`` (big lists that merely mention it: sandbox
 traffic, resolver lists), ``validation`` (allowlist sources), ``false_positive``.
 ``abuseipdb``: ``confidence``, ``reports``, ``reporters``, ``last_days``, ``whitelisted``,
-``usage``, ``tor``. ``ipinfo``: ``anycast``, ``org`` ("AS15169 Google LLC").
+``usage``, ``tor``. ``ipinfo``: ``anycast``, ``org`` ("AS15169 Google LLC"), ``country``; the
+owner and country are the network's, so every vendor that reports them says the same (a hostile
+``org`` reaches VirusTotal's as_owner, AbuseIPDB's isp and IPinfo's org).
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ class AbuseEvidence:
 class IPinfoEvidence:
     anycast: bool | None = None
     org: str | None = None  # "AS15169 Google LLC"
+    country: str | None = None  # verbatim, even when it is not a country code
 
     def asn_and_name(self) -> tuple[int, str] | None:
         if not self.org:
@@ -118,9 +121,7 @@ def parse_evidence(entry: Mapping[str, Any]) -> Evidence | None:
         vt=_vt(vt) if vt is not None else None,
         otx=_otx(otx) if otx is not None else None,
         abuseipdb=_abuse(abuse) if abuse is not None else None,
-        ipinfo=IPinfoEvidence(anycast=_opt(ipinfo, "anycast", bool), org=_opt(ipinfo, "org", str))
-        if ipinfo is not None
-        else None,
+        ipinfo=_ipinfo(ipinfo) if ipinfo is not None else None,
     )
     if evidence.ipinfo is not None:
         evidence.ipinfo.asn_and_name()  # validates the spelling now, not at request time
@@ -189,6 +190,15 @@ def _otx(table: Mapping[str, Any]) -> OTXEvidence:
         context_pulses=_count(table, "otx", "context_pulses") or 0,
         validation=_strings(table, "validation"),
         false_positive=_opt(table, "false_positive", bool) is True,
+    )
+
+
+def _ipinfo(table: Mapping[str, Any]) -> IPinfoEvidence:
+    _known(table, "ipinfo", frozenset({"anycast", "org", "country"}))
+    return IPinfoEvidence(
+        anycast=_opt(table, "anycast", bool),
+        org=_opt(table, "org", str),
+        country=_opt(table, "country", str),
     )
 
 
