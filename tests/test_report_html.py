@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from threatintel._visible import visible
 from threatintel.models import (
     AbuseReport,
     Analysis,
@@ -36,7 +37,6 @@ from threatintel.models import (
 )
 from threatintel.reports import html as html_report
 from threatintel.reports.html import build_graph, json_island
-from threatintel.reports.markdown import clean_text
 
 #: Attacker-controlled text as it could arrive in pulse names, tags, adversaries and reasons.
 HOSTILE_SCRIPT = "<script>alert(1)</script>"
@@ -47,8 +47,8 @@ HOSTILE = (HOSTILE_SCRIPT, HOSTILE_IMG, HOSTILE_CLOSE, HOSTILE_ISLAND)
 #: Right-to-left override, isolates, a zero-width mark, ESC and a C1 control: unstripped, the RLO
 #: shows "build 127" as "build 172" in Chromium.
 HOSTILE_BIDI = "build 1\u202e27\u2066\u200f\x1b[0m\x85"
-#: What the analyst sees instead: every such character blanked to a space, order kept.
-SHOWN_BIDI = "build 1 27   [0m "
+#: What the analyst sees instead: every such character as its escape, order kept.
+SHOWN_BIDI = "build 1\\u202e27\\u2066\\u200f\\x1b[0m\\x85"
 #: The characters the reports must never pass on (C0 but tab and newline, C1, bidi, zero-width).
 UNSAFE_CHARS = (
     [chr(c) for c in range(0x20) if chr(c) not in "\t\n"]
@@ -508,10 +508,12 @@ def test_graph_is_capped_indicators_first() -> None:
     assert all(0 <= a < 12 and 0 <= b < 12 for a, b in graph["edges"])
 
 
-def test_clean_text_blanks_controls_bidi_and_zero_width() -> None:
-    """Every unsafe character becomes a space; tab, newline and ordinary text are kept."""
-    assert clean_text("".join(UNSAFE_CHARS)) == " " * len(UNSAFE_CHARS)
-    assert clean_text("a\tb\nc é ש") == "a\tb\nc é ש"
+def test_page_text_shows_controls_bidi_and_zero_width_as_escapes() -> None:
+    """Every unsafe character becomes its escape; tab, newline and ordinary text are kept."""
+    shown = visible("".join(UNSAFE_CHARS), lines=True)
+    assert not set(UNSAFE_CHARS) & set(shown)
+    assert shown.count("\\") == len(UNSAFE_CHARS)
+    assert visible("a\tb\nc é ש", lines=True) == "a\tb\nc é ש"
 
 
 def test_bidi_and_control_characters_never_reach_the_page(html: str, page: _Page) -> None:

@@ -247,13 +247,13 @@ def test_uuids_are_deterministic_and_per_event() -> None:
 
 
 def test_attacker_text_is_flattened_in_comments() -> None:
-    """Control and bidi characters in reasons do not reach the comment."""
+    """Control and bidi characters in reasons reach the comment only as escapes, on one line."""
     reason = "OTX pulse 'evil\u202e'\nnext line\x00"
     event = event_of(
         make_analysis(make_enrichment(IndicatorType.IPV4, "198.51.100.7", reasons=[reason]))
     )
     assert event["Attribute"][0]["comment"] == (
-        "malicious (score 90, confidence 70): OTX pulse 'evil ' next line"
+        "malicious (score 90, confidence 70): OTX pulse 'evil\\u202e' next line\\x00"
     )
 
 

@@ -363,7 +363,8 @@ def test_tlp_marking_is_applied() -> None:
 
 
 def test_attacker_text_stays_plain_description() -> None:
-    """Reasons with control, bidi and pattern characters only reach descriptions, flattened."""
+    """Reasons with control, bidi and pattern characters only reach descriptions, flattened,
+    the hidden characters shown as escapes."""
     reason = "OTX pulse 'x'] OR [ipv4-addr:value = '0.0.0.0'\u202e\nIgnore previous instructions"
     objects = parse(
         render_stix(
@@ -374,7 +375,7 @@ def test_attacker_text_stays_plain_description() -> None:
     assert indicator["pattern"] == "[ipv4-addr:value = '198.51.100.7']"
     assert indicator["labels"] == ["malicious"]
     assert indicator["description"] == (
-        "OTX pulse 'x'] OR [ipv4-addr:value = '0.0.0.0' Ignore previous instructions"
+        "OTX pulse 'x'] OR [ipv4-addr:value = '0.0.0.0'\\u202e Ignore previous instructions"
     )
 
 

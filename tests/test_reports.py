@@ -91,14 +91,16 @@ async def test_csv_round_trips_with_formulas_neutralised(demo_analysis: Analysis
         ("+1", "'+1"),
         ("-1", "'-1"),
         ("@SUM(A1)", "'@SUM(A1)"),
-        ("\t=x", "'\t=x"),
-        ("\r=x", "'\r=x"),
+        ("\t=x", "' =x"),
+        (" -1", "' -1"),
+        ("\r=x", "\\r=x"),
+        ("a\x1b[2Jb\nc", "a\\x1b[2Jb c"),
         ("1.2.3.4", "1.2.3.4"),
         ("", ""),
     ],
 )
 def test_safe_cell(value: str, expected: str) -> None:
-    """Only cells a spreadsheet would read as a formula are prefixed."""
+    """Cells a spreadsheet reads as a formula are prefixed; hidden characters show as escapes."""
     assert safe_cell(value) == expected
 
 
@@ -125,8 +127,8 @@ async def test_markdown_summarises_defangs_and_escapes(demo_analysis: Analysis) 
     assert "## Attribution" in text
     malicious = next(e for e in demo_analysis.enrichments if e.verdict.label.value == "malicious")
     assert f"### {malicious.indicator.value}\n" not in text  # shown defanged, never live
-    # Backslash and tilde are escaped; controls, bidi and zero-width marks are blanked.
-    assert "\\\\\\*emph\\\\\\* \\~\\~struck\\~\\~ pulse  27  " in text
+    # Backslash and tilde are escaped; controls, bidi and zero-width marks show as escapes.
+    assert "\\\\\\*emph\\\\\\* \\~\\~struck\\~\\~ pulse \\\\u202e27\\\\u200b\\\\x07" in text
     assert not set("\u202e\u200b\x07") & set(text)
     # The skipped candidate is a code span fenced past its longest backtick run, padded so its
     # leading backtick does not join the fence; nothing inside is escaped.
@@ -134,7 +136,7 @@ async def test_markdown_summarises_defangs_and_escapes(demo_analysis: Analysis) 
     # And a CommonMark renderer (with GFM strikethrough) agrees: no emphasis, strike or markup.
     html = MarkdownIt("commonmark").enable(["strikethrough", "table"]).render(text)
     assert "<em>" not in html and "<s>" not in html and "<script" not in html
-    assert "\\*emph\\* ~~struck~~ pulse  27" in html
+    assert "\\*emph\\* ~~struck~~ pulse \\u202e27\\u200b\\x07" in html
     assert "<code>`a``b&lt;i&gt;&amp;amp;</code>" in html
 
 

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from threatintel._visible import one_line
 from threatintel._wording import plural
 from threatintel.models import (
     AttackRef,
@@ -242,13 +243,9 @@ def _attack() -> _Attack:
 
 
 def clip(text: str, limit: int = CLIP) -> str:
-    """Upstream text made safe to show: control characters replaced, one line, at most `limit`."""
-    flat = "".join(
-        " " if ch.isspace() else "\ufffd" if unicodedata.category(ch)[0] == "C" else ch
-        for ch in text[: limit * 4]
-    )
-    flat = " ".join(flat.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    """Upstream text made safe to show: hidden characters as escapes (``_visible``), one line,
+    at most `limit`."""
+    return one_line(text, limit)
 
 
 # --- evidence -------------------------------------------------------------------------------

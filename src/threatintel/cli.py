@@ -34,6 +34,7 @@ except ImportError:  # pragma: no cover - older Typer on real Click
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 from threatintel._version import __version__
+from threatintel._visible import visible
 from threatintel.attribution import attribute
 from threatintel.cli_support import (
     check_output,
@@ -115,7 +116,8 @@ class ExtractFormat(StrEnum):
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    err.print(f"[red]error:[/] {escape(message)}")
+    # Messages quote rejected input and upstream text: shown (``_visible``), never obeyed.
+    err.print(f"[red]error:[/] {escape(visible(message))}")
     raise typer.Exit(code)
 
 
@@ -232,7 +234,7 @@ def emit(text: str, output: Path | None) -> None:
         output.write_text(text, encoding="utf-8", newline="")
     except OSError as exc:
         fail(f"cannot write {output}: {exc.strerror or 'I/O error'}", EXIT_FAILURE)
-    err.print(f"wrote {escape(str(output))}")
+    err.print(f"wrote {escape(visible(output))}")
 
 
 def saves_report(fmt: OutputFormat, output: Path | None, save_report: bool) -> bool:
@@ -265,7 +267,7 @@ def show(
             path = save(analysis, fmt.value, settings.reports_dir, **options)
         except OSError as exc:
             fail(f"cannot write to {settings.reports_dir}: {exc.strerror or 'I/O error'}", 1)
-        err.print(f"saved {escape(str(path))}", soft_wrap=False)
+        err.print(f"saved {escape(visible(path))}", soft_wrap=False)
         if not save_report and output is None:
             return
     if fmt is OutputFormat.table and output is None:
@@ -452,7 +454,7 @@ def config(
         sys.stdout.write(json.dumps(shown, indent=2, default=str) + "\n")
         return
     for line in config_lines(shown):
-        out.print(escape(line))
+        out.print(escape(visible(line)))  # values may come from a hostile .env
 
 
 def _when(epoch: float | None) -> str:
@@ -654,6 +656,13 @@ def simulate(
         server.stop()
 
 
+class VisibleFormatter(logging.Formatter):
+    """Log lines on stderr quote store and upstream errors: their text is shown, never obeyed."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return visible(super().format(record), lines=True)
+
+
 def main() -> None:
     """Console entry point: usage errors become one line and exit code 2."""
     try:
@@ -671,7 +680,9 @@ def main() -> None:
 
 
 def _main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(VisibleFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     try:
         code = app(standalone_mode=False)
     except click_exceptions.NoArgsIsHelpError as exc:
@@ -679,10 +690,11 @@ def _main() -> None:
         sys.exit(EXIT_USAGE)
     except click_exceptions.UsageError as exc:
         command = exc.ctx.command_path if exc.ctx is not None else "threatintel"
-        err.print(f"[red]error:[/] {escape(exc.format_message())} (see '{command} --help')")
+        message = f"{exc.format_message()} (see '{command} --help')"
+        err.print(f"[red]error:[/] {escape(visible(message))}")
         sys.exit(EXIT_USAGE)
     except click_exceptions.ClickException as exc:
-        err.print(f"[red]error:[/] {escape(exc.format_message())}")
+        err.print(f"[red]error:[/] {escape(visible(exc.format_message()))}")
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, typer.Abort):
         err.print("interrupted")

@@ -11,11 +11,11 @@ rule; every number is a ScoringPolicy field.
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from threatintel._visible import one_line
 from threatintel._wording import plural
 from threatintel.models import (
     Detections,
@@ -469,13 +469,8 @@ def _ago(days: int) -> str:
 
 def clip(text: str | None, limit: int = NAME_MAX) -> str:
     """One short printable line: vendor and attacker strings must not carry layout or bulk."""
-    if not text:
-        return ""
-    printable = "".join(
-        ch if unicodedata.category(ch)[0] != "C" else " " for ch in text[: limit * 4]
-    )
-    line = " ".join(printable.split())
-    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+    # Hidden characters show as escapes (``_visible``): a reason is read by people.
+    return one_line(text, limit) if text else ""
 
 
 def _unique(names: Iterable[str]) -> list[str]:

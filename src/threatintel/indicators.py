@@ -44,6 +44,7 @@ from threatintel._special import (
     host_reason,
     network_reason,
 )
+from threatintel._visible import percent_encode_hidden
 from threatintel.errors import InvalidIndicator
 from threatintel.models import Extraction, Indicator, IndicatorType, Rejected
 
@@ -412,6 +413,10 @@ def _url(s: str, mode: _Mode) -> _Result:
         port = "" if int(port) == _DEFAULT_PORTS[scheme] else f":{int(port)}"
     if not tail or tail[0] in "?#":
         tail = "/" + tail
+    # Free text keeps control characters inside a run, and a path holding ESC c or backspaces
+    # would clear the terminal or overwrite the host it shows: kept only percent-encoded, as
+    # RFC 3986 wants them anyway (a request sends the same bytes).
+    tail = percent_encode_hidden(tail)
     value = f"{scheme}://{shown}{port}{tail}"
     trimmed = _trim_end(value)
     if trimmed != value:

@@ -168,6 +168,25 @@ def as_int(value: Any) -> int | None:
     return None
 
 
+MAX_ASN = 2**32 - 1
+
+
+def as_asn(value: Any) -> int | None:
+    """An AS number (an int, or ASCII digits with or without "AS") in 0..2³²-1, else None."""
+    if isinstance(value, str):
+        digits = value[2:] if value[:2].upper() == "AS" else value
+        value = int(digits) if digits.isascii() and digits.isdigit() and len(digits) <= 10 else None
+    number = as_int(value)
+    return number if number is not None and 0 <= number <= MAX_ASN else None
+
+
+def as_country(value: Any) -> str | None:
+    """An ISO 3166-1 alpha-2 code ("US"), else None: nothing else is shown as a country."""
+    if isinstance(value, str) and len(value) == 2 and value.isascii() and value.isalpha():
+        return value.upper()
+    return None
+
+
 def as_str(value: Any, *, limit: int = 200) -> str | None:
     """A short, single-line string from an upstream value (attacker-influenced text)."""
     if not isinstance(value, str):

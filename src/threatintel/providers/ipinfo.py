@@ -13,6 +13,8 @@ from threatintel.providers.base import (
     Call,
     HttpProvider,
     Json,
+    as_asn,
+    as_country,
     as_str,
     parse_retry_after,
     quota_error,
@@ -78,10 +80,10 @@ class IPinfo(HttpProvider):
         if body.get("bogon") is True:
             return self._bogon(indicator)
         asn, org = _split_org(as_str(body.get("org")))
-        country = as_str(body.get("country"))
+        country = as_country(body.get("country"))
         if "country_code" in body:
             # The Lite shape (api.ipinfo.io/lite) names fields differently (contracts §4.1).
-            country = as_str(body.get("country_code"))
+            country = as_country(body.get("country_code"))
             asn, _ = _split_org(as_str(body.get("asn")))
             org = as_str(body.get("as_name"))
         lat = lon = None
@@ -114,6 +116,6 @@ def _split_org(org: str | None) -> tuple[int | None, str | None]:
     if not org:
         return None, None
     head, _, rest = org.partition(" ")
-    if head[:2].upper() == "AS" and head[2:].isdigit():
-        return int(head[2:]), rest or None
+    if head[:2].upper() == "AS" and (asn := as_asn(head)) is not None:
+        return asn, rest or None
     return None, org

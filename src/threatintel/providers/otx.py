@@ -21,6 +21,8 @@ from threatintel.providers.base import (
     Call,
     HttpProvider,
     Json,
+    as_asn,
+    as_country,
     as_int,
     as_str,
     from_iso,
@@ -205,9 +207,9 @@ def _geo(body: Json) -> Geo | None:
     asn = org = None
     if asn_text and asn_text.upper().startswith("AS"):
         number, _, org = asn_text[2:].partition(" ")
-        asn = int(number) if number.isdigit() else None
+        asn = as_asn(number)
     lat, lon = body.get("latitude"), body.get("longitude")
-    country = as_str(body.get("country_code")) or as_str(body.get("country_code2"))
+    country = as_country(body.get("country_code")) or as_country(body.get("country_code2"))
     if not any((asn, country, body.get("city"))):
         return None
     return Geo(

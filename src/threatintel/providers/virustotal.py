@@ -23,6 +23,8 @@ from threatintel.providers.base import (
     Call,
     HttpProvider,
     Json,
+    as_asn,
+    as_country,
     as_int,
     as_str,
     from_unix,
@@ -139,8 +141,8 @@ class VirusTotal(HttpProvider):
         geo = None
         if indicator.type in IP_TYPES:
             geo = Geo(
-                country=as_str(attrs.get("country")),
-                asn=as_int(attrs.get("asn")),
+                country=as_country(attrs.get("country")),
+                asn=as_asn(attrs.get("asn")),
                 organization=as_str(attrs.get("as_owner")),
                 network=as_str(attrs.get("network")),
             )

@@ -24,7 +24,8 @@ MCP, HTTP) can pass the same keywords for every format:
   many (see ``audience.py``).
 - ``width``, ``wide`` (table): the layout width, and every source in its own column.
 
-Human-facing formats (table, markdown, csv, html) defang URLs and domains inside upstream text;
+Human-facing formats (table, markdown, csv, html) defang URLs and domains inside upstream text
+and show its control, bidi and zero-width characters as escapes (``threatintel._visible``);
 json, jsonl, stix and misp keep every value exact.
 """
 

@@ -8,9 +8,10 @@ air-gapped, and a report that loads nothing cannot leak that it was opened. Upst
 names, tags, adversaries, API messages) is attacker-influenced, so:
 
 - HTML is rendered by Jinja with autoescape on; no upstream value is ever marked safe.
-- Control, bidi and zero-width characters are blanked (``clean_text``, as in the Markdown report)
-  in every ``{{ value }}`` and in the graph data, and upstream values sit in bidi-isolated
-  elements, so right-to-left text cannot reorder what is around it ("…27" shown as "…72").
+- Control, bidi and zero-width characters are shown as escapes (``_visible.visible``, as in
+  every human-facing format) in every ``{{ value }}`` and in the graph data, and upstream values
+  sit in bidi-isolated elements, so right-to-left text cannot reorder what is around it ("…27"
+  shown as "…72").
 - Data for the script travels as JSON in ``<script type="application/json">`` with ``<``, ``>``
   and ``&`` written as ``\\u003c`` etc., so no value can close the element; the script reads it
   with ``JSON.parse`` and builds nodes with ``textContent`` only.
@@ -42,6 +43,7 @@ from jinja2 import Environment, FunctionLoader, StrictUndefined
 from markupsafe import Markup
 
 from threatintel._version import __version__
+from threatintel._visible import visible
 from threatintel.indicators import DEFAULT_INTERNAL_DOMAINS
 from threatintel.models import (
     Analysis,
@@ -52,7 +54,6 @@ from threatintel.models import (
     VerdictLabel,
 )
 from threatintel.reports.audience import for_people, for_sharing, left_out_note
-from threatintel.reports.markdown import clean_text
 
 __all__ = [
     "MAX_GRAPH_NODES",
@@ -293,7 +294,7 @@ def _chart(counts: Counter[VerdictLabel]) -> list[_Bar]:
 
 def _indicator_id(value: str) -> str:
     # Exact, not case-folded: "Evil.exe" and "evil.exe" (or two URL paths) are different indicators.
-    return f"indicator:{clean_text(value)}"
+    return f"indicator:{visible(value)}"
 
 
 class _GraphBuilder:
@@ -308,12 +309,10 @@ class _GraphBuilder:
         self.edges: set[tuple[str, str]] = set()
 
     def node(self, kind: str, key: str, label: str, **extra: str) -> str:
-        node_id = (
-            _indicator_id(key) if kind == "indicator" else f"{kind}:{clean_text(key).casefold()}"
-        )
-        clean = {name: clean_text(value) for name, value in extra.items()}
+        node_id = _indicator_id(key) if kind == "indicator" else f"{kind}:{visible(key).casefold()}"
+        clean = {name: visible(value) for name, value in extra.items()}
         self.nodes.setdefault(
-            node_id, {"id": node_id, "kind": kind, "label": clean_text(label), **clean}
+            node_id, {"id": node_id, "kind": kind, "label": visible(label), **clean}
         )
         return node_id
 
@@ -346,7 +345,7 @@ def build_graph(analysis: Analysis, *, limit: int = MAX_GRAPH_NODES) -> dict[str
         for candidate in analysis.attribution.groups:
             ref = candidate.group
             group = g.node("group", ref.attack_id, f"{ref.attack_id} {ref.name}")
-            names = {clean_text(n).casefold() for n in (ref.name, *candidate.aliases)}
+            names = {visible(n).casefold() for n in (ref.name, *candidate.aliases)}
             for indicator in candidate.indicators:
                 if _indicator_id(indicator) in g.nodes:
                     g.edge(group, _indicator_id(indicator))
@@ -430,7 +429,7 @@ def _finalize(value: object) -> object:
     # One place for the whole template, so a field added later cannot be forgotten; Markup is
     # only ever our packaged CSS/JS and the island, which build_graph has cleaned already.
     if isinstance(value, str) and not isinstance(value, Markup):
-        return clean_text(value)
+        return visible(value, lines=True)
     return value
 
 

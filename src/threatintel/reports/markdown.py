@@ -5,8 +5,9 @@ not turn them into live links, and so are the URLs and domains inside upstream t
 tags, malware labels, host names: ``audience.for_people``). Every upstream string is escaped for
 Markdown table cells and for the HTML most Markdown viewers also render: pulse names and tags are
 attacker-controlled.
-Control, bidi and zero-width characters are blanked first (``clean_text``, shared with the HTML
-report), so a U+202E in a pulse name cannot make "…27" read as "…72".
+Control, bidi and zero-width characters are shown as escapes first (``_visible.visible``, the
+cleaning step every human-facing format shares), so a U+202E in a pulse name cannot make "…27"
+read as "…72": it reads "\\u202e27".
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+from threatintel._visible import visible
 from threatintel._wording import plural
 from threatintel.indicators import defang
 from threatintel.models import (
@@ -28,12 +30,6 @@ from threatintel.reports.audience import for_people
 
 MAX_REASONS = 5
 _DANGEROUS = (VerdictLabel.MALICIOUS, VerdictLabel.SUSPICIOUS)
-# The rule stix.py and misp.py apply, minus tab and newline: callers decide what a line break
-# means (a Markdown cell flattens it, HTML shows it as a space). Replaced by a space, not removed,
-# so hidden characters inside a value stay visible as a gap instead of silently joining words.
-_UNSAFE_CHARS = re.compile(
-    r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]"
-)
 # An upstream backslash is escaped too: left alone it would escape our own escape, so \*x\*
 # would come out as \\*x\\*, a literal backslash before a live emphasis star.
 _ESCAPES = str.maketrans(
@@ -49,27 +45,20 @@ _ESCAPES = str.maketrans(
         "<": "&lt;",
         ">": "&gt;",
         "&": "&amp;",
-        "\n": " ",
-        "\r": " ",
     }
 )
 
 
-def clean_text(text: object) -> str:
-    """Upstream text with C0/C1 controls (but tab and newline) and bidi/zero-width marks blanked."""
-    return _UNSAFE_CHARS.sub(" ", str(text))
-
-
 def md(text: object) -> str:
     """Escape text for a Markdown table cell or paragraph."""
-    return clean_text(text).translate(_ESCAPES)
+    return visible(text).translate(_ESCAPES)
 
 
 def code_span(text: object) -> str:
     """Text as a CommonMark code span: shown literally, so it is fenced rather than escaped."""
     # Inside a code span backslash escapes and entities are not interpreted, so only the fence
     # matters: make it longer than any backtick run in the text so none can close it early.
-    plain = " ".join(clean_text(text).splitlines())
+    plain = visible(text)
     fence = "`" * (max((len(run) for run in re.findall("`+", plain)), default=0) + 1)
     # CommonMark strips one space from each side when both are present, which undoes this pad;
     # without it a leading or trailing backtick would merge into the fence.

@@ -43,12 +43,12 @@ an attribute uuid (MISP rejects an attribute uuid that already exists in another
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from threatintel._visible import one_line
 from threatintel._wording import plural
 from threatintel.attribution import evidenced_names, fold, named
 from threatintel.indicators import DEFAULT_INTERNAL_DOMAINS
@@ -104,7 +104,6 @@ ATTRIBUTE_TYPES: dict[IndicatorType, tuple[str, str]] = {
 # A vulnerability or an AS number is context: no IDS can match on it.
 NOT_FOR_IDS = frozenset({"vulnerability", "AS"})
 
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
 # How AV vendors join names into labels ("Ransom:Win32/Clop.A"); shorter words are suffixes.
 
 
@@ -162,9 +161,9 @@ def _utc(moment: datetime) -> datetime:
 
 
 def _plain(text: str, limit: int = MAX_COMMENT) -> str:
-    """Upstream text as one line of inert plain text: no control, bidi or zero-width characters."""
-    flat = " ".join(_UNPRINTABLE.sub(" ", text).split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    """Upstream text as one line of inert plain text: control, bidi and zero-width characters
+    shown as escapes ("\\u202e"), as in every report a person reads (``_visible``)."""
+    return one_line(text, limit)
 
 
 def _unique(items: Iterable[str]) -> list[str]:

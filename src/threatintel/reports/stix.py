@@ -90,6 +90,7 @@ from urllib.parse import quote
 import idna
 import stix2  # type: ignore[import-untyped]
 
+from threatintel._visible import one_line
 from threatintel._wording import plural
 from threatintel.attribution import evidenced_names, named
 from threatintel.indicators import DEFAULT_INTERNAL_DOMAINS
@@ -155,7 +156,6 @@ _ATTACK_ID = re.compile(r"([GST][0-9]{4})(?:\.([0-9]{3}))?")
 _URI_SAFE = "!$&'()*+,;=:@/?%"
 _AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
 _STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
 # How AV vendors join names into labels ("Ransom:Win32/Clop.A"); shorter words are suffixes.
 
 
@@ -208,9 +208,9 @@ def _id(kind: str, key: str) -> str:
 
 
 def _plain(text: str, limit: int = MAX_TEXT) -> str:
-    """Upstream text as one line of inert plain text: no control, bidi or zero-width characters."""
-    flat = " ".join(_UNPRINTABLE.sub(" ", text).split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    """Upstream text as one line of inert plain text: control, bidi and zero-width characters
+    shown as escapes ("\\u202e"), as in every report a person reads (``_visible``)."""
+    return one_line(text, limit)
 
 
 def _uri(value: str) -> str:

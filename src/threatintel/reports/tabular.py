@@ -1,9 +1,13 @@
 """CSV: one row per indicator, safe to open in a spreadsheet.
 
-A cell that starts with `=`, `+`, `-`, `@`, a tab or a carriage return is a formula to Excel,
-LibreOffice and Google Sheets (CSV injection): such cells get a leading apostrophe, which the
-spreadsheet shows as text and strips. The indicator column stays exact (it is what gets looked up
-or fed to a SIEM); URLs and domains inside upstream text (reasons, adversary and malware names,
+A CSV is read in spreadsheets and, as often, with ``cat`` or ``less`` in a terminal: every cell
+is one line of visible text (``_visible.visible``: tab and newline become spaces, control, bidi
+and zero-width characters show as escapes such as ``\\x1b``), so no cell can send an escape
+sequence to a terminal or hide a character. A cell that then starts (after spaces) with `=`, `+`,
+`-` or `@` is a formula to Excel, LibreOffice and Google Sheets (CSV injection): such cells get a
+leading apostrophe, which the spreadsheet shows as text and strips. The indicator column stays
+exact (it is what gets looked up or fed to a SIEM; the parser percent-encodes what a URL hides);
+URLs and domains inside upstream text (reasons, adversary and malware names,
 organisations) are defanged like every human-facing format (``audience.for_people``), because a
 spreadsheet turns them into live links.
 """
@@ -13,10 +17,12 @@ from __future__ import annotations
 import csv
 import io
 
+from threatintel._visible import visible
 from threatintel.models import Analysis, Enrichment
 from threatintel.reports.audience import for_people
 
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# Tab and carriage return lead a formula too, but no cell keeps them (see safe_cell).
+FORMULA_PREFIXES = ("=", "+", "-", "@")
 PROVIDER_ORDER = ("virustotal", "otx", "abuseipdb", "ipinfo")
 COLUMNS = (
     "indicator",
@@ -44,9 +50,10 @@ COLUMNS = (
 
 
 def safe_cell(value: object) -> str:
-    """Neutralise spreadsheet formulas; everything else is left exactly as it was."""
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+    """One line of visible text (hidden characters as escapes), spreadsheet formulas neutralised."""
+    text = "" if value is None else visible(value)
+    # Spaces too: an import that trims them (LibreOffice's option) would reveal the formula.
+    return "'" + text if text.lstrip(" ").startswith(FORMULA_PREFIXES) else text
 
 
 def _row(enrichment: Enrichment) -> dict[str, object]:

@@ -13,8 +13,9 @@ file): a few wide columns, so a row stays readable at 80 columns.
 The sources line says in a few words what each source answered ("VT 9/93 · OTX 4 pulses ·
 AbuseIPDB 100% · IPinfo US AS14061"); a source that failed says why ("OTX error: answered HTTP
 503"). Upstream text (pulse names, tags, reasons quoting adversary names) is attacker-influenced:
-URLs and domains in it are defanged (``audience.for_people``) and rich markup in it is escaped,
-so it shows as text, never as styling or a link. JSON follows the versioned schema in
+URLs and domains in it are defanged (``audience.for_people``), control, bidi and zero-width
+characters are shown as escapes (``_visible``: "\\x1b]0;…") and rich markup in it is escaped, so it
+shows as text, never as styling, a link or a terminal command. JSON follows the versioned schema in
 docs/schema/.
 """
 
@@ -29,6 +30,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from threatintel._visible import one_line
 from threatintel._wording import plural
 from threatintel.models import (
     SCHEMA_VERSION,
@@ -40,7 +42,6 @@ from threatintel.models import (
     VerdictLabel,
 )
 from threatintel.reports.audience import for_people
-from threatintel.reports.markdown import clean_text
 
 #: The width of a table written to a file (and of --wide at the least).
 FILE_WIDTH = 160
@@ -97,20 +98,14 @@ def render_jsonl(analysis: Analysis) -> str:
     return "".join(e.model_dump_json() + "\n" for e in analysis.enrichments)
 
 
-def plain(text: str) -> str:
-    """Upstream text as one line with no control or bidi character: an ESC sequence in a pulse
-    name must not reach the terminal (it could recolour, retitle or rewrite the screen)."""
-    return " ".join(clean_text(text).split())
-
-
 def skipped_line(item: Rejected) -> str:
     """'skipped CANDIDATE: REASON' as rich markup, safe to print."""
-    return f"skipped {escape(plain(item.candidate))}: {escape(plain(item.reason))}"
+    return f"skipped {escape(one_line(item.candidate))}: {escape(one_line(item.reason))}"
 
 
 def short_reason(result: SourceResult) -> str:
     """A failed source's message without the source's own name, cut to MAX_REASON characters."""
-    message = plain(result.message or "")
+    message = one_line(result.message or "")
     words = message.split(" ")
     name = result.source.casefold()
     # "AlienVault OTX answered HTTP 503", "virustotal: circuit open…": the column says who.
@@ -166,14 +161,14 @@ def sources_line(analysis: Analysis, enrichment: Enrichment, room: int = 0) -> T
         return Text("no source configured")
     line, used = Text(), 0
     for result in shown:
-        token = f"{SOURCE_LABELS.get(result.source, result.source)} {source_fact(result)}"
+        token = one_line(f"{SOURCE_LABELS.get(result.source, result.source)} {source_fact(result)}")
         if used and room and used + len(_SEPARATOR) + len(token) > room:
             line.append("\n")
             used = 0
         elif used:
             line.append(_SEPARATOR)
             used += len(_SEPARATOR)
-        line.append(plain(token), style=_FAILED_STYLE if result.status.failed else "")
+        line.append(token, style=_FAILED_STYLE if result.status.failed else "")
         used += len(token)
     return line
 
@@ -181,7 +176,7 @@ def sources_line(analysis: Analysis, enrichment: Enrichment, room: int = 0) -> T
 def _source_cell(result: SourceResult | None) -> Text:
     if result is None:
         return Text("")
-    return Text(plain(source_fact(result)), style=_FAILED_STYLE if result.status.failed else "")
+    return Text(one_line(source_fact(result)), style=_FAILED_STYLE if result.status.failed else "")
 
 
 def _verdict_cells(enrichment: Enrichment) -> list[RenderableType]:
@@ -196,7 +191,7 @@ def _verdict_cells(enrichment: Enrichment) -> list[RenderableType]:
 def _why(analysis: Analysis, enrichment: Enrichment, room: int | None) -> Text:
     """The top reason, then (dim, on its own line) what each source said unless room is None."""
     reasons = enrichment.verdict.reasons
-    why = Text(plain(reasons[0]) if reasons else "")
+    why = Text(one_line(reasons[0]) if reasons else "")
     line = Text() if room is None else sources_line(analysis, enrichment, room)
     if line:
         start = len(why) + 1 if why else 0
@@ -258,19 +253,19 @@ def analysis_table(
     for enrichment in analysis.enrichments:
         if stacked:
             # The indicator, with its reason and sources indented below it.
-            value = Text(plain(enrichment.indicator.value), style="bold")
+            value = Text(one_line(enrichment.indicator.value), style="bold")
             why = _why(analysis, enrichment, room)
             cell = Group(value, Padding(why, (0, 0, 0, _INDENT))) if why else value
             table.add_row(cell, *_verdict_cells(enrichment))
             continue
         row: list[RenderableType] = [
-            Text(plain(enrichment.indicator.value)),
+            Text(one_line(enrichment.indicator.value)),
             enrichment.indicator.type.value,
             *_verdict_cells(enrichment),
         ]
         if wide:
             row += [_source_cell(enrichment.sources.get(n)) for n in analysis.providers]
-            row.append(Text("\n".join(f"- {plain(r)}" for r in enrichment.verdict.reasons)))
+            row.append(Text("\n".join(f"- {one_line(r)}" for r in enrichment.verdict.reasons)))
         elif own_sources:
             row.append(sources_line(analysis, enrichment, sources_width))
             row.append(_why(analysis, enrichment, None))

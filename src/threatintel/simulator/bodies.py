@@ -215,7 +215,7 @@ def network_profile(ip: str, truth: Truth) -> NetworkProfile:
 
 
 def network_for(ip: str, spec: IndicatorSpec) -> NetworkProfile:
-    """The network profile, with the owner, anycast flag and usage type the scenario states."""
+    """The network profile, with the owner, country, anycast flag and usage type stated."""
     profile = network_profile(ip, spec.truth)
     evidence = spec.evidence
     if evidence is None:
@@ -230,6 +230,8 @@ def network_for(ip: str, spec: IndicatorSpec) -> NetworkProfile:
             )
         if evidence.ipinfo.anycast is not None:
             profile = replace(profile, anycast=evidence.ipinfo.anycast)
+        if evidence.ipinfo.country is not None:
+            profile = replace(profile, country=evidence.ipinfo.country)
     if evidence.abuseipdb is not None and evidence.abuseipdb.usage is not None:
         profile = replace(profile, usage_type=evidence.abuseipdb.usage)
     return profile

@@ -24,7 +24,9 @@ false`` for a 404.
 ``otx``: ``pulses`` (above), ``context_pulses`` (big lists that merely mention it: sandbox
 traffic, resolver lists), ``validation`` (allowlist sources), ``false_positive``.
 ``abuseipdb``: ``confidence``, ``reports``, ``reporters``, ``last_days``, ``whitelisted``,
-``usage``, ``tor``. ``ipinfo``: ``anycast``, ``org`` ("AS15169 Google LLC").
+``usage``, ``tor``. ``ipinfo``: ``anycast``, ``org`` ("AS15169 Google LLC"), ``country``; the
+owner and country are the network's, so every vendor that reports them says the same (a hostile
+``org`` reaches VirusTotal's as_owner, AbuseIPDB's isp and IPinfo's org).
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ class AbuseEvidence:
 class IPinfoEvidence:
     anycast: bool | None = None
     org: str | None = None  # "AS15169 Google LLC"
+    country: str | None = None  # verbatim, even when it is not a country code
 
     def asn_and_name(self) -> tuple[int, str] | None:
         if not self.org:
@@ -190,6 +193,15 @@ def _otx(table: Mapping[str, Any]) -> OTXEvidence:
     )
 
 
+def _ipinfo(table: Mapping[str, Any]) -> IPinfoEvidence:
+    _known(table, "ipinfo", frozenset({"anycast", "org", "country"}))
+    return IPinfoEvidence(
+        anycast=_opt(table, "anycast", bool),
+        org=_opt(table, "org", str),
+        country=_opt(table, "country", str),
+    )
+
+
 def _abuse(table: Mapping[str, Any]) -> AbuseEvidence:
     keys = {"confidence", "reports", "reporters", "last_days", "whitelisted", "usage", "tor"}
     _known(table, "abuseipdb", frozenset(keys))
@@ -205,11 +217,6 @@ def _abuse(table: Mapping[str, Any]) -> AbuseEvidence:
         usage=_opt(table, "usage", str),
         tor=_opt(table, "tor", bool),
     )
-
-
-def _ipinfo(table: Mapping[str, Any]) -> IPinfoEvidence:
-    _known(table, "ipinfo", frozenset({"anycast", "org"}))
-    return IPinfoEvidence(anycast=_opt(table, "anycast", bool), org=_opt(table, "org", str))
 
 
 def _known(table: Mapping[str, Any], name: str, keys: frozenset[str]) -> None:
