@@ -44,8 +44,8 @@ logger = logging.getLogger("threatintel.pipeline")
 #: How often an instance waiting for a peer's answer looks in the shared cache (doubling).
 PEER_POLL_INTERVAL = 0.25
 PEER_POLL_MAX = 2.0
-#: Added to the longest a live peer needs, before a lock is taken for stuck.
-PEER_WAIT_MARGIN = 5.0
+#: The longest a lookup believes a lock service that says a peer holds the lock.
+DEFAULT_PEER_WAIT = 600.0
 
 
 @dataclass(slots=True)
@@ -104,13 +104,12 @@ class SourcePipeline:
         lock_ttl: float = 30.0,
         peer_wait: float | None = None,
     ) -> None:
-        """``peer_wait`` bounds the wait for a peer that holds the lock (default: its lock's
-        ``lock_ttl`` or its ``lookup_timeout``, whichever is longer, plus a margin); then the
-        lookup asks upstream itself. A live peer renews its lock, but it answers within its
-        lookup deadline unless it waits for quota, and a crashed one's lock lapses within
-        ``lock_ttl``: a lock held longer was left without an expiry, or the store answers
-        oddly, and waiting on it would never end. A peer that waits that long for quota costs
-        one duplicate call, not a stalled lookup."""
+        """``peer_wait`` bounds the wait for a peer that holds the lock; then the lookup asks
+        upstream itself. The lock service already hands over a lock whose holder stopped
+        renewing it or that has no expiry (RedisCache does), so a live holder, however long
+        it waits for quota, keeps its peers waiting and spends the call once. The bound is for
+        a service that says "held" forever: long, because a peer still waiting for quota
+        after it costs one duplicate call."""
         self.provider = provider
         self.name = provider.name
         self.limiter = limiter
@@ -123,9 +122,7 @@ class SourcePipeline:
         self.negative_ttl = negative_ttl
         self.lookup_timeout = lookup_timeout
         self.lock_ttl = lock_ttl
-        self.peer_wait = (
-            peer_wait if peer_wait is not None else max(lock_ttl, lookup_timeout) + PEER_WAIT_MARGIN
-        )
+        self.peer_wait = DEFAULT_PEER_WAIT if peer_wait is None else peer_wait
         self.stats = SourceStats()
         self._peer_wait_reported = False
         self._flights: dict[str, _Flight] = {}
@@ -258,7 +255,7 @@ class SourcePipeline:
         self._peer_wait_reported = True
         log(
             "%s: a peer held the shared lookup lock for over %g s; asking upstream anyway "
-            "(a lock left without an expiry, or a shared cache that answers oddly)",
+            "(does the shared cache answer oddly?)",
             self.name,
             self.peer_wait,
         )

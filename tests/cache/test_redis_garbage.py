@@ -118,13 +118,33 @@ async def test_entry_with_impossible_times_reads_as_a_miss(
     assert await redis_cache.get("k") is None
 
 
-async def test_a_lock_left_without_expiry_gets_one(
-    redis_cache: RedisCache, raw_redis: redis.asyncio.Redis
+async def test_a_lock_left_without_expiry_is_taken_over_once_with_a_warning(
+    redis_cache: RedisCache, raw_redis: redis.asyncio.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A lock key someone set without a TTL reads as held once, and is then given our TTL."""
+    """A lock key set without a TTL would be held forever: acquire takes it over, with our TTL."""
     key = redis_cache.lock_key("name")
     await raw_redis.set(key, "left-behind")
     assert await raw_redis.pttl(key) == -1
-    assert await redis_cache.acquire_lock("name", ttl=30) is None
+    with caplog.at_level(logging.WARNING, logger="threatintel.cache"):
+        token = await redis_cache.acquire_lock("name", ttl=30)
+        await raw_redis.set(redis_cache.lock_key("other"), "left-behind")
+        assert await redis_cache.acquire_lock("other", ttl=30) is not None
+    assert token is not None and await raw_redis.get(key) == token.encode()
     assert 0 < await raw_redis.pttl(key) <= 30_000
-    assert await raw_redis.get(key) == b"left-behind"
+    assert len(caplog.records) == 1 and "took over" in caplog.records[0].getMessage()
+
+
+async def test_a_lock_its_holder_stopped_renewing_is_taken_over_on_the_injected_clock(
+    redis_cache: RedisCache, clock: VirtualClock
+) -> None:
+    """Held and renewed, a lock stays its holder's; once its time passes unrenewed, it is taken."""
+    holder = await redis_cache.acquire_lock("name", ttl=30)
+    assert holder is not None
+    clock.advance(25)
+    assert await redis_cache.extend_lock("name", holder, ttl=30)
+    clock.advance(25)  # 50 s after taking it, 25 s after renewing it: still live
+    assert await redis_cache.acquire_lock("name", ttl=30) is None
+    clock.advance(5)  # 30 s after the last renewal: the holder is gone
+    successor = await redis_cache.acquire_lock("name", ttl=30)
+    assert successor is not None and successor != holder
+    assert not await redis_cache.extend_lock("name", holder, ttl=30)

@@ -12,10 +12,14 @@ without the header (someone else's key), with impossible times, or longer than
 ``max_entry_bytes`` reads as a miss; the read itself asks for at most that many bytes plus one
 (``GETRANGE``), so a huge value never crosses the wire from a well-behaved server.
 
-Locks are ``<prefix>lock:<name>`` holding a random token, taken by a Lua ``SET NX PX`` that also
-gives a lock it finds without an expiry (left by hand, or by a tool that forgot ``PX``) our TTL,
-so it cannot be held forever; release is a Lua compare-and-delete and extension a Lua
-compare-and-PEXPIRE, so a holder whose lock expired can neither delete nor prolong its
+Locks are ``<prefix>lock:<name>`` holding a random token (``SET NX PX`` in Lua), with
+``<prefix>lock-until:<name>`` beside it holding when the lock runs out on the holder's injected
+clock (each renewal moves it). A lock is taken over when it has no expiry at all (left by hand,
+or by a tool that forgot ``PX``: it would be held forever) or when that time has passed on the
+caller's clock (its holder stopped renewing it; with virtual time, Redis's own real-time expiry
+never comes), and the first take-over logs one warning. A holder that keeps renewing keeps its
+lock however long its lookup waits for quota. Release is a Lua compare-and-delete and extension
+a Lua compare-and-PEXPIRE, so a holder whose lock expired can neither delete nor prolong its
 successor's.
 
 The redis package is imported only when a client is first needed. Every redis or socket error,
@@ -28,6 +32,7 @@ masked.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import math
 import secrets
 import struct
@@ -62,30 +67,43 @@ _HEADER_SIZE: Final = len(_MAGIC) + _HEADER.size
 _SCHEMES: Final = frozenset({"redis", "rediss", "unix"})
 _REASON_LENGTH: Final = 300
 
-# Take the lock (1) or find it held (0). A held lock without an expiry would make every peer
-# wait for it forever: it gets the TTL we asked for, and expires like any other.
+logger = logging.getLogger("threatintel.cache")
+
+# KEYS: lock, until. ARGV: token, ttl (ms), now, until (both on the caller's clock).
+# Take the lock (1), take it over (2), or find it held by a live holder (0). A lock without an
+# expiry would be held forever; one whose "until" has passed was left by a holder that stopped
+# renewing. A lock without "until" but with an expiry (another tool's) is left to expire.
 _ACQUIRE_SCRIPT: Final = """
-if redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
-    return 1
+local taken = 1
+if not redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
+    local held_until = tonumber(redis.call("GET", KEYS[2]))
+    local lapsed = held_until and held_until <= tonumber(ARGV[3])
+    if redis.call("PTTL", KEYS[1]) ~= -1 and not lapsed then
+        return 0
+    end
+    redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
+    taken = 2
 end
-if redis.call("PTTL", KEYS[1]) == -1 then
-    redis.call("PEXPIRE", KEYS[1], ARGV[2])
-end
-return 0
+redis.call("SET", KEYS[2], ARGV[4], "PX", ARGV[2])
+return taken
 """
 
-# Delete the lock only if it still holds our token: GET then DEL must be one atomic step.
+# KEYS: lock, until. Delete the lock only if it still holds our token: GET then DEL must be one
+# atomic step.
 _RELEASE_SCRIPT: Final = """
 if redis.call("GET", KEYS[1]) == ARGV[1] then
+    redis.call("DEL", KEYS[2])
     return redis.call("DEL", KEYS[1])
 end
 return 0
 """
 
-# Reset the expiry only if the lock still holds our token, in one atomic step likewise; an
-# expired lock is gone and stays gone (PEXPIRE never creates a key).
+# KEYS: lock, until. ARGV: token, ttl (ms), until. Reset the expiry only if the lock still
+# holds our token, in one atomic step likewise; an expired lock is gone and stays gone
+# (PEXPIRE never creates a key).
 _EXTEND_SCRIPT: Final = """
 if redis.call("GET", KEYS[1]) == ARGV[1] then
+    redis.call("SET", KEYS[2], ARGV[3], "PX", ARGV[2])
     return redis.call("PEXPIRE", KEYS[1], ARGV[2])
 end
 return 0
@@ -149,6 +167,7 @@ class RedisCache(CacheBase):
         "_closed",
         "_scripts",
         "_secrets",
+        "_took_over",
         "_url",
         "clock",
         "max_connections",
@@ -198,6 +217,7 @@ class RedisCache(CacheBase):
         self._client: Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
         self._closed = False
+        self._took_over = False
 
     def __repr__(self) -> str:
         return f"RedisCache({self.where!r}, prefix={self.prefix!r})"
@@ -258,26 +278,39 @@ class RedisCache(CacheBase):
         """
         ms = _milliseconds(ttl)
         token = secrets.token_urlsafe(16)
+        now = self.clock.time()
         with self._translated("lock"):
             taken = await self._script(_ACQUIRE_SCRIPT)(
-                keys=[self.lock_key(name)], args=[token, ms]
+                keys=self._lock_keys(name), args=[token, ms, repr(now), repr(now + ms / 1000)]
             )
-            _check_reply(taken, (0, 1), "lock")
-        return token if taken == 1 else None
+            _check_reply(taken, (0, 1, 2), "lock")
+        if taken == 2 and not self._took_over:
+            self._took_over = True
+            logger.warning(
+                "%s: took over a lookup lock left without an expiry or no longer renewed "
+                "(later take-overs are not logged)",
+                self.label,
+            )
+        return None if taken == 0 else token
 
     async def extend_lock(self, name: str, token: str, ttl: float) -> bool:
         ms = _milliseconds(ttl)
+        until = repr(self.clock.time() + ms / 1000)
         with self._translated("extend lock"):
             extended = await self._script(_EXTEND_SCRIPT)(
-                keys=[self.lock_key(name)], args=[token, ms]
+                keys=self._lock_keys(name), args=[token, ms, until]
             )
             _check_reply(extended, (0, 1), "extend lock")
         return bool(extended == 1)
 
     async def release_lock(self, name: str, token: str) -> None:
         with self._translated("unlock"):
-            released = await self._script(_RELEASE_SCRIPT)(keys=[self.lock_key(name)], args=[token])
+            released = await self._script(_RELEASE_SCRIPT)(keys=self._lock_keys(name), args=[token])
             _check_reply(released, (0, 1), "unlock")
+
+    def _lock_keys(self, name: str) -> list[str]:
+        # A separate namespace: no lock name can end up naming another lock's "until".
+        return [self.lock_key(name), f"{self.prefix}lock-until:{name}"]
 
     # -- the seam ---------------------------------------------------------------------------
 
