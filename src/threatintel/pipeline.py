@@ -5,7 +5,7 @@
     in-process single flight ─follower─▶ the leader's answer
       │leader
     cross-instance lock (Redis) ─held elsewhere─▶ wait for the peer's cached answer
-      │
+      │                             (at most peer_wait seconds, then ask anyway)
     attempts: breaker ▶ rate limiter (waits for short windows) ▶ provider ▶ retry policy
       │
     cache the answer ("ok" for its TTL, "not found" for the negative TTL, failures never),
@@ -18,6 +18,7 @@ Providers know nothing of this; the engine owns one SourcePipeline per provider 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import logging
@@ -43,6 +44,8 @@ logger = logging.getLogger("threatintel.pipeline")
 #: How often an instance waiting for a peer's answer looks in the shared cache (doubling).
 PEER_POLL_INTERVAL = 0.25
 PEER_POLL_MAX = 2.0
+#: The longest a lookup believes a lock service that says a peer holds the lock.
+DEFAULT_PEER_WAIT = 600.0
 
 
 @dataclass(slots=True)
@@ -61,6 +64,7 @@ class SourceStats:
     cache_misses: int = 0
     coalesced: int = 0
     peer_waits: int = 0
+    peer_timeouts: int = 0  # waits for a peer's lock that ran out: we asked anyway
     upstream_calls: int = 0
     retries: int = 0
     throttled: int = 0  # 429s that still arrived
@@ -98,7 +102,14 @@ class SourcePipeline:
         negative_ttl: float = 3_600,
         lookup_timeout: float = 60.0,
         lock_ttl: float = 30.0,
+        peer_wait: float | None = None,
     ) -> None:
+        """``peer_wait`` bounds the wait for a peer that holds the lock; then the lookup asks
+        upstream itself. The lock service already hands over a lock whose holder stopped
+        renewing it or that has no expiry (RedisCache does), so a live holder, however long
+        it waits for quota, keeps its peers waiting and spends the call once. The bound is for
+        a service that says "held" forever: long, because a peer still waiting for quota
+        after it costs one duplicate call."""
         self.provider = provider
         self.name = provider.name
         self.limiter = limiter
@@ -111,7 +122,9 @@ class SourcePipeline:
         self.negative_ttl = negative_ttl
         self.lookup_timeout = lookup_timeout
         self.lock_ttl = lock_ttl
+        self.peer_wait = DEFAULT_PEER_WAIT if peer_wait is None else peer_wait
         self.stats = SourceStats()
+        self._peer_wait_reported = False
         self._flights: dict[str, _Flight] = {}
         self._lock: FlightLock | None = as_flight_lock(cache) if cache is not None else None
 
@@ -162,17 +175,27 @@ class SourcePipeline:
     async def _locked_fetch(self, key: str, indicator: Indicator) -> SourceResult:
         """Across instances: whoever holds the lock asks; the others wait for its answer."""
         lock = self._lock
-        if lock is None:
+        token: str | None = None
+        if lock is not None:
+            try:
+                token = await lock.acquire_lock(key, self.lock_ttl)
+            except CacheError as exc:
+                self._lock_failed(exc)
+                lock = None
+            else:
+                if token is None:
+                    self.stats.peer_waits += 1
+                    waited = await self._wait_for_peer(key, lock)
+                    if isinstance(waited, SourceResult):
+                        return waited
+                    # The peer finished without a cacheable answer (our turn), or the wait ran
+                    # out (None: ask without the lock).
+                    token = waited
+        if lock is None or token is None:
+            # No lock service, or a lock that outlived any live peer: ask without it.
             result = await self._fetch(indicator)
             await self._store(key, result)
             return result
-        token = await lock.acquire_lock(key, self.lock_ttl)
-        if token is None:
-            self.stats.peer_waits += 1
-            waited = await self._wait_for_peer(key, lock)
-            if isinstance(waited, SourceResult):
-                return waited
-            token = waited  # the peer finished without a cacheable answer: our turn
         try:
             # A peer may have finished between our cache miss and our taking the lock.
             cached = await self._from_cache(key)
@@ -188,29 +211,55 @@ class SourcePipeline:
             await self._store(key, result)
             return result
         finally:
-            await lock.release_lock(key, token)
+            try:
+                await lock.release_lock(key, token)
+            except CacheError as exc:  # a bare backend; its TTL frees the lock
+                logger.debug("%s: lock release failed: %s", self.name, exc)
+
+    def _lock_failed(self, exc: CacheError) -> None:
+        # Only a bare backend raises (the layered cache hands out a local token instead): it
+        # failed or answered oddly, and waiting on it could last forever.
+        logger.debug("%s: lock unavailable, asking without it: %s", self.name, exc)
 
     async def _keep_lock(self, lock: FlightLock, key: str, token: str) -> None:
         """Renew the lock while the lookup lasts, however long the rate limiter makes it wait,
         so peers keep waiting for our answer instead of spending quota on the same call."""
         while True:
             await self.clock.sleep(self.lock_ttl / 3)
-            # False after a Redis blip: keep trying, the lookup still holds the work.
-            await lock.extend_lock(key, token, self.lock_ttl)
+            # False (or CacheError) after a Redis blip: keep trying, the lookup holds the work.
+            with contextlib.suppress(CacheError):
+                await lock.extend_lock(key, token, self.lock_ttl)
 
-    async def _wait_for_peer(self, key: str, lock: FlightLock) -> SourceResult | str:
-        """Wait while a peer holds the lock: its cached answer, or the lock once it is free."""
+    async def _wait_for_peer(self, key: str, lock: FlightLock) -> SourceResult | str | None:
+        """Wait while a peer holds the lock: its cached answer, or the lock once it is free;
+        None once ``peer_wait`` has passed (or the lock service failed): ask without it."""
         delay = PEER_POLL_INTERVAL
+        deadline = self.clock.time() + self.peer_wait
         with self.clock.participant():
-            while True:
-                await self.clock.sleep(delay)
+            while (left := deadline - self.clock.time()) > 0:
+                await self.clock.sleep(min(delay, left))
                 delay = min(delay * 2, PEER_POLL_MAX)
                 cached = await self._from_cache(key)
                 if cached is not None:
                     return cached
-                token = await lock.acquire_lock(key, self.lock_ttl)
+                try:
+                    token = await lock.acquire_lock(key, self.lock_ttl)
+                except CacheError as exc:
+                    self._lock_failed(exc)
+                    return None
                 if token is not None:
                     return token
+        self.stats.peer_timeouts += 1
+        # Once per pipeline: a stuck lock would otherwise warn on every lookup it touches.
+        log = logger.debug if self._peer_wait_reported else logger.warning
+        self._peer_wait_reported = True
+        log(
+            "%s: a peer held the shared lookup lock for over %g s; asking upstream anyway "
+            "(does the shared cache answer oddly?)",
+            self.name,
+            self.peer_wait,
+        )
+        return None
 
     async def _fetch(self, indicator: Indicator) -> SourceResult:
         """Attempts with retries inside the lookup deadline (time waiting for quota excluded)."""

@@ -18,13 +18,20 @@ One Lua script checks the block and every window, then records the grant in all 
 concurrent instances can never overspend. Times come from the caller's clock, never Redis TIME:
 tests with a virtual clock work, and instances with synced clocks agree. Key expiries only
 collect garbage; correctness rests on the scores and window ids.
+
+Every reply is checked against what the scripts and commands can return (its type, length and
+the range of each number), and reads are bounded on the server (``ZCOUNT`` and the first score
+rather than a whole window's members). A Redis error, a reply the client library cannot parse,
+or one of the wrong shape is raised as QuotaStoreUnavailable, so the FallbackQuotaStore counts
+locally instead of failing the lookup.
 """
 
 from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from redis.asyncio import Redis
@@ -43,6 +50,15 @@ TTL_MARGIN = 60.0
 BLOCK_TTL = 32 * 86_400.0
 #: How often a caller whose clock is behind the bucket's newest grant is re-judged at that time.
 STALE_RETRIES = 3
+#: How far past what it could be a time in a reply may lie before the reply is taken for
+#: garbage: another instance's clock a little ahead, windows lengthened since (a larger
+#: rate-limit margin) are fine; a time far in the future would corrupt every window it touched.
+MAX_CLOCK_AHEAD = 86_400.0
+#: A number in a reply is never longer than this as text (a float's repr is at most 24).
+_MAX_NUMBER_TEXT = 32
+#: A count read back is never more than this (a window's limit is far below it).
+_MAX_COUNT = 10**12
+_ACQUIRE_KINDS = frozenset({"ok", "stale", "blocked", "wait", "spent"})
 
 # KEYS: block, now, then one key per window.
 # ARGV: now, member, ttl of the "now" key (ms), then per window: kind ("s"/"f"), limit,
@@ -184,17 +200,23 @@ class RedisQuotaStore:
                     ttls.append(_ms(window.reset_at(now) - now))
                     per_window += ["f", window.limit, "", ttls[-1]]
             args = [repr(now), f"{now!r}:{member_id}", max(ttls), *per_window]
-            reply = [_text(part) for part in await self._run(self._acquire, keys, args)]
-            if reply[0] == "stale":
-                # Our clock is behind the bucket's newest grant (a slow reply, a lagging
-                # instance): judge the request at that time, so no slot is reused early.
-                now = float(reply[1])
-                continue
-            return _grant(reply, windows, now)
+            raw = await self._run(self._acquire, keys, args)
+            with _unavailable():
+                reply = _acquire_reply(raw, len(windows))
+                if reply[0] == "stale":
+                    # Our clock is behind the bucket's newest grant (a slow reply, a lagging
+                    # instance): judge the request at that time, so no slot is reused early.
+                    now = _number(reply[1], above=now, at_most=now + MAX_CLOCK_AHEAD)
+                    continue
+                return _grant(reply, windows, now)
         return Grant(False, wait=0.0)
 
     async def block(self, bucket: str, until: float) -> None:
-        await self._run(self._block, [self._key(bucket, "blocked")], [repr(until), _ms(BLOCK_TTL)])
+        reply = await self._run(
+            self._block, [self._key(bucket, "blocked")], [repr(until), _ms(BLOCK_TTL)]
+        )
+        with _unavailable():
+            _expect_one(reply)
 
     async def refund(self, bucket: str, windows: Sequence[Window], grant: Grant) -> None:
         if grant.at is None:
@@ -204,40 +226,46 @@ class RedisQuotaStore:
         for window in windows:
             # The same float repr the grant was scored with, so the score matches exactly.
             args += ["s", repr(grant.at + window.seconds)] if window.sliding else ["f", ""]
-        await self._run(self._refund, keys, args)
+        reply = await self._run(self._refund, keys, args)
+        with _unavailable():
+            _expect_one(reply)
 
     async def usage(self, bucket: str, windows: Sequence[Window], now: float) -> list[WindowUsage]:
-        try:
+        with _unavailable():
             async with self._redis.pipeline(transaction=False) as pipe:
                 for window in windows:
                     key = self._window_key(bucket, window, now)
                     if window.sliding:
-                        pipe.zrangebyscore(key, f"({now!r}", "+inf", withscores=True)
+                        # The count and the earliest score only: a window's members could be
+                        # many, and none of them is needed.
+                        pipe.zcount(key, f"({now!r}", "+inf")
+                        pipe.zrangebyscore(
+                            key, f"({now!r}", "+inf", start=0, num=1, withscores=True
+                        )
                     else:
                         pipe.get(key)
-                replies = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise QuotaStoreUnavailable("the shared quota store is unavailable") from exc
-        result = []
-        for window, reply in zip(windows, replies, strict=True):
-            if window.sliding:
-                used = len(reply)
-                reset = float(reply[0][1]) if reply else None
-            else:
-                used = int(_text(reply)) if reply is not None else 0
-                reset = window.reset_at(now)
-            remaining = max(0, window.limit - used)
-            result.append(WindowUsage(window.name, window.limit, used, remaining, reset))
+                replies = iter(await pipe.execute())
+            result = []
+            for window in windows:
+                if window.sliding:
+                    used = _count(next(replies))
+                    reset = _first_score(next(replies), now, window)
+                else:
+                    reply = next(replies)
+                    used = _count(reply) if reply is not None else 0
+                    reset = window.reset_at(now)
+                remaining = max(0, window.limit - used)
+                result.append(WindowUsage(window.name, window.limit, used, remaining, reset))
+            if next(replies, None) is not None:
+                raise ValueError("more replies than commands")
         return result
 
     async def blocked_until(self, bucket: str, now: float) -> float | None:
-        try:
+        with _unavailable():
             raw = await self._redis.get(self._key(bucket, "blocked"))
-        except (RedisError, OSError) as exc:
-            raise QuotaStoreUnavailable("the shared quota store is unavailable") from exc
-        if raw is None:
-            return None
-        until = float(_text(raw))
+            if raw is None:
+                return None
+            until = _number(raw)
         return until if until > now else None
 
     async def aclose(self) -> None:
@@ -252,27 +280,116 @@ class RedisQuotaStore:
             return self._key(bucket, f"w:{window.name}")
         return self._key(bucket, f"w:{window.name}:{window.window_id(now)}")
 
-    async def _run(self, script: Any, keys: list[str], args: list[str | int]) -> list[Any]:
-        try:
-            reply = await script(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
-            raise QuotaStoreUnavailable("the shared quota store is unavailable") from exc
-        return reply if isinstance(reply, list) else [reply]
+    async def _run(self, script: Any, keys: list[str], args: list[str | int]) -> object:
+        with _unavailable():
+            reply: object = await script(keys=keys, args=args)
+        return reply
+
+
+@contextmanager
+def _unavailable() -> Iterator[None]:
+    """The one place Redis errors, and replies of the wrong shape, become QuotaStoreUnavailable.
+
+    Anything raised while talking to Redis or reading its reply counts: redis-py lets
+    ValueError, TypeError or AttributeError escape when a server sends garbage, and our own
+    checks raise ValueError.
+    """
+    try:
+        yield
+    except QuotaStoreUnavailable:
+        raise
+    except (RedisError, OSError, EOFError) as exc:
+        raise QuotaStoreUnavailable("the shared quota store is unavailable") from exc
+    except Exception as exc:
+        raise QuotaStoreUnavailable(
+            f"the shared quota store gave an unexpected reply ({type(exc).__name__})"
+        ) from exc
+
+
+def _acquire_reply(raw: object, windows: int) -> list[str]:
+    """ACQUIRE_LUA's reply as text, if it has one of the shapes the script returns."""
+    if not isinstance(raw, list) or not 1 <= len(raw) <= windows + 1:
+        raise ValueError("the acquire reply is not a short list")
+    reply = [_text(part) for part in raw]
+    kind = reply[0]
+    expected_length = {"ok": 1, "stale": 2, "blocked": 2, "wait": 2}.get(kind)
+    if kind not in _ACQUIRE_KINDS or (expected_length not in (None, len(reply))):
+        raise ValueError("the acquire reply has an unknown kind or length")
+    if kind == "spent" and len(reply) < 2:
+        raise ValueError("a spent reply names no window")
+    return reply
 
 
 def _grant(reply: list[str], windows: Sequence[Window], now: float) -> Grant:
+    """The grant a checked acquire reply stands for; ValueError for numbers out of range."""
     kind = reply[0]
     if kind == "ok":
         return Grant(True, at=now)
     if kind == "blocked":
-        until = float(reply[1])
+        # The script reports a block only while it lasts. How far ahead one may reach is the
+        # block store's business (see ``block``); here it only has to be a number.
+        until = _number(reply[1], above=now)
         return Grant(False, wait=until - now, exhausted=BLOCKED, reset_at=until)
     if kind == "wait":
-        return Grant(False, wait=float(reply[1]) - now)
+        # A sliding window's oldest counted grant: scored now + seconds at most (give or take
+        # MAX_CLOCK_AHEAD), and the script has already dropped those at or before now.
+        longest = max((w.seconds for w in windows if w.sliding), default=None)
+        if longest is None:
+            raise ValueError("a wait reply without a sliding window")
+        frees_at = _number(reply[1], above=now, at_most=now + longest + MAX_CLOCK_AHEAD)
+        return Grant(False, wait=frees_at - now)
     # The bucket comes back when every spent window has reset: report the latest reset.
-    spent = [windows[int(index) - 1] for index in reply[1:]]
+    spent = []
+    for index in reply[1:]:
+        position = _count(index) - 1
+        if not 0 <= position < len(windows) or windows[position].sliding:
+            raise ValueError("a spent reply names a window that cannot be spent")
+        spent.append(windows[position])
     reset, name = max((window.reset_at(now), window.name) for window in spent)
     return Grant(False, wait=reset - now, exhausted=name, reset_at=reset)
+
+
+def _number(value: object, *, above: float = -math.inf, at_most: float = math.inf) -> float:
+    """A finite number sent as text (or a parsed score), within (above, at_most]; else
+    ValueError. Our times always travel as text: an integer reply is not one of them."""
+    if not isinstance(value, bytes | str | float):
+        raise ValueError("a number was expected")
+    if isinstance(value, bytes | str) and len(value) > _MAX_NUMBER_TEXT:
+        raise ValueError("a number was expected, not a long string")
+    number = float(_text(value)) if isinstance(value, bytes | str) else value
+    if not (math.isfinite(number) and above < number <= at_most):
+        raise ValueError("a number out of range")
+    return number
+
+
+def _count(value: object) -> int:
+    """A count (an integer reply, or one sent as text) from 0 to _MAX_COUNT; else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, bytes | str | int):
+        raise ValueError("a count was expected")
+    if isinstance(value, bytes | str) and len(value) > _MAX_NUMBER_TEXT:
+        raise ValueError("a count was expected, not a long string")
+    count = int(_text(value)) if isinstance(value, bytes | str) else value
+    if not 0 <= count <= _MAX_COUNT:
+        raise ValueError("a count out of range")
+    return count
+
+
+def _first_score(reply: object, now: float, window: Window) -> float | None:
+    """The earliest score of a sliding window (ZRANGEBYSCORE ... LIMIT 0 1 WITHSCORES)."""
+    if not isinstance(reply, list) or len(reply) > 1:
+        raise ValueError("the first-score reply is not a list of at most one member")
+    if not reply:
+        return None
+    pair = reply[0]
+    if not isinstance(pair, list | tuple) or len(pair) != 2:
+        raise ValueError("a member without its score")
+    return _number(pair[1], above=now, at_most=now + window.seconds + MAX_CLOCK_AHEAD)
+
+
+def _expect_one(reply: object) -> None:
+    """BLOCK_LUA and REFUND_LUA always return 1."""
+    if isinstance(reply, bool) or reply != 1:
+        raise ValueError("the script's reply is not 1")
 
 
 def _ms(seconds: float) -> int:

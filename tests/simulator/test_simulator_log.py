@@ -5,7 +5,7 @@ import dataclasses
 import httpx
 import pytest
 
-from threatintel.simulator import FaultKind, ManualClock, Simulator, serve
+from threatintel.simulator import FaultKind, ManualClock, RequestLog, Simulator, serve
 
 
 async def test_log_records_every_request_with_clock_time(
@@ -47,3 +47,26 @@ def test_serve_refuses_non_loopback_hosts() -> None:
     """The blocking serve() entry point has the same loopback guard as the server class."""
     with pytest.raises(ValueError, match="loopback"):
         serve(host="0.0.0.0")
+
+
+async def test_log_keeps_a_bounded_window_and_counts_what_it_dropped() -> None:
+    """Past max_records the oldest records make way, dropped counts them, and clear resets it."""
+    log = RequestLog(max_records=3)
+    simulator = Simulator(log=log)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=simulator.app), base_url="http://sim"
+    ) as bounded:
+        for n in range(1, 6):
+            await bounded.get(f"/ipinfo/8.8.8.{n}", params={"token": "t"})
+    assert len(log) == 3 and log.max_records == 3
+    assert [r.indicator for r in log.records()] == ["8.8.8.3", "8.8.8.4", "8.8.8.5"]
+    assert log.dropped == 2
+    log.clear()
+    assert log.dropped == 0 and len(log) == 0
+
+
+def test_default_log_window_holds_every_test_run() -> None:
+    """The default window is far above the few thousand requests the largest test run sends."""
+    assert RequestLog().max_records >= 50_000
+    with pytest.raises(ValueError, match="max_records"):
+        RequestLog(max_records=0)

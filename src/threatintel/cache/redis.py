@@ -8,19 +8,31 @@ value is a 19-byte header, ``b"TI\\x01"`` then ``stored_at`` and ``expires_at`` 
 IEEE doubles (epoch seconds from the injected clock), followed by the raw value bytes. Redis
 expires the key in real time; ``get`` also treats an entry whose ``expires_at`` has passed on the
 injected clock as a miss, so virtual time works here as it does for the other backends. A value
-without the header (someone else's key) reads as a miss.
+without the header (someone else's key), with impossible times, or longer than
+``max_entry_bytes`` reads as a miss; the read itself asks for at most that many bytes plus one
+(``GETRANGE``), so a huge value never crosses the wire from a well-behaved server.
 
-Locks are ``<prefix>lock:<name>`` holding a random token (``SET NX PX``); release is a Lua
-compare-and-delete and extension a Lua compare-and-PEXPIRE, so a holder whose lock expired can
-neither delete nor prolong its successor's.
+Locks are ``<prefix>lock:<name>`` holding a random token (``SET NX PX`` in Lua), with
+``<prefix>lock-until:<name>`` beside it holding when the lock runs out on the holder's injected
+clock (each renewal moves it). A lock is taken over when it has no expiry at all (left by hand,
+or by a tool that forgot ``PX``: it would be held forever) or when that time has passed on the
+caller's clock (its holder stopped renewing it; with virtual time, Redis's own real-time expiry
+never comes), and the first take-over logs one warning. A holder that keeps renewing keeps its
+lock however long its lookup waits for quota. Release is a Lua compare-and-delete and extension
+a Lua compare-and-PEXPIRE, so a holder whose lock expired can neither delete nor prolong its
+successor's.
 
-The redis package is imported only when a client is first needed. Every redis or socket error
-becomes ``CacheError`` in this module; messages show the URL with its credentials masked.
+The redis package is imported only when a client is first needed. Every redis or socket error,
+and every reply of the wrong shape (a type, length or number no command of ours returns, or a
+reply the client library cannot even parse), becomes ``CacheError`` in this module, so the
+``LayeredCache`` carries on with its local layer; messages show the URL with its credentials
+masked.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import math
 import secrets
 import struct
@@ -45,24 +57,53 @@ DEFAULT_MAX_CONNECTIONS: Final = 50
 #: One retry on a fresh connection covers a pooled connection the server closed while idle;
 #: more would only stretch the time a dead server takes to report.
 CONNECTION_RETRIES: Final = 1
+#: The largest value read or written: an answer is its result's JSON plus the vendor's body
+#: compressed, and the providers refuse bodies over 8 MiB, so a real entry stays far below.
+DEFAULT_MAX_ENTRY_BYTES: Final = 16 * 1024 * 1024
 
 _MAGIC: Final = b"TI\x01"
 _HEADER: Final = struct.Struct(">dd")
 _HEADER_SIZE: Final = len(_MAGIC) + _HEADER.size
 _SCHEMES: Final = frozenset({"redis", "rediss", "unix"})
+_REASON_LENGTH: Final = 300
 
-# Delete the lock only if it still holds our token: GET then DEL must be one atomic step.
+logger = logging.getLogger("threatintel.cache")
+
+# KEYS: lock, until. ARGV: token, ttl (ms), now, until (both on the caller's clock).
+# Take the lock (1), take it over (2), or find it held by a live holder (0). A lock without an
+# expiry would be held forever; one whose "until" has passed was left by a holder that stopped
+# renewing. A lock without "until" but with an expiry (another tool's) is left to expire.
+_ACQUIRE_SCRIPT: Final = """
+local taken = 1
+if not redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
+    local held_until = tonumber(redis.call("GET", KEYS[2]))
+    local lapsed = held_until and held_until <= tonumber(ARGV[3])
+    if redis.call("PTTL", KEYS[1]) ~= -1 and not lapsed then
+        return 0
+    end
+    redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
+    taken = 2
+end
+redis.call("SET", KEYS[2], ARGV[4], "PX", ARGV[2])
+return taken
+"""
+
+# KEYS: lock, until. Delete the lock only if it still holds our token: GET then DEL must be one
+# atomic step.
 _RELEASE_SCRIPT: Final = """
 if redis.call("GET", KEYS[1]) == ARGV[1] then
+    redis.call("DEL", KEYS[2])
     return redis.call("DEL", KEYS[1])
 end
 return 0
 """
 
-# Reset the expiry only if the lock still holds our token, in one atomic step likewise; an
-# expired lock is gone and stays gone (PEXPIRE never creates a key).
+# KEYS: lock, until. ARGV: token, ttl (ms), until. Reset the expiry only if the lock still
+# holds our token, in one atomic step likewise; an expired lock is gone and stays gone
+# (PEXPIRE never creates a key).
 _EXTEND_SCRIPT: Final = """
 if redis.call("GET", KEYS[1]) == ARGV[1] then
+    redis.call("SET", KEYS[2], ARGV[3], "PX", ARGV[2])
     return redis.call("PEXPIRE", KEYS[1], ARGV[2])
 end
 return 0
@@ -86,11 +127,32 @@ def _encode(value: bytes, stored_at: float, expires_at: float) -> bytes:
     return _MAGIC + _HEADER.pack(stored_at, expires_at) + value
 
 
-def _decode(raw: object) -> CacheEntry | None:
-    if not isinstance(raw, bytes) or len(raw) < _HEADER_SIZE or not raw.startswith(_MAGIC):
+def _decode(raw: bytes, max_bytes: int) -> CacheEntry | None:
+    """The entry in ``raw``, or None for anything ``_encode`` could not have written."""
+    if len(raw) < _HEADER_SIZE or len(raw) > max_bytes or not raw.startswith(_MAGIC):
         return None
     stored_at, expires_at = _HEADER.unpack_from(raw, len(_MAGIC))
+    if not (math.isfinite(stored_at) and math.isfinite(expires_at) and stored_at <= expires_at):
+        return None  # NaN would never expire, and an age of infinity is no age
     return CacheEntry(raw[_HEADER_SIZE:], stored_at, expires_at)
+
+
+def _check_reply(reply: object, expected: tuple[object, ...], action: str) -> None:
+    """Raise ValueError (mapped to CacheError) unless ``reply`` is one of ``expected``.
+
+    Compared by type as well, so that ``True`` never passes for ``1``.
+    """
+    if not any(type(reply) is type(want) and reply == want for want in expected):
+        raise ValueError(f"unexpected reply to {action}: {_shape(reply)}")
+
+
+def _shape(reply: object) -> str:
+    """What a bad reply was, without echoing a possibly huge or hostile value."""
+    if isinstance(reply, bytes | str | list | tuple | dict):
+        return f"{type(reply).__name__} of length {len(reply)}"
+    if isinstance(reply, int) and abs(reply) < 1_000_000:
+        return f"the integer {reply}"
+    return type(reply).__name__
 
 
 def _milliseconds(ttl: float) -> int:
@@ -105,9 +167,11 @@ class RedisCache(CacheBase):
         "_closed",
         "_scripts",
         "_secrets",
+        "_took_over",
         "_url",
         "clock",
         "max_connections",
+        "max_entry_bytes",
         "prefix",
         "socket_connect_timeout",
         "socket_timeout",
@@ -123,6 +187,7 @@ class RedisCache(CacheBase):
         socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
         socket_connect_timeout: float | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
     ) -> None:
         #: The URL as messages show it.
         self.where = redact_url(url)
@@ -135,6 +200,8 @@ class RedisCache(CacheBase):
             raise ValueError("socket_timeout must be positive")
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
+        if max_entry_bytes <= _HEADER_SIZE:
+            raise ValueError(f"max_entry_bytes must be more than {_HEADER_SIZE}")
         # Fail at start-up, not on the first lookup, when the optional package is missing.
         if importlib.util.find_spec("redis") is None:
             raise ConfigError("the Redis cache needs the 'redis' package: pip install redis")
@@ -145,9 +212,12 @@ class RedisCache(CacheBase):
         self.socket_timeout = socket_timeout
         self.socket_connect_timeout = socket_connect_timeout or socket_timeout
         self.max_connections = max_connections
+        #: Longer values are neither written nor read (a longer one read is a corrupt entry).
+        self.max_entry_bytes = max_entry_bytes
         self._client: Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
         self._closed = False
+        self._took_over = False
 
     def __repr__(self) -> str:
         return f"RedisCache({self.where!r}, prefix={self.prefix!r})"
@@ -161,8 +231,12 @@ class RedisCache(CacheBase):
 
     async def get(self, key: str) -> CacheEntry | None:
         with self._translated("get"):
-            raw = await self._redis().get(self.prefix + key)
-        entry = _decode(raw)
+            # One byte past the limit tells an oversized value from one that just fits; a
+            # missing key reads as b"".
+            raw = await self._redis().getrange(self.prefix + key, 0, self.max_entry_bytes)
+            if not isinstance(raw, bytes):
+                raise TypeError(f"unexpected reply to get: {_shape(raw)}")
+        entry = _decode(raw, self.max_entry_bytes)
         if entry is None or entry.expired(self.clock.time()):
             return None
         return entry
@@ -171,12 +245,16 @@ class RedisCache(CacheBase):
         ms = _milliseconds(ttl)
         now = self.clock.time()
         blob = _encode(bytes(value), now, now + ms / 1000)
+        if len(blob) > self.max_entry_bytes:
+            # It would read back as a miss: spare Redis the bytes (the old entry stays valid).
+            return
         with self._translated("set"):
-            await self._redis().set(self.prefix + key, blob, px=ms)
+            # redis-py turns the "OK" reply into True.
+            _check_reply(await self._redis().set(self.prefix + key, blob, px=ms), (True,), "set")
 
     async def delete(self, key: str) -> None:
         with self._translated("delete"):
-            await self._redis().delete(self.prefix + key)
+            _check_reply(await self._redis().delete(self.prefix + key), (0, 1), "delete")
 
     async def aclose(self) -> None:
         self._closed = True
@@ -193,23 +271,46 @@ class RedisCache(CacheBase):
         return f"{self.prefix}lock:{name}"
 
     async def acquire_lock(self, name: str, ttl: float) -> str | None:
+        """A token, or None while a peer holds the lock; CacheError for any other answer.
+
+        An odd reply raises rather than reads as "held": a caller told "held" waits for a peer
+        that may not exist, while a CacheError sends it on without the lock.
+        """
         ms = _milliseconds(ttl)
         token = secrets.token_urlsafe(16)
+        now = self.clock.time()
         with self._translated("lock"):
-            taken = await self._redis().set(self.lock_key(name), token, nx=True, px=ms)
-        return token if taken else None
+            taken = await self._script(_ACQUIRE_SCRIPT)(
+                keys=self._lock_keys(name), args=[token, ms, repr(now), repr(now + ms / 1000)]
+            )
+            _check_reply(taken, (0, 1, 2), "lock")
+        if taken == 2 and not self._took_over:
+            self._took_over = True
+            logger.warning(
+                "%s: took over a lookup lock left without an expiry or no longer renewed "
+                "(later take-overs are not logged)",
+                self.label,
+            )
+        return None if taken == 0 else token
 
     async def extend_lock(self, name: str, token: str, ttl: float) -> bool:
         ms = _milliseconds(ttl)
+        until = repr(self.clock.time() + ms / 1000)
         with self._translated("extend lock"):
             extended = await self._script(_EXTEND_SCRIPT)(
-                keys=[self.lock_key(name)], args=[token, ms]
+                keys=self._lock_keys(name), args=[token, ms, until]
             )
+            _check_reply(extended, (0, 1), "extend lock")
         return bool(extended == 1)
 
     async def release_lock(self, name: str, token: str) -> None:
         with self._translated("unlock"):
-            await self._script(_RELEASE_SCRIPT)(keys=[self.lock_key(name)], args=[token])
+            released = await self._script(_RELEASE_SCRIPT)(keys=self._lock_keys(name), args=[token])
+            _check_reply(released, (0, 1), "unlock")
+
+    def _lock_keys(self, name: str) -> list[str]:
+        # A separate namespace: no lock name can end up naming another lock's "until".
+        return [self.lock_key(name), f"{self.prefix}lock-until:{name}"]
 
     # -- the seam ---------------------------------------------------------------------------
 
@@ -250,23 +351,34 @@ class RedisCache(CacheBase):
 
     @contextmanager
     def _translated(self, action: str) -> Iterator[None]:
-        """The one place redis and socket errors become ``CacheError``, credentials masked."""
+        """The one place redis and socket errors, and replies of the wrong shape, become
+        ``CacheError``, credentials masked."""
         from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.exceptions import RedisError
         from redis.exceptions import TimeoutError as RedisTimeoutError
 
         try:
             yield
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except CacheError:
+            raise  # already ours (a closed cache, an invalid URL)
+        except (RedisConnectionError, RedisTimeoutError, OSError, EOFError) as exc:
             raise CacheError(
                 f"Redis at {self.where} is unreachable ({action}): {self._reason(exc)}"
             ) from exc
         except RedisError as exc:
             message = f"Redis at {self.where} failed ({action}): {self._reason(exc)}"
             raise CacheError(message) from exc
+        except Exception as exc:
+            # A reply we, or the client library parsing it, could not make sense of (redis-py
+            # lets ValueError, TypeError, AttributeError... escape on garbage): the server is
+            # not behaving like Redis, which is as good as not having one.
+            message = f"Redis at {self.where} answered nonsense ({action}): {self._reason(exc)}"
+            raise CacheError(message) from exc
 
     def _reason(self, exc: BaseException) -> str:
         text = str(exc) or type(exc).__name__
         for secret in self._secrets:
             text = text.replace(secret, "***")
-        return text
+        # Cut only once masked (a cut secret would slip past), and cut because a parse error
+        # can quote the garbage it choked on.
+        return text[:_REASON_LENGTH]

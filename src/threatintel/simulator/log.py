@@ -5,15 +5,24 @@
 
 Records keep the request headers, API keys included: the log lives in memory for tests and is
 never printed (uvicorn's access log is off as well).
+
+The log is a window over the newest ``max_records`` requests (``DEFAULT_MAX_RECORDS`` unless
+given), so a simulator left running for a demo or a long benchmark holds bounded memory; the
+oldest records make way and ``dropped`` counts them. The default is far above what any test or
+benchmark sends between two ``clear()`` calls, so their counts stay exact.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from threatintel.simulator.faults import FaultKind
+
+#: Records kept; the biggest test run sends a few thousand requests, benchmarks a few hundred.
+DEFAULT_MAX_RECORDS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,16 +42,29 @@ class RequestRecord:
 
 
 class RequestLog:
-    """Thread-safe, append-only list of RequestRecord; reads return snapshots."""
+    """Thread-safe, append-only window over the newest RequestRecords; reads return snapshots."""
 
-    __slots__ = ("_lock", "_records")
+    __slots__ = ("_dropped", "_lock", "_records", "max_records")
 
-    def __init__(self) -> None:
+    def __init__(self, max_records: int = DEFAULT_MAX_RECORDS) -> None:
+        if max_records < 1:
+            raise ValueError("max_records must be at least 1")
+        #: How many of the newest records the log keeps.
+        self.max_records = max_records
         self._lock = threading.Lock()
-        self._records: list[RequestRecord] = []
+        self._records: deque[RequestRecord] = deque(maxlen=max_records)
+        self._dropped = 0
+
+    @property
+    def dropped(self) -> int:
+        """Records that made way for newer ones since the log was created or cleared."""
+        with self._lock:
+            return self._dropped
 
     def append(self, record: RequestRecord) -> None:
         with self._lock:
+            if len(self._records) == self.max_records:
+                self._dropped += 1
             self._records.append(record)
 
     def records(self) -> tuple[RequestRecord, ...]:
@@ -99,6 +121,7 @@ class RequestLog:
     def clear(self) -> None:
         with self._lock:
             self._records.clear()
+            self._dropped = 0
 
     def __len__(self) -> int:
         with self._lock:
