@@ -32,7 +32,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from threatintel.quota import BLOCKED, Grant, QuotaStoreUnavailable, Window, WindowUsage
+from threatintel.quota import (
+    BLOCKED,
+    Grant,
+    QuotaStoreUnavailable,
+    Window,
+    WindowUsage,
+    block_end,
+)
 
 DEFAULT_PREFIX = "threatintel:quota:"
 DEFAULT_SOCKET_TIMEOUT = 2.0
@@ -190,10 +197,22 @@ class RedisQuotaStore:
                 # instance): judge the request at that time, so no slot is reused early.
                 now = float(reply[1])
                 continue
+            if reply[0] == "blocked" and block_end(reply[1], now) is None:
+                # A bad block (inf, nan, decades away, garbage): cleared, then ask again.
+                await self._clear_block(bucket)
+                continue
             return _grant(reply, windows, now)
         return Grant(False, wait=0.0)
 
+    async def _clear_block(self, bucket: str) -> None:
+        try:
+            await self._redis.delete(self._key(bucket, "blocked"))
+        except (RedisError, OSError) as exc:
+            raise QuotaStoreUnavailable("the shared quota store is unavailable") from exc
+
     async def block(self, bucket: str, until: float) -> None:
+        if not math.isfinite(until):
+            return
         await self._run(self._block, [self._key(bucket, "blocked")], [repr(until), _ms(BLOCK_TTL)])
 
     async def refund(self, bucket: str, windows: Sequence[Window], grant: Grant) -> None:
@@ -235,10 +254,7 @@ class RedisQuotaStore:
             raw = await self._redis.get(self._key(bucket, "blocked"))
         except (RedisError, OSError) as exc:
             raise QuotaStoreUnavailable("the shared quota store is unavailable") from exc
-        if raw is None:
-            return None
-        until = float(_text(raw))
-        return until if until > now else None
+        return None if raw is None else block_end(_text(raw), now)
 
     async def aclose(self) -> None:
         if self._owns_client:
