@@ -25,11 +25,11 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 
-import threatintel  # noqa: E402
-from hostile import HUGE, huge_otx, huge_vt  # noqa: E402
-from threatintel.models import Indicator, IndicatorType  # noqa: E402
-from threatintel.providers.otx import OTX  # noqa: E402
-from threatintel.providers.virustotal import VirusTotal  # noqa: E402
+import threatintel
+from hostile import HUGE, huge_otx, huge_vt
+from threatintel.models import Indicator, IndicatorType
+from threatintel.providers.otx import OTX
+from threatintel.providers.virustotal import VirusTotal
 
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))  # BENCH_RUNS=1 for the slow "before"
 IP = "45.9.148.1"

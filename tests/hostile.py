@@ -23,7 +23,6 @@ import socket
 import threading
 import time
 import zlib
-from types import TracebackType
 from typing import Any
 
 import uvicorn
@@ -288,12 +287,7 @@ class HostileServer:
             time.sleep(0.005)  # waiting for a thread to start, not for the code under test
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         if self._server is not None and self._thread is not None:
             self._server.should_exit = True
             self._thread.join(5)
