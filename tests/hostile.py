@@ -10,6 +10,8 @@ Modes (each names what the vendors answer; vendors a mode leaves alone answer pl
     retry_after  429 from every vendor with a hostile Retry-After (``retry_after`` chooses it)
     deep         VirusTotal: a 200 body nested 900 deep; OTX and AbuseIPDB: 100,000-deep errors
     bomb         VirusTotal and OTX: 1 GB of gzip-compressed zeros, about 1 MB on the wire
+    compressed   plain answers, compressed: VirusTotal gzip, OTX zlib deflate, AbuseIPDB raw
+                 deflate (what some servers send for "deflate"), IPinfo none
 
 Loopback only, served like the simulator (uvicorn in a daemon thread). Bodies are built once
 per process: the bomb costs a few seconds of CPU to compress.
@@ -33,7 +35,7 @@ from starlette.routing import Route
 
 from threatintel.simulator.server import BASE_PATHS, check_loopback
 
-MODES = ("escape", "huge", "retry_after", "deep", "bomb")
+MODES = ("escape", "huge", "retry_after", "deep", "bomb", "compressed")
 HUGE = 40_000
 SUCCESS_DEPTH = 900
 ERROR_DEPTH = 100_000
@@ -207,6 +209,14 @@ class HostileApp:
         return Response(content, status_code=status, media_type="application/json")
 
     @staticmethod
+    def _compressed(body: dict[str, Any], coding: str, wbits: int) -> Response:
+        packer = zlib.compressobj(6, zlib.DEFLATED, wbits)
+        content = packer.compress(json.dumps(body).encode()) + packer.flush()
+        return Response(
+            content, media_type="application/json", headers={"content-encoding": coding}
+        )
+
+    @staticmethod
     def _bomb() -> Response:
         return Response(bomb(), media_type="application/json", headers={"content-encoding": "gzip"})
 
@@ -221,6 +231,8 @@ class HostileApp:
         if self.mode == "deep":
             attributes = '{"reputation": 1, "whois": ' + _nested(SUCCESS_DEPTH) + "}"
             return self._json('{"data": {"type": "ip_address", "attributes": ' + attributes + "}}")
+        if self.mode == "compressed":
+            return self._compressed(_vt_body(ip, _vt_attributes(ip)), "gzip", zlib.MAX_WBITS | 16)
         return self._bomb()
 
     async def otx(self, request: Request) -> Response:
@@ -233,6 +245,9 @@ class HostileApp:
             return self._throttled({"detail": "slow down"})
         if self.mode == "deep":
             return self._json(_nested(ERROR_DEPTH), status=400)
+        if self.mode == "compressed":
+            body = _otx_body(ip, [_evil_pulse(i) for i in range(3)])
+            return self._compressed(body, "deflate", zlib.MAX_WBITS)
         return self._bomb()
 
     async def abuseipdb(self, request: Request) -> Response:
@@ -243,6 +258,8 @@ class HostileApp:
             return self._throttled({"errors": [{"detail": "Daily rate limit exceeded"}]})
         if self.mode == "deep":
             return self._json('{"errors": ' + _nested(ERROR_DEPTH) + "}", status=422)
+        if self.mode == "compressed":
+            return self._compressed(_abuse_body(ip, _plain), "deflate", -zlib.MAX_WBITS)
         return self._json(_abuse_body(ip, _plain))
 
     async def ipinfo(self, request: Request) -> Response:

@@ -13,11 +13,13 @@ import sys
 import unicodedata
 from typing import Any
 
+import httpx
 import pytest
 
 from hostile import HUGE, HostileServer
 from support import TEST_KEYS
-from threatintel.models import SourceStatus
+from threatintel.models import Indicator, IndicatorType, SourceStatus
+from threatintel.providers import PROVIDERS
 from threatintel.providers.base import MAX_LIST, MAX_RAW_DEPTH, MAX_RETRY_AFTER
 from threatintel.providers.otx import MAX_PULSES
 from threatintel.providers.virustotal import MAX_ENGINES
@@ -196,3 +198,15 @@ def test_compression_bomb_is_refused_as_it_inflates() -> None:
     for name in ("virustotal", "otx"):
         assert all(s.failed for s in statuses(found[name])), name
     assert statuses(found["abuseipdb"]) == statuses(found["ipinfo"]) == {SourceStatus.OK}
+
+
+async def test_compressed_answers_are_read() -> None:
+    """gzip, zlib deflate and raw deflate bodies are inflated by our capped reader and parsed."""
+    indicator = Indicator(type=IndicatorType.IPV4, value=IPS[0])
+    with HostileServer("compressed") as server:
+        async with httpx.AsyncClient() as client:
+            for name in VENDORS:
+                provider = PROVIDERS[name](client, server.base_urls[name])
+                result = await provider.lookup(indicator, TEST_KEYS[name])
+                assert result.status is SourceStatus.OK, name
+                assert result.reputation is not None or result.abuse or result.geo, name

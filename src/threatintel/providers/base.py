@@ -374,19 +374,19 @@ class HttpProvider:
             response.status_code,
             elapsed_ms,
         )
-        if not 200 <= response.status_code < 300:
-            answered = self.check(indicator, response)
-            if answered is not None:
-                return answered
-            raise UpstreamError(self.name, f"{self.title} answered HTTP {response.status_code}")
-        body = self.decode(response)
         try:
+            if not 200 <= response.status_code < 300:
+                answered = self.check(indicator, response)
+                if answered is not None:
+                    return answered
+                raise UpstreamError(self.name, f"{self.title} answered HTTP {response.status_code}")
+            body = self.decode(response)
             result = self.parse(indicator, body)
         except ProviderError:
             raise
         except Exception as exc:
             # A body that is JSON but not the shape we know, or one that trips anything in a
-            # parser: an upstream fault of this source, never a crash of the batch.
+            # reader of answers or errors: this source's fault, never a crash of the batch.
             raise UpstreamError(
                 self.name, f"{self.title} sent an answer we could not read"
             ) from exc
