@@ -97,12 +97,14 @@ def assert_clean(result: subprocess.CompletedProcess[str]) -> None:
 
 
 def test_escape_mode_answers_are_read() -> None:
-    """Bodies full of ESC/OSC/bidi strings are still parsed: every source answers, in bounds."""
+    """Bodies full of ESC/OSC/bidi strings are still parsed: every source answers, in bounds,
+    and short lists are kept whole (nothing counted as truncated)."""
     with HostileServer("escape") as server:
         found = sources(analyze(server, "--format", "json"))
         analyze(server, "--format", "table")
     for name in VENDORS:
         assert statuses(found[name]) == {SourceStatus.OK}, name
+        assert all(item["truncated"] == {} for item in found[name]), name
 
 
 @pytest.mark.xfail(

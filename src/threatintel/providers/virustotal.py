@@ -29,6 +29,7 @@ from threatintel.providers.base import (
     error_json,
     from_unix,
     parse_retry_after,
+    str_list,
 )
 
 _COLLECTIONS: dict[IndicatorType, str] = {
@@ -138,7 +139,7 @@ class VirusTotal(HttpProvider):
         if isinstance(classification, dict):
             threat_label = as_str(classification.get("suggested_threat_label"))
         if threat_label is None:
-            names = kept.strings("threat_names", attrs.get("threat_names"), limit=1)
+            names = str_list(attrs.get("threat_names"), limit=1)  # only the first is shown
             threat_label = names[0] if names else None
         geo = None
         if indicator.type in IP_TYPES:
