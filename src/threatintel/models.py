@@ -239,6 +239,10 @@ class SourceResult(_Frozen):
     geo: Geo | None = None
     first_seen: datetime | None = None
     last_seen: datetime | None = None
+    truncated: dict[str, int] = Field(
+        default_factory=dict,
+        description="Entries left out of a capped list, by field (flagged_by, pulses, tags...).",
+    )
     raw: dict[str, Any] | None = Field(default=None, description="The vendor body, on request.")
 
 

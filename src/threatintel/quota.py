@@ -59,6 +59,10 @@ ANONYMOUS = "anonymous"
 #: A block ending within this many seconds (or the longest short window, if longer) is waited
 #: out like a full short window; a longer one is treated as a spent long window and fails fast.
 MAX_BLOCK_WAIT = 300.0
+#: No block outlives the longest vendor window (a month) with margin. A stored end past this,
+#: or one that is not a finite number, is a bad row (a hostile Retry-After kept by an older
+#: version, a hand edit): the stores ignore and clear it rather than fail every lookup.
+MAX_BLOCK = 32 * DAY
 #: How long a 429 without Retry-After blocks a key when the limiter has no short window.
 DEFAULT_PENALTY = MINUTE
 #: While the shared store is down, how often to try it again.
@@ -262,9 +266,9 @@ class MemoryQuotaStore:
         # Time never runs backwards for a bucket: a caller holding an older instant is judged
         # at the newest one seen, so it cannot reuse a slot that has been given out since.
         now = max(now, self._seen.get(bucket, now))
-        until = self._blocks.get(bucket)
-        if until is not None:
-            if until > now:
+        if bucket in self._blocks:
+            until = block_end(self._blocks[bucket], now)
+            if until is not None:
                 return Grant(False, wait=until - now, exhausted=BLOCKED, reset_at=until)
             del self._blocks[bucket]
         spent: tuple[float, str] | None = None
@@ -292,6 +296,8 @@ class MemoryQuotaStore:
         return Grant(True, at=now)
 
     async def block(self, bucket: str, until: float) -> None:
+        if not math.isfinite(until):
+            return
         # A block only ever grows: a later, shorter 429 must not lift a longer one.
         self._blocks[bucket] = max(until, self._blocks.get(bucket, until))
 
@@ -310,8 +316,7 @@ class MemoryQuotaStore:
         return result
 
     async def blocked_until(self, bucket: str, now: float) -> float | None:
-        until = self._blocks.get(bucket)
-        return until if until is not None and until > now else None
+        return block_end(self._blocks.get(bucket), now)
 
     async def refund(self, bucket: str, windows: Sequence[Window], grant: Grant) -> None:
         if grant.at is None:
@@ -549,7 +554,9 @@ class RateLimiter:
         if retry_after is not None:
             # The vendor said when; what it says nothing about is which window, so strikes
             # are left as they are.
-            until = now + max(0.0, retry_after)
+            # Bounded again here: a RateLimited may come from anywhere, not only the seam.
+            wait = retry_after if math.isfinite(retry_after) else MAX_BLOCK
+            until = now + min(MAX_BLOCK, max(0.0, wait))
             reason = "a 429 with Retry-After"
         elif long_window or self._second_strike(bucket, now):
             until = self._long_reset(now)
@@ -657,6 +664,18 @@ class RateLimiter:
         else:
             message = f"{self.provider} {what} quota exhausted on {scope}; resets at {shown}"
         return QuotaExhausted(self.provider, message, retry_after=reset - now, reset_at=when)
+
+
+def block_end(until: object, now: float) -> float | None:
+    """A stored block's end if it is still running and believable, else None (over, garbage,
+    non-finite, or further away than MAX_BLOCK): the one judgement every store applies."""
+    try:
+        end = float(until)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(end) or end <= now or end - now > MAX_BLOCK:
+        return None
+    return end
 
 
 def _label(key: str | None) -> str:

@@ -39,7 +39,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from threatintel.quota import BLOCKED, Grant, QuotaStoreUnavailable, Window, WindowUsage
+from threatintel.quota import (
+    BLOCKED,
+    Grant,
+    QuotaStoreUnavailable,
+    Window,
+    WindowUsage,
+    block_end,
+)
 
 DEFAULT_PREFIX = "threatintel:quota:"
 DEFAULT_SOCKET_TIMEOUT = 2.0
@@ -187,6 +194,7 @@ class RedisQuotaStore:
 
     async def acquire(self, bucket: str, windows: Sequence[Window], now: float) -> Grant:
         member_id = secrets.token_hex(6)
+        bad_block = False
         for _ in range(STALE_RETRIES):
             keys = [self._key(bucket, "blocked"), self._key(bucket, "now")]
             per_window: list[str | int] = []
@@ -208,10 +216,24 @@ class RedisQuotaStore:
                     # instance): judge the request at that time, so no slot is reused early.
                     now = _number(reply[1], above=now, at_most=now + MAX_CLOCK_AHEAD)
                     continue
-                return _grant(reply, windows, now)
+                bad_block = reply[0] == "blocked" and block_end(reply[1], now) is None
+                if not bad_block:
+                    return _grant(reply, windows, now)
+            # A bad block (inf, nan, decades away): cleared, then ask again.
+            await self._clear_block(bucket)
+        if bad_block:  # cleared and reported again: this is no Redis we can trust
+            raise QuotaStoreUnavailable(
+                "the shared quota store keeps reporting an impossible block"
+            )
         return Grant(False, wait=0.0)
 
+    async def _clear_block(self, bucket: str) -> None:
+        with _unavailable():
+            await self._redis.delete(self._key(bucket, "blocked"))
+
     async def block(self, bucket: str, until: float) -> None:
+        if not math.isfinite(until):
+            return
         reply = await self._run(
             self._block, [self._key(bucket, "blocked")], [repr(until), _ms(BLOCK_TTL)]
         )
@@ -265,8 +287,11 @@ class RedisQuotaStore:
             raw = await self._redis.get(self._key(bucket, "blocked"))
             if raw is None:
                 return None
-            until = _number(raw)
-        return until if until > now else None
+            if not isinstance(raw, bytes | str):
+                raise ValueError("a block is stored as text")
+            text = _text(raw)
+        # A bad row (not a number, non-finite, decades away) is no block, as in every store.
+        return block_end(text, now)
 
     async def aclose(self) -> None:
         if self._owns_client:

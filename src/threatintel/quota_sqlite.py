@@ -35,6 +35,7 @@ limiter then counts locally); bucket names hold only key fingerprints.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,7 +43,15 @@ from types import TracebackType
 from typing import Final, Self
 
 from threatintel._sqlite import SQLiteWorker, transaction
-from threatintel.quota import BLOCKED, Grant, QuotaStoreUnavailable, Window, WindowUsage
+from threatintel.quota import (
+    BLOCKED,
+    MAX_BLOCK,
+    Grant,
+    QuotaStoreUnavailable,
+    Window,
+    WindowUsage,
+    block_end,
+)
 
 #: How long an acquire waits for another process's transaction before the store counts as down.
 BUSY_TIMEOUT_SECONDS: Final = 5.0
@@ -148,9 +157,10 @@ class SQLiteQuotaStore:
                 _purge(conn, now)
             row = conn.execute("SELECT until FROM blocks WHERE bucket = ?", (bucket,)).fetchone()
             if row is not None:
-                until = float(row[0])
-                if until > now:
+                until = block_end(row[0], now)
+                if until is not None:
                     return Grant(False, wait=until - now, exhausted=BLOCKED, reset_at=until)
+                # Over, or a bad row (non-finite, absurdly far, not a number): cleared.
                 conn.execute("DELETE FROM blocks WHERE bucket = ?", (bucket,))
             spent: tuple[float, str] | None = None
             frees_at = now
@@ -184,12 +194,17 @@ class SQLiteQuotaStore:
 
 
 def _block(conn: sqlite3.Connection, bucket: str, until: float) -> None:
+    if not math.isfinite(until):
+        return  # SQLite would store NaN as NULL and infinity as a block that never ends
     with transaction(conn, "BEGIN IMMEDIATE"):
-        # A block only ever grows: a later, shorter 429 must not lift a longer one.
+        # A block only ever grows: a later, shorter 429 must not lift a longer one; a bad row
+        # (not a number, or further than MAX_BLOCK past this block) gives way to it.
         conn.execute(
             "INSERT INTO blocks (bucket, until) VALUES (?, ?)"
-            " ON CONFLICT (bucket) DO UPDATE SET until = max(until, excluded.until)",
-            (bucket, until),
+            " ON CONFLICT (bucket) DO UPDATE SET until = CASE"
+            " WHEN typeof(until) IN ('real', 'integer') AND until > excluded.until"
+            " AND until - excluded.until <= ? THEN until ELSE excluded.until END",
+            (bucket, until, MAX_BLOCK),
         )
 
 
@@ -231,10 +246,7 @@ def _refund(conn: sqlite3.Connection, bucket: str, windows: tuple[Window, ...], 
 
 def _blocked_until(conn: sqlite3.Connection, bucket: str, now: float) -> float | None:
     row = conn.execute("SELECT until FROM blocks WHERE bucket = ?", (bucket,)).fetchone()
-    if row is None:
-        return None
-    until = float(row[0])
-    return until if until > now else None
+    return None if row is None else block_end(row[0], now)
 
 
 def _prepare(conn: sqlite3.Connection) -> None:

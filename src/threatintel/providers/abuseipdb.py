@@ -23,6 +23,7 @@ from threatintel.providers.base import (
     Json,
     as_int,
     as_str,
+    error_json,
     from_iso,
     parse_retry_after,
     quota_error,
@@ -115,7 +116,7 @@ class AbuseIPDB(HttpProvider):
 
 def _error_parameter(response: httpx.Response) -> str | None:
     try:
-        body = response.json()
+        body = error_json(response) or {}
         source = body["errors"][0].get("source") or {}
         parameter = source.get("parameter")
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):

@@ -16,6 +16,13 @@ The engine calls ``await provider.lookup(indicator, api_key)``; it gets a ``Sour
 every answer (including "not found") and a ``ProviderError`` subclass for every failure. Nothing
 above this module imports httpx's exceptions. Providers know nothing of caches, rate limits or
 retries: the engine wraps those around ``lookup``.
+
+Upstream bodies are attacker-influenced. Parsing runs on the event loop, where no deadline can
+interrupt it, so its time is bounded by construction rather than by a worker thread: the body is
+capped (MAX_BODY_BYTES, counted as it is decompressed), every pass over it is linear (``Kept``
+deduplicates with sets) and every list kept is capped, so the slowest parse is that of the
+largest body (about 0.3 s for 6 MB of OTX pulses, ``bench/bench_hostile.py``). A thread would
+bound the wait but not the CPU, and it could not be stopped.
 """
 
 from __future__ import annotations
@@ -24,8 +31,10 @@ import contextlib
 import email.utils
 import json
 import logging
+import math
 import time
-from collections.abc import Iterator, Mapping
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -49,6 +58,20 @@ logger = logging.getLogger("threatintel.providers")
 #: Bodies larger than this are refused: no vendor answer we use comes near it, and a hostile
 #: or broken upstream must not make us hold gigabytes.
 MAX_BODY_BYTES = 8 * 1024 * 1024
+#: The longest a Retry-After is believed: no vendor we use documents a window longer than a day
+#: (VirusTotal's and AbuseIPDB's daily quotas); longer windows are the limiter's own knowledge.
+MAX_RETRY_AFTER = 24 * 3600.0
+#: A vendor body kept for ``--raw`` and the cache: deeper or larger bodies are replaced by a
+#: note. JSON serialisers recurse, so a 900-deep body that parsed would break them later.
+MAX_RAW_DEPTH = 64
+MAX_RAW_BYTES = 2 * 1024 * 1024
+#: How many entries of one list a result keeps (engines, families, pulses' tags...). The
+#: rest is counted in ``SourceResult.truncated``: a hostile answer with 40,000 entries must
+#: neither slow every later step nor fill the report.
+MAX_LIST = 50
+#: The content codings we ask for and decode ourselves, chunk by chunk, under MAX_BODY_BYTES.
+ACCEPT_ENCODING = "gzip, deflate"
+_DECODE_CHUNK = 64 * 1024
 
 Json = dict[str, Any]
 
@@ -120,19 +143,74 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Retry-After as seconds: either delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
-    if not value:
+    """Retry-After as seconds, from delta-seconds or an HTTP date (RFC 9110 §10.2.3), clamped
+    to ``[0, MAX_RETRY_AFTER]``; None for anything else (``inf``, ``nan``, ``-5``, garbage).
+
+    This is the only reader of the header: a hostile ``1e300`` must not become a block that
+    never ends, and ``3e9`` must not silence a key for 95 years.
+    """
+    if not value or len(value) > 64:
         return None
     value = value.strip()
-    with contextlib.suppress(ValueError):
-        return max(0.0, float(value))
+    seconds: float | None = None
     try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            seconds = when.timestamp() - (time.time() if now is None else now)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        # A date in the past means "now" (RFC 9110); a negative delta-seconds is invalid.
+        seconds = max(0.0, seconds)
+    if not math.isfinite(seconds) or seconds < 0:
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return min(seconds, MAX_RETRY_AFTER)
+
+
+def read_json(content: bytes) -> Any:
+    """JSON from an upstream body, or ValueError for anything unreadable (nesting so deep that
+    the decoder gives up included). Never recursion in our code: safe for error bodies too."""
+    try:
+        return json.loads(content)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ValueError("malformed JSON") from exc
+
+
+def error_json(response: httpx.Response) -> Json | None:
+    """An error body as a JSON object, or None: the vendors' error-code readers never raise."""
+    try:
+        body = read_json(response.content)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def json_depth(value: Any, *, stop: int) -> int:
+    """How deep ``value`` nests, counted without recursion; stops looking past ``stop``."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, dict | list):
+            continue
+        deepest = max(deepest, depth)
+        if deepest > stop:
+            return deepest
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def kept_raw(body: Json, size: int) -> Json:
+    """The body as kept for ``--raw``, or a note saying why it was left out."""
+    if size > MAX_RAW_BYTES:
+        return {"omitted": f"the body ({size} bytes) is larger than {MAX_RAW_BYTES} bytes"}
+    if json_depth(body, stop=MAX_RAW_DEPTH) > MAX_RAW_DEPTH:
+        return {"omitted": f"the body nests deeper than {MAX_RAW_DEPTH} levels"}
+    return body
 
 
 def from_unix(value: Any) -> datetime | None:
@@ -197,18 +275,49 @@ def as_str(value: Any, *, limit: int = 200) -> str | None:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def str_list(values: Any, *, limit: int = 50) -> list[str]:
-    """Unique short strings from a list, in order; anything that is not a string is skipped."""
-    out: list[str] = []
-    if not isinstance(values, list):
+class Kept:
+    """The lists one parse keeps, each capped at MAX_LIST, with what was dropped counted.
+
+    Deduplication is by set, so a hostile list of 40,000 entries costs linear time::
+
+        kept = Kept()
+        engines = kept.unique("flagged_by", names)      # at most MAX_LIST, first seen first
+        result = provider.result(..., truncated=kept.dropped)
+    """
+
+    __slots__ = ("dropped",)
+
+    def __init__(self) -> None:
+        self.dropped: dict[str, int] = {}
+
+    def unique(
+        self, field: str, values: Iterable[str | None], *, limit: int = MAX_LIST
+    ) -> list[str]:
+        out: list[str] = []
+        seen: set[str] = set()
+        extra = 0
+        for value in values:
+            if not value or value in seen:
+                continue
+            seen.add(value)
+            if len(out) < limit:
+                out.append(value)
+            else:
+                extra += 1
+        if extra:
+            self.dropped[field] = self.dropped.get(field, 0) + extra
         return out
-    for value in values:
-        text = as_str(value)
-        if text and text not in out:
-            out.append(text)
-            if len(out) >= limit:
-                break
-    return out
+
+    def strings(self, field: str, values: Any, *, limit: int = MAX_LIST) -> list[str]:
+        """Unique short strings from an upstream list; anything not a string is skipped."""
+        if not isinstance(values, list):
+            return []
+        return self.unique(field, (as_str(value) for value in values), limit=limit)
+
+
+def str_list(values: Any, *, limit: int = MAX_LIST) -> list[str]:
+    """Unique short strings from a list, in order; anything that is not a string is skipped."""
+    return Kept().strings("", values, limit=limit)
 
 
 class HttpProvider:
@@ -291,23 +400,24 @@ class HttpProvider:
             response.status_code,
             elapsed_ms,
         )
-        if not 200 <= response.status_code < 300:
-            answered = self.check(indicator, response)
-            if answered is not None:
-                return answered
-            raise UpstreamError(self.name, f"{self.title} answered HTTP {response.status_code}")
-        body = self.decode(response)
         try:
+            if not 200 <= response.status_code < 300:
+                answered = self.check(indicator, response)
+                if answered is not None:
+                    return answered
+                raise UpstreamError(self.name, f"{self.title} answered HTTP {response.status_code}")
+            body = self.decode(response)
             result = self.parse(indicator, body)
         except ProviderError:
             raise
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            # A body that is JSON but not the shape we know: an upstream fault, never a crash.
+        except Exception as exc:
+            # A body that is JSON but not the shape we know, or one that trips anything in a
+            # reader of answers or errors: this source's fault, never a crash of the batch.
             raise UpstreamError(
                 self.name, f"{self.title} sent an answer we could not read"
             ) from exc
         if self.include_raw:
-            result = result.model_copy(update={"raw": body})
+            result = result.model_copy(update={"raw": kept_raw(body, len(response.content))})
         return result
 
     async def _send(self, call: Call) -> httpx.Response:
@@ -316,17 +426,12 @@ class HttpProvider:
             call.method,
             self.base_url + call.path,
             params=dict(call.params) or None,
-            headers=dict(call.headers),
+            headers={"accept-encoding": ACCEPT_ENCODING, **call.headers},
             timeout=self.timeout,
         )
         response = await self.client.send(request, stream=True)
         try:
-            content = bytearray()
-            # Decoded bytes: the cap also stops a small gzip bomb from growing in memory.
-            async for chunk in response.aiter_bytes():
-                content += chunk
-                if len(content) > MAX_BODY_BYTES:
-                    raise UpstreamError(self.name, f"{self.title} sent an oversized answer")
+            content = await self._read_capped(response)
         finally:
             await response.aclose()
         # A plain, fully read response for the parsers; the body is already decoded.
@@ -336,14 +441,55 @@ class HttpProvider:
             if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
         ]
         return httpx.Response(
-            response.status_code, headers=headers, content=bytes(content), request=request
+            response.status_code, headers=headers, content=content, request=request
         )
+
+    async def _read_capped(self, response: httpx.Response) -> bytes:
+        """The decoded body, decompressed as it arrives and never past MAX_BODY_BYTES.
+
+        httpx's own decoders inflate a whole network chunk at once (64 KiB of a gzip bomb is
+        64 MiB), so the raw bytes are read and inflated here with ``max_length``.
+        """
+        oversized = UpstreamError(self.name, f"{self.title} sent an oversized answer")
+        if response.is_stream_consumed:
+            # An in-memory transport (httpx.MockTransport) has read and decoded it already.
+            if len(response.content) > MAX_BODY_BYTES:
+                raise oversized
+            return response.content
+        coding = response.headers.get("content-encoding", "identity").strip().lower()
+        inflater: Any = None
+        if coding in ("gzip", "x-gzip"):
+            inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        elif coding == "deflate":
+            inflater = _Deflate()
+        elif coding not in ("", "identity"):
+            raise UpstreamError(self.name, f"{self.title} sent an unsupported content coding")
+        content = bytearray()
+        try:
+            async for chunk in response.aiter_raw():
+                if inflater is None:
+                    content += chunk
+                else:
+                    data = chunk
+                    while data:
+                        content += inflater.decompress(data, _DECODE_CHUNK)
+                        if len(content) > MAX_BODY_BYTES:
+                            raise oversized
+                        data = inflater.unconsumed_tail
+                if len(content) > MAX_BODY_BYTES:
+                    raise oversized
+            if inflater is not None:
+                content += inflater.flush()
+        except zlib.error as exc:
+            raise UpstreamError(self.name, f"{self.title} sent a corrupt compressed body") from exc
+        if len(content) > MAX_BODY_BYTES:
+            raise oversized
+        return bytes(content)
 
     def decode(self, response: httpx.Response) -> Json:
         try:
-            body = json.loads(response.content)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            # RecursionError: absurdly nested JSON ("[[[[..."): unreadable, not a crash.
+            body = read_json(response.content)
+        except ValueError as exc:
             raise UpstreamError(self.name, f"{self.title} sent malformed JSON") from exc
         if not isinstance(body, dict):
             raise UpstreamError(self.name, f"{self.title} sent an unexpected JSON shape")
@@ -352,6 +498,31 @@ class HttpProvider:
     def result(self, status: SourceStatus, indicator: Indicator, **fields: Any) -> SourceResult:
         fields.setdefault("link", self.link(indicator))
         return SourceResult(source=self.name, status=status, **fields)
+
+
+class _Deflate:
+    """HTTP "deflate" is zlib-wrapped by the RFC, raw by some servers: decide on first bytes."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self) -> None:
+        self._inner: Any = None
+
+    @property
+    def unconsumed_tail(self) -> bytes:
+        return bytes(self._inner.unconsumed_tail) if self._inner is not None else b""
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        if self._inner is None:
+            # RFC 1950 header: compression method 8, and the first two bytes a multiple of 31.
+            wrapped = (
+                len(data) >= 2 and (data[0] & 0x0F) == 8 and int.from_bytes(data[:2]) % 31 == 0
+            )
+            self._inner = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+        return bytes(self._inner.decompress(data, max_length))
+
+    def flush(self) -> bytes:
+        return bytes(self._inner.flush()) if self._inner is not None else b""
 
 
 def quota_error(

@@ -21,12 +21,12 @@ from threatintel.providers.base import (
     Call,
     HttpProvider,
     Json,
+    Kept,
     as_asn,
     as_country,
     as_int,
     as_str,
     from_iso,
-    str_list,
 )
 
 # Slug casing matters: IPv4/IPv6 capitalised, the rest lower-case (contracts §2.5.1).
@@ -51,6 +51,9 @@ _GUI = {
 #: unencoded, `://` and `/` included; `?`, `#` and `%` must be escaped or they are lost.
 _URL_SAFE = ":/@!$&'()*+,;=-._~"
 MAX_PULSES = 50
+#: Per pulse: its families, techniques and tags (real pulses carry a handful of each).
+MAX_PER_PULSE = 20
+MAX_TAGS = 30
 
 
 def slug(indicator: Indicator) -> str:
@@ -94,29 +97,37 @@ class OTX(HttpProvider):
 
     def parse(self, indicator: Indicator, body: Json) -> SourceResult:
         info: dict[str, Any] = body.get("pulse_info") or {}
+        kept = Kept()
         raw_pulses = info.get("pulses")
         if not isinstance(raw_pulses, list):
             raw_pulses = []
-        pulses = [p for p in (_pulse(raw) for raw in raw_pulses[:MAX_PULSES]) if p is not None]
+        if len(raw_pulses) > MAX_PULSES:
+            kept.dropped["pulses"] = len(raw_pulses) - MAX_PULSES
+        pulses = [
+            p for p in (_pulse(raw, kept) for raw in raw_pulses[:MAX_PULSES]) if p is not None
+        ]
         count = as_int(info.get("count"))
         count = max(count if count is not None else 0, len(pulses))
-        adversaries: list[str] = []
-        families: list[str] = []
-        attack_ids: list[str] = []
-        tags: list[str] = []
-        for pulse in pulses:
-            if pulse.adversary:
-                _add(adversaries, [pulse.adversary])
-            _add(families, pulse.malware_families)
-            _add(attack_ids, pulse.attack_ids)
-            _add(tags, pulse.tags[:10])
+        related_adversaries: list[str | None] = []
+        related_families: list[str | None] = []
         related = info.get("related")
         if isinstance(related, dict):
-            for group in related.values():
+            for group in list(related.values())[:MAX_PER_PULSE]:
                 if isinstance(group, dict):
-                    _add(adversaries, str_list(group.get("adversary")))
-                    _add(families, str_list(group.get("malware_families")))
-        allowlisted = _allowlists(body)
+                    related_adversaries += kept.strings("adversaries", group.get("adversary"))
+                    related_families += kept.strings(
+                        "malware_families", group.get("malware_families")
+                    )
+        adversaries = kept.unique(
+            "adversaries", [*(p.adversary for p in pulses), *related_adversaries]
+        )
+        families = kept.unique(
+            "malware_families",
+            [*(f for p in pulses for f in p.malware_families), *related_families],
+        )
+        attack_ids = kept.unique("attack_ids", (t for p in pulses for t in p.attack_ids))
+        tags = kept.unique("tags", (t for p in pulses for t in p.tags[:10]), limit=MAX_TAGS)
+        allowlisted = _allowlists(body, kept)
         created = [p.created for p in pulses if p.created]
         modified = [p.modified or p.created for p in pulses if p.modified or p.created]
         geo = _geo(body) if indicator.type in IP_TYPES else None
@@ -128,6 +139,7 @@ class OTX(HttpProvider):
                 pulse_count=0,
                 geo=geo,
                 reputation=as_int(body.get("reputation")),
+                truncated=kept.dropped,
             )
         return self.result(
             SourceStatus.OK,
@@ -137,43 +149,39 @@ class OTX(HttpProvider):
             adversaries=adversaries,
             malware_families=families,
             attack_ids=attack_ids,
-            tags=tags[:30],
+            tags=tags,
             allowlisted_by=allowlisted,
             reputation=as_int(body.get("reputation")),
             geo=geo,
             first_seen=min(created) if created else None,
             last_seen=max(d for d in modified if d) if modified else None,
+            truncated=kept.dropped,
         )
 
 
-def _add(target: list[str], values: list[str]) -> None:
-    for value in values:
-        if value not in target:
-            target.append(value)
-
-
-def _named(values: Any, key: str) -> list[str]:
+def _named(values: Any, key: str) -> list[str | None]:
     """OTX lists hold objects ({"id", "display_name"}) in responses; tolerate plain strings."""
-    out: list[str] = []
     if not isinstance(values, list):
-        return out
-    for value in values:
-        text = as_str(value.get(key)) if isinstance(value, dict) else as_str(value)
-        if text and text not in out:
-            out.append(text)
-    return out
+        return []
+    return [as_str(v.get(key)) if isinstance(v, dict) else as_str(v) for v in values]
 
 
-def _pulse(raw: Any) -> Pulse | None:
+def _pulse(raw: Any, kept: Kept) -> Pulse | None:
     if not isinstance(raw, dict):
         return None
     return Pulse(
         id=as_str(raw.get("id")) or "",
         name=as_str(raw.get("name")) or "(unnamed pulse)",
         adversary=as_str(raw.get("adversary"), limit=100),
-        malware_families=_named(raw.get("malware_families"), "display_name"),
-        attack_ids=_named(raw.get("attack_ids"), "id"),
-        tags=str_list(raw.get("tags")),
+        malware_families=kept.unique(
+            "pulse_malware_families",
+            _named(raw.get("malware_families"), "display_name"),
+            limit=MAX_PER_PULSE,
+        ),
+        attack_ids=kept.unique(
+            "pulse_attack_ids", _named(raw.get("attack_ids"), "id"), limit=MAX_PER_PULSE
+        ),
+        tags=kept.strings("pulse_tags", raw.get("tags"), limit=MAX_PER_PULSE),
         tlp=as_str(raw.get("TLP") or raw.get("tlp")),
         created=from_iso(raw.get("created")),
         modified=from_iso(raw.get("modified")),
@@ -186,20 +194,19 @@ def _size(value: Any) -> int | None:
     return count if count is not None and count >= 0 else None
 
 
-def _allowlists(body: Json) -> list[str]:
+def _allowlists(body: Json, kept: Kept) -> list[str]:
     """OTX `validation` entries (e.g. "Whitelisted domain" from majestic) and false positives."""
-    found: list[str] = []
-    for entry in body.get("validation") or []:
+    labels: list[str | None] = []
+    validation = body.get("validation")
+    for entry in validation if isinstance(validation, list) else []:
         if isinstance(entry, dict):
             source = as_str(entry.get("source"))
             name = as_str(entry.get("name")) or "validation"
-            label = f"{name} ({source})" if source else name
-            if label not in found:
-                found.append(label)
-    for entry in body.get("false_positive") or []:
-        if entry and "known false positive" not in found:
-            found.append("known false positive")
-    return found
+            labels.append(f"{name} ({source})" if source else name)
+    false_positive = body.get("false_positive")
+    if isinstance(false_positive, list) and any(false_positive):
+        labels.append("known false positive")
+    return kept.unique("allowlisted_by", labels)
 
 
 def _geo(body: Json) -> Geo | None:

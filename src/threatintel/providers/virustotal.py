@@ -23,10 +23,12 @@ from threatintel.providers.base import (
     Call,
     HttpProvider,
     Json,
+    Kept,
     as_asn,
     as_country,
     as_int,
     as_str,
+    error_json,
     from_unix,
     parse_retry_after,
     str_list,
@@ -58,6 +60,8 @@ _BAD_REQUEST_CODES = frozenset(
     }
 )
 _FLAGGING = frozenset({"malicious", "suspicious"})
+#: VirusTotal runs about 95 engines: a longer list of engines that flagged is not theirs.
+MAX_ENGINES = 128
 
 
 def url_id(url: str) -> str:
@@ -129,14 +133,15 @@ class VirusTotal(HttpProvider):
 
     def parse(self, indicator: Indicator, body: Json) -> SourceResult:
         attrs: dict[str, Any] = body["data"].get("attributes") or {}
-        detections = _detections(attrs)
+        kept = Kept()
+        detections = _detections(attrs, kept)
         categories = attrs.get("categories")
         threat_label = None
         classification = attrs.get("popular_threat_classification")
         if isinstance(classification, dict):
             threat_label = as_str(classification.get("suggested_threat_label"))
         if threat_label is None:
-            names = str_list(attrs.get("threat_names"))
+            names = str_list(attrs.get("threat_names"), limit=1)  # only the first is shown
             threat_label = names[0] if names else None
         geo = None
         if indicator.type in IP_TYPES:
@@ -161,17 +166,20 @@ class VirusTotal(HttpProvider):
             votes=_votes(attrs.get("total_votes")),
             popularity_rank=_best_rank(attrs.get("popularity_ranks")),
             trusted_publisher=_trusted_publisher(attrs.get("trusted_verdict")),
-            tags=str_list(attrs.get("tags")),
-            categories=str_list(list(categories.values())) if isinstance(categories, dict) else [],
+            tags=kept.strings("tags", attrs.get("tags")),
+            categories=kept.strings("categories", list(categories.values()))
+            if isinstance(categories, dict)
+            else [],
             threat_label=threat_label,
             geo=geo,
             first_seen=first_seen,
             last_seen=from_unix(attrs.get("last_analysis_date"))
             or from_unix(attrs.get("last_submission_date")),
+            truncated=kept.dropped,
         )
 
 
-def _detections(attrs: dict[str, Any]) -> Detections | None:
+def _detections(attrs: dict[str, Any], kept: Kept) -> Detections | None:
     stats = attrs.get("last_analysis_stats")
     if not isinstance(stats, dict):
         return None
@@ -183,11 +191,15 @@ def _detections(attrs: dict[str, Any]) -> Detections | None:
     results = attrs.get("last_analysis_results")
     if isinstance(results, dict):
         # The dict key is not always the engine's name (contracts §1.4): read the values.
-        for key, verdict in results.items():
-            if isinstance(verdict, dict) and verdict.get("category") in _FLAGGING:
-                engine = as_str(verdict.get("engine_name")) or as_str(key)
-                if engine and engine not in flagged:
-                    flagged.append(engine)
+        flagged = kept.unique(
+            "flagged_by",
+            (
+                as_str(verdict.get("engine_name")) or as_str(key)
+                for key, verdict in results.items()
+                if isinstance(verdict, dict) and verdict.get("category") in _FLAGGING
+            ),
+            limit=MAX_ENGINES,
+        )
     malicious, suspicious = count("malicious"), count("suspicious")
     harmless, undetected = count("harmless"), count("undetected")
     # Engines that gave a verdict; timeouts and type-unsupported engines are not counted,
@@ -232,10 +244,7 @@ def _trusted_publisher(raw: Any) -> str | None:
 
 
 def _error_code(response: httpx.Response) -> str | None:
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    error = body.get("error") if isinstance(body, dict) else None
+    body = error_json(response)
+    error = body.get("error") if body is not None else None
     code = error.get("code") if isinstance(error, dict) else None
     return code if isinstance(code, str) and code.isidentifier() else None
