@@ -107,9 +107,6 @@ def test_escape_mode_answers_are_read() -> None:
         assert all(item["truncated"] == {} for item in found[name]), name
 
 
-@pytest.mark.xfail(
-    strict=False, reason="issue 8 §1: terminal cleaning of upstream strings lands separately"
-)
 @pytest.mark.parametrize("output", ["json", "table"])
 def test_escape_mode_prints_no_control_character(output: str) -> None:
     """Escape sequences and bidi controls from upstream strings never reach the output."""

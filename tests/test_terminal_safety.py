@@ -21,7 +21,9 @@ from support import sim_env
 from threatintel._visible import one_line, percent_encode_hidden, visible
 from threatintel.cli import app
 from threatintel.indicators import extract
+from threatintel.models import Analysis, Rejected
 from threatintel.providers.base import as_asn, as_country
+from threatintel.reports import render
 from threatintel.simulator import SimulatorServer
 from threatintel.simulator.scenario import Scenario
 
@@ -225,3 +227,15 @@ def test_error_lines_quote_rejected_candidates_visibly(tmp_path: Path) -> None:
     assert given.exit_code == 2, given.output
     assert not hidden_chars(given.stderr)
     assert "evil\\x1b]0;owned\\x07.com" in given.stderr
+
+
+def test_json_documents_escape_hidden_characters_and_keep_values() -> None:
+    """JSON reports write hidden characters as JSON escapes: inert on a terminal, same values."""
+    value = "pulse\x1b]52;c;ZXZpbA==\x07\u202eexe.pdf\u200b\x85\U000e0041"
+    analysis = Analysis(rejected=[Rejected(candidate=value, reason="r\x1bc")])
+    for fmt in ("json", "jsonl", "stix", "misp"):
+        text = render(analysis, fmt, include_private=True)
+        assert all(ch.isprintable() or ch == "\n" for ch in text), fmt
+    document = render(analysis, "json")
+    assert json.loads(document)["rejected"][0]["candidate"] == value
+    assert "\\u202e" in document and "\\udb40\\udc41" in document

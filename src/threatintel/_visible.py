@@ -24,8 +24,10 @@ one line (terminal cells, CSV cells, stderr lines) turns them into spaces; ``lin
 them for formats where they are layout (HTML text, where they show as a space anyway).
 
 Every human-facing renderer (table, Markdown, CSV, HTML, and the flattened descriptions of
-STIX and MISP) and every CLI line that quotes upstream or input text goes through here; JSON and
-JSON Lines keep values exact (JSON escapes controls itself). URLs are cleaned earlier, by the
+STIX and MISP) and every CLI line that quotes upstream or input text goes through here. JSON
+documents (JSON, JSON Lines, STIX, MISP) keep values exact: ``json_escape_hidden`` writes each
+hidden character as a JSON ``\\uXXXX`` escape, the same value, so a JSON report printed to a
+terminal is inert too. URLs are cleaned earlier, by the
 parser: it keeps a hidden character in a URL only percent-encoded (``percent_encode_hidden``).
 """
 
@@ -33,7 +35,7 @@ from __future__ import annotations
 
 import unicodedata
 
-__all__ = ["hidden", "one_line", "percent_encode_hidden", "visible"]
+__all__ = ["hidden", "json_escape_hidden", "one_line", "percent_encode_hidden", "visible"]
 
 _HIDDEN_SEPARATORS = frozenset({"Zl", "Zp"})
 _MAX_REMEMBERED = 4096
@@ -103,3 +105,35 @@ def percent_encode_hidden(text: str) -> str:
         "".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass")) if hidden(ch) else ch
         for ch in text
     )
+
+
+def json_escape_hidden(document: str) -> str:
+    """A JSON document with every hidden character written as a ``\\uXXXX`` escape.
+
+    The value is unchanged (``"\\u202e"`` is U+202E to any JSON reader); only the bytes a
+    terminal would act on are gone. A hidden character only occurs inside a JSON string (the
+    syntax is printable ASCII and whitespace), except the newlines and indentation of the
+    layout, which are kept. Characters beyond U+FFFF become a surrogate pair, as JSON spells them.
+    """
+    if document.isprintable():
+        return document
+    return document.translate(_JSON)
+
+
+class _JsonTable(dict[int, str | int]):
+    """``str.translate`` table for json_escape_hidden, filled on demand like _Table."""
+
+    def __missing__(self, code: int) -> str | int:
+        value: str | int = code
+        if code not in (9, 10, 13) and hidden(chr(code)):
+            if code < 0x10000:
+                value = f"\\u{code:04x}"
+            else:
+                high, low = divmod(code - 0x10000, 0x400)
+                value = f"\\u{0xD800 + high:04x}\\u{0xDC00 + low:04x}"
+        if len(self) < _MAX_REMEMBERED:
+            self[code] = value
+        return value
+
+
+_JSON = _JsonTable()

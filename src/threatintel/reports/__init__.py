@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from threatintel._files import make_private_dirs, write_private_new
+from threatintel._visible import json_escape_hidden
 from threatintel.indicators import DEFAULT_INTERNAL_DOMAINS
 from threatintel.models import Analysis
 
@@ -58,6 +59,8 @@ class ReportFormat:
     module: str
     function: str
     options: frozenset[str] = frozenset()
+    #: A JSON document: hidden characters are written as JSON escapes (same values).
+    is_json: bool = False
 
     def renderer(self) -> Callable[..., str]:
         # Imported on first use: stix2 and jinja2 take a noticeable share of a short CLI run,
@@ -71,16 +74,30 @@ FORMATS: dict[str, ReportFormat] = {
     f.name: f
     for f in (
         ReportFormat("table", "txt", "text/plain", "text", "render_table", TABLE_OPTIONS),
-        ReportFormat("json", "json", "application/json", "text", "render_json"),
-        ReportFormat("jsonl", "jsonl", "application/x-ndjson", "text", "render_jsonl"),
+        ReportFormat("json", "json", "application/json", "text", "render_json", is_json=True),
+        ReportFormat(
+            "jsonl", "jsonl", "application/x-ndjson", "text", "render_jsonl", is_json=True
+        ),
         ReportFormat("markdown", "md", "text/markdown", "markdown", "render_markdown"),
         ReportFormat("csv", "csv", "text/csv", "tabular", "render_csv"),
         ReportFormat("html", "html", "text/html", "html", "render_html", SHARING_OPTIONS),
         ReportFormat(
-            "stix", "stix.json", "application/stix+json", "stix", "render_stix", SHARING_OPTIONS
+            "stix",
+            "stix.json",
+            "application/stix+json",
+            "stix",
+            "render_stix",
+            SHARING_OPTIONS,
+            is_json=True,
         ),
         ReportFormat(
-            "misp", "misp.json", "application/json", "misp", "render_misp", SHARING_OPTIONS
+            "misp",
+            "misp.json",
+            "application/json",
+            "misp",
+            "render_misp",
+            SHARING_OPTIONS,
+            is_json=True,
         ),
     )
 }
@@ -111,7 +128,8 @@ def render(
     if width is not None:
         given["width"] = width
     options = {k: v for k, v in given.items() if k in report_format.options}
-    return report_format.renderer()(analysis, **options)
+    text = report_format.renderer()(analysis, **options)
+    return json_escape_hidden(text) if report_format.is_json else text
 
 
 def report_name(fmt: str, when: datetime | None = None) -> str:
