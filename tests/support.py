@@ -73,6 +73,15 @@ def sim_env(sim: SimulatorServer, **extra: str) -> dict[str, str]:
     return env | extra
 
 
+def stderr_lines(stderr: str) -> list[str]:
+    """stderr's lines but the note naming non-default endpoints, which every sim_env run has."""
+    return [
+        line
+        for line in stderr.strip().splitlines()
+        if not (line.startswith("note: ") and "_BASE_URL" in line)
+    ]
+
+
 @contextlib.asynccontextmanager
 async def redis_key_prefix() -> AsyncIterator[str]:
     """A fresh key prefix on the local Redis, its keys deleted on exit; skips without Redis."""
