@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -73,13 +74,13 @@ def sim_env(sim: SimulatorServer, **extra: str) -> dict[str, str]:
     return env | extra
 
 
+#: The note naming non-default endpoints (every sim_env run has it), wrapped or not.
+ENDPOINTS_NOTE = re.compile(r"note: \S+_BASE_URL.*?\(not the vendors' own addresses\)\n?", re.S)
+
+
 def stderr_lines(stderr: str) -> list[str]:
-    """stderr's lines but the note naming non-default endpoints, which every sim_env run has."""
-    return [
-        line
-        for line in stderr.strip().splitlines()
-        if not (line.startswith("note: ") and "_BASE_URL" in line)
-    ]
+    """stderr's lines but the note naming non-default endpoints."""
+    return ENDPOINTS_NOTE.sub("", stderr).strip().splitlines()
 
 
 @contextlib.asynccontextmanager

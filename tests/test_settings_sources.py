@@ -160,12 +160,14 @@ def test_non_default_endpoints_are_announced_once(sim: SimulatorServer) -> None:
     """A run whose endpoints are not the vendors' says so in one stderr line naming them."""
     result = runner.invoke(app, ["analyze", "45.142.212.61"], env=sim_env(sim))
     assert result.exit_code == 0, result.output
-    notes = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
     origin = sim.base_urls["virustotal"].split("/virustotal")[0]
-    assert notes == [
+    note = (
         "note: VIRUSTOTAL_BASE_URL, OTX_BASE_URL, ABUSEIPDB_BASE_URL, IPINFO_BASE_URL point at "
         f"{origin} (not the vendors' own addresses)"
-    ]
+    )
+    # Wrapped to the terminal's width like other notes: compare the words.
+    assert " ".join(result.stderr.split()).count(note) == 1
+    assert result.stderr.count("note:") == 1
 
 
 def test_default_endpoints_and_the_demo_are_not_announced() -> None:
@@ -216,7 +218,7 @@ def test_cli_warns_about_a_hostile_dotenv_and_honours_env_file(tmp_path: Path) -
     assert chosen.returncode == 0, chosen.stderr
     assert json.loads(chosen.stdout)["VIRUSTOTAL_BASE_URL"] == "https://collector.example/api/v3"
     assert json.loads(chosen.stdout)["QUERY_PRIVATE"] is True
-    assert chosen.stderr.strip().splitlines() == [
+    assert " ".join(chosen.stderr.split()) == (
         "note: VIRUSTOTAL_BASE_URL points at https://collector.example (not the vendors' own "
         "addresses)"
-    ]
+    )

@@ -146,7 +146,7 @@ def load_settings(*, announce: bool = True, **overrides: Any) -> Settings:
     except ConfigError as exc:
         fail(str(exc), EXIT_CONFIG)
     if announce and (line := endpoints_note(settings.custom_endpoints())):
-        err.print(escape(line))
+        err.print(escape(line), soft_wrap=False)  # wrapped to the terminal, like "skipped"
     return settings
 
 
