@@ -118,3 +118,24 @@ def test_cli_never_shows_a_key_found_in_a_file(sim: SimulatorServer, tmp_path: P
     assert VT_KEY not in saved.read_text().lower()
     for record in sim.log.records():
         assert VT_KEY not in f"{record.path} {record.query} {record.indicator}".lower()
+
+
+def pieces(key: str) -> list[str]:
+    """Every 16-character piece of ``key``, lower-cased."""
+    return [key[i : i + 16] for i in range(len(key) - 15)]
+
+
+async def test_no_piece_of_a_key_survives_a_cut_for_display(
+    sim: SimulatorServer, make: Callable[[], Engine]
+) -> None:
+    """Inputs kept to 200 characters and rejected candidates cut to 100 never end in the first
+    part of a key: the key is masked before the cut, or the candidate is hidden whole."""
+    pasted = "8.8.8.8 " + "x" * 170 + " " + VT_KEY  # the cut at 200 leaves 21 of its 64
+    by_value = await make().analyze([pasted])
+    (enrichment,) = by_value.enrichments
+    # A 124-hex run is rejected and echoed cut to 100 characters: 60 "a" and 37 of the key.
+    in_text = await make().analyze_text(f"blob {'a' * 60}{VT_KEY} 1.1.1.1")
+    shown = [*enrichment.inputs, *(r.candidate for r in in_text.rejected)]
+    assert any(r.reason == KEY_REASON for r in in_text.rejected)
+    for text in shown:
+        assert not any(piece in text.lower() for piece in pieces(VT_KEY)), text

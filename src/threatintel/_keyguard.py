@@ -46,10 +46,17 @@ class KeyGuard:
         )
 
     def match(self, value: str) -> str | None:
-        """The label of the key ``value`` contains or is a piece of, else None."""
-        folded = value.casefold()
+        """The label of the key ``value`` contains or is a piece of, else None.
+
+        A piece counts when ``value`` lies inside a key, or starts with a key's end or ends with
+        a key's start (a candidate cut short for display, "…?apikey=28d4665..."), at least
+        MIN_FRAGMENT characters long either way.
+        """
+        folded = value.casefold().removesuffix("...")
         for key, label in self._labels.items():
             if key in folded or (len(folded) >= MIN_FRAGMENT and folded in key):
+                return label
+            if _ends_with_start_of(folded, key) or _ends_with_start_of(folded[::-1], key[::-1]):
                 return label
         return None
 
@@ -85,3 +92,18 @@ class KeyGuard:
         scrubbed = self.scrub(value)
         # A piece of a key is not scrubbed by scrub(): show the label alone.
         return Rejected(candidate=scrubbed if scrubbed != value else label, reason=KEY_REASON)
+
+
+def _ends_with_start_of(text: str, key: str) -> bool:
+    """Whether ``text`` ends with the first MIN_FRAGMENT or more characters of ``key``."""
+    if len(key) < MIN_FRAGMENT:
+        return False
+    tail = text[-len(key) :]
+    # Only where the key's first characters occur can a piece of it start: str.find, not a
+    # loop over every length, keeps this cheap on large inputs.
+    start = tail.find(key[:MIN_FRAGMENT])
+    while start != -1:
+        if key.startswith(tail[start:]):
+            return True
+        start = tail.find(key[:MIN_FRAGMENT], start + 1)
+    return False

@@ -276,18 +276,20 @@ class Engine:
         for raw in values:
             if not raw.strip():
                 continue
+            # Keys masked before the cut: a cut through a key would leave a piece of it.
+            shown = self._keyguard.scrub(raw.strip())[:200]
             try:
                 indicator = parse_indicator(raw)
             except InvalidIndicator as exc:
                 extraction = extract(raw)
                 if not extraction.indicators:
-                    rejected.append(Rejected(candidate=raw.strip()[:200], reason=exc.reason))
+                    rejected.append(Rejected(candidate=shown, reason=exc.reason))
                     continue
                 for found_indicator in extraction.indicators:
-                    found.setdefault(found_indicator, []).append(raw.strip()[:200])
+                    found.setdefault(found_indicator, []).append(shown)
                 rejected.extend(extraction.rejected)
                 continue
-            found.setdefault(indicator, []).append(raw.strip()[:200])
+            found.setdefault(indicator, []).append(shown)
         return self._keyguard.screen(found, rejected)
 
     # --- the public verbs ------------------------------------------------------------------
