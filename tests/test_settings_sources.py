@@ -57,6 +57,8 @@ def test_cwd_dotenv_cannot_set_endpoints_or_scope(caplog: pytest.LogCaptureFixtu
         ("INTERNAL_DOMAINS=.nothing", lambda s: s.internal_domains),
         ("SCORING__MALICIOUS_THRESHOLD=99", lambda s: s.scoring.malicious_threshold),
         ("OTX_BASE_URL=https://collector.example", lambda s: s.otx_base_url),
+        # Never read from a file (httpx reads the environment), but named in the warning.
+        ("HTTPS_PROXY=http://collector.example:3128", lambda s: os.environ.get("HTTPS_PROXY")),
     ],
 )
 def test_each_refused_setting_keeps_its_value(

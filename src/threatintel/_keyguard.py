@@ -28,7 +28,7 @@ MIN_FRAGMENT = 16
 class KeyGuard:
     """Finds configured API keys in parsed values and masks them in any text."""
 
-    __slots__ = ("_labels", "_pattern")
+    __slots__ = ("_anchors", "_labels", "_longest", "_pattern")
 
     def __init__(self, settings: Settings) -> None:
         self._labels: dict[str, str] = {}
@@ -44,6 +44,11 @@ class KeyGuard:
             if alternatives
             else None
         )
+        # A value holding a key, or a piece of one at either end, holds its first or last
+        # MIN_FRAGMENT characters: one search rules most values out before the finer checks.
+        ends = {part for key in self._labels for part in (key[:MIN_FRAGMENT], key[-MIN_FRAGMENT:])}
+        self._anchors = re.compile("|".join(map(re.escape, sorted(ends))) or "(?!)")
+        self._longest = max(map(len, self._labels), default=0)
 
     def match(self, value: str) -> str | None:
         """The label of the key ``value`` contains or is a piece of, else None.
@@ -53,8 +58,14 @@ class KeyGuard:
         MIN_FRAGMENT characters long either way.
         """
         folded = value.casefold().removesuffix("...")
+        if MIN_FRAGMENT <= len(folded) <= self._longest:
+            for key, label in self._labels.items():
+                if folded in key:
+                    return label
+        if not self._anchors.search(folded):
+            return None
         for key, label in self._labels.items():
-            if key in folded or (len(folded) >= MIN_FRAGMENT and folded in key):
+            if key in folded:
                 return label
             if _ends_with_start_of(folded, key) or _ends_with_start_of(folded[::-1], key[::-1]):
                 return label
