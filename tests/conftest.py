@@ -19,7 +19,8 @@ from threatintel.simulator import Scenario, SimulatorServer
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: Any) -> None:
-    """No test reads the developer's real keys, proxies or ./.env, or writes to their cache."""
+    """No test reads the developer's real keys, proxies, ./.env or config.env, or writes to
+    their cache."""
     for name in list(os.environ):
         upper = name.upper()
         if upper.endswith(("_API_KEY", "_BASE_URL", "_RATE_LIMIT")) or upper in {
@@ -39,6 +40,8 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: Any
     # Never the developer's real cache and quota files (the default is the user cache dir).
     monkeypatch.setenv("CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+    # Nor their own config.env (settings.user_config_file), which is read like the environment.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -71,6 +72,15 @@ def sim_env(sim: SimulatorServer, **extra: str) -> dict[str, str]:
     ):
         env[name.upper()] = str(getattr(settings, name))
     return env | extra
+
+
+#: The note naming non-default endpoints (every sim_env run has it), wrapped or not.
+ENDPOINTS_NOTE = re.compile(r"note: \S+_BASE_URL.*?\(not the vendors' own addresses\)\n?", re.S)
+
+
+def stderr_lines(stderr: str) -> list[str]:
+    """stderr's lines but the note naming non-default endpoints."""
+    return ENDPOINTS_NOTE.sub("", stderr).strip().splitlines()
 
 
 @contextlib.asynccontextmanager

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from support import TEST_KEYS, sim_env
+from support import TEST_KEYS, sim_env, stderr_lines
 from threatintel import __version__
 from threatintel.cli import app
 from threatintel.settings import fingerprint
@@ -97,7 +97,7 @@ def test_bad_input_is_one_line_and_exit_2(
     result = runner.invoke(app, args, input=stdin, env=sim_env(sim))
     assert result.exit_code == 2, result.output
     assert message in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert len(stderr_lines(result.stderr)) == 1
     assert "Traceback" not in result.output
 
 

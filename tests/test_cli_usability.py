@@ -19,7 +19,7 @@ from rich.progress import Progress
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from support import sim_env
+from support import sim_env, stderr_lines
 from threatintel import __version__
 from threatintel.cli import QuotaWaitNotice, app
 from threatintel.cli_support import config_value, quota_wait_line, simulator_banner
@@ -79,7 +79,7 @@ def test_help_at_80_columns_is_whole(command: list[str]) -> None:
 
 
 def one_line(stderr: str) -> str:
-    lines = stderr.strip().splitlines()
+    lines = stderr_lines(stderr)
     assert len(lines) == 1, stderr
     assert "Traceback" not in stderr and "report it" not in stderr
     return lines[0]

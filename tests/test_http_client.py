@@ -64,7 +64,7 @@ def vt_only(**overrides: object) -> Settings:
     # The .test host is never resolved: with a proxy set, httpx hands the name to the proxy.
     values: dict[str, object] = {
         "virustotal_api_key": "VT-PROXY-TEST-KEY",
-        "virustotal_base_url": "http://www.virustotal.test/api/v3",
+        "virustotal_base_url": "https://www.virustotal.test/api/v3",
         "request_timeout": 2,
         "max_retries": 0,
         "cache_backend": "memory",
@@ -77,14 +77,14 @@ async def test_http_proxy_from_the_environment_is_used(
 ) -> None:
     """With HTTP_PROXY set, provider requests go through the proxy in absolute form."""
     monkeypatch.setenv("HTTP_PROXY", proxy.url)
-    async with Engine(vt_only()) as engine:
+    # Plain http:// is accepted for loopback only; nothing listens on 127.0.0.2:9.
+    settings = vt_only(virustotal_base_url="http://127.0.0.2:9/api/v3")
+    async with Engine(settings) as engine:
         analysis = await engine.analyze(["45.142.212.61"], providers=["virustotal"])
     assert analysis.enrichments[0].sources["virustotal"].status is SourceStatus.OK
     (head,) = proxy.heads
     request_line = head.splitlines()[0]
-    assert request_line == (
-        "GET http://www.virustotal.test/api/v3/ip_addresses/45.142.212.61 HTTP/1.1"
-    )
+    assert request_line == "GET http://127.0.0.2:9/api/v3/ip_addresses/45.142.212.61 HTTP/1.1"
     assert f"user-agent: {USER_AGENT}" in head.lower()
     assert "VT-PROXY-TEST-KEY" not in request_line
 

@@ -3,8 +3,9 @@
 Exit codes: 0 done, 1 the output could not be delivered (the reader of a pipe went away, as in
 `| head -1`, quietly; a write failing midway) or an unexpected failure, 2 bad invocation or no
 usable input (empty input, an output path or REPORTS_DIR that cannot be written), 3 bad
-configuration (an invalid variable, an unreadable ./.env), 130 interrupted. Every failure is one
-line on stderr (a closed pipe none), never a traceback.
+configuration (an invalid variable, an unreadable ./.env or --env-file, a plain http:// endpoint
+off loopback), 130 interrupted. Every failure is one line on stderr (a closed pipe none), never
+a traceback.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 try:  # Typer ≥ 0.20 vendors Click; its usage errors are raised from there.
     from typer._click import exceptions as click_exceptions
+    from typer._click.globals import get_current_context
 except ImportError:  # pragma: no cover - older Typer on real Click
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
+    from click import get_current_context  # type: ignore[no-redef]
 
 from threatintel._version import __version__
 from threatintel._visible import visible
@@ -40,6 +43,7 @@ from threatintel.cli_support import (
     check_output,
     check_reports_dir,
     config_lines,
+    endpoints_note,
     quota_json,
     quota_wait_line,
     read_input,
@@ -134,11 +138,18 @@ def errors_as_exit_codes() -> Iterator[None]:
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
-def load_settings(**overrides: Any) -> Settings:
+def load_settings(*, announce: bool = True, **overrides: Any) -> Settings:
+    """The settings, with the global --env-file; each endpoint that is not the vendor's is
+    announced on stderr (``announce=False`` for the demo, which says it uses its simulator)."""
+    context = get_current_context(silent=True)
+    env_file = (context.find_root().obj or {}).get("env_file") if context is not None else None
     try:
-        return Settings.load(**overrides)
+        settings = Settings.load(env_file=env_file, **overrides)
     except ConfigError as exc:
         fail(str(exc), EXIT_CONFIG)
+    if announce and (line := endpoints_note(settings.custom_endpoints())):
+        err.print(escape(line), soft_wrap=False)  # wrapped to the terminal, like "skipped"
+    return settings
 
 
 def _progress(total: int) -> tuple[Progress | None, Callable[[Enrichment], None] | None]:
@@ -532,14 +543,25 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    context: typer.Context,
     show_version: Annotated[
         bool,
         typer.Option(
             "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
         ),
     ] = False,
+    env_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--env-file",
+            metavar="PATH",
+            help="Read settings from this file instead of ./.env (which may not set endpoints, "
+            "scope, stores or scoring); the environment still wins.",
+        ),
+    ] = None,
 ) -> None:
-    """The options every command shares (today only --version)."""
+    """The options every command shares."""
+    context.obj = {"env_file": env_file}
 
 
 DEMO_LATENCY = {"virustotal": 0.08, "otx": 0.12, "abuseipdb": 0.05, "ipinfo": 0.03}
@@ -568,7 +590,7 @@ def simulator_settings(base_urls: dict[str, str], **overrides: Any) -> Settings:
         "ipinfo_rate_limit",
     ):
         values[limit] = DEMO_LIMIT
-    return load_settings(**(values | overrides))
+    return load_settings(announce=False, **(values | overrides))
 
 
 @app.command()

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import TypeAdapter
 
@@ -239,3 +240,17 @@ def quota_json(report: list[ProviderQuota]) -> list[dict[str, Any]]:
         }
         for q in report
     ]
+
+
+def endpoints_note(endpoints: dict[str, str]) -> str:
+    """One line naming the *_BASE_URL variables that point away from the vendors, grouped by
+    where they point, or "" when none does: a run must not talk to another host unnoticed."""
+    by_origin: dict[str, list[str]] = {}
+    for name, url in endpoints.items():
+        parts = urlsplit(url)
+        by_origin.setdefault(f"{parts.scheme}://{parts.netloc}", []).append(name)
+    groups = [
+        f"{', '.join(names)} {'point' if len(names) > 1 else 'points'} at {origin}"
+        for origin, names in by_origin.items()
+    ]
+    return f"note: {'; '.join(groups)} (not the vendors' own addresses)" if groups else ""

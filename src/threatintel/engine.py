@@ -23,6 +23,7 @@ from typing import Protocol
 
 import httpx
 
+from threatintel._keyguard import KEY_REASON, KeyGuard
 from threatintel._version import __version__
 from threatintel.attribution import attribute
 from threatintel.cache import Cache, open_cache
@@ -140,6 +141,8 @@ class Engine:
         on_quota_wait: QuotaWaitHook | None = None,
     ) -> None:
         self.settings = settings
+        # Our own keys never become indicators, whatever the input holds.
+        self._keyguard = KeyGuard(settings)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._owns_client = client is None
         self.client = client if client is not None else build_client(settings, trust_env=trust_env)
@@ -265,27 +268,29 @@ class Engine:
             )
         return [n for n in self.providers if n in wanted]
 
-    @staticmethod
-    def collect(values: Iterable[str]) -> tuple[dict[Indicator, list[str]], list[Rejected]]:
-        """Parse explicit values (each may be defanged, or a pasted line holding several)."""
+    def collect(self, values: Iterable[str]) -> tuple[dict[Indicator, list[str]], list[Rejected]]:
+        """Parse explicit values (each may be defanged, or a pasted line holding several);
+        a value holding a configured API key is rejected, the key never echoed."""
         found: dict[Indicator, list[str]] = {}
         rejected: list[Rejected] = []
         for raw in values:
             if not raw.strip():
                 continue
+            # Keys masked before the cut: a cut through a key would leave a piece of it.
+            shown = self._keyguard.scrub(raw.strip())[:200]
             try:
                 indicator = parse_indicator(raw)
             except InvalidIndicator as exc:
                 extraction = extract(raw)
                 if not extraction.indicators:
-                    rejected.append(Rejected(candidate=raw.strip()[:200], reason=exc.reason))
+                    rejected.append(Rejected(candidate=shown, reason=exc.reason))
                     continue
                 for found_indicator in extraction.indicators:
-                    found.setdefault(found_indicator, []).append(raw.strip()[:200])
+                    found.setdefault(found_indicator, []).append(shown)
                 rejected.extend(extraction.rejected)
                 continue
-            found.setdefault(indicator, []).append(raw.strip()[:200])
-        return found, rejected
+            found.setdefault(indicator, []).append(shown)
+        return self._keyguard.screen(found, rejected)
 
     # --- the public verbs ------------------------------------------------------------------
     async def analyze(
@@ -308,12 +313,18 @@ class Engine:
     ) -> Analysis:
         """Analyse every indicator found in free text (a report, an email, a log)."""
         extraction = extract(text)
-        found: dict[Indicator, list[str]] = {i: [] for i in extraction.indicators}
-        return await self._analyze(found, list(extraction.rejected), providers, on_result)
+        found, rejected = self._keyguard.screen(
+            {i: [] for i in extraction.indicators}, list(extraction.rejected)
+        )
+        return await self._analyze(found, rejected, providers, on_result)
 
     async def enrich(
         self, indicator: Indicator, *, providers: Sequence[str] | None = None
     ) -> Enrichment:
+        """Look up one parsed indicator; InvalidIndicator if it holds a configured API key."""
+        label = self._keyguard.match(indicator.value)
+        if label is not None:
+            raise InvalidIndicator(label, KEY_REASON)
         return await self._enrich(indicator, [], self.select(providers))
 
     async def _analyze(

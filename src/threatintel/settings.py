@@ -1,4 +1,4 @@
-"""Configuration from the environment and from ``./.env``.
+"""Configuration from the environment, an env file and ``./.env``.
 
 The variable names are a public contract (users have them in .env files, compose files and
 Kubernetes manifests): VIRUSTOTAL_API_KEY, OTX_API_KEY, ABUSEIPDB_API_KEY, IPINFO_API_KEY,
@@ -6,25 +6,42 @@ CACHE_TTL, MAX_RETRIES, REQUEST_TIMEOUT, VIRUSTOTAL_RATE_LIMIT (per minute), OTX
 (per hour), ABUSEIPDB_RATE_LIMIT (per day), MAX_WORKERS, BATCH_SIZE, COMPRESS_RESPONSES.
 
     settings = Settings.load()                    # environment + ./.env, ConfigError if invalid
+    settings = Settings.load(env_file="team.env") # environment + that file (./.env not read)
     settings = Settings.load(VIRUSTOTAL_API_KEY="k1,k2", QUERY_PRIVATE=True)   # overrides
 
-Only ``./.env`` is read, never a parent directory or $HOME: a stray file elsewhere must not
-change which keys a process uses. API keys are SecretStr and accept several keys separated by
-commas.
+Sources, strongest first: overrides, the process environment, then either the explicit
+``env_file`` or ``./.env``, then the user's own ``config.env`` (USER_CONFIG_FILE), then defaults.
+Only the current directory's ``./.env`` is read, never a parent's or $HOME's.
+
+``./.env`` is trusted less than the others: an analyst ``cd``s into case folders, some unpacked
+from an attacker's archive, so it may supply keys and tuning but never a setting that decides
+where our keys and indicators go or what verdict is shown (REFUSED_FROM_CWD). Such a line is
+ignored with one warning. Plain ``http://`` endpoints are refused unless the host is loopback.
+API keys are SecretStr and accept several keys separated by commas.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import logging
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from threatintel.errors import ConfigError
 from threatintel.indicators import DEFAULT_INTERNAL_DOMAINS
@@ -36,6 +53,8 @@ DEFAULT_OTX_BASE_URL = "https://otx.alienvault.com/api/v1"
 DEFAULT_ABUSEIPDB_BASE_URL = "https://api.abuseipdb.com/api/v2"
 DEFAULT_IPINFO_BASE_URL = "https://ipinfo.io"
 
+logger = logging.getLogger("threatintel.settings")
+
 
 #: Names the per-user cache directory: ~/.cache/threatintel on Linux ($XDG_CACHE_HOME honoured),
 #: ~/Library/Caches/threatintel on macOS, %LOCALAPPDATA%\threatintel\Cache on Windows.
@@ -46,6 +65,86 @@ def default_cache_dir() -> Path:
     """The user's cache directory: one cache and one quota budget per user and machine,
     whichever directory a run starts in (``./cache`` gave every folder a budget of its own)."""
     return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
+
+
+def user_config_file() -> Path:
+    """The user's own env file: ~/.config/threatintel/config.env on Linux ($XDG_CONFIG_HOME
+    honoured), ~/Library/Application Support/threatintel/config.env on macOS,
+    %LOCALAPPDATA%\\threatintel\\config.env on Windows. Trusted like the environment."""
+    return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False)) / "config.env"
+
+
+#: Settings an implicit ./.env may not set, by env name (lower case): each decides where our keys
+#: and indicators go or what the analyst is shown, and a case folder is not the user's to trust.
+#: *_BASE_URL sends every key to another host; QUERY_PRIVATE and INTERNAL_DOMAINS send internal
+#: names out; REDIS_URL and CACHE_DIR choose a store whose answers are shown as the vendors'
+#: (and that sees every lookup); REPORTS_DIR chooses where reports holding internal names are
+#: written; SCORING__* can turn a malicious verdict harmless. The proxy and CA variables are
+#: never read from any env file (httpx reads them from the environment only), but a case folder
+#: setting them is worth a warning. Keys and tuning stay allowed: that is what users keep there.
+REFUSED_FROM_CWD = frozenset(
+    {
+        "virustotal_base_url",
+        "otx_base_url",
+        "abuseipdb_base_url",
+        "ipinfo_base_url",
+        "query_private",
+        "internal_domains",
+        "redis_url",
+        "cache_dir",
+        "reports_dir",
+        "scoring",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "no_proxy",
+        "ssl_cert_file",
+        "ssl_cert_dir",
+    }
+)
+
+
+def _refused(name: str) -> bool:
+    return name in REFUSED_FROM_CWD or name.startswith("scoring__")
+
+
+class _WorkingDirEnvFile(DotEnvSettingsSource):
+    """./.env without the settings it may not set (REFUSED_FROM_CWD): one warning names them."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        found = super()._load_env_vars()
+        refused = sorted(name for name in found if _refused(name))
+        if refused:
+            logger.warning(
+                "ignoring %s from %s: endpoints, scope, stores and scoring come only from the "
+                "environment, --env-file or %s",
+                ", ".join(name.upper() for name in refused),
+                os.path.abspath(".env"),
+                user_config_file(),
+            )
+        return {name: value for name, value in found.items() if not _refused(name)}
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _read_check(path: Path) -> None:
+    """Raise ConfigError naming ``path`` if it cannot be read as UTF-8 text."""
+    where = os.path.abspath(path)
+    try:
+        path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start : exc.start + 1].hex()
+        reason = f"not UTF-8 text (byte 0x{byte} at offset {exc.start}); save it as UTF-8"
+        raise ConfigError(f"cannot read {where}: {reason}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {where}: {exc.strerror or exc}") from None
 
 
 Keys = Annotated[list[SecretStr], NoDecode]
@@ -62,7 +161,9 @@ def _split_commas(value: Any) -> Any:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_file=".env",
+        # None: settings_customise_sources adds ./.env (filtered) and the user's config file;
+        # an explicit file comes in as _env_file, which Settings.load(env_file=...) passes.
+        env_file=None,
         env_file_encoding="utf-8",
         extra="ignore",
         case_sensitive=False,
@@ -173,6 +274,12 @@ class Settings(BaseSettings):
             parts.port  # noqa: B018 - raises ValueError on a bad port
         except ValueError:
             raise ValueError("has an invalid port") from None
+        # The key travels with every request: in clear only to this machine (the simulator).
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            raise ValueError(
+                "plain http:// is allowed only for loopback (127.0.0.0/8, ::1, localhost); "
+                "use https://"
+            )
         return value.strip().rstrip("/")
 
     @field_validator("redis_url")
@@ -197,9 +304,35 @@ class Settings(BaseSettings):
         return ["." + s.strip().lower().strip(".") for s in value if s.strip().strip(".")]
 
     @classmethod
-    def load(cls, **overrides: Any) -> Settings:
-        """Read the environment and ./.env; raise ConfigError naming each bad variable."""
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        explicit = isinstance(dotenv_settings, DotEnvSettingsSource) and (
+            dotenv_settings.env_file is not None
+        )
+        # An explicit file replaces ./.env: the user chose what this run reads.
+        local = dotenv_settings if explicit else _WorkingDirEnvFile(settings_cls, Path(".env"))
+        user = DotEnvSettingsSource(settings_cls, env_file=user_config_file())
+        return init_settings, env_settings, local, user, file_secret_settings
+
+    @classmethod
+    def load(cls, env_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+        """Read the environment, ``env_file`` (else ./.env) and the user's config file; raise
+        ConfigError naming each bad variable or the file that cannot be read."""
+        files = [Path(env_file) if env_file is not None else Path(".env"), user_config_file()]
+        if env_file is not None and not files[0].exists():
+            raise ConfigError(f"cannot read {os.path.abspath(files[0])}: no such file")
+        for path in files:
+            if path.is_file():
+                _read_check(path)
         try:
+            if env_file is not None:
+                return cls(_env_file=Path(env_file), **overrides)
             return cls(**overrides)
         except ValidationError as exc:
             problems = []
@@ -211,14 +344,17 @@ class Settings(BaseSettings):
             # Raised when a complex value (a JSON list, say) cannot be decoded at all.
             raise ConfigError(f"invalid configuration: {exc}") from None
         except (UnicodeDecodeError, OSError) as exc:
-            # Only ./.env can be undecodable or unreadable: the environment itself is text.
-            where = os.path.abspath(str(cls.model_config.get("env_file") or ".env"))
-            if isinstance(exc, UnicodeDecodeError):
-                byte = exc.object[exc.start : exc.start + 1].hex()
-                reason = f"not UTF-8 text (byte 0x{byte} at offset {exc.start}); save it as UTF-8"
-            else:
-                reason = exc.strerror or str(exc)
-            raise ConfigError(f"cannot read {where}: {reason}") from None
+            # A file that is no regular file (a pipe) is read once, by pydantic: name it here.
+            where = os.path.abspath(files[0])
+            raise ConfigError(f"cannot read {where}: not readable UTF-8 text ({exc})") from None
+
+    def custom_endpoints(self) -> dict[str, str]:
+        """The *_BASE_URL variables set to something other than the vendor's address, by name."""
+        found = {}
+        for name, field in type(self).model_fields.items():
+            if name.endswith("_base_url") and getattr(self, name) != field.default:
+                found[name.upper()] = getattr(self, name)
+        return found
 
     @property
     def circuit_failure_threshold(self) -> int:
@@ -251,20 +387,58 @@ def fingerprint(key: SecretStr | str) -> str:
     return "key:" + hashlib.sha256(raw.encode()).hexdigest()[:10]
 
 
+#: Redis URL query options whose values are shown: numbers, booleans and enum words, which cannot
+#: hold a secret. Every other value is masked, whatever its name (redis-py passes unknown names
+#: through as connection options, and decodes %-escapes in names: ``passw%6Frd`` is a password).
+SHOWN_URL_OPTIONS = frozenset(
+    {
+        "db",
+        "decode_responses",
+        "health_check_interval",
+        "max_connections",
+        "protocol",
+        "retry_on_timeout",
+        "socket_connect_timeout",
+        "socket_keepalive",
+        "socket_timeout",
+        "ssl_cert_reqs",
+        "ssl_check_hostname",
+        "timeout",
+    }
+)
+
+
+def _query_name(piece: str) -> str:
+    return unquote(piece.partition("=")[0].replace("+", " ")).strip().casefold()
+
+
 def redact_url(url: str) -> str:
-    """A URL fit for logs, errors and `threatintel config`: the password masked, whether in the
-    user info (``redis://app:***@host``) or in the query (``?password=***``)."""
+    """A URL fit for logs, errors and `threatintel config`: the user-info password masked
+    (``redis://app:***@host``), and every query value but SHOWN_URL_OPTIONS'
+    (``?ssl_password=***&db=1``)."""
     parts = urlsplit(url)
     netloc = parts.netloc
     if parts.password is not None:
         netloc = f"{parts.username or ''}:***@{netloc.rsplit('@', 1)[1]}"
     query = "&".join(
-        f"{name}=***" if name.lower() in _SECRET_PARAMS else piece
-        for piece in parts.query.split("&")
+        piece if _query_name(piece) in SHOWN_URL_OPTIONS else f"{piece.partition('=')[0]}=***"
+        for piece in re.split("[&;]", parts.query)
         if piece
-        for name in [piece.partition("=")[0]]
     )
-    return parts._replace(netloc=netloc, query=query).geturl()
+    # Spelled out, not geturl(): that drops the "//" of a unix:///path URL.
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
-_SECRET_PARAMS = frozenset({"password", "pass", "pwd", "token", "secret"})
+def url_secrets(url: str) -> list[str]:
+    """What redact_url masks in ``url``, raw and percent-decoded, longest first: for scrubbing
+    texts (a client library's error message) that may quote them."""
+    parts = urlsplit(url)
+    found: set[str] = set()
+    userinfo = parts.netloc.rpartition("@")[0]
+    for piece in (userinfo, *userinfo.split(":", 1)):
+        found.update({piece, unquote(piece)})
+    for piece in re.split("[&;]", parts.query):
+        if piece and _query_name(piece) not in SHOWN_URL_OPTIONS:
+            value = piece.partition("=")[2]
+            found.update({value, unquote(value), unquote(value.replace("+", " "))})
+    return sorted((s for s in found if s), key=len, reverse=True)

@@ -39,12 +39,12 @@ import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Final
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import urlsplit
 
 from threatintel.cache.base import SYSTEM_CLOCK, CacheBase, CacheEntry, check_ttl
 from threatintel.clock import Clock
 from threatintel.errors import CacheError, ConfigError
-from threatintel.settings import redact_url
+from threatintel.settings import redact_url, url_secrets
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -108,19 +108,6 @@ if redis.call("GET", KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-
-
-def _url_secrets(url: str) -> list[str]:
-    """The credentials a Redis URL can carry, raw and percent-decoded, longest first."""
-    parts = urlsplit(url)
-    found: set[str] = set()
-    userinfo = parts.netloc.rpartition("@")[0]
-    for piece in (userinfo, *userinfo.split(":", 1)):
-        found.update({piece, unquote(piece)})
-    for name, value in parse_qsl(parts.query):
-        if name.lower() in {"password", "username"}:
-            found.update({value, unquote(value)})
-    return sorted((s for s in found if s), key=len, reverse=True)
 
 
 def _encode(value: bytes, stored_at: float, expires_at: float) -> bytes:
@@ -206,7 +193,7 @@ class RedisCache(CacheBase):
         if importlib.util.find_spec("redis") is None:
             raise ConfigError("the Redis cache needs the 'redis' package: pip install redis")
         self._url = url
-        self._secrets = _url_secrets(url)
+        self._secrets = url_secrets(url)
         self.clock = clock
         self.prefix = prefix
         self.socket_timeout = socket_timeout
