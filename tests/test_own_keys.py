@@ -139,3 +139,18 @@ async def test_no_piece_of_a_key_survives_a_cut_for_display(
     assert any(r.reason == KEY_REASON for r in in_text.rejected)
     for text in shown:
         assert not any(piece in text.lower() for piece in pieces(VT_KEY)), text
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_extract_never_prints_a_configured_key(tmp_path: Path, fmt: str) -> None:
+    """`threatintel extract` drops a configured key like analyze does: the fingerprint on
+    stderr, never the key on stdout, while the log's real indicators are still printed."""
+    log = tmp_path / "access.log"
+    log.write_text(LOG)
+    result = runner.invoke(
+        app, ["extract", str(log), "--format", fmt], env={"VIRUSTOTAL_API_KEY": VT_KEY}
+    )
+    assert result.exit_code == 0, result.output
+    assert VT_KEY not in result.output.lower()
+    assert LABEL in result.output and KEY_REASON in result.output
+    assert "45.142.212.61" in result.stdout

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from threatintel.models import Indicator, Rejected
+from threatintel.models import Extraction, Indicator, Rejected
 from threatintel.settings import Settings, fingerprint
 
 KEY_REASON = "matches a configured API key"
@@ -95,6 +95,13 @@ class KeyGuard:
             hidden = self._hidden(item.candidate)
             dropped.append(item if hidden is None else hidden)
         return kept, dropped
+
+    def screen_extraction(self, extraction: Extraction) -> Extraction:
+        """What ``extract()`` found, less every indicator that holds a key (now rejected)."""
+        found, rejected = self.screen(
+            {i: [] for i in extraction.indicators}, list(extraction.rejected)
+        )
+        return Extraction(indicators=list(found), rejected=rejected)
 
     def _hidden(self, value: str) -> Rejected | None:
         label = self.match(value)

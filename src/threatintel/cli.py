@@ -36,6 +36,7 @@ except ImportError:  # pragma: no cover - older Typer on real Click
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
     from click import get_current_context  # type: ignore[no-redef]
 
+from threatintel._keyguard import KeyGuard
 from threatintel._version import __version__
 from threatintel._visible import visible
 from threatintel.attribution import attribute
@@ -422,8 +423,10 @@ def extract_command(
 
     Each one refanged and normalised; skipped candidates are listed on stderr with the reason.
     """
+    # Our own API keys are never indicators, here as in analyze (a 64-hex key is a "SHA-256").
+    guard = KeyGuard(load_settings(announce=False))
     with errors_as_exit_codes():
-        extraction = extract(read_input(source))
+        extraction = guard.screen_extraction(extract(read_input(source)))
     if not extraction.indicators:
         for item in extraction.rejected:
             err.print(skipped_line(item))

@@ -312,11 +312,9 @@ class Engine:
         on_result: ResultHook | None = None,
     ) -> Analysis:
         """Analyse every indicator found in free text (a report, an email, a log)."""
-        extraction = extract(text)
-        found, rejected = self._keyguard.screen(
-            {i: [] for i in extraction.indicators}, list(extraction.rejected)
-        )
-        return await self._analyze(found, rejected, providers, on_result)
+        extraction = self._keyguard.screen_extraction(extract(text))
+        found: dict[Indicator, list[str]] = {i: [] for i in extraction.indicators}
+        return await self._analyze(found, list(extraction.rejected), providers, on_result)
 
     async def enrich(
         self, indicator: Indicator, *, providers: Sequence[str] | None = None
