@@ -8,7 +8,7 @@ import traceback
 import pytest
 import redis.asyncio
 
-from threatintel.cache import RedisCache, as_flight_lock
+from threatintel.cache import RedisCache, as_flight_lock, cache_key
 from threatintel.clock import VirtualClock
 from threatintel.errors import CacheError
 
@@ -165,3 +165,31 @@ async def test_closed_cache_raises_cache_error(redis_cache: RedisCache) -> None:
     await redis_cache.aclose()
     with pytest.raises(CacheError, match="closed"):
         await redis_cache.get("k")
+
+
+async def test_indicator_values_cannot_reach_other_keys(
+    redis_cache: RedisCache, raw_redis: redis.asyncio.Redis
+) -> None:
+    """Values with glob, hash-tag, CRLF and separator characters are stored under exactly their
+    own key: each reads back its own answer, and nothing else is created or overwritten."""
+    hostile = [
+        "http://evil.com/*",
+        "http://evil.com/?",
+        "http://evil.com/[a-z]",
+        "http://evil.com/{victim}",
+        "http://evil.com/\r\nFLUSHALL\r\n",
+        "http://evil.com/a:ipv4:1.2.3.4",
+        "http://evil.com/ SET x y",
+    ]
+    victim = cache_key("otx", "ipv4", "1.2.3.4", scope="https://otx")
+    await redis_cache.set(victim, b"victim", ttl=60)
+    keys = [cache_key("otx", "url", value, scope="https://otx") for value in hostile]
+    for index, key in enumerate(keys):
+        await redis_cache.set(key, b"answer %d" % index, ttl=60)
+    for index, key in enumerate(keys):
+        entry = await redis_cache.get(key)
+        assert entry is not None and entry.value == b"answer %d" % index
+    victim_entry = await redis_cache.get(victim)
+    assert victim_entry is not None and victim_entry.value == b"victim"
+    stored = [k async for k in raw_redis.scan_iter(match=redis_cache.prefix + "*", count=1000)]
+    assert len(stored) == len(hostile) + 1
