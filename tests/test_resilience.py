@@ -160,6 +160,36 @@ async def test_late_results_of_calls_in_flight_do_not_move_an_open_breaker() -> 
     assert fresh.retry_after == pytest.approx(5)
 
 
+async def test_calls_admitted_before_opening_reach_half_open_as_one_probe() -> None:
+    """Lookups let in while closed that reach check() once the cool-down is over (they waited
+    for quota together): the first becomes the probe, the others are refused, and the probe's
+    failure re-opens the breaker with a longer cool-down."""
+    clock = VirtualClock()
+    breaker = CircuitBreaker("vt", min_calls=1, first_reset_after=1, clock=clock)
+    gate = asyncio.Event()
+    checked: list[str] = []
+
+    async def admitted(name: str) -> None:
+        async with breaker:  # admitted while closed, then waits (for a quota slot, say)
+            await gate.wait()
+            try:
+                breaker.check()
+            except CircuitOpen:
+                checked.append(f"{name} refused")
+                raise
+            checked.append(f"{name} probe")
+            raise ProviderTimeout("vt", "still down")
+
+    waiting = [asyncio.create_task(admitted(name)) for name in ("a", "b", "c")]
+    await asyncio.sleep(0)
+    await lookup(breaker, timeout())  # meanwhile the provider fails: open
+    clock.advance(1)  # the cool-down is over: half-open
+    gate.set()
+    await asyncio.gather(*waiting, return_exceptions=True)
+    assert checked == ["a probe", "b refused", "c refused"]
+    assert breaker.state is BreakerState.OPEN and breaker.retry_after == pytest.approx(2)
+
+
 async def test_a_refused_caller_waits_for_a_probe_due_soon_and_learns_its_outcome() -> None:
     """wait() sleeps until the probe may go, then waits for the probe in flight to settle."""
     clock = VirtualClock()

@@ -155,13 +155,18 @@ class CircuitBreaker:
 
     def check(self) -> None:
         """Inside ``async with``: raise CircuitOpen if the breaker opened since we entered
-        (say, while we waited for a rate-limit slot), unless we are the probe."""
-        if (
-            self._opened_at is not None
-            and self._probe is not asyncio.current_task()
-            and (self.state is BreakerState.OPEN or self._probe is not None)
-        ):
-            raise self._refusal()
+        (say, while we waited for a rate-limit slot), unless we are the probe. Half-open with
+        no probe in flight, this call becomes the probe: several lookups that waited for quota
+        together must not all go through at once, and the outcome must count as the probe's."""
+        if self._opened_at is None:
+            return
+        task = asyncio.current_task()
+        if self._probe is task:
+            return
+        if self.state is BreakerState.HALF_OPEN and self._probe is None:
+            self._probe = task
+            return
+        raise self._refusal()
 
     async def wait(self, timeout: float) -> bool:
         """Wait, at most ``timeout`` seconds, until a call may pass: True once the breaker has
