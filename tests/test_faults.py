@@ -107,7 +107,14 @@ async def test_a_dead_service_opens_quickly_and_costs_seconds(sim: SimulatorServ
     # min_calls (10) failures open it; the attempts already admitted (one per worker) and a
     # few probes (after 1 s, 2 s, 4 s) are all it ever sees.
     assert calls <= settings.circuit_min_calls + settings.max_workers + 3
-    assert elapsed <= settings.circuit_probe_wait + 5
+    # The last lookup to meet the open breaker may do so after its whole backoff schedule
+    # (0.5 + 1 + 2 + 4 s at most), then waits CIRCUIT_PROBE_WAIT for a probe: seconds, not the
+    # minutes a breaker-less run would spend (typically about 6 virtual seconds).
+    backoffs = sum(
+        min(settings.retry_backoff_cap, settings.retry_backoff_base * 2**attempt)
+        for attempt in range(settings.max_retries)
+    )
+    assert elapsed <= backoffs + settings.circuit_probe_wait
     statuses = {e.sources["virustotal"].status for e in analysis.enrichments}
     assert statuses <= {S.CIRCUIT_OPEN, S.ERROR}
     assert S.CIRCUIT_OPEN in statuses
