@@ -25,7 +25,7 @@ from threatintel.quota import (
     Window,
     WindowUsage,
 )
-from threatintel.quota_sqlite import SQLiteQuotaStore
+from threatintel.quota.sqlite import SQLiteQuotaStore
 from threatintel.settings import fingerprint
 
 SECRET = "VT-SECRET-KEY-0123456789abcdef0123456789abcdef"
