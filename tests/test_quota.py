@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from threatintel._redaction import fingerprint
 from threatintel.clock import VirtualClock
 from threatintel.errors import QuotaExhausted, RateLimited
 from threatintel.quota import (
@@ -26,7 +27,6 @@ from threatintel.quota import (
     WindowUsage,
 )
 from threatintel.quota.sqlite import SQLiteQuotaStore
-from threatintel.settings import fingerprint
 
 SECRET = "VT-SECRET-KEY-0123456789abcdef0123456789abcdef"
 

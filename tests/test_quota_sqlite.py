@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from test_quota import MIDNIGHT, NOON, SECRET
+from threatintel._redaction import fingerprint
 from threatintel.clock import VirtualClock
 from threatintel.quota import (
     BLOCKED,
@@ -31,7 +32,6 @@ from threatintel.quota import (
     WindowUsage,
 )
 from threatintel.quota.sqlite import CLOCK_MARGIN, SQLiteQuotaStore
-from threatintel.settings import fingerprint
 
 MINUTE_4 = [Window.per_minute(4)]
 

@@ -12,6 +12,9 @@ redis      RedisQuotaStore: shared by every replica; import it from ``threatinte
            (not re-exported here, so the redis client loads only when it is used)
 fallback   FallbackQuotaStore: a shared store with a local stand-in while it is down
 limiter    RateLimiter (hands out keys with budget left) and the QuotaWait event
+
+Nothing here imports the settings (nor, through them, scoring and the parser): keys are named
+with ``threatintel._redaction.fingerprint``, a leaf module (tests/test_layering.py checks it).
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from threatintel._redaction import fingerprint
 from threatintel.clock import Clock
 from threatintel.errors import QuotaExhausted, RateLimited
 from threatintel.quota.base import (
@@ -51,7 +52,6 @@ from threatintel.quota.base import (
     Window,
 )
 from threatintel.quota.fallback import FallbackQuotaStore
-from threatintel.settings import fingerprint
 
 # The name every quota module logs under (it was one module before it became a package).
 logger = logging.getLogger("threatintel.quota")
