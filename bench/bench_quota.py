@@ -70,7 +70,7 @@ async def run(name: str, keys: int, instances: int, shared: bool) -> dict[str, o
     stores: list[QuotaStore] = []
     prefix = f"threatintel:bench:{uuid.uuid4().hex}:"
     if shared:
-        from threatintel.quota_redis import RedisQuotaStore
+        from threatintel.quota.redis import RedisQuotaStore
 
         probe = RedisQuotaStore(REDIS_URL, prefix=prefix)
         try:
@@ -83,7 +83,7 @@ async def run(name: str, keys: int, instances: int, shared: bool) -> dict[str, o
         engines = []
         for _ in range(instances):
             if shared:
-                from threatintel.quota_redis import RedisQuotaStore
+                from threatintel.quota.redis import RedisQuotaStore
 
                 store: QuotaStore = RedisQuotaStore(REDIS_URL, prefix=prefix)
             else:

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from support import TEST_KEYS, sim_env, stderr_lines
 from threatintel import __version__
+from threatintel._redaction import fingerprint
 from threatintel.cli import app
-from threatintel.settings import fingerprint
 from threatintel.simulator import SimulatorServer
 
 runner = CliRunner()

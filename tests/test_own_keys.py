@@ -16,13 +16,13 @@ from typer.testing import CliRunner
 
 from support import sim_env
 from threatintel._keyguard import KEY_REASON
+from threatintel._redaction import fingerprint
 from threatintel.cli import app
 from threatintel.engine import Engine
 from threatintel.errors import InvalidIndicator
 from threatintel.indicators import parse_indicator
 from threatintel.models import Analysis
 from threatintel.reports import render
-from threatintel.settings import fingerprint
 from threatintel.simulator import SimulatorServer
 
 runner = CliRunner()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from threatintel._redaction import fingerprint
 from threatintel.clock import VirtualClock
 from threatintel.errors import QuotaExhausted, RateLimited
 from threatintel.quota import (
@@ -25,8 +26,7 @@ from threatintel.quota import (
     Window,
     WindowUsage,
 )
-from threatintel.quota_sqlite import SQLiteQuotaStore
-from threatintel.settings import fingerprint
+from threatintel.quota.sqlite import SQLiteQuotaStore
 
 SECRET = "VT-SECRET-KEY-0123456789abcdef0123456789abcdef"
 

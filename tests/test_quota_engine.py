@@ -22,7 +22,7 @@ from threatintel.clock import LockstepClock, VirtualClock
 from threatintel.engine import Engine
 from threatintel.models import SourceStatus
 from threatintel.quota import MemoryQuotaStore
-from threatintel.quota_redis import RedisQuotaStore
+from threatintel.quota.redis import RedisQuotaStore
 from threatintel.simulator import FaultKind, SimulatorServer, VendorConfig
 from threatintel.simulator import Window as SimWindow
 

@@ -17,11 +17,11 @@ import pytest
 from redis.asyncio import Redis
 
 from test_quota import MIDNIGHT, NOON, SECRET, most_in_any_span
+from threatintel._redaction import fingerprint
 from threatintel.clock import VirtualClock
 from threatintel.errors import QuotaExhausted
 from threatintel.quota import Grant, RateLimiter, Window
-from threatintel.quota_redis import RedisQuotaStore
-from threatintel.settings import fingerprint
+from threatintel.quota.redis import RedisQuotaStore
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 UNREACHABLE_URL = "redis://127.0.0.1:1/0"

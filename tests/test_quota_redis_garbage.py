@@ -16,7 +16,7 @@ from threatintel.clock import LockstepClock
 from threatintel.engine import Engine
 from threatintel.models import SourceStatus
 from threatintel.quota import FallbackQuotaStore, Grant, QuotaStoreUnavailable, Window
-from threatintel.quota_redis import RedisQuotaStore
+from threatintel.quota.redis import RedisQuotaStore
 from threatintel.simulator import SimulatorServer
 
 NOW = 1_700_000_000.0

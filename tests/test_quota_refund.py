@@ -20,8 +20,8 @@ from threatintel.clock import VirtualClock
 from threatintel.engine import Engine, ProviderQuota
 from threatintel.models import SourceStatus
 from threatintel.quota import Grant, MemoryQuotaStore, QuotaStore, RateLimiter, Window
-from threatintel.quota_redis import RedisQuotaStore
-from threatintel.quota_sqlite import SQLiteQuotaStore
+from threatintel.quota.redis import RedisQuotaStore
+from threatintel.quota.sqlite import SQLiteQuotaStore
 from threatintel.simulator import FaultKind, SimulatorServer, VendorConfig
 
 NOON = 1_700_049_600.0  # 2023-11-15 12:00:00 UTC

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from test_quota import MIDNIGHT, NOON, SECRET
+from threatintel._redaction import fingerprint
 from threatintel.clock import VirtualClock
 from threatintel.quota import (
     BLOCKED,
@@ -30,8 +31,7 @@ from threatintel.quota import (
     Window,
     WindowUsage,
 )
-from threatintel.quota_sqlite import CLOCK_MARGIN, SQLiteQuotaStore
-from threatintel.settings import fingerprint
+from threatintel.quota.sqlite import CLOCK_MARGIN, SQLiteQuotaStore
 
 MINUTE_4 = [Window.per_minute(4)]
 
@@ -203,7 +203,7 @@ async def test_two_stores_on_one_file_grant_exactly_the_limit(path: Path) -> Non
 _CHILD = """
 import asyncio, sys
 from threatintel.quota import Window
-from threatintel.quota_sqlite import SQLiteQuotaStore
+from threatintel.quota.sqlite import SQLiteQuotaStore
 
 async def main() -> None:
     async with SQLiteQuotaStore(sys.argv[1]) as store:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from support import TEST_KEYS, sim_settings
+from threatintel._redaction import fingerprint
 from threatintel.clock import LockstepClock, VirtualClock
 from threatintel.engine import QUOTA_SETTINGS, Engine, quota_windows
 from threatintel.quota import (
@@ -21,7 +22,7 @@ from threatintel.quota import (
     RateLimiter,
     Window,
 )
-from threatintel.settings import Settings, fingerprint
+from threatintel.settings import Settings
 from threatintel.simulator import SimulatorServer, VendorConfig
 from threatintel.simulator import Window as SimWindow
 

@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from support import sim_settings
+from threatintel._redaction import redact_url, url_secrets
 from threatintel.cli import app
 from threatintel.engine import Engine
-from threatintel.settings import redact_url, url_secrets
 from threatintel.simulator import SimulatorServer
 
 runner = CliRunner()

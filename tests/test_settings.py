@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from threatintel._redaction import fingerprint
 from threatintel.errors import ConfigError
-from threatintel.settings import Settings, fingerprint
+from threatintel.settings import Settings
 
 PUBLIC_CONTRACT = {
     "VIRUSTOTAL_API_KEY": ("k-vt", lambda s: [k.get_secret_value() for k in s.virustotal_api_key]),
@@ -120,7 +121,7 @@ def test_fingerprints_are_short_stable_and_distinct() -> None:
 
 def test_redact_url_hides_only_the_password() -> None:
     """A Redis URL is shown with its host and user but never its password."""
-    from threatintel.settings import redact_url
+    from threatintel._redaction import redact_url
 
     assert redact_url("redis://:hunter2@10.1.2.3:6379/0") == "redis://:***@10.1.2.3:6379/0"
     assert redact_url("rediss://app:pw@cache:6380") == "rediss://app:***@cache:6380"

@@ -22,8 +22,8 @@ from threatintel.providers.base import (
     parse_retry_after,
 )
 from threatintel.quota import MAX_BLOCK, MemoryQuotaStore, QuotaStore, Window
-from threatintel.quota_redis import RedisQuotaStore
-from threatintel.quota_sqlite import SQLiteQuotaStore
+from threatintel.quota.redis import RedisQuotaStore
+from threatintel.quota.sqlite import SQLiteQuotaStore
 
 NOW = 1_750_000_000.0
 MINUTE_4 = [Window.per_minute(4)]

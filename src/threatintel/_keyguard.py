@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import re
 
+from threatintel._redaction import fingerprint
 from threatintel.models import Extraction, Indicator, Rejected
-from threatintel.settings import Settings, fingerprint
+from threatintel.settings import Settings
 
 KEY_REASON = "matches a configured API key"
 #: A value this long that is part of a key is a piece of the key (a 64-hex run of an 80-hex

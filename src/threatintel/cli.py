@@ -37,6 +37,7 @@ except ImportError:  # pragma: no cover - older Typer on real Click
     from click import get_current_context  # type: ignore[no-redef]
 
 from threatintel._keyguard import KeyGuard
+from threatintel._redaction import fingerprint, redact_url
 from threatintel._version import __version__
 from threatintel._visible import visible
 from threatintel.attribution import attribute
@@ -65,7 +66,7 @@ from threatintel.reports.text import (
     terminal_table,
 )
 from threatintel.resilience import BreakerState
-from threatintel.settings import Settings, fingerprint, redact_url
+from threatintel.settings import Settings
 
 app = typer.Typer(
     name="threatintel",

@@ -50,7 +50,7 @@ from threatintel.quota import (
     RateLimiter,
     Window,
 )
-from threatintel.quota_sqlite import SQLiteQuotaStore
+from threatintel.quota.sqlite import SQLiteQuotaStore
 from threatintel.resilience import BreakerState, CircuitBreaker, RetryPolicy
 from threatintel.scoring import score
 from threatintel.settings import Settings
@@ -500,7 +500,7 @@ def build_quota_store(settings: Settings, clock: Clock) -> QuotaStore:
         return MemoryQuotaStore()
     local = SQLiteQuotaStore(settings.cache_dir / QUOTA_FILENAME)
     if backend == "redis" and settings.redis_url is not None:
-        from threatintel.quota_redis import RedisQuotaStore  # the redis client only when used
+        from threatintel.quota.redis import RedisQuotaStore  # the redis client only when used
 
         try:
             shared = RedisQuotaStore(settings.redis_url.get_secret_value())

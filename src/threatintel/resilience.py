@@ -1,6 +1,6 @@
 """Resilience primitives: each one small class with one verb and an injectable clock.
 
-The rate limiter lives in quota.py (it has memory and Redis stores); this module holds the
+The rate limiter lives in quota/ (with its memory, SQLite and Redis stores); this module holds the
 circuit breaker and the retry policy.
 
     breaker = CircuitBreaker("virustotal", failure_rate=0.8, min_calls=10, reset_after=60.0)

@@ -22,7 +22,6 @@ API keys are SecretStr and accept several keys separated by commas.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import logging
 import os
@@ -30,7 +29,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -43,6 +42,12 @@ from pydantic_settings import (
     SettingsError,
 )
 
+# Re-exported: these lived here before the cache and quota packages needed them without
+# importing the settings.
+from threatintel._redaction import SHOWN_URL_OPTIONS as SHOWN_URL_OPTIONS
+from threatintel._redaction import fingerprint as fingerprint
+from threatintel._redaction import redact_url as redact_url
+from threatintel._redaction import url_secrets as url_secrets
 from threatintel.errors import ConfigError
 from threatintel.indicators import DEFAULT_INTERNAL_DOMAINS
 from threatintel.resilience import DEFAULT_MAX_RETRIES
@@ -379,66 +384,3 @@ class Settings(BaseSettings):
     def base_url(self, provider: str) -> str:
         url: str = getattr(self, f"{provider}_base_url")
         return url.rstrip("/")
-
-
-def fingerprint(key: SecretStr | str) -> str:
-    """A short, stable, non-reversible name for a key: safe for logs, metrics and cache keys."""
-    raw = key.get_secret_value() if isinstance(key, SecretStr) else key
-    return "key:" + hashlib.sha256(raw.encode()).hexdigest()[:10]
-
-
-#: Redis URL query options whose values are shown: numbers, booleans and enum words, which cannot
-#: hold a secret. Every other value is masked, whatever its name (redis-py passes unknown names
-#: through as connection options, and decodes %-escapes in names: ``passw%6Frd`` is a password).
-SHOWN_URL_OPTIONS = frozenset(
-    {
-        "db",
-        "decode_responses",
-        "health_check_interval",
-        "max_connections",
-        "protocol",
-        "retry_on_timeout",
-        "socket_connect_timeout",
-        "socket_keepalive",
-        "socket_timeout",
-        "ssl_cert_reqs",
-        "ssl_check_hostname",
-        "timeout",
-    }
-)
-
-
-def _query_name(piece: str) -> str:
-    return unquote(piece.partition("=")[0].replace("+", " ")).strip().casefold()
-
-
-def redact_url(url: str) -> str:
-    """A URL fit for logs, errors and `threatintel config`: the user-info password masked
-    (``redis://app:***@host``), and every query value but SHOWN_URL_OPTIONS'
-    (``?ssl_password=***&db=1``)."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = f"{parts.username or ''}:***@{netloc.rsplit('@', 1)[1]}"
-    query = "&".join(
-        piece if _query_name(piece) in SHOWN_URL_OPTIONS else f"{piece.partition('=')[0]}=***"
-        for piece in re.split("[&;]", parts.query)
-        if piece
-    )
-    # Spelled out, not geturl(): that drops the "//" of a unix:///path URL.
-    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
-
-
-def url_secrets(url: str) -> list[str]:
-    """What redact_url masks in ``url``, raw and percent-decoded, longest first: for scrubbing
-    texts (a client library's error message) that may quote them."""
-    parts = urlsplit(url)
-    found: set[str] = set()
-    userinfo = parts.netloc.rpartition("@")[0]
-    for piece in (userinfo, *userinfo.split(":", 1)):
-        found.update({piece, unquote(piece)})
-    for piece in re.split("[&;]", parts.query):
-        if piece and _query_name(piece) not in SHOWN_URL_OPTIONS:
-            value = piece.partition("=")[2]
-            found.update({value, unquote(value), unquote(value.replace("+", " "))})
-    return sorted((s for s in found if s), key=len, reverse=True)

@@ -41,10 +41,10 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
+from threatintel._redaction import redact_url, url_secrets
 from threatintel.cache.base import SYSTEM_CLOCK, CacheBase, CacheEntry, check_ttl
 from threatintel.clock import Clock
 from threatintel.errors import CacheError, ConfigError
-from threatintel.settings import redact_url, url_secrets
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

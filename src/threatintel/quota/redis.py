@@ -39,7 +39,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from threatintel.quota import (
+from threatintel.quota.base import (
     BLOCKED,
     Grant,
     QuotaStoreUnavailable,

@@ -43,7 +43,7 @@ from types import TracebackType
 from typing import Final, Self
 
 from threatintel._sqlite import SQLiteWorker, transaction
-from threatintel.quota import (
+from threatintel.quota.base import (
     BLOCKED,
     MAX_BLOCK,
     Grant,

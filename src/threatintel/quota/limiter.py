@@ -31,152 +31,40 @@ errors, reprs.
 
 from __future__ import annotations
 
-import bisect
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Protocol, TypeVar
 
+from threatintel._redaction import fingerprint
 from threatintel.clock import Clock
-from threatintel.errors import QuotaExhausted, RateLimited, ThreatIntelError
-from threatintel.settings import fingerprint
+from threatintel.errors import QuotaExhausted, RateLimited
+from threatintel.quota.base import (
+    ANONYMOUS,
+    BLOCKED,
+    MAX_BLOCK,
+    MINUTE,
+    Grant,
+    KeyUsage,
+    QuotaStore,
+    Window,
+)
+from threatintel.quota.fallback import FallbackQuotaStore
 
-logger = logging.getLogger(__name__)
+# The name every quota module logs under (it was one module before it became a package).
+logger = logging.getLogger("threatintel.quota")
 
-MINUTE = 60.0
-HOUR = 3_600.0
-DAY = 86_400.0
-#: A calendar month's nominal length; its real boundaries are the 1st, 00:00 UTC.
-MONTH = 30 * DAY
-
-#: ``Grant.exhausted`` for a bucket blocked by ``QuotaStore.block`` (a 429 correction).
-BLOCKED = "blocked"
-#: Label of the bucket used without an API key (OTX and IPinfo accept anonymous calls).
-ANONYMOUS = "anonymous"
 #: A block ending within this many seconds (or the longest short window, if longer) is waited
 #: out like a full short window; a longer one is treated as a spent long window and fails fast.
 MAX_BLOCK_WAIT = 300.0
-#: No block outlives the longest vendor window (a month) with margin. A stored end past this,
-#: or one that is not a finite number, is a bad row (a hostile Retry-After kept by an older
-#: version, a hand edit): the stores ignore and clear it rather than fail every lookup.
-MAX_BLOCK = 32 * DAY
 #: How long a 429 without Retry-After blocks a key when the limiter has no short window.
 DEFAULT_PENALTY = MINUTE
-#: While the shared store is down, how often to try it again.
-STORE_RETRY_AFTER = 30.0
 #: Floor for a computed wait, so a rounding slip can never spin the acquire loop.
 MIN_WAIT = 0.001
 #: A wait at least this long is worth telling a person about; shorter ones are routine pacing.
 NOTICE_AFTER = 2.0
-
-T = TypeVar("T")
-
-
-class QuotaStoreUnavailable(ThreatIntelError):
-    """The shared quota store cannot be reached; RateLimiter falls back to a local budget."""
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """One limit a vendor enforces, e.g. ``Window.per_minute(4)`` or ``Window.per_day(500)``.
-
-    Sliding windows (minute, hour) allow ``limit`` grants in any span of ``seconds``. Fixed
-    windows count from a boundary: a ``calendar`` day starts at 00:00 UTC and a calendar month at
-    00:00 UTC on the 1st (real month lengths); other fixed windows start at multiples of
-    ``seconds`` since the epoch, which is what ``scaled`` produces for tests and benchmarks.
-    """
-
-    name: str
-    limit: int
-    seconds: float
-    sliding: bool = True
-    calendar: bool = False
-
-    def __post_init__(self) -> None:
-        if self.limit < 1:
-            raise ValueError(f"window {self.name!r}: limit must be at least 1")
-        if not 0 < self.seconds < math.inf:
-            raise ValueError(f"window {self.name!r}: seconds must be positive and finite")
-        if self.calendar and (self.sliding or self.name not in ("day", "month")):
-            raise ValueError("calendar windows are fixed windows named 'day' or 'month'")
-        if self.calendar and self.name == "day" and self.seconds != DAY:
-            raise ValueError("a calendar day lasts 86400 seconds")
-
-    @classmethod
-    def per_minute(cls, limit: int, seconds: float = MINUTE) -> Window:
-        return cls("minute", limit, seconds, sliding=True)
-
-    @classmethod
-    def per_hour(cls, limit: int, seconds: float = HOUR) -> Window:
-        return cls("hour", limit, seconds, sliding=True)
-
-    @classmethod
-    def per_day(cls, limit: int, seconds: float | None = None) -> Window:
-        return cls("day", limit, DAY if seconds is None else seconds, False, seconds is None)
-
-    @classmethod
-    def per_month(cls, limit: int, seconds: float | None = None) -> Window:
-        return cls("month", limit, MONTH if seconds is None else seconds, False, seconds is None)
-
-    def scaled(self, factor: float) -> Window:
-        """The same limit over ``seconds * factor``, aligned to epoch multiples (not calendars)."""
-        if not 0 < factor < math.inf:
-            raise ValueError("factor must be positive and finite")
-        return Window(self.name, self.limit, self.seconds * factor, self.sliding, calendar=False)
-
-    @property
-    def long(self) -> bool:
-        """Exhausting this window fails fast instead of waiting."""
-        return not self.sliding
-
-    def window_id(self, now: float) -> int:
-        """Which fixed window ``now`` falls in (months count from year 0)."""
-        if self.sliding:
-            raise ValueError(f"window {self.name!r} is sliding and has no fixed id")
-        if self.calendar and self.name == "month":
-            day = datetime.fromtimestamp(now, UTC)
-            return day.year * 12 + day.month - 1
-        index = math.floor(now / self.seconds)
-        # The division can land an ulp off an integer; never report a window that has not
-        # started yet or has already ended, or reset_at would disagree with the counter.
-        if index * self.seconds > now:
-            index -= 1
-        elif (index + 1) * self.seconds <= now:
-            index += 1
-        return index
-
-    def reset_at(self, now: float) -> float:
-        """Fixed windows: the start of the next window. Sliding: when a grant made now expires."""
-        if self.sliding:
-            return now + self.seconds
-        index = self.window_id(now)
-        if self.calendar and self.name == "month":
-            year, month = divmod(index + 1, 12)
-            return datetime(year, month + 1, 1, tzinfo=UTC).timestamp()
-        return (index + 1) * self.seconds
-
-
-@dataclass(frozen=True, slots=True)
-class Grant:
-    """A store's answer to one acquire.
-
-    Not granted: ``wait`` is the earliest time worth asking again; ``exhausted`` names the spent
-    long window (or ``BLOCKED``) and ``reset_at`` is when it ends; ``exhausted`` is None when
-    only short windows are full. Granted: ``at`` is the instant the store counted it at (later
-    than the caller's when the bucket's time has moved on), which ``refund`` needs; ``origin``
-    is the store that counted it, set by FallbackQuotaStore.
-    """
-
-    granted: bool
-    wait: float = 0.0
-    exhausted: str | None = None
-    reset_at: float | None = None
-    # Bookkeeping for refunds, not part of the answer: grants compare equal without them.
-    at: float | None = field(default=None, compare=False)
-    origin: QuotaStore | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,154 +86,6 @@ class QuotaWait:
 
 #: Subscribers to QuotaWait events (the CLI prints a line; logs and metrics may follow).
 QuotaWaitHook = Callable[[QuotaWait], None]
-
-
-@dataclass(frozen=True, slots=True)
-class WindowUsage:
-    """One window of one key: ``reset_at`` is the next fixed boundary, or for a sliding window
-    the moment its oldest live grant stops counting (None when it holds none)."""
-
-    window: str
-    limit: int
-    used: int
-    remaining: int
-    reset_at: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class KeyUsage:
-    """The budget left on one key, named by its fingerprint (or ``"anonymous"``)."""
-
-    key: str
-    windows: tuple[WindowUsage, ...]
-    blocked_until: float | None
-
-
-class QuotaStore(Protocol):
-    """Where grants are counted; the arbiter between every coroutine and instance.
-
-    ``acquire`` is atomic: a grant counts in all ``windows`` or nothing is counted. Times are the
-    caller's clock (never the store's), so virtual clocks work and instances agree.
-    """
-
-    async def acquire(self, bucket: str, windows: Sequence[Window], now: float) -> Grant: ...
-
-    async def block(self, bucket: str, until: float) -> None: ...
-
-    async def usage(
-        self, bucket: str, windows: Sequence[Window], now: float
-    ) -> list[WindowUsage]: ...
-
-    async def blocked_until(self, bucket: str, now: float) -> float | None: ...
-
-    async def refund(self, bucket: str, windows: Sequence[Window], grant: Grant) -> None:
-        """Uncount ``grant`` (made at ``grant.at``) in every window where it still counts."""
-        ...
-
-    async def aclose(self) -> None: ...
-
-
-class MemoryQuotaStore:
-    """A per-process store: the test store, and the fallback when the shared one is down.
-
-    Sliding windows keep a sorted list of the instants their grants expire; fixed windows keep
-    ``(window_id, count)``.
-    """
-
-    __slots__ = ("_blocks", "_fixed", "_seen", "_sliding")
-
-    def __init__(self) -> None:
-        self._sliding: dict[tuple[str, str], list[float]] = {}
-        self._fixed: dict[tuple[str, str], tuple[int, int]] = {}
-        self._blocks: dict[str, float] = {}
-        self._seen: dict[str, float] = {}
-
-    async def acquire(self, bucket: str, windows: Sequence[Window], now: float) -> Grant:
-        # Nothing in here awaits, so within one event loop no other acquire can interleave
-        # between the check and the record: atomic without a lock.
-        # Time never runs backwards for a bucket: a caller holding an older instant is judged
-        # at the newest one seen, so it cannot reuse a slot that has been given out since.
-        now = max(now, self._seen.get(bucket, now))
-        if bucket in self._blocks:
-            until = block_end(self._blocks[bucket], now)
-            if until is not None:
-                return Grant(False, wait=until - now, exhausted=BLOCKED, reset_at=until)
-            del self._blocks[bucket]
-        spent: tuple[float, str] | None = None
-        frees_at = now
-        for window in windows:
-            if window.sliding:
-                expiries = self._live(bucket, window, now)
-                if len(expiries) >= window.limit:
-                    frees_at = max(frees_at, expiries[len(expiries) - window.limit])
-            elif self._count(bucket, window, now) >= window.limit:
-                reset = window.reset_at(now)
-                if spent is None or reset > spent[0]:
-                    spent = (reset, window.name)
-        if spent is not None:
-            return Grant(False, wait=spent[0] - now, exhausted=spent[1], reset_at=spent[0])
-        if frees_at > now:
-            return Grant(False, wait=frees_at - now)
-        for window in windows:
-            if window.sliding:
-                bisect.insort(self._sliding[(bucket, window.name)], now + window.seconds)
-            else:
-                count = self._count(bucket, window, now)
-                self._fixed[(bucket, window.name)] = (window.window_id(now), count + 1)
-        self._seen[bucket] = now
-        return Grant(True, at=now)
-
-    async def block(self, bucket: str, until: float) -> None:
-        if not math.isfinite(until):
-            return
-        # A block only ever grows: a later, shorter 429 must not lift a longer one.
-        self._blocks[bucket] = max(until, self._blocks.get(bucket, until))
-
-    async def usage(self, bucket: str, windows: Sequence[Window], now: float) -> list[WindowUsage]:
-        result = []
-        for window in windows:
-            if window.sliding:
-                expiries = self._live(bucket, window, now)
-                used = len(expiries)
-                reset: float | None = expiries[0] if expiries else None
-            else:
-                used = self._count(bucket, window, now)
-                reset = window.reset_at(now)
-            remaining = max(0, window.limit - used)
-            result.append(WindowUsage(window.name, window.limit, used, remaining, reset))
-        return result
-
-    async def blocked_until(self, bucket: str, now: float) -> float | None:
-        return block_end(self._blocks.get(bucket), now)
-
-    async def refund(self, bucket: str, windows: Sequence[Window], grant: Grant) -> None:
-        if grant.at is None:
-            return
-        for window in windows:
-            if window.sliding:
-                expiries = self._sliding.get((bucket, window.name), [])
-                index = bisect.bisect_left(expiries, grant.at + window.seconds)
-                if index < len(expiries) and expiries[index] == grant.at + window.seconds:
-                    del expiries[index]
-            else:
-                window_id, count = self._fixed.get((bucket, window.name), (None, 0))
-                # A window that has reset since counts the grant no longer.
-                if window_id == window.window_id(grant.at) and count > 0:
-                    self._fixed[(bucket, window.name)] = (window_id, count - 1)
-
-    async def aclose(self) -> None:
-        return None
-
-    def _live(self, bucket: str, window: Window, now: float) -> list[float]:
-        """The window's grant expiries still in force, with the expired ones dropped."""
-        expiries = self._sliding.setdefault((bucket, window.name), [])
-        # A grant stops counting at exactly its expiry: the instant a sleeper wakes up to.
-        del expiries[: bisect.bisect_right(expiries, now)]
-        return expiries
-
-    def _count(self, bucket: str, window: Window, now: float) -> int:
-        window_id, count = self._fixed.get((bucket, window.name), (None, 0))
-        return count if window_id == window.window_id(now) else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -666,130 +406,5 @@ class RateLimiter:
         return QuotaExhausted(self.provider, message, retry_after=reset - now, reset_at=when)
 
 
-def block_end(until: object, now: float) -> float | None:
-    """A stored block's end if it is still running and believable, else None (over, garbage,
-    non-finite, or further away than MAX_BLOCK): the one judgement every store applies."""
-    try:
-        end = float(until)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    if not math.isfinite(end) or end <= now or end - now > MAX_BLOCK:
-        return None
-    return end
-
-
 def _label(key: str | None) -> str:
     return ANONYMOUS if key is None else fingerprint(key)
-
-
-class FallbackQuotaStore:
-    """A shared store with a local stand-in, for every limiter of one engine.
-
-        store = FallbackQuotaStore(RedisQuotaStore(url), clock=clock,
-                                   fallback=SQLiteQuotaStore(path))   # default: memory
-
-    While ``primary`` is unreachable (``degraded``), calls go to ``fallback``; a persistent one
-    keeps the budget across short CLI runs even while Redis is down. If the fallback raises
-    QuotaStoreUnavailable too, a MemoryQuotaStore takes over until the primary is back, so a
-    lookup never fails for want of a store. Each outage logs ONE warning for the whole engine
-    (not one per provider or call), naming where requests are counted meanwhile (should the
-    fallback fail later in the outage, one more warning says so); the primary is tried again
-    every ``STORE_RETRY_AFTER`` seconds and one info line says when it is back.
-    """
-
-    __slots__ = ("_clock", "_degraded_until", "_last_resort", "_local", "fallback", "primary")
-
-    def __init__(
-        self, primary: QuotaStore, *, clock: Clock, fallback: QuotaStore | None = None
-    ) -> None:
-        self.primary = primary
-        self.fallback: QuotaStore = fallback if fallback is not None else MemoryQuotaStore()
-        self._clock = clock
-        self._degraded_until: float | None = None
-        self._last_resort = MemoryQuotaStore()
-        # Where calls go while the primary is bypassed. Once the fallback has failed it is not
-        # tried again until the primary is back: switching to and fro would split the counts.
-        self._local: QuotaStore = self.fallback
-
-    @property
-    def degraded(self) -> bool:
-        """True while the primary is bypassed: the numbers are this machine's or process's,
-        not the ones every instance shares."""
-        return self._degraded_until is not None
-
-    async def _call(self, operation: Callable[[QuotaStore], Awaitable[T]]) -> T:
-        now = self._clock.time()
-        outage: QuotaStoreUnavailable | None = None
-        if self._degraded_until is None or now >= self._degraded_until:
-            try:
-                result = await operation(self.primary)
-            except QuotaStoreUnavailable as exc:
-                if self._degraded_until is None:
-                    outage = exc
-                self._degraded_until = now + STORE_RETRY_AFTER
-            else:
-                if self._degraded_until is not None:
-                    logger.info("shared quota store reachable again")
-                    self._degraded_until = None
-                    self._local = self.fallback
-                return result
-        fallback_error: QuotaStoreUnavailable | None = None
-        try:
-            result = await operation(self._local)
-        except QuotaStoreUnavailable as exc:
-            # Only the fallback raises this: the last resort is memory.
-            fallback_error = exc
-            self._local = self._last_resort
-            result = await operation(self._last_resort)
-        if outage is not None:
-            where = (
-                "in the fallback store"
-                if fallback_error is None
-                else f"in this process's memory (the fallback store failed too: {fallback_error})"
-            )
-            logger.warning(
-                "shared quota store unreachable; counting requests %s until it is back: %s",
-                where,
-                outage,
-            )
-        elif fallback_error is not None:
-            logger.warning(
-                "fallback quota store unreachable too; counting this process's requests in "
-                "memory until the shared store is back: %s",
-                fallback_error,
-            )
-        return result
-
-    async def acquire(self, bucket: str, windows: Sequence[Window], now: float) -> Grant:
-        async def acquire_on(store: QuotaStore) -> Grant:
-            grant = await store.acquire(bucket, windows, now)
-            # A refund must reach the store that counted the grant, whatever happens meanwhile.
-            return replace(grant, origin=store) if grant.granted else grant
-
-        return await self._call(acquire_on)
-
-    async def block(self, bucket: str, until: float) -> None:
-        await self._call(lambda store: store.block(bucket, until))
-
-    async def usage(self, bucket: str, windows: Sequence[Window], now: float) -> list[WindowUsage]:
-        return await self._call(lambda store: store.usage(bucket, windows, now))
-
-    async def blocked_until(self, bucket: str, now: float) -> float | None:
-        return await self._call(lambda store: store.blocked_until(bucket, now))
-
-    async def refund(self, bucket: str, windows: Sequence[Window], grant: Grant) -> None:
-        store = grant.origin if grant.origin is not None else self.primary
-        try:
-            await store.refund(bucket, windows, grant)
-        except QuotaStoreUnavailable as exc:
-            # The unit stays counted: one request too few later, never one too many.
-            logger.debug("quota refund not recorded: %s", exc)
-
-    async def aclose(self) -> None:
-        try:
-            await self.primary.aclose()
-        finally:
-            try:
-                await self.fallback.aclose()
-            finally:
-                await self._last_resort.aclose()

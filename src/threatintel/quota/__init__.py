@@ -1,0 +1,77 @@
+"""Vendor quotas, spent exactly once: the limiter, the stores it counts in, and their vocabulary.
+
+    limiter = RateLimiter("virustotal", keys=["k1"], windows=[Window.per_minute(4)],
+                          store=SQLiteQuotaStore(path), clock=SystemClock())
+    key = await limiter.acquire()
+
+module     what it holds
+base       Window, Grant, WindowUsage, KeyUsage, the QuotaStore protocol, block_end
+memory     MemoryQuotaStore: this process only (tests, and the last resort)
+sqlite     SQLiteQuotaStore: one file shared by every process on the machine
+redis      RedisQuotaStore: shared by every replica; import it from ``threatintel.quota.redis``
+           (not re-exported here, so the redis client loads only when it is used)
+fallback   FallbackQuotaStore: a shared store with a local stand-in while it is down
+limiter    RateLimiter (hands out keys with budget left) and the QuotaWait event
+
+Nothing here imports the settings (nor, through them, scoring and the parser): keys are named
+with ``threatintel._redaction.fingerprint``, a leaf module (tests/test_layering.py checks it).
+"""
+
+from __future__ import annotations
+
+from threatintel.quota.base import (
+    ANONYMOUS,
+    BLOCKED,
+    DAY,
+    HOUR,
+    MAX_BLOCK,
+    MINUTE,
+    MONTH,
+    Grant,
+    KeyUsage,
+    QuotaStore,
+    QuotaStoreUnavailable,
+    Window,
+    WindowUsage,
+    block_end,
+)
+from threatintel.quota.fallback import STORE_RETRY_AFTER, FallbackQuotaStore
+from threatintel.quota.limiter import (
+    DEFAULT_PENALTY,
+    MAX_BLOCK_WAIT,
+    MIN_WAIT,
+    NOTICE_AFTER,
+    QuotaWait,
+    QuotaWaitHook,
+    RateLimiter,
+)
+from threatintel.quota.memory import MemoryQuotaStore
+from threatintel.quota.sqlite import SQLiteQuotaStore
+
+__all__ = [
+    "ANONYMOUS",
+    "BLOCKED",
+    "DAY",
+    "DEFAULT_PENALTY",
+    "HOUR",
+    "MAX_BLOCK",
+    "MAX_BLOCK_WAIT",
+    "MINUTE",
+    "MIN_WAIT",
+    "MONTH",
+    "NOTICE_AFTER",
+    "STORE_RETRY_AFTER",
+    "FallbackQuotaStore",
+    "Grant",
+    "KeyUsage",
+    "MemoryQuotaStore",
+    "QuotaStore",
+    "QuotaStoreUnavailable",
+    "QuotaWait",
+    "QuotaWaitHook",
+    "RateLimiter",
+    "SQLiteQuotaStore",
+    "Window",
+    "WindowUsage",
+    "block_end",
+]
