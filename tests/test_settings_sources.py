@@ -115,6 +115,13 @@ def test_a_missing_env_file_is_a_config_error_naming_it() -> None:
         Settings.load(env_file="missing.env")
 
 
+def test_a_directory_as_env_file_is_a_config_error_naming_it() -> None:
+    """--env-file naming a directory stops with a ConfigError rather than reading nothing."""
+    Path("team.env").mkdir()
+    with pytest.raises(ConfigError, match=r"team\.env: is a directory"):
+        Settings.load(env_file="team.env")
+
+
 @pytest.mark.parametrize(
     "url",
     [

@@ -327,6 +327,10 @@ class Settings(BaseSettings):
         files = [Path(env_file) if env_file is not None else Path(".env"), user_config_file()]
         if env_file is not None and not files[0].exists():
             raise ConfigError(f"cannot read {os.path.abspath(files[0])}: no such file")
+        if env_file is not None and files[0].is_dir():
+            # pydantic would read nothing from it and the run would go on without the settings
+            # the user chose (a pipe, `--env-file <(...)`, is still fine: it is read once below).
+            raise ConfigError(f"cannot read {os.path.abspath(files[0])}: is a directory")
         for path in files:
             if path.is_file():
                 _read_check(path)
