@@ -143,6 +143,23 @@ def test_plain_http_off_loopback_is_refused(url: str) -> None:
 @pytest.mark.parametrize(
     "url",
     [
+        "https://ev\x1bcil.example/api",
+        "https://mirror.example/\u202eapi",
+        "https://mirror.example/a\u200bpi",
+        "https://mirror.example/a pi",
+    ],
+)
+def test_an_endpoint_with_hidden_characters_is_refused(url: str) -> None:
+    """A base URL holding a control, bidi, zero-width or space character is a ConfigError
+    naming the variable, never a lookup that fails later or a note that prints it raw."""
+    with pytest.raises(ConfigError) as caught:
+        Settings.load(virustotal_base_url=url)
+    assert "VIRUSTOTAL_BASE_URL" in str(caught.value) and "control" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
         "http://127.0.0.1:8900/virustotal/api/v3",
         "http://127.4.5.6/api",
         "http://[::1]:8900/api",

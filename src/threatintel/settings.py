@@ -43,6 +43,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from threatintel._visible import hidden
 from threatintel.errors import ConfigError
 from threatintel.indicators import DEFAULT_INTERNAL_DOMAINS
 from threatintel.resilience import DEFAULT_MAX_RETRIES
@@ -265,6 +266,10 @@ class Settings(BaseSettings):
     @field_validator("virustotal_base_url", "otx_base_url", "abuseipdb_base_url", "ipinfo_base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
+        if any(hidden(ch) or ch.isspace() for ch in value.strip()):
+            # httpx would refuse it at the first lookup ("internal error"), and the endpoints
+            # note would print it: an ESC in a host name reaches the terminal.
+            raise ValueError("must not contain spaces or control characters")
         parts = urlsplit(value.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL with a host")
