@@ -115,6 +115,13 @@ def test_a_missing_env_file_is_a_config_error_naming_it() -> None:
         Settings.load(env_file="missing.env")
 
 
+def test_a_directory_as_env_file_is_a_config_error_naming_it() -> None:
+    """--env-file naming a directory stops with a ConfigError rather than reading nothing."""
+    Path("team.env").mkdir()
+    with pytest.raises(ConfigError, match=r"team\.env: is a directory"):
+        Settings.load(env_file="team.env")
+
+
 @pytest.mark.parametrize(
     "url",
     [
@@ -131,6 +138,23 @@ def test_plain_http_off_loopback_is_refused(url: str) -> None:
     with pytest.raises(ConfigError) as caught:
         Settings.load(virustotal_base_url=url)
     assert "VIRUSTOTAL_BASE_URL" in str(caught.value) and "loopback" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://ev\x1bcil.example/api",
+        "https://mirror.example/\u202eapi",
+        "https://mirror.example/a\u200bpi",
+        "https://mirror.example/a pi",
+    ],
+)
+def test_an_endpoint_with_hidden_characters_is_refused(url: str) -> None:
+    """A base URL holding a control, bidi, zero-width or space character is a ConfigError
+    naming the variable, never a lookup that fails later or a note that prints it raw."""
+    with pytest.raises(ConfigError) as caught:
+        Settings.load(virustotal_base_url=url)
+    assert "VIRUSTOTAL_BASE_URL" in str(caught.value) and "control" in str(caught.value)
 
 
 @pytest.mark.parametrize(

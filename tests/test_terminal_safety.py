@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from support import sim_env
 from threatintel._visible import one_line, percent_encode_hidden, visible
 from threatintel.cli import app
+from threatintel.cli_support import endpoints_note
 from threatintel.indicators import extract
 from threatintel.models import Analysis, Rejected
 from threatintel.providers.base import as_asn, as_country
@@ -227,6 +228,13 @@ def test_error_lines_quote_rejected_candidates_visibly(tmp_path: Path) -> None:
     assert given.exit_code == 2, given.output
     assert not hidden_chars(given.stderr)
     assert "evil\\x1b]0;owned\\x07.com" in given.stderr
+
+
+def test_the_endpoints_note_shows_hidden_characters_as_escapes() -> None:
+    """The note naming a custom endpoint quotes its host visibly, whatever handed it over."""
+    line = endpoints_note({"VIRUSTOTAL_BASE_URL": "https://ev\x1bcil.example/api"})
+    assert not hidden_chars(line)
+    assert "https://ev\\x1bcil.example" in line
 
 
 def test_json_documents_escape_hidden_characters_and_keep_values() -> None:

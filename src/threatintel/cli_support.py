@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import TypeAdapter
 
+from threatintel._visible import visible
 from threatintel.engine import ProviderQuota
 from threatintel.errors import ThreatIntelError
 from threatintel.quota import BLOCKED, QuotaWait
@@ -248,7 +249,7 @@ def endpoints_note(endpoints: dict[str, str]) -> str:
     by_origin: dict[str, list[str]] = {}
     for name, url in endpoints.items():
         parts = urlsplit(url)
-        by_origin.setdefault(f"{parts.scheme}://{parts.netloc}", []).append(name)
+        by_origin.setdefault(visible(f"{parts.scheme}://{parts.netloc}"), []).append(name)
     groups = [
         f"{', '.join(names)} {'point' if len(names) > 1 else 'points'} at {origin}"
         for origin, names in by_origin.items()

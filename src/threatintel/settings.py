@@ -48,6 +48,7 @@ from threatintel._redaction import SHOWN_URL_OPTIONS as SHOWN_URL_OPTIONS
 from threatintel._redaction import fingerprint as fingerprint
 from threatintel._redaction import redact_url as redact_url
 from threatintel._redaction import url_secrets as url_secrets
+from threatintel._visible import hidden
 from threatintel.errors import ConfigError
 from threatintel.indicators import DEFAULT_INTERNAL_DOMAINS
 from threatintel.resilience import DEFAULT_MAX_RETRIES
@@ -270,6 +271,10 @@ class Settings(BaseSettings):
     @field_validator("virustotal_base_url", "otx_base_url", "abuseipdb_base_url", "ipinfo_base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
+        if any(hidden(ch) or ch.isspace() for ch in value.strip()):
+            # httpx would refuse it at the first lookup ("internal error"), and the endpoints
+            # note would print it: an ESC in a host name reaches the terminal.
+            raise ValueError("must not contain spaces or control characters")
         parts = urlsplit(value.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL with a host")
@@ -332,6 +337,10 @@ class Settings(BaseSettings):
         files = [Path(env_file) if env_file is not None else Path(".env"), user_config_file()]
         if env_file is not None and not files[0].exists():
             raise ConfigError(f"cannot read {os.path.abspath(files[0])}: no such file")
+        if env_file is not None and files[0].is_dir():
+            # pydantic would read nothing from it and the run would go on without the settings
+            # the user chose (a pipe, `--env-file <(...)`, is still fine: it is read once below).
+            raise ConfigError(f"cannot read {os.path.abspath(files[0])}: is a directory")
         for path in files:
             if path.is_file():
                 _read_check(path)
