@@ -101,6 +101,26 @@ def test_bad_input_is_one_line_and_exit_2(
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(
+    ("args", "stdin"),
+    [
+        (["analyze", "45.142.212.61", "--providers", "otx,Shodan"], None),
+        (["analyze", "-f", "-", "--providers", "Shodan"], "seen 45.142.212.61\n"),
+    ],
+)
+def test_unknown_provider_is_the_engines_request_error(
+    sim: SimulatorServer, args: list[str], stdin: str | None
+) -> None:
+    """An unknown provider, from arguments or from text, is the engine's request error: exit 2,
+    one line naming it as typed and the choices, and no lookup made."""
+    result = runner.invoke(app, args, input=stdin, env=sim_env(sim))
+    assert result.exit_code == 2, result.output
+    assert stderr_lines(result.stderr) == [
+        "error: unknown provider 'Shodan'; choose from virustotal, otx, abuseipdb, ipinfo"
+    ]
+    assert len(sim.log) == 0
+
+
 def test_invalid_setting_names_the_variable() -> None:
     """An invalid environment value stops with exit 3 and names the variable."""
     result = runner.invoke(app, ["analyze", "8.8.8.8"], env={"MAX_RETRIES": "lots"})

@@ -10,7 +10,7 @@ import pytest
 import threatintel
 from support import TEST_KEYS, sim_settings
 from threatintel.engine import Engine
-from threatintel.errors import ConfigError
+from threatintel.errors import ConfigError, RequestError, UnknownProvider
 from threatintel.indicators import parse_indicator
 from threatintel.models import Indicator, IndicatorType, SourceResult, SourceStatus
 from threatintel.providers.virustotal import url_id
@@ -357,12 +357,41 @@ async def test_garbage_values_are_rejected_with_a_reason(engine: Engine) -> None
 
 
 async def test_provider_selection(engine: Engine, sim: SimulatorServer) -> None:
-    """--providers limits the sources asked; an unknown name is a ConfigError."""
+    """--providers limits the sources asked, whatever the case of the names."""
     analysis = await engine.analyze(["45.142.212.61"], providers=["otx", "IPINFO"])
     assert list(analysis.enrichments[0].sources) == ["otx", "ipinfo"]
     assert {r.vendor for r in sim.log.records()} == {"otx", "ipinfo"}
-    with pytest.raises(ConfigError, match="unknown provider 'shodan'"):
-        await engine.analyze(["45.142.212.61"], providers=["shodan"])
+
+
+@pytest.mark.parametrize("verb", ["analyze", "analyze_text"])
+async def test_unknown_provider_is_a_request_error(
+    engine: Engine, sim: SimulatorServer, verb: str
+) -> None:
+    """An unknown provider name is a RequestError naming it as given, not a ConfigError,
+    raised before any lookup."""
+    chosen = ["otx", " Shodan "]
+    with pytest.raises(RequestError) as caught:
+        if verb == "analyze":
+            await engine.analyze(["45.142.212.61"], providers=chosen)
+        else:
+            await engine.analyze_text("seen 45.142.212.61", providers=chosen)
+    assert isinstance(caught.value, UnknownProvider)
+    assert not isinstance(caught.value, ConfigError)
+    assert caught.value.name == "Shodan"
+    assert caught.value.choices == tuple(engine.providers)
+    assert str(caught.value) == (
+        "unknown provider 'Shodan'; choose from virustotal, otx, abuseipdb, ipinfo"
+    )
+    assert len(sim.log) == 0
+
+
+def test_request_errors_are_not_configuration_errors() -> None:
+    """The request branch of the tree is apart from ConfigError, and holds the input errors."""
+    assert not issubclass(RequestError, ConfigError)
+    assert not issubclass(ConfigError, RequestError)
+    assert issubclass(threatintel.InvalidIndicator, RequestError)
+    assert issubclass(threatintel.NoIndicators, RequestError)
+    assert issubclass(RequestError, threatintel.ThreatIntelError)
 
 
 async def test_raw_bodies_on_request(engine: Engine, sim: SimulatorServer) -> None:

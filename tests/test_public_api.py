@@ -14,6 +14,7 @@ EXPECTED = {
     "InvalidIndicator",
     "NoIndicators",
     "ProviderError",
+    "RequestError",
     "Settings",
     "SourceResult",
     "SourceStatus",

@@ -19,6 +19,7 @@ from threatintel.errors import (
     InvalidIndicator,
     NoIndicators,
     ProviderError,
+    RequestError,
     ThreatIntelError,
 )
 from threatintel.indicators import extract, parse_indicator, refang
@@ -60,6 +61,7 @@ __all__ = [
     "InvalidIndicator",
     "NoIndicators",
     "ProviderError",
+    "RequestError",
     "Settings",
     "SourceResult",
     "SourceStatus",

@@ -52,7 +52,7 @@ from threatintel.cli_support import (
     simulator_banner,
 )
 from threatintel.engine import Engine, ProviderQuota
-from threatintel.errors import ConfigError, ThreatIntelError
+from threatintel.errors import ConfigError, RequestError, ThreatIntelError
 from threatintel.indicators import extract
 from threatintel.models import Analysis, Enrichment
 from threatintel.providers import PROVIDERS
@@ -133,6 +133,8 @@ def errors_as_exit_codes() -> Iterator[None]:
         yield
     except ConfigError as exc:
         fail(str(exc), EXIT_CONFIG)
+    except RequestError as exc:
+        fail(str(exc), EXIT_USAGE)
     except ThreatIntelError as exc:
         fail(str(exc), EXIT_USAGE)
     except KeyboardInterrupt:
@@ -384,10 +386,8 @@ def analyze(
         values, file = [], "-"
     if not values and file is None:
         fail("give indicators as arguments, or --file FILE, or --file - for stdin")
+    # Unknown names are the engine's to refuse (UnknownProvider, exit 2), as for every door.
     selected = [p.strip() for item in providers or [] for p in item.split(",") if p.strip()]
-    unknown = [p for p in selected if p.lower() not in PROVIDERS]
-    if unknown:
-        fail(f"unknown provider {unknown[0]!r}; choose from {', '.join(PROVIDERS)}")
     with errors_as_exit_codes():
         # Both before any lookup: a run must not spend quota on a report it cannot deliver.
         text = read_input(file) if file is not None else None

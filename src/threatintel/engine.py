@@ -5,9 +5,10 @@
         analysis = await engine.analyze_text(pasted_report)
 
 It knows nothing of the CLI, MCP or HTTP. Every provider failure becomes a status in the answer;
-only ConfigError (bad settings, unknown provider name) escapes. ``_lookup_source`` is the one
-place each provider call passes through, so caching, coalescing, rate limiting, retries and
-circuit breaking wrap it without the providers knowing.
+only ConfigError (bad settings) and RequestError (an unknown provider name, an API key given as
+an indicator) escape. ``_lookup_source`` is the one place each provider call passes through, so
+caching, coalescing, rate limiting, retries and circuit breaking wrap it without the providers
+knowing.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from threatintel._version import __version__
 from threatintel.attribution import attribute
 from threatintel.cache import Cache, open_cache
 from threatintel.clock import Clock, SystemClock
-from threatintel.errors import ConfigError, InvalidIndicator
+from threatintel.errors import ConfigError, InvalidIndicator, UnknownProvider
 from threatintel.indicators import extract, non_public_reason, parse_indicator
 from threatintel.models import (
     Analysis,
@@ -257,15 +258,15 @@ class Engine:
 
     # --- inputs ---------------------------------------------------------------------------
     def select(self, names: Sequence[str] | None) -> list[str]:
-        """Validate a provider selection; None means all of them, in registry order."""
+        """Validate a provider selection; None means all of them, in registry order.
+        UnknownProvider names the first unknown one as the caller spelled it."""
         if not names:
             return list(self.providers)
-        wanted = [n.strip().lower() for n in names if n.strip()]
-        unknown = [n for n in wanted if n not in self.providers]
+        given = [n.strip() for n in names if n.strip()]
+        unknown = [n for n in given if n.lower() not in self.providers]
         if unknown:
-            raise ConfigError(
-                f"unknown provider {unknown[0]!r}; choose from {', '.join(self.providers)}"
-            )
+            raise UnknownProvider(unknown[0], list(self.providers))
+        wanted = {n.lower() for n in given}
         return [n for n in self.providers if n in wanted]
 
     def collect(self, values: Iterable[str]) -> tuple[dict[Indicator, list[str]], list[Rejected]]:

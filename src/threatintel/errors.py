@@ -1,9 +1,11 @@
 """The exception tree.
 
     ThreatIntelError                 catch-all for callers of the library
-    ├── ConfigError                  bad setting or missing dependency: fail fast at start-up
-    ├── InvalidIndicator             input could not be classified (exit 2 / HTTP 400 / ToolError)
-    ├── NoIndicators                 an input held nothing to analyse
+    ├── ConfigError                  bad setting or missing dependency: fail at start-up (exit 3)
+    ├── RequestError                 the caller asked for something unusable (exit 2 / HTTP 4xx)
+    │   ├── UnknownProvider          a provider name not in the registry; name, choices
+    │   ├── InvalidIndicator         input could not be classified; value, reason
+    │   └── NoIndicators             an input held nothing to analyse
     ├── ProviderError                raised in providers; the engine makes it a SourceStatus
     │   ├── AuthenticationFailed     401/403: the key is wrong or not allowed      → auth_failed
     │   ├── RateLimited              429 on a short window; retry_after known     → rate_limited
@@ -15,13 +17,17 @@
     │   └── CircuitOpen              the breaker refused the call                 → circuit_open
     └── CacheError                   a cache backend failed; the engine logs it and goes on uncached
 
-Only ConfigError, InvalidIndicator and NoIndicators reach callers of Engine.analyze(); every
-ProviderError becomes a status in the answer. Messages are written for humans and are safe to
-show: they never carry an API key, a URL with credentials or a vendor's raw body.
+Only ConfigError and RequestError reach callers of the engine; every ProviderError becomes a
+status in the answer. A RequestError is the caller's to fix and says nothing of the installation,
+so every door answers it as a bad request (CLI exit 2, HTTP 4xx), never as a configuration
+fault. (BadRequest is the other direction: a vendor refusing what we sent it.) Messages are
+written for humans and are safe to show: they never carry an API key, a URL with credentials or
+a vendor's raw body.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import ClassVar
 
@@ -36,7 +42,20 @@ class ConfigError(ThreatIntelError):
     """A setting is invalid or a required piece is missing."""
 
 
-class InvalidIndicator(ThreatIntelError):
+class RequestError(ThreatIntelError):
+    """The request itself is unusable (not the settings): the caller must change it."""
+
+
+class UnknownProvider(RequestError):
+    """A provider name that is not one of the configured sources."""
+
+    def __init__(self, name: str, choices: Sequence[str]) -> None:
+        self.name = name
+        self.choices = tuple(choices)
+        super().__init__(f"unknown provider {name!r}; choose from {', '.join(self.choices)}")
+
+
+class InvalidIndicator(RequestError):
     """The input is not an indicator we can classify."""
 
     def __init__(self, value: str, reason: str) -> None:
@@ -46,7 +65,7 @@ class InvalidIndicator(ThreatIntelError):
         super().__init__(f"{shown!r} is not a usable indicator: {reason}")
 
 
-class NoIndicators(ThreatIntelError):
+class NoIndicators(RequestError):
     """The input held no indicator at all."""
 
 
