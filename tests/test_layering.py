@@ -2,9 +2,9 @@
 settings nor, through them, scoring and the parser; key fingerprints and URL redaction live in
 a leaf module that imports nothing of the project.
 
-``import threatintel.quota`` runs ``threatintel/__init__.py`` first, which imports the engine and
-with it every module, so the probe puts a bare package object in its place: what is then loaded
-is the subpackages' own import graph.
+``import threatintel.quota`` runs ``threatintel/__init__.py`` first; the probe puts a bare package
+object in its place, so what is then loaded is the subpackages' own import graph whatever that
+file imports (tests/test_lazy_imports.py covers the package and the CLI's start-up).
 """
 
 from __future__ import annotations

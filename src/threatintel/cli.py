@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from pydantic import SecretStr
@@ -36,11 +36,9 @@ except ImportError:  # pragma: no cover - older Typer on real Click
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
     from click import get_current_context  # type: ignore[no-redef]
 
-from threatintel._keyguard import KeyGuard
 from threatintel._redaction import fingerprint, redact_url
 from threatintel._version import __version__
 from threatintel._visible import visible
-from threatintel.attribution import attribute
 from threatintel.cli_support import (
     check_output,
     check_reports_dir,
@@ -51,22 +49,17 @@ from threatintel.cli_support import (
     read_input,
     simulator_banner,
 )
-from threatintel.engine import Engine, ProviderQuota
 from threatintel.errors import ConfigError, RequestError, ThreatIntelError
-from threatintel.indicators import extract
-from threatintel.models import Analysis, Enrichment
 from threatintel.providers import PROVIDERS
-from threatintel.quota import QuotaWait
-from threatintel.reports import render, save
-from threatintel.reports.text import (
-    analysis_table,
-    skipped_line,
-    summary_line,
-    table_width,
-    terminal_table,
-)
-from threatintel.resilience import BreakerState
-from threatintel.settings import Settings
+
+# The engine, settings, reports, attribution and the key guard are imported in the commands
+# that use them, not here: `threatintel version` and `--help` must not pay for them (issue 9,
+# start-up; tests/test_lazy_imports.py checks it).
+if TYPE_CHECKING:
+    from threatintel.engine import ProviderQuota
+    from threatintel.models import Analysis, Enrichment
+    from threatintel.quota import QuotaWait
+    from threatintel.settings import Settings
 
 app = typer.Typer(
     name="threatintel",
@@ -145,6 +138,8 @@ def errors_as_exit_codes() -> Iterator[None]:
 def load_settings(*, announce: bool = True, **overrides: Any) -> Settings:
     """The settings, with the global --env-file; each endpoint that is not the vendor's is
     announced on stderr (``announce=False`` for the demo, which says it uses its simulator)."""
+    from threatintel.settings import Settings  # lazily: see the imports at the top
+
     context = get_current_context(silent=True)
     env_file = (context.find_root().obj or {}).get("env_file") if context is not None else None
     try:
@@ -195,6 +190,10 @@ def run_analysis(
     include_raw: bool = False,
     trust_env: bool = True,
 ) -> Analysis:
+    from threatintel.engine import Engine  # lazily: see the imports at the top
+    from threatintel.indicators import extract
+    from threatintel.resilience import BreakerState
+
     notice = QuotaWaitNotice()
 
     async def run() -> Analysis:
@@ -228,6 +227,8 @@ def run_analysis(
 
 def merge(first: Analysis, second: Analysis) -> Analysis:
     """Join the analyses of explicit values and of a file, keeping the first of duplicates."""
+    from threatintel.attribution import attribute  # lazily: see the imports at the top
+
     seen = {e.indicator for e in first.enrichments}
     enrichments = first.enrichments + [e for e in second.enrichments if e.indicator not in seen]
     return first.model_copy(
@@ -272,6 +273,10 @@ def show(
 
     html/stix/misp with neither --output nor --save are only saved: they are files by nature.
     """
+    # Lazily (see the imports at the top); each renderer loads its own libraries (stix2, jinja2).
+    from threatintel.reports import render, save
+    from threatintel.reports.text import analysis_table, skipped_line, summary_line, table_width
+
     options: dict[str, Any] = {
         "include_private": include_private,
         "internal_domains": settings.internal_domains,
@@ -425,6 +430,10 @@ def extract_command(
     Each one refanged and normalised; skipped candidates are listed on stderr with the reason.
     """
     # Our own API keys are never indicators, here as in analyze (a 64-hex key is a "SHA-256").
+    from threatintel._keyguard import KeyGuard  # lazily: see the imports at the top
+    from threatintel.indicators import extract
+    from threatintel.reports.text import skipped_line
+
     guard = KeyGuard(load_settings(announce=False))
     with errors_as_exit_codes():
         extraction = guard.screen_extraction(extract(read_input(source)))
@@ -487,6 +496,10 @@ def quota(
     Keys appear as fingerprints; a circuit column appears when this process's breaker for a
     provider is not closed.
     """
+    from threatintel.engine import Engine  # lazily: see the imports at the top
+    from threatintel.reports.text import terminal_table
+    from threatintel.resilience import BreakerState
+
     settings = load_settings()
 
     async def read() -> list[ProviderQuota]:

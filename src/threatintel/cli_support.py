@@ -11,15 +11,21 @@ import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from pydantic import TypeAdapter
 
 from threatintel._visible import visible
-from threatintel.engine import ProviderQuota
 from threatintel.errors import ThreatIntelError
-from threatintel.quota import BLOCKED, QuotaWait
+
+# quota.base, not the quota package (which loads its SQLite store and limiter), and the engine
+# for types only: the CLI imports this module for `version` and `--help` too (issue 9, start-up).
+from threatintel.quota.base import BLOCKED
+
+if TYPE_CHECKING:
+    from threatintel.engine import ProviderQuota
+    from threatintel.quota import QuotaWait
 
 MAX_INPUT_BYTES = 64 * 1024 * 1024
 
