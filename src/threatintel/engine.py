@@ -443,39 +443,40 @@ class ProviderQuota:
     degraded: bool = False  # the shared quota store is unreachable: local numbers
 
 
-#: The variable that sets each vendor window's limit, per provider and window name: quota-wait
-#: messages name it ("set it higher for a paid key"); a test keeps it in step with
-#: quota_windows below.
-QUOTA_SETTINGS: dict[str, dict[str, str]] = {
-    "virustotal": {
-        "minute": "VIRUSTOTAL_RATE_LIMIT",
-        "day": "VIRUSTOTAL_DAILY_LIMIT",
-        "month": "VIRUSTOTAL_MONTHLY_LIMIT",
-    },
-    "otx": {"hour": "OTX_RATE_LIMIT"},
-    "abuseipdb": {"day": "ABUSEIPDB_RATE_LIMIT"},
-    # With a token IPinfo counts per month; without one, per day.
-    "ipinfo": {"month": "IPINFO_RATE_LIMIT", "day": "IPINFO_ANONYMOUS_DAILY_LIMIT"},
+#: Every window each vendor enforces (free-tier defaults in the settings), with the setting that
+#: holds its limit: quota_windows reads the limits from it, and quota-wait messages name the
+#: variable ("set it higher for a paid key"). IPinfo counts per month with a token, per day
+#: without one.
+_VENDOR_WINDOWS: dict[str, tuple[tuple[Callable[[int], Window], str], ...]] = {
+    "virustotal": (
+        (Window.per_minute, "virustotal_rate_limit"),
+        (Window.per_day, "virustotal_daily_limit"),
+        (Window.per_month, "virustotal_monthly_limit"),
+    ),
+    "otx": ((Window.per_hour, "otx_rate_limit"),),
+    "abuseipdb": ((Window.per_day, "abuseipdb_rate_limit"),),
+    "ipinfo": ((Window.per_month, "ipinfo_rate_limit"),),
+    "ipinfo:anonymous": ((Window.per_day, "ipinfo_anonymous_daily_limit"),),
 }
+
+
+def _quota_settings() -> dict[str, dict[str, str]]:
+    names: dict[str, dict[str, str]] = {}
+    for table, windows in _VENDOR_WINDOWS.items():
+        for window, field in windows:
+            names.setdefault(table.partition(":")[0], {})[window(1).name] = field.upper()
+    return names
+
+
+#: The variable that sets each vendor window's limit, per provider and window name.
+QUOTA_SETTINGS: dict[str, dict[str, str]] = _quota_settings()
 
 
 def quota_windows(settings: Settings, provider: str, *, keyed: bool) -> list[Window]:
     """Every window the vendor enforces, from the settings (free-tier defaults)."""
-    if provider == "virustotal":
-        return [
-            Window.per_minute(settings.virustotal_rate_limit),
-            Window.per_day(settings.virustotal_daily_limit),
-            Window.per_month(settings.virustotal_monthly_limit),
-        ]
-    if provider == "otx":
-        return [Window.per_hour(settings.otx_rate_limit)]
-    if provider == "abuseipdb":
-        return [Window.per_day(settings.abuseipdb_rate_limit)]
-    if provider == "ipinfo":
-        if keyed:
-            return [Window.per_month(settings.ipinfo_rate_limit)]
-        return [Window.per_day(settings.ipinfo_anonymous_daily_limit)]
-    return []
+    anonymous = f"{provider}:anonymous"
+    table = anonymous if not keyed and anonymous in _VENDOR_WINDOWS else provider
+    return [window(getattr(settings, field)) for window, field in _VENDOR_WINDOWS.get(table, ())]
 
 
 def build_cache(settings: Settings, clock: Clock) -> Cache:
