@@ -131,7 +131,7 @@ def test_config_load_reads_vendor_settings(tmp_path: Path) -> None:
 
 
 def test_latency_jitter_stays_within_its_bounds_and_varies(tmp_path: Path) -> None:
-    """A vendor's delay is latency +- jitter, drawn afresh per answer; jitter > latency is refused."""
+    """A delay is latency +- jitter, drawn afresh per answer; jitter above latency is refused."""
     path = tmp_path / "s.toml"
     path.write_text("[vendors.ipinfo]\nlatency = 0.1\njitter = 0.03\n")
     config = SimulatorConfig.load(path)
