@@ -86,9 +86,13 @@ def build_client(settings: Settings, *, trust_env: bool = True) -> httpx.AsyncCl
     ``trust_env`` (httpx's default) makes it honour HTTPS_PROXY / NO_PROXY and SSL_CERT_FILE,
     as corporate proxies and TLS inspection require. The simulator is on loopback and is
     reached without them. A broken proxy URL or certificate file is a ConfigError.
+    The transports are aiohttp's (see threatintel._transport: httpcore's pool costs CPU per
+    request that grows with connections x waiters).
     """
+    from threatintel._transport import AiohttpClient  # aiohttp loads only with an engine
+
     try:
-        return httpx.AsyncClient(
+        return AiohttpClient(
             timeout=settings.request_timeout,
             limits=httpx.Limits(
                 max_connections=max(10, settings.max_workers * 2),
