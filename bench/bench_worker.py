@@ -2,6 +2,7 @@
 
     python bench/bench_worker.py analyze INPUT_FILE [--stream] [--providers otx,ipinfo]
                                  [--vt-window SECONDS] [--profile OUT.prof]
+                                 [--transport default|httpcore]
     python bench/bench_worker.py warm INDICATOR --rounds 200
 
 Settings come from the environment that run.py builds (the simulator's endpoints and keys, a
@@ -15,6 +16,8 @@ the figure's own.
 memory); without it, or before the engine has ``stream``, ``Engine.analyze`` collects every
 enrichment. ``--vt-window`` shortens VirusTotal's per-minute window to SECONDS (the simulator
 is given the same window), so the free tier's pace can be measured in seconds, not hours.
+``--transport httpcore`` hands the engine httpx's own pooled client (the transport before
+issue 9) for bench_transport.py's comparison.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from threatintel.engine import Engine
+import httpx
+
+from threatintel.engine import USER_AGENT, Engine
 from threatintel.models import Enrichment
 from threatintel.quota import Window
 from threatintel.settings import Settings
@@ -64,12 +69,25 @@ async def analyze(args: argparse.Namespace) -> dict[str, Any]:
     windows = None
     if args.vt_window:
         windows = {"virustotal": [Window.per_minute(4, seconds=args.vt_window)]}
-    async with Engine(Settings.load(), windows=windows) as engine:
+    settings = Settings.load()
+    client = None
+    if args.transport == "httpcore":
+        # httpx's own pool, configured as build_client configured it before issue 9.
+        client = httpx.AsyncClient(
+            timeout=settings.request_timeout,
+            limits=httpx.Limits(
+                max_connections=max(10, settings.max_workers * 2),
+                max_keepalive_connections=max(10, settings.max_workers),
+            ),
+            headers={"user-agent": USER_AGENT},
+            follow_redirects=False,
+        )
+    async with Engine(settings, windows=windows, client=client) as engine:
         profiler = None
         if args.profile is not None:
             import cProfile
 
-            profiler = cProfile.Profile()
+            profiler = cProfile.Profile(time.process_time)  # CPU, not waiting
             profiler.enable()
         started = time.time()
         wall, cpu = time.perf_counter(), time.process_time()
@@ -78,6 +96,8 @@ async def analyze(args: argparse.Namespace) -> dict[str, Any]:
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(str(args.profile))
+    if client is not None:
+        await client.aclose()
     return {
         "started": started,
         "seconds": wall,
@@ -122,6 +142,7 @@ def main() -> None:
     one.add_argument("--stream", action="store_true")
     one.add_argument("--providers")
     one.add_argument("--vt-window", type=float)
+    one.add_argument("--transport", choices=["default", "httpcore"], default="default")
     hot = sub.add_parser("warm")
     hot.add_argument("indicator")
     hot.add_argument("--rounds", type=int, default=200)
