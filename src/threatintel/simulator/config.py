@@ -113,9 +113,7 @@ class SimulatorConfig:
         return config
 
 
-_VENDOR_KEYS = frozenset(
-    {"keys", "latency", "jitter", "fault_rate", "fault_kinds", "retry_after"}
-)
+_VENDOR_KEYS = frozenset({"keys", "latency", "jitter", "fault_rate", "fault_kinds", "retry_after"})
 
 
 def _apply_vendor(name: str, target: VendorConfig, settings: Any) -> None:
