@@ -19,11 +19,12 @@ from __future__ import annotations
 import contextlib
 import ssl
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import httpx
-import yarl
+
+if TYPE_CHECKING:
+    import aiohttp
 
 CHUNK = 64 * 1024
 
@@ -36,6 +37,8 @@ def _httpx_errors() -> Iterator[None]:
     or to get a pooled connection (ConnectTimeout, ConnectError, ProxyError) was never sent;
     a timeout or a break while reading the answer may have been counted.
     """
+    import aiohttp  # loaded by the transport's first request already: a dictionary look-up
+
     try:
         yield
     except aiohttp.ConnectionTimeoutError as exc:
@@ -92,6 +95,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._session: aiohttp.ClientSession | None = None
 
     def _open(self) -> aiohttp.ClientSession:
+        # aiohttp loads on the first request, not with the engine: a run answered from the
+        # cache (or a `version`) never pays its import (~60-130 ms here).
+        import aiohttp
+
         connector = aiohttp.TCPConnector(
             ssl=self._ssl,
             limit=self._limits.max_connections or 0,
@@ -105,6 +112,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._session is None:
             self._session = self._open()
+        import aiohttp
+        import yarl
+
         timeout = request.extensions.get("timeout", {})
         proxy: dict[str, Any] = {}
         if self._proxy is not None:
