@@ -28,7 +28,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
@@ -299,9 +299,13 @@ class Engine:
     def collect(self, values: Iterable[str]) -> tuple[dict[Indicator, list[str]], list[Rejected]]:
         """Parse explicit values (each may be defanged, or a pasted line holding several);
         a value holding a configured API key is rejected, the key never echoed."""
-        with Intake(self._keyguard) as intake:
+        with self.intake() as intake:
             found = [indicator for indicator, _ in intake.feed_values(values)]
             return {indicator: intake.claim(indicator) for indicator in found}, intake.rejected
+
+    def intake(self, **options: Any) -> Intake:
+        """A fresh Intake screening for this engine's keys (``Intake``'s options apply)."""
+        return Intake(self._keyguard, **options)
 
     # --- the public verbs ------------------------------------------------------------------
     async def stream(
@@ -340,7 +344,7 @@ class Engine:
         names = self.select(providers)
         started = utcnow()
         owned = intake is None
-        intake = Intake(self._keyguard) if intake is None else intake
+        intake = self.intake() if intake is None else intake
         attribution = Attributor()
         collected: list[tuple[int, Enrichment]] = []
         try:
@@ -401,7 +405,7 @@ class Engine:
         """
         names = self.select(providers)
         owned = intake is None
-        intake = Intake(self._keyguard) if intake is None else intake
+        intake = self.intake() if intake is None else intake
         due = None if deadline is None else self.clock.time() + max(0.0, deadline)
         slots = asyncio.Semaphore(self.window)
         done: asyncio.Queue[tuple[int, Enrichment] | _End | BaseException] = asyncio.Queue()
