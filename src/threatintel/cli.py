@@ -581,9 +581,6 @@ def _root(
     context.obj = {"env_file": env_file}
 
 
-DEMO_LATENCY = {"virustotal": 0.08, "otx": 0.12, "abuseipdb": 0.05, "ipinfo": 0.03}
-
-
 #: The demo's simulator enforces no quotas, so neither does the demo's engine.
 DEMO_LIMIT = 1_000_000
 
@@ -598,15 +595,11 @@ def simulator_settings(base_urls: dict[str, str], **overrides: Any) -> Settings:
     for name, url in base_urls.items():
         values[f"{name}_base_url"] = url
         values[f"{name}_api_key"] = f"simulated-{name}-key"
-    for limit in (
-        "virustotal_rate_limit",
-        "virustotal_daily_limit",
-        "virustotal_monthly_limit",
-        "otx_rate_limit",
-        "abuseipdb_rate_limit",
-        "ipinfo_rate_limit",
-    ):
-        values[limit] = DEMO_LIMIT
+    from threatintel.providers import PROVIDERS  # lazily: see the imports at the top
+
+    for cls in PROVIDERS.values():
+        for window in (*cls.windows, *cls.anonymous_windows):
+            values[window.setting] = DEMO_LIMIT
     return load_settings(announce=False, **(values | overrides))
 
 
@@ -623,6 +616,7 @@ def demo(
     No keys and no network: every answer comes from the simulator on 127.0.0.1.
     """
     from threatintel.simulator import SimulatorConfig, SimulatorServer, demo_sample
+    from threatintel.simulator.config import DEMO_LATENCY
 
     with errors_as_exit_codes():
         check_output(output)

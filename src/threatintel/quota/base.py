@@ -24,6 +24,11 @@ MONTH = 30 * DAY
 
 #: ``Grant.exhausted`` for a bucket blocked by ``QuotaStore.block`` (a 429 correction).
 BLOCKED = "blocked"
+#: Where a window's limit came from (``WindowUsage.source``): a setting the user set, the
+#: vendor's own statement for that key, or the free-tier default.
+CONFIGURED = "configured"
+LEARNED = "learned"
+DEFAULT = "default"
 #: Label of the bucket used without an API key (OTX and IPinfo accept anonymous calls).
 ANONYMOUS = "anonymous"
 #: No block outlives the longest vendor window (a month) with margin. A stored end past this,
@@ -146,6 +151,7 @@ class WindowUsage:
     used: int
     remaining: int
     reset_at: float | None
+    source: str = DEFAULT  # CONFIGURED, LEARNED or DEFAULT: set by the limiter
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,10 @@ ABUSEIPDB_WINDOWS = (Window.per_day(1_000),)
 IPINFO_WINDOWS = (Window.per_month(50_000),)
 
 
+#: Each service's latency in `threatintel demo`: realistic, so the demo looks like a real run.
+DEMO_LATENCY = {"virustotal": 0.08, "otx": 0.12, "abuseipdb": 0.05, "ipinfo": 0.03}
+
+
 @dataclass(slots=True)
 class VendorConfig:
     keys: Collection[str] | None = None  # None: accept any non-empty key
