@@ -481,6 +481,16 @@ def config(
         out.print(escape(visible(line)))  # values may come from a hostile .env
 
 
+def _count(number: int) -> str:
+    """A quota count in at most 5 characters (15500, 300k, 9M): paid keys' limits are long;
+    quota --json has them exactly."""
+    if number < 100_000:
+        return str(number)
+    if number < 10_000_000:
+        return f"{number // 1000}k"
+    return f"{number // 1_000_000}M"
+
+
 def _when(epoch: float | None) -> str:
     if epoch is None:
         return "-"
@@ -504,7 +514,7 @@ def quota(
 
     async def read() -> list[ProviderQuota]:
         async with Engine(settings) as engine:
-            return await engine.quota()
+            return await engine.quota(learn=True)
 
     with errors_as_exit_codes():
         report = asyncio.run(read())
@@ -518,17 +528,32 @@ def quota(
     rows: list[list[str]] = []
     for q in report:
         if not q.configured:
-            rows.append([q.provider, "not configured", "", "", "", "", "", q.breaker.value, ""])
+            rows.append([q.provider, "not configured", *[""] * 6, q.breaker.value, ""])
             continue
         for k in q.keys:
             note = f"blocked until {_when(k.blocked_until)}" if k.blocked_until else ""
             for w in k.windows:
-                counts = [str(w.used), str(w.limit), str(w.remaining)]
-                resets = _when(w.reset_at)
-                rows.append([q.provider, k.key, w.window, *counts, resets, q.breaker.value, note])
+                counts = [_count(w.used), _count(w.limit), _count(w.remaining)]
+                # Month-day and minute: a reset is at most a month away, and 80 columns must
+                # hold where the limit came from too (quota --json has the full time).
+                resets = "-" if w.reset_at is None else _when(w.reset_at)[5:16]
+                row = [q.provider, k.key, w.window, *counts, w.source, resets]
+                rows.append([*row, q.breaker.value, note])
     # Laid out like the analysis table, to fit 80 columns: a fresh process's breaker is always
     # closed and most keys carry no note, so those columns appear only when they say something.
-    columns = ["provider", "key", "window", "used", "limit", "left", "resets", "circuit", "note"]
+    # "limit from": configured (a variable the user set), learned (the vendor said), default.
+    columns = [
+        "provider",
+        "key",
+        "window",
+        "used",
+        "limit",
+        "left",
+        "from",
+        "resets UTC",
+        "circuit",
+        "note",
+    ]
     shown = [
         i
         for i, name in enumerate(columns)
@@ -538,11 +563,11 @@ def quota(
     table = terminal_table(title)
     for i in shown:
         numeric = columns[i] in ("used", "limit", "left")
-        table.add_column(columns[i], justify="right" if numeric else "left", no_wrap=i < 7)
+        table.add_column(columns[i], justify="right" if numeric else "left", no_wrap=i < 8)
     for row in rows:
         table.add_row(*(row[i] for i in shown))
     stdout_console().print(table)
-    if 7 in shown:
+    if 8 in shown:
         err.print("circuit: this process's breaker (each keeps its own; budgets are shared)")
 
 

@@ -238,6 +238,7 @@ def quota_json(report: list[ProviderQuota]) -> list[dict[str, Any]]:
                             "used": w.used,
                             "remaining": w.remaining,
                             "resets_at": iso_utc(w.reset_at),
+                            "limit_from": w.source,
                         }
                         for w in k.windows
                     ],

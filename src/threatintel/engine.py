@@ -219,10 +219,13 @@ class Engine:
         """Counters per provider: cache hits and misses, coalesced calls, retries, 429s."""
         return {name: pipeline.stats for name, pipeline in self.pipelines.items()}
 
-    async def quota(self) -> list[ProviderQuota]:
-        """Remaining budget per provider and key (keys as fingerprints) and breaker state."""
+    async def quota(self, *, learn: bool = False) -> list[ProviderQuota]:
+        """Remaining budget per provider and key (keys as fingerprints) and breaker state;
+        ``learn`` first asks each vendor that can say so for its keys' limits (no quota spent)."""
         report = []
         for name, pipeline in self.pipelines.items():
+            if learn and self.settings.api_keys(name):
+                await pipeline.limiter.learn()
             breaker = pipeline.breaker
             report.append(
                 ProviderQuota(
