@@ -98,9 +98,9 @@ class QuotaWait:
 QuotaWaitHook = Callable[[QuotaWait], None]
 #: Asks the vendor for a key's limits per window name (``{"minute": 1000}``), or None.
 LimitsProbe = Callable[[str], Awaitable[Mapping[str, int] | None]]
-#: A learned limit above this is not believed (a hostile or broken answer): no vendor we use
-#: sells more than a few million requests per window, and the store counts every grant.
-MAX_LEARNED_LIMIT = 100_000_000
+#: A learned limit above this is taken as this: VT documents allowances of 60 billion an hour
+#: (meaning "no practical limit"), and a hostile answer must not put absurd numbers in stores.
+MAX_LEARNED_LIMIT = 10**12
 
 
 @dataclass(frozen=True, slots=True)
