@@ -5,7 +5,8 @@
     key = await limiter.acquire()
 
 module     what it holds
-base       Window, Grant, WindowUsage, KeyUsage, the QuotaStore protocol, block_end
+base       Window, Grant, WindowUsage, KeyUsage, the QuotaStore protocol, block_end, and
+           the learned-limits encoding the shared stores keep
 memory     MemoryQuotaStore: this process only (tests, and the last resort)
 sqlite     SQLiteQuotaStore: one file shared by every process on the machine
 redis      RedisQuotaStore: shared by every replica; import it from ``threatintel.quota.redis``
@@ -41,6 +42,7 @@ from threatintel.quota.base import (
 from threatintel.quota.fallback import STORE_RETRY_AFTER, FallbackQuotaStore
 from threatintel.quota.limiter import (
     DEFAULT_PENALTY,
+    LEARNED_TTL,
     MAX_BLOCK_WAIT,
     MAX_LEARNED_LIMIT,
     MIN_WAIT,
@@ -62,6 +64,7 @@ __all__ = [
     "DEFAULT_PENALTY",
     "HOUR",
     "LEARNED",
+    "LEARNED_TTL",
     "MAX_BLOCK",
     "MAX_BLOCK_WAIT",
     "MAX_LEARNED_LIMIT",

@@ -101,6 +101,9 @@ LimitsProbe = Callable[[str], Awaitable[Mapping[str, int] | None]]
 #: A learned limit above this is taken as this: VT documents allowances of 60 billion an hour
 #: (meaning "no practical limit"), and a hostile answer must not put absurd numbers in stores.
 MAX_LEARNED_LIMIT = 10**12
+#: How long learned limits are kept in the store: a plan changes rarely, and the vendor restates
+#: them (AbuseIPDB on every answer, VirusTotal when a key is first held back in a process).
+LEARNED_TTL = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,8 +159,11 @@ class RateLimiter:
         "_block_horizon",
         "_clock",
         "_counted",
+        "_dirty",
+        "_kept",
         "_keys",
         "_learned",
+        "_loaded",
         "_on_wait",
         "_pinned",
         "_probe",
@@ -243,6 +249,9 @@ class RateLimiter:
         self._learned: dict[str, dict[str, int]] = {}
         self._probe = learn
         self._probes: dict[str, asyncio.Task[bool]] = {}
+        self._loaded: set[str] = set()  # buckets whose kept limits were read from the store
+        self._dirty: set[str] = set()  # buckets with limits to write to the store
+        self._kept: set[str] = set()  # buckets written at least once by this process
 
     def __repr__(self) -> str:
         labels = [_label(key) for key, _ in self._keys]
@@ -343,14 +352,16 @@ class RateLimiter:
             "%s %s: blocked for %.0fs after %s", self.provider, _label(key), until - now, reason
         )
         await self._store.block(bucket, until)
+        await self._keep()
 
     async def record_success(self, key: str | None) -> None:
         """Note that the vendor answered on ``key`` with anything but a 429: its strikes end.
 
-        Async like the other verbs, so strikes could move into the store without changing
-        callers; today it touches only this process's memory and never waits.
+        Limits an answer stated (``learned``) are written to the store here, once per change
+        and once per process; otherwise it touches only this process's memory.
         """
         self._strikes.pop(self._bucket(key), None)
+        await self._keep()
 
     async def refund(self, key: str | None) -> bool:
         """Give back the slot this task's latest ``acquire`` took on ``key``, because the
@@ -376,22 +387,48 @@ class RateLimiter:
     def learned(self, key: str | None, limits: Mapping[str, int]) -> bool:
         """Take the limits the vendor stated for ``key`` (window name → limit): each window it
         names that the user did not set explicitly gets that limit from now on, for this key
-        only. Unknown names and unbelievable values are ignored. True if a limit changed."""
+        only. Unknown names and unbelievable values are ignored. True if a limit changed.
+
+        Kept in the store (for LEARNED_TTL) by the next ``record_success``, ``penalize`` or
+        probe: on change, and once per process to refresh them."""
         bucket = self._bucket(key)
+        changed = self._apply(bucket, limits)
+        if changed or (bucket in self._learned and bucket not in self._kept):
+            self._dirty.add(bucket)
+        if changed:
+            shown = ", ".join(f"{w.limit}/{w.name}" for w in self._windows_for(bucket))
+            logger.info(
+                "%s %s: limits learned from the vendor: %s", self.provider, _label(key), shown
+            )
+        return changed
+
+    def _apply(self, bucket: str, limits: Mapping[str, int]) -> bool:
         names = {window.name for window in self.windows} - self._pinned
         stated = {
-            name: limit for name, limit in limits.items() if name in names and _believable(limit)
+            name: min(limit, MAX_LEARNED_LIMIT)
+            for name, limit in limits.items()
+            if name in names and _believable(limit)
         }
         if not stated:
             return False
         before = self._windows_for(bucket)
         self._learned[bucket] = {**self._learned.get(bucket, {}), **stated}
-        after = self._windows_for(bucket)
-        if after == before:
-            return False
-        shown = ", ".join(f"{w.limit}/{w.name}" for w in after)
-        logger.info("%s %s: limits learned from the vendor: %s", self.provider, _label(key), shown)
-        return True
+        return self._windows_for(bucket) != before
+
+    async def _load(self, bucket: str) -> None:
+        """Once per bucket and process: the limits an earlier process learned and kept."""
+        if bucket in self._loaded:
+            return
+        self._loaded.add(bucket)
+        self._apply(bucket, await self._store.learned_limits(bucket, self._clock.time()))
+
+    async def _keep(self) -> None:
+        """Write the limits learned since the last write, so the next process starts there."""
+        while self._dirty:
+            bucket = self._dirty.pop()
+            self._kept.add(bucket)
+            until = self._clock.time() + LEARNED_TTL
+            await self._store.keep_limits(bucket, self._learned.get(bucket, {}), until)
 
     async def learn(self) -> None:
         """Ask the vendor for every key's limits now (once per key, as ``acquire`` would)."""
@@ -400,8 +437,8 @@ class RateLimiter:
     async def _learn_limits(self, asked: set[str]) -> bool:
         """Ask the vendor, once per key and process, for the limits of every key not yet asked
         by this acquire; True if any limit changed (waiters share the one request per key)."""
-        if self._probe is None:
-            return False
+        if self._probe is None or {w.name for w in self.windows} <= self._pinned:
+            return False  # nothing to ask for, or nothing the answer could change
         changed = False
         for key, bucket in self._keys:
             if key is None or bucket in asked:
@@ -425,7 +462,9 @@ class RateLimiter:
                 "%s %s: limits unknown (%s)", self.provider, _label(key), type(exc).__name__
             )
             return False
-        return bool(limits) and self.learned(key, limits or {})
+        changed = bool(limits) and self.learned(key, limits or {})
+        await self._keep()
+        return changed
 
     def _windows_for(self, bucket: str) -> tuple[Window, ...]:
         """A bucket's windows: the limiter's, with the limits learned for that key."""
@@ -450,9 +489,11 @@ class RateLimiter:
         return LEARNED if window in self._learned.get(bucket, {}) else DEFAULT
 
     async def _acquire_on(self, bucket: str, now: float) -> Grant:
+        await self._load(bucket)
         return await self._store.acquire(bucket, self._counted_for(bucket), now)
 
     async def _key_usage(self, key: str | None, bucket: str) -> KeyUsage:
+        await self._load(bucket)
         now = self._clock.time()
         windows = await self._store.usage(bucket, self._counted_for(bucket), now)
         blocked = await self._store.blocked_until(bucket, now)

@@ -1,0 +1,123 @@
+"""Learned limits are kept in the quota store, so the next process starts from them.
+
+Short CLI runs would otherwise start every time from the free-tier defaults: a paid AbuseIPDB
+key whose day had passed 1,000 lookups would be refused locally before any answer could restate
+its real limit, and VirusTotal's account endpoint would be asked by every run. Each store keeps
+them for LEARNED_TTL and ignores what it cannot read.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from support import REDIS_URL, TEST_KEYS, redis_key_prefix
+from test_learned_limits import (
+    FREE_VT,
+    PAID_VT,
+    START,
+    VT_KEY,
+    ips,
+    learning_settings,
+    overall_quota_calls,
+    windows,
+)
+from threatintel.clock import LockstepClock
+from threatintel.engine import Engine
+from threatintel.quota import (
+    DEFAULT,
+    LEARNED,
+    LEARNED_TTL,
+    MemoryQuotaStore,
+    QuotaStore,
+    SQLiteQuotaStore,
+)
+from threatintel.quota.redis import RedisQuotaStore
+from threatintel.simulator import SimulatorServer, VendorConfig
+from threatintel.simulator import Window as SimWindow
+
+NOW = START
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[QuotaStore]:
+    """Each quota store: memory, a fresh SQLite file, Redis under a fresh prefix."""
+    made: QuotaStore
+    if request.param == "redis":
+        async with redis_key_prefix() as prefix:
+            made = RedisQuotaStore(REDIS_URL, prefix=prefix)
+            yield made
+            await made.aclose()
+        return
+    made = MemoryQuotaStore() if request.param == "memory" else SQLiteQuotaStore(tmp_path / "q")
+    yield made
+    await made.aclose()
+
+
+async def test_stores_keep_learned_limits_until_they_expire(store: QuotaStore) -> None:
+    """Kept limits read back while they last, replaced by the next keep, gone after `until`."""
+    assert await store.learned_limits("vt:k", NOW) == {}
+    await store.keep_limits("vt:k", {"minute": 1000, "day": 300_000}, NOW + 100)
+    assert await store.learned_limits("vt:k", NOW + 99) == {"minute": 1000, "day": 300_000}
+    assert await store.learned_limits("other:k", NOW) == {}
+    await store.keep_limits("vt:k", {"day": 5}, NOW + 200)
+    assert await store.learned_limits("vt:k", NOW + 150) == {"day": 5}
+    assert await store.learned_limits("vt:k", NOW + 200) == {}
+
+
+async def test_sqlite_ignores_a_garbled_row(tmp_path: Path) -> None:
+    """A hand-edited or corrupt kept row reads as nothing learned, never as an error."""
+    path = tmp_path / "quota.sqlite3"
+    store = SQLiteQuotaStore(path)
+    await store.keep_limits("vt:k", {"day": 7}, NOW + 100)
+    await store.aclose()
+    with sqlite3.connect(path) as conn:
+        conn.execute('UPDATE limits SET value = \'{"until": 1e999, "limits": [1]}\'')
+    store = SQLiteQuotaStore(path)
+    try:
+        assert await store.learned_limits("vt:k", NOW) == {}
+    finally:
+        await store.aclose()
+
+
+async def test_the_next_engine_starts_from_the_kept_virustotal_limits(
+    sim: SimulatorServer,
+) -> None:
+    """A second engine on the same store uses the paid key's limits at once, without asking."""
+    clock = LockstepClock(START)
+    sim.config.clock = clock
+    sim.config.virustotal = VendorConfig(windows=FREE_VT, key_windows={VT_KEY: PAID_VT})
+    store = MemoryQuotaStore()
+    settings = learning_settings(sim)
+    async with Engine(settings, clock=clock, quota_store=store) as first:
+        await first.analyze(ips(6), providers=["virustotal"])
+    async with Engine(settings, clock=clock, quota_store=store) as second:
+        shown = windows(await second.pipelines["virustotal"].limiter.usage())
+        await second.analyze(ips(30)[6:], providers=["virustotal"])
+    assert shown["minute"] == (1_000, LEARNED)
+    assert overall_quota_calls(sim) == 1
+    assert clock.now - START < 60
+
+
+async def test_kept_abuseipdb_limits_expire_back_to_the_default(sim: SimulatorServer) -> None:
+    """AbuseIPDB's stated 5,000/day is the next engine's limit, until LEARNED_TTL has passed."""
+    clock = LockstepClock(START)
+    sim.config.clock = clock
+    key = TEST_KEYS["abuseipdb"]
+    sim.config.abuseipdb = VendorConfig(
+        windows=(SimWindow.per_day(1_000),), key_windows={key: (SimWindow.per_day(5_000),)}
+    )
+    store = MemoryQuotaStore()
+    settings = learning_settings(sim)
+    async with Engine(settings, clock=clock, quota_store=store) as first:
+        await first.analyze(ips(1), providers=["abuseipdb"])
+    async with Engine(settings, clock=clock, quota_store=store) as second:
+        kept = windows(await second.pipelines["abuseipdb"].limiter.usage())
+    await clock.sleep(LEARNED_TTL + 1)
+    async with Engine(settings, clock=clock, quota_store=store) as third:
+        expired = windows(await third.pipelines["abuseipdb"].limiter.usage())
+    assert kept == {"day": (5_000, LEARNED)}
+    assert expired == {"day": (1_000, DEFAULT)}
