@@ -10,7 +10,8 @@ plug-in registers one the same way: ``PROVIDERS[Example.name] = Example``.
 from __future__ import annotations
 
 from threatintel.providers.abuseipdb import AbuseIPDB
-from threatintel.providers.base import Call, HttpProvider, Limits, Provider, QuotaWindow
+from threatintel.providers.base import Call, HttpProvider, Provider
+from threatintel.providers.facts import Limits, QuotaWindow
 from threatintel.providers.ipinfo import IPinfo
 from threatintel.providers.otx import OTX
 from threatintel.providers.virustotal import VirusTotal

@@ -23,8 +23,6 @@ from threatintel.providers.base import (
     Call,
     HttpProvider,
     Json,
-    Limits,
-    QuotaWindow,
     as_int,
     as_str,
     error_json,
@@ -32,6 +30,7 @@ from threatintel.providers.base import (
     parse_retry_after,
     quota_error,
 )
+from threatintel.providers.facts import Limits, QuotaWindow
 from threatintel.quota.base import Window
 
 DEFAULT_MAX_AGE_DAYS = 90

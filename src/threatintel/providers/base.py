@@ -34,10 +34,10 @@ import logging
 import math
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import httpx
 
@@ -52,7 +52,7 @@ from threatintel.errors import (
     UpstreamError,
 )
 from threatintel.models import Indicator, IndicatorType, SourceResult, SourceStatus
-from threatintel.quota.base import Window
+from threatintel.providers.facts import Limits, LimitsHook, QuotaWindow, Role
 
 if TYPE_CHECKING:
     from threatintel.findings import Evaluator
@@ -96,31 +96,6 @@ class Provider(Protocol):
         ...
 
     async def lookup(self, indicator: Indicator, api_key: str | None) -> SourceResult: ...
-
-
-@dataclass(frozen=True, slots=True)
-class QuotaWindow:
-    """One window a vendor enforces, and the setting (a Settings field) that holds its limit:
-    ``QuotaWindow(Window.per_minute, "virustotal_rate_limit")``. The limit comes from that
-    setting when Settings has it, else ``default`` (a provider without settings of its own)."""
-
-    make: Callable[[int], Window]
-    setting: str
-    default: int = 1
-
-    def window(self, limit: int) -> Window:
-        return self.make(limit)
-
-    @property
-    def name(self) -> str:
-        """The window's name ("minute", "day"...), as the limiter and the store know it."""
-        return self.make(1).name
-
-
-#: Vendor limits learned from the vendor itself, per window name: ``{"minute": 1000}``.
-Limits = Mapping[str, int]
-#: Told each time an answer states the key's limits (AbuseIPDB's X-RateLimit-Limit header).
-LimitsHook = Callable[[str | None, Limits], object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,7 +349,7 @@ class HttpProvider:
     windows: ClassVar[tuple[QuotaWindow, ...]] = ()
     anonymous_windows: ClassVar[tuple[QuotaWindow, ...]] = ()
     evaluator: ClassVar[Evaluator | None] = None
-    role: ClassVar[Literal["evidence", "context"]] = "evidence"
+    role: ClassVar[Role] = "evidence"
     default_weight: ClassVar[float] = 1.0
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

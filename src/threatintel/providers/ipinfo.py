@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import httpx
 
@@ -13,13 +13,13 @@ from threatintel.providers.base import (
     Call,
     HttpProvider,
     Json,
-    QuotaWindow,
     as_asn,
     as_country,
     as_str,
     parse_retry_after,
     quota_error,
 )
+from threatintel.providers.facts import QuotaWindow, Role
 from threatintel.quota.base import Window
 
 
@@ -37,7 +37,7 @@ class IPinfo(HttpProvider):
         QuotaWindow(Window.per_day, "ipinfo_anonymous_daily_limit"),
     )
     # Who runs the address: known-good network signals, never malice (findings.network).
-    role: ClassVar[Literal["evidence", "context"]] = "context"
+    role: ClassVar[Role] = "context"
 
     def request(self, indicator: Indicator, api_key: str | None) -> Call:
         headers = {"accept": "application/json"}

@@ -24,13 +24,13 @@ from threatintel.providers.base import (
     HttpProvider,
     Json,
     Kept,
-    QuotaWindow,
     as_asn,
     as_country,
     as_int,
     as_str,
     from_iso,
 )
+from threatintel.providers.facts import QuotaWindow
 from threatintel.quota.base import Window
 
 # Slug casing matters: IPv4/IPv6 capitalised, the rest lower-case (contracts §2.5.1).

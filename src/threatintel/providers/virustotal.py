@@ -32,8 +32,6 @@ from threatintel.providers.base import (
     HttpProvider,
     Json,
     Kept,
-    Limits,
-    QuotaWindow,
     as_asn,
     as_country,
     as_int,
@@ -44,6 +42,7 @@ from threatintel.providers.base import (
     parse_retry_after,
     str_list,
 )
+from threatintel.providers.facts import Limits, QuotaWindow
 from threatintel.quota.base import Window
 
 _COLLECTIONS: dict[IndicatorType, str] = {
