@@ -102,6 +102,20 @@ async def test_the_next_engine_starts_from_the_kept_virustotal_limits(
     assert clock.now - START < 60
 
 
+async def test_a_kept_free_tier_is_not_asked_for_again(sim: SimulatorServer) -> None:
+    """A free key's kept 4/min paces the next engine without a second overall_quotas call."""
+    clock = LockstepClock(START)
+    sim.config.clock = clock
+    sim.config.virustotal = VendorConfig(windows=FREE_VT)
+    store = MemoryQuotaStore()
+    settings = learning_settings(sim)
+    for batch in (ips(6), ips(12)[6:]):
+        async with Engine(settings, clock=clock, quota_store=store) as engine:
+            await engine.analyze(batch, providers=["virustotal"])
+    assert overall_quota_calls(sim) == 1
+    assert sim.log.count(vendor="virustotal", status=429) == 0
+
+
 async def test_kept_abuseipdb_limits_expire_back_to_the_default(sim: SimulatorServer) -> None:
     """AbuseIPDB's stated 5,000/day is the next engine's limit, until LEARNED_TTL has passed."""
     clock = LockstepClock(START)

@@ -431,7 +431,10 @@ class RateLimiter:
             await self._store.keep_limits(bucket, self._learned.get(bucket, {}), until)
 
     async def learn(self) -> None:
-        """Ask the vendor for every key's limits now (once per key, as ``acquire`` would)."""
+        """Ask the vendor now for the limits of every key whose limits are not known yet (not
+        kept in the store, not stated this run): once per key, as ``acquire`` would."""
+        for _, bucket in self._keys:
+            await self._load(bucket)
         await self._learn_limits(set())
 
     async def _learn_limits(self, asked: set[str]) -> bool:
@@ -441,8 +444,8 @@ class RateLimiter:
             return False  # nothing to ask for, or nothing the answer could change
         changed = False
         for key, bucket in self._keys:
-            if key is None or bucket in asked:
-                continue
+            if key is None or bucket in asked or bucket in self._learned:
+                continue  # anonymous, asked already, or known (kept, stated or asked)
             asked.add(bucket)
             probe = self._probes.get(bucket)
             if probe is None:
