@@ -9,12 +9,11 @@ them for LEARNED_TTL and ignores what it cannot read.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from support import REDIS_URL, TEST_KEYS, redis_key_prefix
+from support import TEST_KEYS
 from test_learned_limits import (
     FREE_VT,
     PAID_VT,
@@ -35,30 +34,17 @@ from threatintel.quota import (
     QuotaStore,
     SQLiteQuotaStore,
 )
-from threatintel.quota.redis import RedisQuotaStore
 from threatintel.simulator import SimulatorServer, VendorConfig
 from threatintel.simulator import Window as SimWindow
 
 NOW = START
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[QuotaStore]:
-    """Each quota store: memory, a fresh SQLite file, Redis under a fresh prefix."""
-    made: QuotaStore
-    if request.param == "redis":
-        async with redis_key_prefix() as prefix:
-            made = RedisQuotaStore(REDIS_URL, prefix=prefix)
-            yield made
-            await made.aclose()
-        return
-    made = MemoryQuotaStore() if request.param == "memory" else SQLiteQuotaStore(tmp_path / "q")
-    yield made
-    await made.aclose()
-
-
-async def test_stores_keep_learned_limits_until_they_expire(store: QuotaStore) -> None:
+async def test_stores_keep_learned_limits_until_they_expire(
+    each_quota_store: QuotaStore,
+) -> None:
     """Kept limits read back while they last, replaced by the next keep, gone after `until`."""
+    store = each_quota_store
     assert await store.learned_limits("vt:k", NOW) == {}
     await store.keep_limits("vt:k", {"minute": 1000, "day": 300_000}, NOW + 100)
     assert await store.learned_limits("vt:k", NOW + 99) == {"minute": 1000, "day": 300_000}
@@ -83,18 +69,28 @@ async def test_sqlite_ignores_a_garbled_row(tmp_path: Path) -> None:
         await store.aclose()
 
 
-async def test_the_next_engine_starts_from_the_kept_virustotal_limits(
-    sim: SimulatorServer,
-) -> None:
-    """A second engine on the same store uses the paid key's limits at once, without asking."""
+@pytest.fixture
+def clock(sim: SimulatorServer) -> LockstepClock:
+    """Virtual time shared by the engines and the simulator."""
     clock = LockstepClock(START)
     sim.config.clock = clock
+    return clock
+
+
+def engine_on(sim: SimulatorServer, clock: LockstepClock, store: QuotaStore) -> Engine:
+    """One run: an engine with default limits on the store every run shares."""
+    return Engine(learning_settings(sim), clock=clock, quota_store=store)
+
+
+async def test_the_next_engine_starts_from_the_kept_virustotal_limits(
+    sim: SimulatorServer, clock: LockstepClock
+) -> None:
+    """A second engine on the same store uses the paid key's limits at once, without asking."""
     sim.config.virustotal = VendorConfig(windows=FREE_VT, key_windows={VT_KEY: PAID_VT})
     store = MemoryQuotaStore()
-    settings = learning_settings(sim)
-    async with Engine(settings, clock=clock, quota_store=store) as first:
+    async with engine_on(sim, clock, store) as first:
         await first.analyze(ips(6), providers=["virustotal"])
-    async with Engine(settings, clock=clock, quota_store=store) as second:
+    async with engine_on(sim, clock, store) as second:
         shown = windows(await second.pipelines["virustotal"].limiter.usage())
         await second.analyze(ips(30)[6:], providers=["virustotal"])
     assert shown["minute"] == (1_000, LEARNED)
@@ -102,36 +98,34 @@ async def test_the_next_engine_starts_from_the_kept_virustotal_limits(
     assert clock.now - START < 60
 
 
-async def test_a_kept_free_tier_is_not_asked_for_again(sim: SimulatorServer) -> None:
+async def test_a_kept_free_tier_is_not_asked_for_again(
+    sim: SimulatorServer, clock: LockstepClock
+) -> None:
     """A free key's kept 4/min paces the next engine without a second overall_quotas call."""
-    clock = LockstepClock(START)
-    sim.config.clock = clock
     sim.config.virustotal = VendorConfig(windows=FREE_VT)
     store = MemoryQuotaStore()
-    settings = learning_settings(sim)
     for batch in (ips(6), ips(12)[6:]):
-        async with Engine(settings, clock=clock, quota_store=store) as engine:
+        async with engine_on(sim, clock, store) as engine:
             await engine.analyze(batch, providers=["virustotal"])
     assert overall_quota_calls(sim) == 1
     assert sim.log.count(vendor="virustotal", status=429) == 0
 
 
-async def test_kept_abuseipdb_limits_expire_back_to_the_default(sim: SimulatorServer) -> None:
+async def test_kept_abuseipdb_limits_expire_back_to_the_default(
+    sim: SimulatorServer, clock: LockstepClock
+) -> None:
     """AbuseIPDB's stated 5,000/day is the next engine's limit, until LEARNED_TTL has passed."""
-    clock = LockstepClock(START)
-    sim.config.clock = clock
     key = TEST_KEYS["abuseipdb"]
     sim.config.abuseipdb = VendorConfig(
         windows=(SimWindow.per_day(1_000),), key_windows={key: (SimWindow.per_day(5_000),)}
     )
     store = MemoryQuotaStore()
-    settings = learning_settings(sim)
-    async with Engine(settings, clock=clock, quota_store=store) as first:
+    async with engine_on(sim, clock, store) as first:
         await first.analyze(ips(1), providers=["abuseipdb"])
-    async with Engine(settings, clock=clock, quota_store=store) as second:
+    async with engine_on(sim, clock, store) as second:
         kept = windows(await second.pipelines["abuseipdb"].limiter.usage())
     await clock.sleep(LEARNED_TTL + 1)
-    async with Engine(settings, clock=clock, quota_store=store) as third:
+    async with engine_on(sim, clock, store) as third:
         expired = windows(await third.pipelines["abuseipdb"].limiter.usage())
     assert kept == {"day": (5_000, LEARNED)}
     assert expired == {"day": (1_000, DEFAULT)}
