@@ -16,11 +16,21 @@ import pytest
 from typer.testing import CliRunner
 
 from support import TEST_KEYS, VENDOR_NAMES, sim_env
+from threatintel._redaction import fingerprint
 from threatintel.cli import app
-from threatintel.clock import LockstepClock
+from threatintel.clock import LockstepClock, VirtualClock
 from threatintel.engine import Engine
 from threatintel.models import SourceStatus
-from threatintel.quota import CONFIGURED, DEFAULT, LEARNED, KeyUsage
+from threatintel.quota import (
+    CONFIGURED,
+    DEFAULT,
+    LEARNED,
+    MAX_LEARNED_LIMIT,
+    KeyUsage,
+    MemoryQuotaStore,
+    RateLimiter,
+    Window,
+)
 from threatintel.settings import Settings
 from threatintel.simulator import SimulatorServer, VendorConfig
 from threatintel.simulator import Window as SimWindow
@@ -191,3 +201,29 @@ def test_quota_command_says_where_each_limit_came_from(sim: SimulatorServer) -> 
     assert table.exit_code == 0, table.output
     assert {"configured", "learned", "default"} <= set(table.stdout.split())
     assert max(len(line) for line in table.stdout.splitlines()) <= 80
+
+
+async def test_the_limiter_takes_believable_limits_for_one_key_only() -> None:
+    """Stated limits replace the defaults of that key only; a pinned window, unknown names,
+    zero, negatives, booleans and fractions are ignored; absurd numbers are clamped."""
+    limiter = RateLimiter(
+        "virustotal",
+        ["k1", "k2", "k3"],
+        [Window.per_minute(4), Window.per_day(500)],
+        MemoryQuotaStore(),
+        VirtualClock(START),
+        pinned={"day"},
+    )
+    assert limiter.learned("k1", {"minute": 1_000, "day": 9, "hour": 5})
+    for bad in (0, -3, True, 2.5, "7"):
+        assert not limiter.learned("k1", {"minute": bad})  # type: ignore[dict-item]
+    assert limiter.learned("k2", {"minute": 10**15})
+    shown = {
+        k.key: {w.window: (w.limit, w.source) for w in k.windows} for k in await limiter.usage()
+    }
+    assert shown[fingerprint("k1")] == {"minute": (1_000, LEARNED), "day": (500, CONFIGURED)}
+    assert shown[fingerprint("k2")] == {
+        "minute": (MAX_LEARNED_LIMIT, LEARNED),
+        "day": (500, CONFIGURED),
+    }
+    assert shown[fingerprint("k3")] == {"minute": (4, DEFAULT), "day": (500, CONFIGURED)}

@@ -179,7 +179,7 @@ class Engine:
                 max_wait=settings.max_quota_wait,
                 margin=settings.rate_limit_margin,
                 on_wait=on_quota_wait,
-                setting_names=QUOTA_SETTINGS.get(name, {}),
+                setting_names=_quota_settings().get(name, {}),
                 # Windows given by the caller, and limits the user set, are never relearned.
                 pinned=_pinned(settings, name, keyed=bool(keys), given=given),
                 learn=_limits_probe(provider),
@@ -456,6 +456,8 @@ def _vendor_windows(provider: str, *, keyed: bool) -> tuple[QuotaWindow, ...]:
 
 
 def _quota_settings() -> dict[str, dict[str, str]]:
+    """Per registered provider (read now: one registered after import counts too), the
+    variable holding each window's limit, for quota-wait messages."""
     return {
         name: {w.name: w.setting.upper() for w in (*cls.anonymous_windows, *cls.windows)}
         for name, cls in PROVIDERS.items()

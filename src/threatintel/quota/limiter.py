@@ -559,9 +559,8 @@ class RateLimiter:
 
 
 def _believable(limit: object) -> bool:
-    return (
-        isinstance(limit, int) and not isinstance(limit, bool) and 1 <= limit <= MAX_LEARNED_LIMIT
-    )
+    """A whole number of requests, at least one (larger than MAX_LEARNED_LIMIT is clamped)."""
+    return isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1
 
 
 def _label(key: str | None) -> str:
