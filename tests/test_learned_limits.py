@@ -10,6 +10,7 @@ LockstepClock shared with the simulator, so a minute's wait shows as virtual tim
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -227,3 +228,19 @@ async def test_the_limiter_takes_believable_limits_for_one_key_only() -> None:
         "day": (500, CONFIGURED),
     }
     assert shown[fingerprint("k3")] == {"minute": (4, DEFAULT), "day": (500, CONFIGURED)}
+
+
+async def test_the_key_in_the_account_path_never_reaches_a_log(
+    sim: SimulatorServer, clock: LockstepClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """overall_quotas carries the key in its path: our side's logs (httpx's request line
+    included) show it masked."""
+    caplog.set_level(logging.DEBUG)
+    sim.config.virustotal = VendorConfig(windows=FREE_VT, key_windows={VT_KEY: PAID_VT})
+    async with Engine(learning_settings(sim), clock=clock) as engine:
+        await engine.analyze(ips(6), providers=["virustotal"])
+    assert overall_quota_calls(sim) == 1
+    # uvicorn's access log is the simulator's, i.e. the vendor's side: ours is everything else.
+    ours = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("uvicorn"))
+    assert "/users/***/overall_quotas" in ours
+    assert VT_KEY not in ours

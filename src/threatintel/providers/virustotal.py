@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import logging
+import re
 from typing import Any, ClassVar
 
 import httpx
@@ -73,6 +75,29 @@ _BAD_REQUEST_CODES = frozenset(
 _FLAGGING = frozenset({"malicious", "suspicious"})
 #: VirusTotal runs about 95 engines: a longer list of engines that flagged is not theirs.
 MAX_ENGINES = 128
+
+
+_ACCOUNT_PATH = re.compile(r"/users/[^/?#]+/overall_quotas")
+
+
+class _HideAccountPath(logging.Filter):
+    """httpx logs every request's URL at INFO; overall_quotas' URL holds the API key, so that
+    one segment is masked before any handler sees the record (a filter on httpx's logger)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(
+            "/overall_quotas" in str(arg) for arg in record.args
+        ):
+            record.args = tuple(
+                _ACCOUNT_PATH.sub("/users/***/overall_quotas", str(arg))
+                if "/overall_quotas" in str(arg)
+                else arg
+                for arg in record.args
+            )
+        return True
+
+
+logging.getLogger("httpx").addFilter(_HideAccountPath())
 
 
 def _allowance(entry: Any) -> int | None:
