@@ -695,6 +695,13 @@ def simulate(
         server.stop()
 
 
+# Newer command groups live in modules of their own, each adding itself here (issue 9).
+from threatintel import cli_cache, cli_repl  # noqa: E402 - they need `app` and the helpers above
+
+for _module in (cli_cache, cli_repl):
+    _module.register(app)
+
+
 class VisibleFormatter(logging.Formatter):
     """Log lines on stderr quote store and upstream errors: their text is shown, never obeyed."""
 

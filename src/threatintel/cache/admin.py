@@ -80,6 +80,11 @@ class CacheStats:
 class CacheAdmin(Protocol):
     """The operator's verbs; each raises ``CacheError`` when the store cannot answer."""
 
+    @property
+    def label(self) -> str:
+        """What messages call the store: ``SQLite file <path>``, ``Redis at <masked URL>``."""
+        ...
+
     async def stats(self) -> CacheStats:
         """Live entries per provider with their bytes and ages, and the lookup counts."""
         ...

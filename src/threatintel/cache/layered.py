@@ -129,6 +129,10 @@ class LayeredCache(CacheBase):
 
     # -- CacheAdmin and HitCounter: the back's, which every process shares -------------------
 
+    @property
+    def label(self) -> str:
+        return self.back_label
+
     async def stats(self) -> CacheStats:
         """The back's numbers (the front holds copies of some of its entries)."""
         admin = as_cache_admin(self.back)

@@ -115,6 +115,10 @@ class MemoryCache(CacheBase):
 
     # -- CacheAdmin and HitCounter (this process's numbers only) -------------------------------
 
+    @property
+    def label(self) -> str:
+        return "memory (this process only)"
+
     async def stats(self) -> CacheStats:
         now = self.clock.time()
         builder = StatsBuilder()
