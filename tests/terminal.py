@@ -20,6 +20,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+#: Makes the pty the process's controlling terminal (getpass opens /dev/tty), then runs the CLI.
+#: Done in the child itself: a preexec_fn is unsafe while the test's simulator thread runs.
+_AS_TERMINAL_USER = (
+    "import fcntl, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+    "sys.argv = ['threatintel', *sys.argv[1:]]; "
+    "from threatintel.cli import main; main()"
+)
 #: The longest a test waits for text it expects; reaching it fails the test, it is no timing.
 EXPECT_TIMEOUT = 30.0
 
@@ -38,7 +45,7 @@ class PtyProcess:
         full_env = {k: v for k, v in os.environ.items()} | env | {"TERM": "dumb"}
         full_env.pop("COLUMNS", None)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "threatintel", *args],
+            [sys.executable, "-c", _AS_TERMINAL_USER, *args],
             stdin=slave,
             stdout=slave,
             stderr=slave,
