@@ -134,3 +134,10 @@ def test_terminal_session_keeps_a_private_history_without_keys(
     assert "C2 45.142.212[.]61" in kept and "help" in kept
     assert TEST_KEYS["otx"] not in kept
     assert "lookup" not in kept
+
+
+def test_help_fits_an_80_column_terminal(sim: SimulatorServer) -> None:
+    """help lists every command, each line short enough for an 80-column pane."""
+    shown = session(sim, "help")
+    assert all(word in shown for word in ("providers", "json", "extract", "quit"))
+    assert max(len(line) for line in shown.splitlines()) <= 78

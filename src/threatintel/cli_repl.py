@@ -45,18 +45,19 @@ HISTORY_LINES: Final = 1_000
 COMMANDS: Final = ("help", "providers", "json", "extract", "quit", "exit")
 
 HELP: Final = """\
-Paste indicators or whole text (an email, a log, a report): every indicator in it is
-looked up and shown as a table. Defanged forms (hxxp, [.]) are fine.
+Paste indicators or whole text (an email, a log, a report): every
+indicator in it is looked up and shown as a table. Defanged is fine.
 
   providers              show which sources are asked
-  providers otx,ipinfo   ask only these from now on ("providers all" for every one)
+  providers otx,ipinfo   ask only these from now on (all: every one)
   json                   the last result as JSON
   extract TEXT           the indicators in TEXT, without asking anyone
   help                   this text
   quit, exit, Ctrl-D     leave
 
-One engine serves the whole session: answers are cached and quotas are shared with
-every other threatintel run. Ctrl-C stops the current lookup, not the session."""
+One engine serves the whole session: answers are cached, and quotas are
+shared with every other threatintel run. Ctrl-C stops the current
+lookup, not the session."""
 
 
 def register(app: typer.Typer) -> None:
@@ -148,7 +149,7 @@ class Session:
 
     def _providers(self, argument: str) -> None:
         names = [n.strip() for n in argument.split(",") if n.strip()]
-        if names == ["all"]:
+        if names == ["all"]:  # "providers all"
             self.providers = None
         elif names:
             self.providers = self.engine.select(names)  # UnknownProvider for a bad name
