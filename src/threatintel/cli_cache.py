@@ -165,14 +165,15 @@ ProviderOption = Annotated[
 def warm(
     source: Annotated[
         str, typer.Argument(metavar="FILE", help="A file of indicators or free text; '-': stdin.")
-    ],
+    ] = "-",
     providers: Annotated[
         list[str] | None,
         typer.Option("--providers", "-p", metavar="NAMES", help="Only these (comma-separated)."),
     ] = None,
 ) -> None:
-    """Look up every indicator of FILE so that later runs answer from the cache.
+    """Look up FILE's indicators to fill the cache.
 
+    Later runs answer them from the cache.
     Prints one line: indicators, lookups made, answers already cached, lookups that failed.
     """
     from threatintel.cli import err, errors_as_exit_codes, fail, load_settings, run_analysis

@@ -331,7 +331,7 @@ def interactive(
         bool, typer.Option("--no-history", help="Keep no history file for this session.")
     ] = False,
 ) -> None:
-    """Look up indicators at a prompt: paste, read the table, repeat.
+    """Paste indicators at a prompt, see the table.
 
     One engine, cache and quota budget for the whole session; history in the user's state
     directory (never lines holding a configured API key). Type help at the prompt.

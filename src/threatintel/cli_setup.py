@@ -137,10 +137,11 @@ def _settings() -> Settings:
 
 
 def setup() -> None:
-    """Ask for the API keys, check each with its service and save them (mode 0600).
+    """Ask for the API keys, check and save them.
 
-    Enter keeps the current key (or skips). Keys are saved to your config file (see the
-    README), or to --env-file PATH when given; they are never printed, only fingerprints.
+    Each new key is checked with its service, then saved (mode 0600) to your config file
+    (see the README) or to --env-file PATH when given. Enter keeps the current key (or
+    skips). Keys are never printed, only their fingerprints.
     """
     from threatintel._envfile import update_env_file
     from threatintel._redaction import fingerprint
