@@ -4,6 +4,7 @@ the real Redis, when one answers at 127.0.0.1:6379)."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from support import REDIS_URL, sim_env
+from terminal import PtyProcess
 from threatintel.cli import app
 from threatintel.cli_cache import human_age, parse_duration
 from threatintel.simulator import SimulatorServer
@@ -168,3 +170,27 @@ def test_parse_duration(text: str, seconds: float) -> None:
 def test_human_age() -> None:
     """Ages print as their largest whole unit."""
     assert [human_age(s) for s in (None, 5, 61, 7_200, 200_000)] == ["-", "5s", "1m", "2h", "2d"]
+
+
+@pytest.mark.parametrize(
+    "args", [["cache", "--help"], ["cache", "stats", "--help"], ["setup", "--help"]]
+)
+def test_new_commands_help_loads_nothing_heavy(tmp_path: Path, args: list[str]) -> None:
+    """The help of the cache and setup commands loads no engine, settings, cache or Redis."""
+    from test_lazy_imports import loaded_by
+
+    loaded = loaded_by(tmp_path, *args)
+    heavy = ("threatintel.engine", "threatintel.settings", "threatintel.cache", "redis")
+    assert [m for m in loaded if any(m == h or m.startswith(h + ".") for h in heavy)] == []
+
+
+def test_clear_asks_on_a_terminal(sim: SimulatorServer, tmp_path: Path) -> None:
+    """On a terminal, clear asks first; answering no (the default) removes nothing."""
+    warm(sim, tmp_path)
+    env = sim_env(sim, CACHE_DIR=os.environ["CACHE_DIR"])
+    with PtyProcess(["cache", "clear", "--provider", "otx"], env=env, cwd=tmp_path) as term:
+        term.expect("Remove AlienVault OTX's cached answers? [y/N]: ")
+        term.send("")
+        term.expect("nothing removed")
+        assert term.wait() == 0
+    assert stats(sim)["otx"]["entries"] == 3

@@ -7,7 +7,6 @@ one for `--help` too (tests/test_lazy_imports.py).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import sys
@@ -203,6 +202,8 @@ def stats(
 
     Hit rates count every lookup of every threatintel process using this cache.
     """
+    import asyncio
+
     from rich.markup import escape
 
     from threatintel.cli import EXIT_FAILURE, err, errors_as_exit_codes, fail, load_settings
@@ -266,6 +267,8 @@ def clear(
 
     Asks first on a terminal unless --yes. The next lookups ask the services again.
     """
+    import asyncio
+
     from threatintel.cli import EXIT_FAILURE, err, errors_as_exit_codes, fail, load_settings
     from threatintel.errors import CacheError
 

@@ -19,7 +19,6 @@ line holding a configured API key is never written to it (nor kept in the sessio
 
 from __future__ import annotations
 
-import asyncio
 import os
 import select
 import sys
@@ -303,6 +302,8 @@ def run_session(
     greet: bool = True,
 ) -> None:
     """Run the loop until quit or the end of input, with one engine for the whole session."""
+    import asyncio
+
     from threatintel._keyguard import KeyGuard
     from threatintel.cli import QuotaWaitNotice
     from threatintel.engine import Engine

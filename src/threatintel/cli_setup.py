@@ -14,8 +14,6 @@ is saved unless the user says no.
 
 from __future__ import annotations
 
-import asyncio
-import getpass
 import os
 import sys
 from dataclasses import dataclass
@@ -53,6 +51,8 @@ def register(app: typer.Typer) -> None:
 def ask_secret(prompt: str) -> str:
     """A line typed without echo on a terminal; from a pipe, the next line (EOF: empty)."""
     if sys.stdin is not None and sys.stdin.isatty():
+        import getpass
+
         return getpass.getpass(prompt).strip()
     sys.stderr.write(prompt + "\n")
     sys.stderr.flush()
@@ -93,6 +93,8 @@ async def check_key(provider: Provider, key: str) -> KeyCheck:
 
 async def check_keys(settings: Settings, keys: dict[str, list[str]]) -> dict[str, list[KeyCheck]]:
     """Check every given key with its service, all at once, over one HTTP client."""
+    import asyncio
+
     from threatintel.engine import build_client, build_providers
 
     client = build_client(settings)
@@ -143,6 +145,8 @@ def setup() -> None:
     (see the README) or to --env-file PATH when given. Enter keeps the current key (or
     skips). Keys are never printed, only their fingerprints.
     """
+    import asyncio
+
     from threatintel._envfile import update_env_file
     from threatintel._redaction import fingerprint
     from threatintel.cli import EXIT_FAILURE, err, errors_as_exit_codes, fail
