@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import select
 import sys
-from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Final, Protocol, TextIO
@@ -30,6 +29,8 @@ from typing import TYPE_CHECKING, Annotated, Final, Protocol, TextIO
 import typer
 
 if TYPE_CHECKING:
+    import asyncio
+
     from rich.console import Console
 
     from threatintel._keyguard import KeyGuard
@@ -103,13 +104,13 @@ class Session:
     def __init__(
         self,
         engine: Engine,
-        run: Callable[..., object],
+        runner: asyncio.Runner,
         console: Console,
         *,
         guard: KeyGuard,
     ) -> None:
         self.engine = engine
-        self.run = run  # runs a coroutine on the session's event loop
+        self.runner = runner  # the session's event loop, kept between questions
         self.console = console
         self.guard = guard
         self.providers: list[str] | None = None
@@ -188,7 +189,7 @@ class Session:
             work = self.engine.analyze(lines, providers=self.providers)
         else:
             work = self.engine.analyze_text(text, providers=self.providers)
-        analysis: Analysis = self.run(work)  # type: ignore[assignment]
+        analysis = self.runner.run(work)
         for item in analysis.rejected:
             self.console.print(escape(skipped_line(item)), soft_wrap=False)
         if not analysis.enrichments:
@@ -311,7 +312,7 @@ def run_session(
     guard = KeyGuard(settings)
     with asyncio.Runner() as runner:
         engine = Engine(settings, trust_env=trust_env, on_quota_wait=QuotaWaitNotice())
-        session = Session(engine, runner.run, console, guard=guard)
+        session = Session(engine, runner, console, guard=guard)
         if greet:
             console.print("threatintel interactive: paste indicators or text; help, quit.")
         try:
