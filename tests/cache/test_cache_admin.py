@@ -11,6 +11,7 @@ from threatintel.cache import (
     Cache,
     LayeredCache,
     MemoryCache,
+    RedisCache,
     SQLiteCache,
     as_cache_admin,
     as_hit_counter,
@@ -18,6 +19,7 @@ from threatintel.cache import (
 )
 from threatintel.cache.admin import OTHER, SAVE_EVERY, CacheAdmin, count_lookup
 from threatintel.clock import VirtualClock
+from threatintel.errors import CacheError
 
 DAY = 86_400.0
 
@@ -154,3 +156,17 @@ async def test_a_name_no_key_can_hold_is_refused(cache: Cache) -> None:
     """A provider name with a colon is a caller's mistake, not a pattern to delete by."""
     with pytest.raises(ValueError, match="not a provider name"):
         await admin_of(cache).remove(provider="otx:*")
+
+
+async def test_counts_that_could_not_be_saved_are_kept(clock: VirtualClock) -> None:
+    """A store that cannot take the counts now keeps them for the next save."""
+    back = RedisCache("redis://127.0.0.1:1/0", clock=clock, socket_timeout=0.5)
+    assert back.note_lookup("otx", hit=True) == 1
+    with pytest.raises(CacheError):
+        await back.save_lookups()
+    assert back.note_lookup("otx", hit=False) == 2
+    layered = LayeredCache(MemoryCache(clock=clock), back, retry_after=60)
+    await layered.save_lookups()  # the layered cache carries on without raising
+    assert not layered.back_healthy
+    assert layered.note_lookup("otx", hit=True) == 3
+    await layered.aclose()

@@ -21,7 +21,7 @@ hundred lookups. A process killed with ``kill -9`` loses at most that many count
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Final, Protocol, runtime_checkable
 
@@ -165,6 +165,17 @@ class LookupCounts:
         self._counts.clear()
         self.pending = 0
         return taken
+
+    async def save(self, write: Callable[[dict[str, tuple[int, int]]], Awaitable[None]]) -> None:
+        """Hand the counts to ``write`` (the store's own); kept for next time if it raises."""
+        counts = self.take()
+        if not counts:
+            return  # no file opened, no connection made, for nothing to say
+        try:
+            await write(counts)
+        except BaseException:
+            self.give_back(counts)
+            raise
 
     def give_back(self, counts: dict[str, tuple[int, int]]) -> None:
         for name, (hits, misses) in counts.items():

@@ -16,6 +16,10 @@ Locks for request coalescing are forwarded to the back when it provides them. Wh
 fetching this", and waiting on a peer that cannot be coordinated with would only add latency.
 A local token always extends (it guards nothing another process could take); a back token is
 extended only when the back confirms it, so while the back is down ``extend_lock`` says False.
+
+The operator's verbs (``stats``, ``remove``) and the lookup counts are the back's, which every
+process shares: ``remove`` clears the front too and raises ``CacheError`` when the back cannot
+(an operator asked and must hear it), while saving counts never raises (the back keeps them).
 """
 
 from __future__ import annotations

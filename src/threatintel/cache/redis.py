@@ -355,21 +355,17 @@ class RedisCache(CacheBase):
         return self._lookups.add(provider, hit=hit)
 
     async def save_lookups(self) -> None:
-        counts = self._lookups.take()
-        if not counts:
-            return
+        await self._lookups.save(self._write_lookups)
+
+    async def _write_lookups(self, counts: dict[str, tuple[int, int]]) -> None:
         hits_key, misses_key, since_key = self._counter_keys()
-        try:
-            with self._translated("save counts"):
-                pipe = self._redis().pipeline(transaction=False)
-                for name, (hits, misses) in counts.items():
-                    pipe.hincrby(hits_key, name, hits)
-                    pipe.hincrby(misses_key, name, misses)
-                    pipe.hsetnx(since_key, name, repr(self.clock.time()))
-                await pipe.execute()
-        except BaseException:
-            self._lookups.give_back(counts)
-            raise
+        with self._translated("save counts"):
+            pipe = self._redis().pipeline(transaction=False)
+            for name, (hits, misses) in counts.items():
+                pipe.hincrby(hits_key, name, hits)
+                pipe.hincrby(misses_key, name, misses)
+                pipe.hsetnx(since_key, name, repr(self.clock.time()))
+            await pipe.execute()
 
     async def _scan(self, key_prefix: str) -> AsyncIterator[list[bytes]]:
         """The names under ``<prefix><key_prefix>``, a SCAN step at a time (never KEYS)."""

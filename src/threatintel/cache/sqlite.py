@@ -152,14 +152,10 @@ class SQLiteCache(CacheBase):
         return self._lookups.add(provider, hit=hit)
 
     async def save_lookups(self) -> None:
-        counts = self._lookups.take()
-        if not counts:
-            return
-        try:
+        async def write(counts: dict[str, tuple[int, int]]) -> None:
             await self._worker.run(_save_lookups, counts, self.clock.time())
-        except BaseException:
-            self._lookups.give_back(counts)
-            raise
+
+        await self._lookups.save(write)
 
     def _file_bytes(self) -> int:
         total = 0
