@@ -137,15 +137,20 @@ def errors_as_exit_codes() -> Iterator[None]:
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
+def env_file_option() -> Path | None:
+    """The global --env-file of the command being run, if one was given."""
+    context = get_current_context(silent=True)
+    chosen = (context.find_root().obj or {}).get("env_file") if context is not None else None
+    return Path(chosen) if chosen is not None else None
+
+
 def load_settings(*, announce: bool = True, **overrides: Any) -> Settings:
     """The settings, with the global --env-file; each endpoint that is not the vendor's is
     announced on stderr (``announce=False`` for the demo, which says it uses its simulator)."""
     from threatintel.settings import Settings  # lazily: see the imports at the top
 
-    context = get_current_context(silent=True)
-    env_file = (context.find_root().obj or {}).get("env_file") if context is not None else None
     try:
-        settings = Settings.load(env_file=env_file, **overrides)
+        settings = Settings.load(env_file=env_file_option(), **overrides)
     except ConfigError as exc:
         fail(str(exc), EXIT_CONFIG)
     if announce and (line := endpoints_note(settings.custom_endpoints())):
@@ -709,6 +714,13 @@ def simulate(
         pass  # Ctrl-C is how a simulator is meant to stop: not an error
     finally:
         server.stop()
+
+
+# Newer command groups live in modules of their own, each adding itself here (issue 9).
+from threatintel import cli_cache, cli_repl, cli_setup  # noqa: E402 - they use the helpers above
+
+for _module in (cli_cache, cli_repl, cli_setup):
+    _module.register(app)
 
 
 class VisibleFormatter(logging.Formatter):
