@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from threatintel.simulator import SimulatorConfig, SimulatorServer, VendorConfig
+from threatintel.simulator import RequestRecord, SimulatorConfig, SimulatorServer, VendorConfig
 
 BENCH = Path(__file__).parent
 RESULTS = BENCH / "results"
@@ -115,8 +115,14 @@ def write_input(path: Path, values: list[str]) -> Path:
     return path
 
 
+def lookups(sim: SimulatorServer) -> list[RequestRecord]:
+    """The simulator's logged lookups (requests about an indicator; not account reads such as
+    VirusTotal's overall_quotas)."""
+    return [r for r in sim.log.records() if r.indicator is not None and r.status is not None]
+
+
 def duplicate_calls(sim: SimulatorServer) -> int:
-    """Upstream requests that asked a vendor something it had already answered (same path
-    and query): every one is wasted quota."""
-    seen = Counter((r.vendor, r.path, r.query) for r in sim.log.records() if r.status is not None)
+    """Lookups that asked a vendor something it had already answered (same path and query):
+    every one is wasted quota."""
+    seen = Counter((r.vendor, r.path, r.query) for r in lookups(sim))
     return sum(count - 1 for count in seen.values())

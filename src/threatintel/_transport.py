@@ -162,25 +162,23 @@ class AiohttpClient(httpx.AsyncClient):
     own client uses to build them).
     """
 
-    def _init_transport(  # type: ignore[override]
-        self,
-        verify: ssl.SSLContext | str | bool = True,
-        cert: Any = None,
-        trust_env: bool = True,
-        limits: httpx.Limits | None = None,
-        **_: Any,
-    ) -> httpx.AsyncBaseTransport:
-        context = httpx.create_ssl_context(verify, cert, trust_env)
-        return AiohttpTransport(context, limits or httpx.Limits())
+    # httpx calls both with keyword arguments (verify, cert, trust_env, limits, http1...).
+    def _init_transport(self, **options: Any) -> httpx.AsyncBaseTransport:  # type: ignore[override]
+        return _aiohttp_transport(None, **options)
 
     def _init_proxy_transport(  # type: ignore[override]
-        self,
-        proxy: httpx.Proxy,
-        verify: ssl.SSLContext | str | bool = True,
-        cert: Any = None,
-        trust_env: bool = True,
-        limits: httpx.Limits | None = None,
-        **_: Any,
+        self, proxy: httpx.Proxy, **options: Any
     ) -> httpx.AsyncBaseTransport:
-        context = httpx.create_ssl_context(verify, cert, trust_env)
-        return AiohttpTransport(context, limits or httpx.Limits(), proxy)
+        return _aiohttp_transport(proxy, **options)
+
+
+def _aiohttp_transport(
+    proxy: httpx.Proxy | None,
+    verify: ssl.SSLContext | str | bool = True,
+    cert: Any = None,
+    trust_env: bool = True,
+    limits: httpx.Limits | None = None,
+    **_: Any,
+) -> AiohttpTransport:
+    context = httpx.create_ssl_context(verify, cert, trust_env)
+    return AiohttpTransport(context, limits or httpx.Limits(), proxy)
