@@ -10,7 +10,6 @@ a traceback.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -24,10 +23,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from pydantic import SecretStr
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 try:  # Typer ≥ 0.20 vendors Click; its usage errors are raised from there.
     from typer._click import exceptions as click_exceptions
@@ -36,7 +31,6 @@ except ImportError:  # pragma: no cover - older Typer on real Click
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
     from click import get_current_context  # type: ignore[no-redef]
 
-from threatintel._redaction import fingerprint, redact_url
 from threatintel._version import __version__
 from threatintel._visible import visible
 from threatintel.cli_support import (
@@ -44,18 +38,22 @@ from threatintel.cli_support import (
     check_reports_dir,
     config_lines,
     endpoints_note,
+    escape,
+    lazy_console,
     quota_json,
     quota_wait_line,
     read_input,
     simulator_banner,
 )
 from threatintel.errors import ConfigError, RequestError, ThreatIntelError
-from threatintel.providers import PROVIDERS
 
-# The engine, settings, reports, attribution and the key guard are imported in the commands
-# that use them, not here: `threatintel version` and `--help` must not pay for them (issue 9,
-# start-up; tests/test_lazy_imports.py checks it).
+# The engine, settings, providers, reports, attribution, the key guard, asyncio, pydantic and
+# rich are imported in the commands that use them, not here: `threatintel version` and `--help`
+# must not pay for them (issue 9, start-up; tests/test_lazy_imports.py checks it).
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
     from threatintel.engine import ProviderQuota
     from threatintel.models import Analysis, Enrichment
     from threatintel.quota import QuotaWait
@@ -78,17 +76,32 @@ app = typer.Typer(
 PIPED_WIDTH = 160
 
 
+#: The registry's names (threatintel.providers.PROVIDERS), spelt out so that the help text does
+#: not import every provider and httpx with them; tests/test_lazy_imports.py checks they agree.
+PROVIDER_NAMES = ("virustotal", "otx", "abuseipdb", "ipinfo")
+
+
 def stdout_console(width: int | None = None) -> Console:
     """stdout as it is now: ``width``, else a terminal's width, else COLUMNS, else PIPED_WIDTH."""
+    from rich.console import Console  # lazily: see the imports at the top
+
     console = Console(highlight=False, soft_wrap=False, width=width)
     if not console.is_terminal and not os.environ.get("COLUMNS", "").strip().isdigit():
         console = Console(highlight=False, soft_wrap=False, width=width or PIPED_WIDTH)
     return console
 
 
-out = stdout_console()
-# soft_wrap: an error stays on one line however narrow the terminal, for humans and for logs.
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+def stderr_console() -> Console:
+    """stderr; soft_wrap: an error stays on one line however narrow the terminal, for humans
+    and for logs."""
+    from rich.console import Console  # lazily: see the imports at the top
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+# Made on first use, when rich is imported: version and --help print nothing through them.
+out = lazy_console(stdout_console)
+err = lazy_console(stderr_console)
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG, EXIT_INTERRUPTED = 1, 2, 3, 130
 MAX_INPUT_BYTES = 64 * 1024 * 1024
@@ -154,6 +167,14 @@ def load_settings(*, announce: bool = True, **overrides: Any) -> Settings:
 def _progress(total: int) -> tuple[Progress | None, Callable[[Enrichment], None] | None]:
     if total < 2 or not err.is_terminal:
         return None, None
+    from rich.progress import (  # lazily: see the imports at the top
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     progress = Progress(
         TextColumn("analysing"),
         BarColumn(),
@@ -190,7 +211,9 @@ def run_analysis(
     include_raw: bool = False,
     trust_env: bool = True,
 ) -> Analysis:
-    from threatintel.engine import Engine  # lazily: see the imports at the top
+    import asyncio  # lazily: see the imports at the top
+
+    from threatintel.engine import Engine
     from threatintel.indicators import extract
     from threatintel.resilience import BreakerState
 
@@ -347,7 +370,8 @@ ProvidersOption = Annotated[
         "--providers",
         "-p",
         metavar="NAME[,NAME]",
-        help=f"Sources to ask (repeat or comma-separate): {', '.join(PROVIDERS)}. Default: all.",
+        help=f"Sources to ask (repeat or comma-separate): {', '.join(PROVIDER_NAMES)}. "
+        "Default: all.",
     ),
 ]
 
@@ -451,6 +475,10 @@ def extract_command(
 
 
 def _masked(value: Any) -> Any:
+    from pydantic import SecretStr  # lazily: see the imports at the top
+
+    from threatintel._redaction import fingerprint
+
     if isinstance(value, SecretStr):
         return fingerprint(value)
     if isinstance(value, list):
@@ -468,6 +496,8 @@ def config(
 
     API keys appear only as fingerprints, REDIS_URL without its password.
     """
+    from threatintel._redaction import redact_url  # lazily: see the imports at the top
+
     settings = load_settings()
     shown = {name.upper(): _masked(getattr(settings, name)) for name in type(settings).model_fields}
     shown["SCORING"] = settings.scoring.model_dump()
@@ -496,7 +526,9 @@ def quota(
     Keys appear as fingerprints; a circuit column appears when this process's breaker for a
     provider is not closed.
     """
-    from threatintel.engine import Engine  # lazily: see the imports at the top
+    import asyncio  # lazily: see the imports at the top
+
+    from threatintel.engine import Engine
     from threatintel.reports.text import terminal_table
     from threatintel.resilience import BreakerState
 
