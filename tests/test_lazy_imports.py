@@ -1,16 +1,21 @@
 """Start-up stays light: `threatintel version`, `--version` and `--help` load neither the engine
-nor the report renderers, the simulator or Redis (issue 9). Behaviour, not timing: each run is a
-real process whose loaded modules are listed when it exits; bench/bench_startup.py has the times.
+nor the models, httpx, asyncio, rich, the report renderers, the simulator or Redis, and one
+`analyze` loads only what it uses (issue 9). Behaviour, not timing: each run is a real process
+whose loaded modules are listed when it exits; bench/bench_startup.py has the times.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from support import sim_env
+from threatintel.simulator import SimulatorServer
 
 #: Runs the CLI's entry point with the given arguments, then writes sys.modules to argv[1].
 PROBE = """
@@ -26,26 +31,42 @@ main()
 HEAVY = (
     "threatintel.engine",
     "threatintel.settings",
+    "threatintel.models",
+    "threatintel.providers",
+    "threatintel.quota.limiter",
+    "threatintel.quota.sqlite",
     "threatintel.reports",
     "threatintel.attribution",
     "threatintel.simulator",
+    "httpx",
+    "asyncio",
+    "rich",
     "stix2",
     "jinja2",
     "redis",
     "starlette",
     "uvicorn",
 )
+#: Loaded by Typer itself, not by us, when it reads the value of an option that is not a flag:
+#: the root's --env-file, for every subcommand (Typer builds a pydantic TypeAdapter for it even
+#: when the option is absent). --help and --version exit before that.
+TYPER_OWN = ("pydantic",)
 
 
-def loaded_by(tmp_path: Path, *args: str, stdin: str = "") -> set[str]:
+def loaded_by(
+    tmp_path: Path, *args: str, stdin: str = "", env: dict[str, str] | None = None
+) -> set[str]:
     """The modules loaded by one `threatintel ARGS` process, run in an empty directory."""
     listing = tmp_path / "modules.json"
+    if env is not None:  # on top of ours, without a REDIS_URL that would add the Redis client
+        env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"} | env
     run = subprocess.run(
         [sys.executable, "-c", PROBE, str(listing), *args],
         input=stdin,
         capture_output=True,
         text=True,
         cwd=tmp_path,
+        env=env,
         timeout=120,
         check=False,
     )
@@ -53,20 +74,123 @@ def loaded_by(tmp_path: Path, *args: str, stdin: str = "") -> set[str]:
     return set(json.loads(listing.read_text()))
 
 
-@pytest.mark.parametrize("args", [["version"], ["--version"], ["--help"], ["-h"]])
+def top_level(loaded: set[str], names: tuple[str, ...]) -> list[str]:
+    """Which of ``names`` (modules or packages) are among ``loaded`` or have a submodule there."""
+    return sorted(n for n in names if any(m == n or m.startswith(n + ".") for m in loaded))
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["-h"]])
 def test_version_and_help_load_no_heavy_module(tmp_path: Path, args: list[str]) -> None:
-    """Printing the version or the help loads no engine, settings, renderer, simulator or Redis."""
+    """--version and the help load no engine, models, providers, httpx, rich, renderer or Redis."""
     loaded = loaded_by(tmp_path, *args)
     assert "threatintel.cli" in loaded  # the probe did run the CLI
-    assert loaded.isdisjoint(HEAVY), sorted(loaded & set(HEAVY))
+    assert top_level(loaded, (*HEAVY, *TYPER_OWN)) == []
+
+
+@pytest.mark.parametrize("args", [["version"], ["analyze", "--help"]])
+def test_subcommand_loads_only_what_typer_itself_needs(tmp_path: Path, args: list[str]) -> None:
+    """`threatintel version` and a command's help load nothing heavy; pydantic only via Typer."""
+    loaded = loaded_by(tmp_path, *args)
+    assert "threatintel.cli" in loaded
+    assert top_level(loaded, HEAVY) == []
+    assert "typer._adapters" in loaded or "pydantic" not in loaded  # if pydantic, then by Typer
+
+
+def test_help_names_every_provider_of_the_registry() -> None:
+    """The static provider names in the CLI's help are the registry's names, in its order."""
+    from threatintel.cli import PROVIDER_NAMES
+    from threatintel.providers import PROVIDERS
+
+    assert tuple(PROVIDERS) == PROVIDER_NAMES
+
+
+def test_one_lookup_loads_only_its_renderer(tmp_path: Path, sim: SimulatorServer) -> None:
+    """One `analyze --format json` loads the engine and the JSON renderer, and no other
+    renderer, nor stix2, jinja2, the simulator or a Redis client."""
+    env = sim_env(sim, CACHE_BACKEND="memory", HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path))
+    loaded = loaded_by(tmp_path, "analyze", "45.20.1.9", "--format", "json", env=env)
+    assert {"threatintel.engine", "threatintel.reports.text", "httpx"} <= loaded
+    unused = (
+        "threatintel.reports.html",
+        "threatintel.reports.markdown",
+        "threatintel.reports.misp",
+        "threatintel.reports.stix",
+        "threatintel.reports.tabular",
+        "threatintel.simulator",
+        "threatintel.quota.redis",
+        "stix2",
+        "jinja2",
+        "redis",
+        "starlette",
+        "uvicorn",
+    )
+    assert top_level(loaded, unused) == []
+
+
+def test_errors_load_no_models() -> None:
+    """Importing the exception tree loads neither the result models nor pydantic."""
+    probe = "import json, sys, threatintel.errors; print(json.dumps(sorted(sys.modules)))"
+    run = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    loaded = set(json.loads(run.stdout))
+    assert top_level(loaded, ("threatintel.models", "pydantic")) == []
+
+
+def test_every_provider_error_names_a_real_status() -> None:
+    """Each ProviderError class reports a SourceStatus member, on the class and on an instance."""
+    from threatintel import errors
+    from threatintel.models import SourceStatus
+
+    classes = [errors.ProviderError]
+    for cls in classes:
+        classes.extend(cls.__subclasses__())
+    assert len(classes) >= 9
+    for cls in classes:
+        assert isinstance(cls.status, SourceStatus), cls
+    assert errors.QuotaExhausted("otx", "spent").status is SourceStatus.QUOTA_EXHAUSTED
+    assert errors.CircuitOpen("otx", "open").status is SourceStatus.CIRCUIT_OPEN
+    assert errors.BadRequest("otx", "no").status is SourceStatus.ERROR
+
+
+@pytest.mark.parametrize("package", ["threatintel.quota", "threatintel.cache"])
+def test_package_loads_its_modules_on_first_use(package: str) -> None:
+    """Importing a store package loads none of its backends; each public name still resolves."""
+    probe = (
+        "import importlib, json, sys; p = importlib.import_module(sys.argv[1]); "
+        "before = sorted(m for m in sys.modules if m.startswith(sys.argv[1] + '.')); "
+        "missing = [n for n in p.__all__ if getattr(p, n, None) is None]; "
+        "print(json.dumps([before, missing, sorted(set(p.__all__) - set(dir(p)))]))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", probe, package],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    before, missing, undisclosed = json.loads(run.stdout)
+    assert before == [] and missing == [] and undisclosed == []
 
 
 def test_a_command_loads_what_it_uses(tmp_path: Path) -> None:
     """`extract` loads the settings and parser it needs, but no engine, simulator or Redis."""
     loaded = loaded_by(tmp_path, "extract", "-", stdin="seen 8.8.8.8 today\n")
     assert {"threatintel.settings", "threatintel.indicators"} <= loaded
-    rest = set(HEAVY) - {"threatintel.settings", "threatintel.reports", "threatintel.attribution"}
-    assert loaded.isdisjoint(rest), sorted(loaded & rest)
+    unused = (
+        "threatintel.engine",
+        "threatintel.providers",
+        "threatintel.simulator",
+        "httpx",
+        "stix2",
+        "jinja2",
+        "redis",
+        "starlette",
+        "uvicorn",
+    )
+    assert top_level(loaded, unused) == []
 
 
 def test_public_names_still_resolve_from_the_package() -> None:
