@@ -17,11 +17,15 @@ import pytest
 from support import sim_env
 from threatintel.simulator import SimulatorServer
 
-#: Runs the CLI's entry point with the given arguments, then writes sys.modules to argv[1].
+#: Runs the CLI's entry point with the given arguments, then writes the loaded modules to argv[1]
+#: (not the None entries, which mark a module as one that cannot be imported).
 PROBE = """
 import atexit, json, sys
 out = sys.argv[1]
-atexit.register(lambda: open(out, "w").write(json.dumps(sorted(sys.modules))))
+def dump():
+    loaded = sorted(name for name, module in sys.modules.items() if module is not None)
+    open(out, "w").write(json.dumps(loaded))
+atexit.register(dump)
 sys.argv = ["threatintel", *sys.argv[2:]]
 from threatintel.cli import main
 main()
@@ -106,7 +110,7 @@ def test_help_names_every_provider_of_the_registry() -> None:
 
 def test_one_lookup_loads_only_its_renderer(tmp_path: Path, sim: SimulatorServer) -> None:
     """One `analyze --format json` loads the engine and the JSON renderer, and no other
-    renderer, nor stix2, jinja2, the simulator or a Redis client."""
+    renderer, nor httpx's command-line client, stix2, jinja2, the simulator or a Redis client."""
     env = sim_env(sim, CACHE_BACKEND="memory", HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path))
     loaded = loaded_by(tmp_path, "analyze", "45.20.1.9", "--format", "json", env=env)
     assert {"threatintel.engine", "threatintel.reports.text", "httpx"} <= loaded
@@ -118,6 +122,9 @@ def test_one_lookup_loads_only_its_renderer(tmp_path: Path, sim: SimulatorServer
         "threatintel.reports.tabular",
         "threatintel.simulator",
         "threatintel.quota.redis",
+        "httpx._main",  # httpx's own command-line client, with click and pygments
+        "click",
+        "pygments",
         "stix2",
         "jinja2",
         "redis",

@@ -736,6 +736,12 @@ class VisibleFormatter(logging.Formatter):
 
 def main() -> None:
     """Console entry point: usage errors become one line and exit code 2."""
+    # httpx imports its own command-line client (click, pygments, much of rich: ~35 ms, a
+    # tenth of a one-indicator run) whenever click is installed, and uvicorn installs it. This
+    # process never runs that client: marking the module absent makes httpx skip it (Python's
+    # import system treats a None entry as "cannot be imported"; httpx then keeps a stub).
+    # Only the CLI's own process, never a program that imports threatintel (issue 9, start-up).
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     try:
         try:
             _main()
