@@ -113,8 +113,10 @@ def test_one_lookup_loads_only_its_renderer(tmp_path: Path, sim: SimulatorServer
     renderer, nor httpx's command-line client, stix2, jinja2, the simulator or a Redis client."""
     env = sim_env(sim, CACHE_BACKEND="memory", HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path))
     loaded = loaded_by(tmp_path, "analyze", "45.20.1.9", "--format", "json", env=env)
-    assert {"threatintel.engine", "threatintel.reports.text", "httpx"} <= loaded
+    assert {"threatintel.engine", "threatintel.reports.jsondoc", "httpx"} <= loaded
     unused = (
+        "threatintel.reports.text",  # the table, and rich's layout with it
+        "threatintel.reports.audience",
         "threatintel.reports.html",
         "threatintel.reports.markdown",
         "threatintel.reports.misp",
@@ -131,6 +133,24 @@ def test_one_lookup_loads_only_its_renderer(tmp_path: Path, sim: SimulatorServer
         "starlette",
         "uvicorn",
     )
+    assert top_level(loaded, unused) == []
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl"])
+def test_json_reports_load_no_rich(fmt: str) -> None:
+    """Rendering JSON or JSON Lines loads neither rich nor the table and its audience rules."""
+    probe = (
+        "import json, sys; from threatintel.models import Analysis; "
+        "from threatintel.reports import render; text = render(Analysis(), sys.argv[1]); "
+        "print(json.dumps(sorted(m for m, v in sys.modules.items() if v)))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", probe, fmt], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    loaded = set(json.loads(run.stdout))
+    assert "threatintel.reports.jsondoc" in loaded
+    unused = ("rich", "threatintel.reports.text", "threatintel.reports.audience")
     assert top_level(loaded, unused) == []
 
 

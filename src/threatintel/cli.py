@@ -296,9 +296,9 @@ def show(
 
     html/stix/misp with neither --output nor --save are only saved: they are files by nature.
     """
-    # Lazily (see the imports at the top); each renderer loads its own libraries (stix2, jinja2).
+    # Lazily (see the imports at the top); each renderer loads its own libraries (stix2, jinja2,
+    # rich for the table).
     from threatintel.reports import render, save
-    from threatintel.reports.text import analysis_table, skipped_line, summary_line, table_width
 
     options: dict[str, Any] = {
         "include_private": include_private,
@@ -314,6 +314,8 @@ def show(
         if not save_report and output is None:
             return
     if fmt is OutputFormat.table and output is None:
+        from threatintel.reports.text import analysis_table, skipped_line, summary_line, table_width
+
         # Made now, not at import: COLUMNS may have been set since (CliRunner sets it per run).
         screen = stdout_console()
         if wide:  # as wide as the table needs, past the terminal's edge if need be
