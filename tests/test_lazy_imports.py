@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +32,8 @@ from threatintel.cli import main
 main()
 """
 
+#: Libraries that only reports, Redis or the simulator use: no lookup or start-up loads them.
+LIBRARIES_OF_OTHER_COMMANDS = ("stix2", "jinja2", "redis", "starlette", "uvicorn")
 #: Modules that only some commands need: none of them may load to print a version or help.
 HEAVY = (
     "threatintel.engine",
@@ -45,11 +48,7 @@ HEAVY = (
     "httpx",
     "asyncio",
     "rich",
-    "stix2",
-    "jinja2",
-    "redis",
-    "starlette",
-    "uvicorn",
+    *LIBRARIES_OF_OTHER_COMMANDS,
 )
 #: Loaded by Typer itself, not by us, when it reads the value of an option that is not a flag:
 #: the root's --env-file, for every subcommand (Typer builds a pydantic TypeAdapter for it even
@@ -76,6 +75,23 @@ def loaded_by(
     )
     assert run.returncode == 0, run.stderr
     return set(json.loads(listing.read_text()))
+
+
+def python_json(code: str, *args: str) -> Any:
+    """What ``python -c CODE ARGS`` prints as JSON, run in a fresh process."""
+    run = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+#: Appended to a probe: prints the modules it loaded.
+PRINT_LOADED = "; print(json.dumps(sorted(m for m, v in sys.modules.items() if v)))"
 
 
 def top_level(loaded: set[str], names: tuple[str, ...]) -> list[str]:
@@ -127,11 +143,7 @@ def test_one_lookup_loads_only_its_renderer(tmp_path: Path, sim: SimulatorServer
         "httpx._main",  # httpx's own command-line client, with click and pygments
         "click",
         "pygments",
-        "stix2",
-        "jinja2",
-        "redis",
-        "starlette",
-        "uvicorn",
+        *LIBRARIES_OF_OTHER_COMMANDS,
     )
     assert top_level(loaded, unused) == []
 
@@ -141,14 +153,9 @@ def test_json_reports_load_no_rich(fmt: str) -> None:
     """Rendering JSON or JSON Lines loads neither rich nor the table and its audience rules."""
     probe = (
         "import json, sys; from threatintel.models import Analysis; "
-        "from threatintel.reports import render; text = render(Analysis(), sys.argv[1]); "
-        "print(json.dumps(sorted(m for m, v in sys.modules.items() if v)))"
+        "from threatintel.reports import render; text = render(Analysis(), sys.argv[1])"
     )
-    run = subprocess.run(
-        [sys.executable, "-c", probe, fmt], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert run.returncode == 0, run.stderr
-    loaded = set(json.loads(run.stdout))
+    loaded = set(python_json(probe + PRINT_LOADED, fmt))
     assert "threatintel.reports.jsondoc" in loaded
     unused = ("rich", "threatintel.reports.text", "threatintel.reports.audience")
     assert top_level(loaded, unused) == []
@@ -156,12 +163,7 @@ def test_json_reports_load_no_rich(fmt: str) -> None:
 
 def test_errors_load_no_models() -> None:
     """Importing the exception tree loads neither the result models nor pydantic."""
-    probe = "import json, sys, threatintel.errors; print(json.dumps(sorted(sys.modules)))"
-    run = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert run.returncode == 0, run.stderr
-    loaded = set(json.loads(run.stdout))
+    loaded = set(python_json("import json, sys, threatintel.errors" + PRINT_LOADED))
     assert top_level(loaded, ("threatintel.models", "pydantic")) == []
 
 
@@ -190,15 +192,7 @@ def test_package_loads_its_modules_on_first_use(package: str) -> None:
         "missing = [n for n in p.__all__ if getattr(p, n, None) is None]; "
         "print(json.dumps([before, missing, sorted(set(p.__all__) - set(dir(p)))]))"
     )
-    run = subprocess.run(
-        [sys.executable, "-c", probe, package],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr
-    before, missing, undisclosed = json.loads(run.stdout)
+    before, missing, undisclosed = python_json(probe, package)
     assert before == [] and missing == [] and undisclosed == []
 
 
@@ -211,11 +205,7 @@ def test_a_command_loads_what_it_uses(tmp_path: Path) -> None:
         "threatintel.providers",
         "threatintel.simulator",
         "httpx",
-        "stix2",
-        "jinja2",
-        "redis",
-        "starlette",
-        "uvicorn",
+        *LIBRARIES_OF_OTHER_COMMANDS,
     )
     assert top_level(loaded, unused) == []
 
@@ -227,8 +217,4 @@ def test_public_names_still_resolve_from_the_package() -> None:
         "names = [n for n in threatintel.__all__ if getattr(threatintel, n, None) is None]; "
         "print(json.dumps([before, names, threatintel.Engine.__module__]))"
     )
-    run = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert run.returncode == 0, run.stderr
-    assert json.loads(run.stdout) == [False, [], "threatintel.engine"]
+    assert python_json(probe) == [False, [], "threatintel.engine"]
