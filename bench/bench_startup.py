@@ -19,7 +19,9 @@ How it runs:
   by one untimed warm-up run of each command, so no file is written into the tree.
 
 ``run()`` returns the figures as rows ``{figure, value, bound, unit, ok}`` for the bench suite;
-the reference row (``import typer``) has ``bound`` and ``ok`` None.
+the reference row (``import typer``) has ``bound`` and ``ok`` None. The table also shows each
+command's median CPU time (user + system, from ``getrusage``): on a shared machine the wall time
+moves with the load, the CPU time much less, so it is the figure to compare runs by.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -72,21 +75,28 @@ def cli_env(sim: SimulatorServer, home: str) -> dict[str, str]:
     return env
 
 
-def median_time(argv: list[str], env: dict[str, str], cwd: str, runs: int) -> float:
-    """Median wall seconds of ``runs`` fresh processes, after one untimed warm-up run.
+def children_cpu() -> float:
+    """CPU seconds (user + system) used so far by this process's finished children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def median_time(argv: list[str], env: dict[str, str], cwd: str, runs: int) -> tuple[float, float]:
+    """Median wall and CPU seconds of ``runs`` fresh processes, after one untimed warm-up run.
 
     A failing run aborts the bench: a figure from a process that failed measures nothing.
     """
-    times = []
+    walls, cpus = [], []
     for attempt in range(runs + 1):
-        start = time.perf_counter()
+        cpu, start = children_cpu(), time.perf_counter()
         done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, check=False)
-        elapsed = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, children_cpu() - cpu
         if done.returncode != 0:
             sys.exit(f"{' '.join(argv)} failed: {done.stderr.decode(errors='replace')[-500:]}")
         if attempt:  # the first run writes the bytecode
-            times.append(elapsed)
-    return statistics.median(times)
+            walls.append(wall)
+            cpus.append(cpu)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def row(figure: str, value: float, bound: float | None) -> dict[str, Any]:
@@ -101,6 +111,11 @@ def row(figure: str, value: float, bound: float | None) -> dict[str, Any]:
 
 def run(runs: int = RUNS) -> list[dict[str, Any]]:
     """Each figure's median over ``runs`` fresh processes, with its bound and whether it is met."""
+    return [row for row, _ in measure(runs)]
+
+
+def measure(runs: int) -> list[tuple[dict[str, Any], float]]:
+    """The rows of ``run()``, each with the command's median CPU seconds."""
     cli = str(Path(sys.executable).with_name("threatintel"))
     config = SimulatorConfig()
     for name in VENDORS:
@@ -108,34 +123,22 @@ def run(runs: int = RUNS) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as home, SimulatorServer(config) as sim:
         env = cli_env(sim, home)
 
-        def timed(*argv: str) -> float:
+        def timed(*argv: str) -> tuple[float, float]:
             return median_time(list(argv), env, home, runs)
 
-        typer_s = timed(sys.executable, "-c", "import typer")
-        version_s = timed(cli, "version")
-        help_s = timed(cli, "--help")
-        analyze_s = timed(cli, "analyze", IP, "--format", "json")
+        (typer_s, typer_cpu) = timed(sys.executable, "-c", "import typer")
+        (version_s, version_cpu) = timed(cli, "version")
+        (help_s, help_cpu) = timed(cli, "--help")
+        (analyze_s, analyze_cpu) = timed(cli, "analyze", IP, "--format", "json")
 
-    start_up = START_UP_FACTOR * typer_s
+    start_up, relative = START_UP_FACTOR * typer_s, f"<= {START_UP_FACTOR} x import typer"
+    allowance = f"<= version + {LATENCY * 1000:.0f} ms round trip + {SLACK * 1000:.0f} ms"
     one = version_s + LATENCY + SLACK
     return [
-        row("python -c 'import typer' (the unit)", typer_s, None),
-        row(
-            f"threatintel version, whole process (<= {START_UP_FACTOR} x import typer)",
-            version_s,
-            start_up,
-        ),
-        row(
-            f"threatintel --help, whole process (<= {START_UP_FACTOR} x import typer)",
-            help_s,
-            start_up,
-        ),
-        row(
-            f"one indicator, whole CLI process, cold (<= version + {LATENCY * 1000:.0f} ms "
-            f"round trip + {SLACK * 1000:.0f} ms)",
-            analyze_s,
-            one,
-        ),
+        (row("python -c 'import typer' (the unit)", typer_s, None), typer_cpu),
+        (row(f"threatintel version, whole process ({relative})", version_s, start_up), version_cpu),
+        (row(f"threatintel --help, whole process ({relative})", help_s, start_up), help_cpu),
+        (row(f"one indicator, whole CLI process, cold ({allowance})", analyze_s, one), analyze_cpu),
     ]
 
 
@@ -143,31 +146,36 @@ def verdict(ok: bool | None) -> str:
     return "" if ok is None else ("met" if ok else "MISSED")
 
 
-def as_text(rows: list[dict[str, Any]], runs: int) -> str:
-    lines = [
-        f"whole-process start-up, median of {runs} runs after a warm-up, simulator latency "
-        f"{LATENCY * 1000:.0f} ms, CACHE_BACKEND=memory, Python {sys.version.split()[0]}",
-        "",
-        f"{'figure':<82} {'median':>8} {'bound':>8}",
-    ]
-    for r in rows:
+def header(runs: int) -> str:
+    load = os.getloadavg()[0]
+    return (
+        f"whole-process start-up: median of {runs} runs after a warm-up, simulator latency "
+        f"{LATENCY * 1000:.0f} ms, CACHE_BACKEND=memory, Python {sys.version.split()[0]}, "
+        f"{os.cpu_count()} CPUs, load average {load:.1f} at the end"
+    )
+
+
+def as_text(measured: list[tuple[dict[str, Any], float]], runs: int) -> str:
+    lines = [header(runs), "", f"{'figure':<80} {'wall':>7} {'bound':>7} {'cpu':>7}"]
+    for r, cpu in measured:
         bound = "" if r["bound"] is None else f"{r['bound']:.3f}s"
-        lines.append(f"{r['figure']:<82} {r['value']:>7.3f}s {bound:>8}  {verdict(r['ok'])}")
+        wall = f"{r['value']:.3f}s"
+        lines.append(f"{r['figure']:<80} {wall:>7} {bound:>7} {cpu:>6.3f}s  {verdict(r['ok'])}")
     return "\n".join(lines) + "\n"
 
 
-def as_markdown(rows: list[dict[str, Any]], runs: int) -> str:
+def as_markdown(measured: list[tuple[dict[str, Any], float]], runs: int) -> str:
     lines = [
-        f"Whole-process start-up: median of {runs} runs after a warm-up, simulator latency "
-        f"{LATENCY * 1000:.0f} ms, Python {sys.version.split()[0]} "
-        "(`.venv/bin/python bench/bench_startup.py`).",
+        header(runs) + " (`.venv/bin/python bench/bench_startup.py`).",
         "",
-        "| figure | median | bound | |",
-        "|---|---:|---:|---|",
+        "| figure | wall (median) | bound | | CPU (median) |",
+        "|---|---:|---:|---|---:|",
     ]
-    for r in rows:
+    for r, cpu in measured:
         bound = "" if r["bound"] is None else f"{r['bound']:.3f} s"
-        lines.append(f"| {r['figure']} | {r['value']:.3f} s | {bound} | {verdict(r['ok'])} |")
+        lines.append(
+            f"| {r['figure']} | {r['value']:.3f} s | {bound} | {verdict(r['ok'])} | {cpu:.3f} s |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -176,13 +184,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=RUNS, help="timed processes per command")
     parser.add_argument("--no-save", action="store_true", help=f"do not write under {RESULTS}")
     args = parser.parse_args()
-    rows = run(args.runs)
-    sys.stdout.write(as_text(rows, args.runs))
+    measured = measure(args.runs)
+    sys.stdout.write(as_text(measured, args.runs))
     if not args.no_save:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        document = {"runs": args.runs, "python": sys.version.split()[0], "rows": rows}
+        rows = [r | {"cpu": round(cpu, 4)} for r, cpu in measured]
+        document = {"header": header(args.runs), "rows": rows}
         (RESULTS / "startup.json").write_text(json.dumps(document, indent=2) + "\n")
-        (RESULTS / "startup.md").write_text(as_markdown(rows, args.runs))
+        (RESULTS / "startup.md").write_text(as_markdown(measured, args.runs))
 
 
 if __name__ == "__main__":
