@@ -34,6 +34,7 @@ except ImportError:  # pragma: no cover - older Typer on real Click
 from threatintel._version import __version__
 from threatintel._visible import visible
 from threatintel.cli_support import (
+    TextInput,
     check_output,
     check_reports_dir,
     config_lines,
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from threatintel.engine import ProviderQuota
+    from threatintel.intake import Intake
     from threatintel.models import Analysis, Enrichment
     from threatintel.quota import QuotaWait
     from threatintel.settings import Settings
@@ -164,8 +166,11 @@ def load_settings(*, announce: bool = True, **overrides: Any) -> Settings:
     return settings
 
 
-def _progress(total: int) -> tuple[Progress | None, Callable[[Enrichment], None] | None]:
-    if total < 2 or not err.is_terminal:
+def _progress(intake: Intake) -> tuple[Progress | None, Callable[[Enrichment], None] | None]:
+    """A bar counting enrichments against the indicators found so far: the input is read as
+    the lookups go, so the total grows until the reading ends (parsing it first to count
+    would read it twice)."""
+    if not err.is_terminal:
         return None, None
     from rich.progress import (  # lazily: see the imports at the top
         BarColumn,
@@ -183,8 +188,12 @@ def _progress(total: int) -> tuple[Progress | None, Callable[[Enrichment], None]
         console=err,
         transient=True,
     )
-    task = progress.add_task("analyse", total=total)
-    return progress, lambda _: progress.advance(task)
+    task = progress.add_task("analyse", total=None)
+
+    def advance(_: Enrichment) -> None:
+        progress.update(task, advance=1, total=intake.counts.indicators)
+
+    return progress, advance
 
 
 class QuotaWaitNotice:
@@ -205,16 +214,17 @@ class QuotaWaitNotice:
 def run_analysis(
     settings: Settings,
     values: list[str],
-    text: str | None,
+    text: str | TextInput | None,
     providers: list[str] | None,
     *,
     include_raw: bool = False,
     trust_env: bool = True,
 ) -> Analysis:
+    """One engine call for the values and the text together: parsed once, deduplicated
+    across both, the text read as the lookups go."""
     import asyncio  # lazily: see the imports at the top
 
     from threatintel.engine import Engine
-    from threatintel.indicators import extract
     from threatintel.resilience import BreakerState
 
     notice = QuotaWaitNotice()
@@ -223,20 +233,22 @@ def run_analysis(
         async with Engine(
             settings, include_raw=include_raw, trust_env=trust_env, on_quota_wait=notice
         ) as engine:
-            found, _ = engine.collect(values)
-            total = len(found) + (len(extract(text).indicators) if text else 0)
-            progress, hook = _progress(total)
-            notice.progress = progress
-            try:
-                if progress is not None:
-                    progress.start()
-                analysis = await engine.analyze(values, providers=providers, on_result=hook)
-                if text is not None:
-                    more = await engine.analyze_text(text, providers=providers, on_result=hook)
-                    analysis = merge(analysis, more)
-            finally:
-                if progress is not None:
-                    progress.stop()
+            with engine.intake() as intake:
+                # One indicator given alone needs no bar.
+                many = text is not None or len(values) > 1
+                progress, hook = _progress(intake) if many else (None, None)
+                notice.progress = progress
+                try:
+                    if progress is not None:
+                        progress.start()
+                    analysis = await engine.analyze(
+                        values, text=text, providers=providers, on_result=hook, intake=intake
+                    )
+                finally:
+                    if progress is not None:
+                        progress.stop()
+                    if isinstance(text, TextInput):
+                        text.close()  # read to its end, or left early by an error
             for name, breaker in engine.breakers.items():
                 if breaker.state is not BreakerState.CLOSED:
                     err.print(
@@ -246,22 +258,6 @@ def run_analysis(
             return analysis
 
     return asyncio.run(run())
-
-
-def merge(first: Analysis, second: Analysis) -> Analysis:
-    """Join the analyses of explicit values and of a file, keeping the first of duplicates."""
-    from threatintel.attribution import attribute  # lazily: see the imports at the top
-
-    seen = {e.indicator for e in first.enrichments}
-    enrichments = first.enrichments + [e for e in second.enrichments if e.indicator not in seen]
-    return first.model_copy(
-        update={
-            "enrichments": enrichments,
-            "rejected": first.rejected + second.rejected,
-            "finished_at": second.finished_at,
-            "attribution": attribute(enrichments),
-        }
-    )
 
 
 def emit(text: str, output: Path | None) -> None:
@@ -421,7 +417,8 @@ def analyze(
     selected = [p.strip() for item in providers or [] for p in item.split(",") if p.strip()]
     with errors_as_exit_codes():
         # Both before any lookup: a run must not spend quota on a report it cannot deliver.
-        text = read_input(file) if file is not None else None
+        # The file's first block is checked now; the rest is read as the lookups go.
+        text = TextInput.open(file) if file is not None else None
         check_output(output)
     settings = load_settings(**({"quota_wait_for_reset": True} if wait_for_quota else {}))
     with errors_as_exit_codes():

@@ -103,6 +103,10 @@ def score(
             expected += weight
             text = f"{display}: {FAILURE_TEXT[status]} — verdict based on fewer sources"
             reasons.append(_Reason(text, ANSWER))
+        elif status is SourceStatus.PENDING:
+            # Not in yet at the caller's deadline: missing evidence, like a failure, but no fault.
+            expected += weight
+            reasons.append(_Reason(f"{display}: answer still pending", ANSWER))
         elif status is SourceStatus.NOT_CONFIGURED:
             expected += weight * policy.not_configured_weight
             reasons.append(_Reason(f"{display}: not configured", ANSWER))

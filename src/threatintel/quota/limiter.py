@@ -31,6 +31,7 @@ errors, reprs.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -63,6 +64,15 @@ MAX_BLOCK_WAIT = 300.0
 DEFAULT_PENALTY = MINUTE
 #: Floor for a computed wait, so a rounding slip can never spin the acquire loop.
 MIN_WAIT = 0.001
+#: Store operations one limiter runs at once. Lookups no longer queue for an engine-wide worker
+#: before they ask for quota, so a thousand lookups waiting for one provider's next minute all
+#: ask together when it comes; beyond this many they queue here for milliseconds instead of
+#: opening as many Redis connections (and timing out on them).
+STORE_CONCURRENCY = 8
+#: After a 429's block ends, one request probes the key; the others wait this long between
+#: looks until it is answered (or PROBE_HOLD has passed without a word from it).
+PROBE_POLL = 1.0
+PROBE_HOLD = 60.0
 #: A wait at least this long is worth telling a person about; shorter ones are routine pacing.
 NOTICE_AFTER = 2.0
 
@@ -143,8 +153,10 @@ class RateLimiter:
         "_counted",
         "_keys",
         "_on_wait",
+        "_probing",
         "_setting_names",
         "_store",
+        "_store_ops",
         "_strikes",
         "_turn",
         "margin",
@@ -208,6 +220,9 @@ class RateLimiter:
         # its own (one more 429) before it escalates too, and the first process's long block,
         # which is in the store, stops every process anyway.
         self._strikes: dict[str, _Strike] = {}
+        # Per struck bucket whose block is over: until when its one probe request may be out.
+        self._probing: dict[str, float] = {}
+        self._store_ops = asyncio.Semaphore(STORE_CONCURRENCY)
         short = [window.seconds for window in self._counted if window.sliding]
         self._block_horizon = max([MAX_BLOCK_WAIT, *short])
         self._on_wait = on_wait
@@ -241,8 +256,15 @@ class RateLimiter:
             resets: list[tuple[float, str, str | None]] = []
             for key, bucket in self._rotation():
                 now = self._clock.time()
+                probe = self._probe_due(bucket, now)
+                if probe is not None and probe > now:
+                    # A probe after a 429 is out on this key: its answer says whether more may go.
+                    waits.append((min(probe - now, PROBE_POLL), None, key))
+                    continue
                 grant = await self._acquire_on(bucket, now)
                 if grant.granted:
+                    if probe is not None:
+                        self._probing[bucket] = now + PROBE_HOLD
                     _TAKEN.set(_Taken(self, bucket, grant))
                     return key
                 reset = grant.reset_at if grant.reset_at is not None else now + grant.wait
@@ -291,6 +313,7 @@ class RateLimiter:
         """
         now = self._clock.time()
         bucket = self._bucket(key)
+        self._probing.pop(bucket, None)
         if retry_after is not None:
             # The vendor said when; what it says nothing about is which window, so strikes
             # are left as they are.
@@ -322,6 +345,7 @@ class RateLimiter:
         callers; today it touches only this process's memory and never waits.
         """
         self._strikes.pop(self._bucket(key), None)
+        self._probing.pop(self._bucket(key), None)
 
     async def refund(self, key: str | None) -> bool:
         """Give back the slot this task's latest ``acquire`` took on ``key``, because the
@@ -337,6 +361,7 @@ class RateLimiter:
         if taken is None or taken.limiter is not self or taken.bucket != self._bucket(key):
             return False
         _TAKEN.set(None)
+        self._probing.pop(taken.bucket, None)  # a probe that never went out: the next one may
         await self._store.refund(taken.bucket, self._counted, taken.grant)
         return True
 
@@ -345,7 +370,16 @@ class RateLimiter:
         return [await self._key_usage(key, bucket) for key, bucket in self._keys]
 
     async def _acquire_on(self, bucket: str, now: float) -> Grant:
-        return await self._store.acquire(bucket, self._counted, now)
+        async with self._store_ops:
+            return await self._store.acquire(bucket, self._counted, now)
+
+    def _probe_due(self, bucket: str, now: float) -> float | None:
+        """For a key struck by a 429 whose block is over: until when the probe request now out
+        holds the others back (``now`` or earlier: none is out, this one probes). Else None."""
+        strike = self._strikes.get(bucket)
+        if strike is None or now < strike.blocked_until:
+            return None
+        return self._probing.get(bucket, now)
 
     async def _key_usage(self, key: str | None, bucket: str) -> KeyUsage:
         now = self._clock.time()

@@ -76,6 +76,7 @@ _STATUS_MARKS: dict[SourceStatus, str] = {
     SourceStatus.TIMEOUT: "timeout",
     SourceStatus.ERROR: "error",
     SourceStatus.CIRCUIT_OPEN: "circuit open",
+    SourceStatus.PENDING: "pending",
 }
 _FAILED_STYLE = "red"
 # Layout arithmetic: verdict, score and conf columns with their gaps; the type column; the indent
