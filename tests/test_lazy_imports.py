@@ -116,14 +116,6 @@ def test_subcommand_loads_only_what_typer_itself_needs(tmp_path: Path, args: lis
     assert "typer._adapters" in loaded or "pydantic" not in loaded  # if pydantic, then by Typer
 
 
-def test_help_names_every_provider_of_the_registry() -> None:
-    """The static provider names in the CLI's help are the registry's names, in its order."""
-    from threatintel.cli import PROVIDER_NAMES
-    from threatintel.providers import PROVIDERS
-
-    assert tuple(PROVIDERS) == PROVIDER_NAMES
-
-
 def test_one_lookup_loads_only_its_renderer(tmp_path: Path, sim: SimulatorServer) -> None:
     """One `analyze --format json` loads the engine and the JSON renderer, and no other
     renderer, nor httpx's command-line client, stix2, jinja2, the simulator or a Redis client."""
@@ -200,11 +192,10 @@ def test_a_command_loads_what_it_uses(tmp_path: Path) -> None:
     """`extract` loads the settings and parser it needs, but no engine, simulator or Redis."""
     loaded = loaded_by(tmp_path, "extract", "-", stdin="seen 8.8.8.8 today\n")
     assert {"threatintel.settings", "threatintel.indicators"} <= loaded
+    # The settings' scoring reads the provider registry, and the providers import httpx.
     unused = (
         "threatintel.engine",
-        "threatintel.providers",
         "threatintel.simulator",
-        "httpx",
         *LIBRARIES_OF_OTHER_COMMANDS,
     )
     assert top_level(loaded, unused) == []

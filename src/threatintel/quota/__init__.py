@@ -5,7 +5,8 @@
     key = await limiter.acquire()
 
 module     what it holds
-base       Window, Grant, WindowUsage, KeyUsage, the QuotaStore protocol, block_end
+base       Window, Grant, WindowUsage, KeyUsage, the QuotaStore protocol, block_end, and
+           the learned-limits encoding the shared stores keep
 memory     MemoryQuotaStore: this process only (tests, and the last resort)
 sqlite     SQLiteQuotaStore: one file shared by every process on the machine
 redis      RedisQuotaStore: shared by every replica; import it from ``threatintel.quota.redis``
@@ -27,8 +28,11 @@ if TYPE_CHECKING:
     from threatintel.quota.base import (
         ANONYMOUS,
         BLOCKED,
+        CONFIGURED,
         DAY,
+        DEFAULT,
         HOUR,
+        LEARNED,
         MAX_BLOCK,
         MINUTE,
         MONTH,
@@ -43,9 +47,12 @@ if TYPE_CHECKING:
     from threatintel.quota.fallback import STORE_RETRY_AFTER, FallbackQuotaStore
     from threatintel.quota.limiter import (
         DEFAULT_PENALTY,
+        LEARNED_TTL,
         MAX_BLOCK_WAIT,
+        MAX_LEARNED_LIMIT,
         MIN_WAIT,
         NOTICE_AFTER,
+        LimitsProbe,
         QuotaWait,
         QuotaWaitHook,
         RateLimiter,
@@ -65,8 +72,11 @@ if not TYPE_CHECKING:
                 [
                     "ANONYMOUS",
                     "BLOCKED",
+                    "CONFIGURED",
                     "DAY",
+                    "DEFAULT",
                     "HOUR",
+                    "LEARNED",
                     "MAX_BLOCK",
                     "MINUTE",
                     "MONTH",
@@ -84,9 +94,12 @@ if not TYPE_CHECKING:
             **dict.fromkeys(
                 [
                     "DEFAULT_PENALTY",
+                    "LEARNED_TTL",
                     "MAX_BLOCK_WAIT",
+                    "MAX_LEARNED_LIMIT",
                     "MIN_WAIT",
                     "NOTICE_AFTER",
+                    "LimitsProbe",
                     "QuotaWait",
                     "QuotaWaitHook",
                     "RateLimiter",
@@ -101,11 +114,16 @@ if not TYPE_CHECKING:
 __all__ = [
     "ANONYMOUS",
     "BLOCKED",
+    "CONFIGURED",
     "DAY",
+    "DEFAULT",
     "DEFAULT_PENALTY",
     "HOUR",
+    "LEARNED",
+    "LEARNED_TTL",
     "MAX_BLOCK",
     "MAX_BLOCK_WAIT",
+    "MAX_LEARNED_LIMIT",
     "MINUTE",
     "MIN_WAIT",
     "MONTH",
@@ -114,6 +132,7 @@ __all__ = [
     "FallbackQuotaStore",
     "Grant",
     "KeyUsage",
+    "LimitsProbe",
     "MemoryQuotaStore",
     "QuotaStore",
     "QuotaStoreUnavailable",
