@@ -370,8 +370,8 @@ ProvidersOption = Annotated[
         metavar="NAME[,NAME]",
         # Not listed here: the names live in the provider registry, and reading it would load
         # every provider (and httpx) for each --help (issue 9, start-up).
-        help="Sources to ask, by name (repeat or comma-separate; an unknown name is refused "
-        "with the list of names). Default: all.",
+        help="Sources to ask, by name, repeated or separated by commas (an unknown name is "
+        "refused with the list of names). Default: all.",
     ),
 ]
 
