@@ -104,9 +104,11 @@ def build_client(settings: Settings, *, trust_env: bool = True) -> httpx.AsyncCl
     try:
         return httpx.AsyncClient(
             timeout=settings.request_timeout,
+            # MAX_WORKERS calls in flight per provider: a connection for each, so none of
+            # them queues in the pool behind another provider's calls.
             limits=httpx.Limits(
-                max_connections=max(10, settings.max_workers * 2),
-                max_keepalive_connections=max(10, settings.max_workers),
+                max_connections=settings.max_workers * len(PROVIDERS),
+                max_keepalive_connections=settings.max_workers * len(PROVIDERS),
             ),
             headers={"user-agent": USER_AGENT},
             follow_redirects=False,
