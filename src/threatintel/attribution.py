@@ -56,7 +56,7 @@ from threatintel.models import (
     SourceStatus,
     VerdictLabel,
 )
-from threatintel.scoring import DISPLAY_NAMES
+from threatintel.providers import display_name
 
 ATTACK_VERSION = "18.1"
 DATA_FILE = f"attack-enterprise-{ATTACK_VERSION}.json.gz"
@@ -369,7 +369,7 @@ def _describe(attack: _Attack, attack_id: str) -> str:
 
 
 def _source(seen: _Seen) -> str:
-    return DISPLAY_NAMES.get(seen.source, seen.source)
+    return display_name(seen.source)
 
 
 def _score(attack: _Attack, case: _Case) -> GroupCandidate:

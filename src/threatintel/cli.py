@@ -137,15 +137,20 @@ def errors_as_exit_codes() -> Iterator[None]:
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
+def env_file_option() -> Path | None:
+    """The global --env-file of the command being run, if one was given."""
+    context = get_current_context(silent=True)
+    chosen = (context.find_root().obj or {}).get("env_file") if context is not None else None
+    return Path(chosen) if chosen is not None else None
+
+
 def load_settings(*, announce: bool = True, **overrides: Any) -> Settings:
     """The settings, with the global --env-file; each endpoint that is not the vendor's is
     announced on stderr (``announce=False`` for the demo, which says it uses its simulator)."""
     from threatintel.settings import Settings  # lazily: see the imports at the top
 
-    context = get_current_context(silent=True)
-    env_file = (context.find_root().obj or {}).get("env_file") if context is not None else None
     try:
-        settings = Settings.load(env_file=env_file, **overrides)
+        settings = Settings.load(env_file=env_file_option(), **overrides)
     except ConfigError as exc:
         fail(str(exc), EXIT_CONFIG)
     if announce and (line := endpoints_note(settings.custom_endpoints())):
@@ -478,6 +483,16 @@ def config(
         out.print(escape(visible(line)))  # values may come from a hostile .env
 
 
+def _count(number: int) -> str:
+    """A quota count in at most 5 characters (15500, 300k, 9M): paid keys' limits are long;
+    quota --json has them exactly."""
+    if number < 100_000:
+        return str(number)
+    if number < 10_000_000:
+        return f"{number // 1000}k"
+    return f"{number // 1_000_000}M"
+
+
 def _when(epoch: float | None) -> str:
     if epoch is None:
         return "-"
@@ -501,7 +516,7 @@ def quota(
 
     async def read() -> list[ProviderQuota]:
         async with Engine(settings) as engine:
-            return await engine.quota()
+            return await engine.quota(learn=True)
 
     with errors_as_exit_codes():
         report = asyncio.run(read())
@@ -515,17 +530,32 @@ def quota(
     rows: list[list[str]] = []
     for q in report:
         if not q.configured:
-            rows.append([q.provider, "not configured", "", "", "", "", "", q.breaker.value, ""])
+            rows.append([q.provider, "not configured", *[""] * 6, q.breaker.value, ""])
             continue
         for k in q.keys:
             note = f"blocked until {_when(k.blocked_until)}" if k.blocked_until else ""
             for w in k.windows:
-                counts = [str(w.used), str(w.limit), str(w.remaining)]
-                resets = _when(w.reset_at)
-                rows.append([q.provider, k.key, w.window, *counts, resets, q.breaker.value, note])
+                counts = [_count(w.used), _count(w.limit), _count(w.remaining)]
+                # Month-day and minute: a reset is at most a month away, and 80 columns must
+                # hold where the limit came from too (quota --json has the full time).
+                resets = "-" if w.reset_at is None else _when(w.reset_at)[5:16]
+                row = [q.provider, k.key, w.window, *counts, w.source, resets]
+                rows.append([*row, q.breaker.value, note])
     # Laid out like the analysis table, to fit 80 columns: a fresh process's breaker is always
     # closed and most keys carry no note, so those columns appear only when they say something.
-    columns = ["provider", "key", "window", "used", "limit", "left", "resets", "circuit", "note"]
+    # "limit from": configured (a variable the user set), learned (the vendor said), default.
+    columns = [
+        "provider",
+        "key",
+        "window",
+        "used",
+        "limit",
+        "left",
+        "from",
+        "resets UTC",
+        "circuit",
+        "note",
+    ]
     shown = [
         i
         for i, name in enumerate(columns)
@@ -535,11 +565,11 @@ def quota(
     table = terminal_table(title)
     for i in shown:
         numeric = columns[i] in ("used", "limit", "left")
-        table.add_column(columns[i], justify="right" if numeric else "left", no_wrap=i < 7)
+        table.add_column(columns[i], justify="right" if numeric else "left", no_wrap=i < 8)
     for row in rows:
         table.add_row(*(row[i] for i in shown))
     stdout_console().print(table)
-    if 7 in shown:
+    if 8 in shown:
         err.print("circuit: this process's breaker (each keeps its own; budgets are shared)")
 
 
@@ -578,9 +608,6 @@ def _root(
     context.obj = {"env_file": env_file}
 
 
-DEMO_LATENCY = {"virustotal": 0.08, "otx": 0.12, "abuseipdb": 0.05, "ipinfo": 0.03}
-
-
 #: The demo's simulator enforces no quotas, so neither does the demo's engine.
 DEMO_LIMIT = 1_000_000
 
@@ -595,15 +622,11 @@ def simulator_settings(base_urls: dict[str, str], **overrides: Any) -> Settings:
     for name, url in base_urls.items():
         values[f"{name}_base_url"] = url
         values[f"{name}_api_key"] = f"simulated-{name}-key"
-    for limit in (
-        "virustotal_rate_limit",
-        "virustotal_daily_limit",
-        "virustotal_monthly_limit",
-        "otx_rate_limit",
-        "abuseipdb_rate_limit",
-        "ipinfo_rate_limit",
-    ):
-        values[limit] = DEMO_LIMIT
+    from threatintel.providers import PROVIDERS  # lazily: see the imports at the top
+
+    for cls in PROVIDERS.values():
+        for window in (*cls.windows, *cls.anonymous_windows):
+            values[window.setting] = DEMO_LIMIT
     return load_settings(announce=False, **(values | overrides))
 
 
@@ -620,6 +643,7 @@ def demo(
     No keys and no network: every answer comes from the simulator on 127.0.0.1.
     """
     from threatintel.simulator import SimulatorConfig, SimulatorServer, demo_sample
+    from threatintel.simulator.config import DEMO_LATENCY
 
     with errors_as_exit_codes():
         check_output(output)
@@ -690,6 +714,13 @@ def simulate(
         pass  # Ctrl-C is how a simulator is meant to stop: not an error
     finally:
         server.stop()
+
+
+# Newer command groups live in modules of their own, each adding itself here (issue 9).
+from threatintel import cli_cache, cli_repl, cli_setup  # noqa: E402 - they use the helpers above
+
+for _module in (cli_cache, cli_repl, cli_setup):
+    _module.register(app)
 
 
 class VisibleFormatter(logging.Formatter):

@@ -246,17 +246,17 @@ def quota_wait_line(event: QuotaWait) -> str:
 _UNSET = {
     "REDIS_URL": "(not set: cache and quotas stay on this machine)",
     "MAX_QUOTA_WAIT": "(not set: as long as the minute/hour windows need)",
-    **{
-        f"{name.upper()}_CACHE_TTL": "(not set: CACHE_TTL applies)"
-        for name in ("virustotal", "otx", "abuseipdb", "ipinfo")
-    },
 }
+#: Per-provider settings that are unset by default (<NAME>_CACHE_TTL): named by suffix, so a
+#: fifth provider's read the same without a list of vendors here.
+_UNSET_SUFFIXES = {"_CACHE_TTL": "(not set: CACHE_TTL applies)"}
 
 
 def config_value(name: str, value: Any) -> str:
     """A setting as the README writes it: true/false, 10 not 10.0, lists comma-separated."""
     if value is None or value == [] or value == ():
-        return _UNSET.get(name, "(not set)")
+        suffix = next((s for s in _UNSET_SUFFIXES if name.endswith(s)), None)
+        return _UNSET.get(name) or _UNSET_SUFFIXES.get(suffix or "", "(not set)")
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
@@ -333,6 +333,7 @@ def quota_json(report: list[ProviderQuota]) -> list[dict[str, Any]]:
                             "used": w.used,
                             "remaining": w.remaining,
                             "resets_at": iso_utc(w.reset_at),
+                            "limit_from": w.source,
                         }
                         for w in k.windows
                     ],

@@ -50,10 +50,11 @@ from threatintel.models import (
     utcnow,
 )
 from threatintel.pipeline import SourcePipeline, SourceStats
-from threatintel.providers import PROVIDERS, AbuseIPDB, HttpProvider, Provider
+from threatintel.providers import PROVIDERS, HttpProvider, Provider, QuotaWindow
 from threatintel.quota import (
     FallbackQuotaStore,
     KeyUsage,
+    LimitsProbe,
     MemoryQuotaStore,
     QuotaStore,
     QuotaWaitHook,
@@ -126,15 +127,12 @@ def build_providers(
 ) -> dict[str, HttpProvider]:
     providers: dict[str, HttpProvider] = {}
     for name, cls in PROVIDERS.items():
-        kwargs: dict[str, object] = {}
-        if cls is AbuseIPDB:
-            kwargs["max_age_days"] = settings.abuseipdb_max_age_days
         providers[name] = cls(
             client,
             settings.base_url(name),
             timeout=settings.request_timeout,
             include_raw=include_raw,
-            **kwargs,
+            **cls.options(settings),
         )
     return providers
 
@@ -190,18 +188,24 @@ class Engine:
         self.pipelines: dict[str, SourcePipeline] = {}
         for name, provider in self.providers.items():
             keys = [k.get_secret_value() for k in settings.api_keys(name)]
+            given = (windows or {}).get(name)
             limiter = RateLimiter(
                 name,
                 keys or [None],
-                (windows or {}).get(name) or quota_windows(settings, name, keyed=bool(keys)),
+                given or quota_windows(settings, name, keyed=bool(keys)),
                 self.quota_store,
                 self.clock,
                 wait_for_reset=settings.quota_wait_for_reset,
                 max_wait=settings.max_quota_wait,
                 margin=settings.rate_limit_margin,
                 on_wait=on_quota_wait,
-                setting_names=QUOTA_SETTINGS.get(name, {}),
+                setting_names=_quota_settings().get(name, {}),
+                # Windows given by the caller, and limits the user set, are never relearned.
+                pinned=_pinned(settings, name, keyed=bool(keys), given=given),
+                learn=_limits_probe(provider),
             )
+            if isinstance(provider, HttpProvider):
+                provider.on_limits = limiter.learned
             breaker = CircuitBreaker(
                 name,
                 failure_rate=settings.circuit_failure_rate,
@@ -236,10 +240,13 @@ class Engine:
         """Counters per provider: cache hits and misses, coalesced calls, retries, 429s."""
         return {name: pipeline.stats for name, pipeline in self.pipelines.items()}
 
-    async def quota(self) -> list[ProviderQuota]:
-        """Remaining budget per provider and key (keys as fingerprints) and breaker state."""
+    async def quota(self, *, learn: bool = False) -> list[ProviderQuota]:
+        """Remaining budget per provider and key (keys as fingerprints) and breaker state;
+        ``learn`` first asks each vendor that can say so for its keys' limits (no quota spent)."""
         report = []
         for name, pipeline in self.pipelines.items():
+            if learn and self.settings.api_keys(name):
+                await pipeline.limiter.learn()
             breaker = pipeline.breaker
             report.append(
                 ProviderQuota(
@@ -582,40 +589,53 @@ class ProviderQuota:
     degraded: bool = False  # the shared quota store is unreachable: local numbers
 
 
-#: Every window each vendor enforces (free-tier defaults in the settings), with the setting that
-#: holds its limit: quota_windows reads the limits from it, and quota-wait messages name the
-#: variable ("set it higher for a paid key"). IPinfo counts per month with a token, per day
-#: without one.
-_VENDOR_WINDOWS: dict[str, tuple[tuple[Callable[[int], Window], str], ...]] = {
-    "virustotal": (
-        (Window.per_minute, "virustotal_rate_limit"),
-        (Window.per_day, "virustotal_daily_limit"),
-        (Window.per_month, "virustotal_monthly_limit"),
-    ),
-    "otx": ((Window.per_hour, "otx_rate_limit"),),
-    "abuseipdb": ((Window.per_day, "abuseipdb_rate_limit"),),
-    "ipinfo": ((Window.per_month, "ipinfo_rate_limit"),),
-    "ipinfo:anonymous": ((Window.per_day, "ipinfo_anonymous_daily_limit"),),
-}
+def _vendor_windows(provider: str, *, keyed: bool) -> tuple[QuotaWindow, ...]:
+    cls = PROVIDERS.get(provider)
+    return cls.quota_windows(keyed=keyed) if cls is not None else ()
 
 
 def _quota_settings() -> dict[str, dict[str, str]]:
-    names: dict[str, dict[str, str]] = {}
-    for table, windows in _VENDOR_WINDOWS.items():
-        for window, field in windows:
-            names.setdefault(table.partition(":")[0], {})[window(1).name] = field.upper()
-    return names
+    """Per registered provider (read now: one registered after import counts too), the
+    variable holding each window's limit, for quota-wait messages."""
+    return {
+        name: {w.name: w.setting.upper() for w in (*cls.anonymous_windows, *cls.windows)}
+        for name, cls in PROVIDERS.items()
+    }
 
 
-#: The variable that sets each vendor window's limit, per provider and window name.
+#: The variable that sets each vendor window's limit, per provider and window name; read from
+#: the registry (each provider class declares its windows and their settings).
 QUOTA_SETTINGS: dict[str, dict[str, str]] = _quota_settings()
 
 
 def quota_windows(settings: Settings, provider: str, *, keyed: bool) -> list[Window]:
-    """Every window the vendor enforces, from the settings (free-tier defaults)."""
-    anonymous = f"{provider}:anonymous"
-    table = anonymous if not keyed and anonymous in _VENDOR_WINDOWS else provider
-    return [window(getattr(settings, field)) for window, field in _VENDOR_WINDOWS.get(table, ())]
+    """Every window the vendor enforces, from the settings (free-tier defaults), or from the
+    provider's own default for a setting Settings does not have (a plug-in provider)."""
+    return [
+        w.window(getattr(settings, w.setting, None) or w.default)
+        for w in _vendor_windows(provider, keyed=keyed)
+    ]
+
+
+def _pinned(
+    settings: Settings, provider: str, *, keyed: bool, given: Sequence[Window] | None
+) -> frozenset[str]:
+    """The windows whose limit learning must not change: all of them when the caller chose
+    the windows, else those whose setting the user set (configured beats learned)."""
+    if given:
+        return frozenset(w.name for w in given)
+    return frozenset(
+        w.name for w in _vendor_windows(provider, keyed=keyed) if settings.configured(w.setting)
+    )
+
+
+def _limits_probe(provider: Provider) -> LimitsProbe | None:
+    """The provider's account endpoint as the limiter's probe, if it has one."""
+    if not isinstance(provider, HttpProvider):
+        return None
+    if type(provider).account_limits is HttpProvider.account_limits:
+        return None
+    return provider.account_limits
 
 
 def build_cache(settings: Settings, clock: Clock) -> Cache:

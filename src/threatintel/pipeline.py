@@ -30,7 +30,15 @@ import functools
 import logging
 from dataclasses import dataclass, field
 
-from threatintel.cache import Cache, FlightLock, as_flight_lock, cache_key
+from threatintel.cache import (
+    Cache,
+    FlightLock,
+    HitCounter,
+    as_flight_lock,
+    as_hit_counter,
+    cache_key,
+)
+from threatintel.cache.admin import count_lookup
 from threatintel.cache.answers import decode_answer, encode_answer
 from threatintel.clock import Clock
 from threatintel.errors import (
@@ -137,6 +145,8 @@ class SourcePipeline:
         self._flights: dict[str, _Flight] = {}
         self._inflight = asyncio.Semaphore(max(1, max_inflight))
         self._lock: FlightLock | None = as_flight_lock(cache) if cache is not None else None
+        #: Hits and misses kept by the store across processes, for `threatintel cache stats`.
+        self._counter: HitCounter | None = as_hit_counter(self.cache)
 
     def cache_key(self, indicator: Indicator) -> str:
         """Where this provider's answer about ``indicator`` is cached (endpoint included)."""
@@ -147,6 +157,8 @@ class SourcePipeline:
     async def lookup(self, indicator: Indicator) -> SourceResult:
         key = self.cache_key(indicator)
         cached = await self._from_cache(key)
+        if self._counter is not None:
+            await count_lookup(self._counter, self.name, hit=cached is not None)
         if cached is not None:
             self.stats.cache_hits += 1
             return cached
