@@ -743,3 +743,9 @@ def _main() -> None:
         logging.getLogger("threatintel").debug("unexpected error", exc_info=True)
         sys.exit(EXIT_FAILURE)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+# `batch` and `jobs` live in their own module (see cli_jobs.py).
+from threatintel.cli_jobs import register as _register_jobs  # noqa: E402
+
+_register_jobs(app)

@@ -1,0 +1,337 @@
+"""JobRunner: stream input into a job's manifest, run its chunks through the engine, fill gaps.
+
+    runner = JobRunner(engine, store, on_result=progress.advance)
+    job = await runner.create("iocs.txt", providers=[])
+    job = await runner.process(job.id, lines)      # ingest and run at once; resumable
+    job = await runner.fill_gaps(job.id)           # ask again only the sources that missed
+
+The input is read a line at a time and handed to the store a chunk (``BATCH_SIZE`` new
+indicators) at a time: the dedupe lives in the store (on disk for SQLite), so a 100,000-line
+file never sits in memory. Chunks are claimed and run while the input is still coming in; a
+chunk is marked done once every indicator in it has its row, which is the checkpoint: a runner
+killed at any moment loses at most the lookups in flight, and those cost nothing the second
+time (the cache holds them). Indicators that already have a row are never asked again.
+
+This module is the only consumer of the engine a job needs, so an HTTP handler or a queue
+worker runs a job exactly as the CLI does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from threatintel.engine import Engine
+from threatintel.jobs.base import (
+    DEFAULT_LEASE,
+    Job,
+    JobState,
+    JobStore,
+    ResultRow,
+)
+from threatintel.models import Analysis, Enrichment, Indicator
+from threatintel.scoring import score
+
+logger = logging.getLogger("threatintel.jobs")
+
+#: Called with the keys (``type:value``) of the indicators each append added to the manifest.
+IngestHook = Callable[[list[str]], None]
+
+#: Input lines read per trip to the reading thread.
+READ_BLOCK = 1_000
+
+#: Called with each enrichment as it is stored (progress bars, JSON Lines output).
+StoredHook = Callable[[Enrichment], None]
+
+
+@dataclass(slots=True)
+class _Open:
+    """A claimed chunk whose indicators are in flight; done when ``left`` reaches zero."""
+
+    seq: int
+    left: int
+    queued: bool = False  # every indicator of it has been handed to the engine
+    spellings: dict[Indicator, tuple[str, ...]] = field(default_factory=dict)
+
+
+class JobRunner:
+    """Runs jobs of one store on one engine (see the module docstring)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        store: JobStore,
+        *,
+        worker: str = "local",
+        lease: float = DEFAULT_LEASE,
+        on_result: StoredHook | None = None,
+        on_ingest: IngestHook | None = None,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.worker = worker
+        self.lease = lease
+        self.on_result = on_result
+        self.on_ingest = on_ingest
+        self._fed = asyncio.Event()
+        self._open: dict[Indicator, _Open] = {}
+
+    def _now(self) -> float:
+        return self.engine.clock.time()
+
+    async def create(self, input: str, *, providers: Sequence[str] | None = None) -> Job:
+        """A new, empty job; RequestError for an unknown provider name."""
+        names = self.engine.select(providers) if providers else []
+        return await self.store.create(input, providers=names, now=self._now())
+
+    # --- input ------------------------------------------------------------------------------
+    async def ingest(self, job_id: str, lines: Iterable[str]) -> Job:
+        """Stream ``lines`` into the manifest, ``BATCH_SIZE`` new indicators per chunk.
+
+        Lines the job already read (``Job.lines_read``, from a run that died while reading)
+        are skipped, so resuming with the same file goes on where the input stopped.
+        """
+        job = await self.store.get(job_id)
+        size = self.engine.settings.batch_size
+        pending: dict[Indicator, str] = {}
+        rejected = 0
+        number = 0
+        source = iter(lines)
+        while True:
+            # Read on a thread, a block at a time: a slow stdin never stalls the lookups.
+            block = await asyncio.to_thread(list, itertools.islice(source, READ_BLOCK))
+            if not block:
+                break
+            for line in block:
+                number += 1
+                if number <= job.lines_read:
+                    continue
+                # TODO(i9-engine): threatintel.intake.Intake once it lands (one parser for all).
+                found, skipped = self.engine.collect([line])
+                rejected += len(skipped)
+                for indicator, spellings in found.items():
+                    pending.setdefault(indicator, spellings[0] if spellings else indicator.value)
+                if len(pending) >= size:
+                    await self._append(job_id, pending, number, rejected)
+                    pending, rejected = {}, 0
+        await self._append(job_id, pending, max(number, job.lines_read), rejected)
+        await self.store.seal(job_id, now=self._now())
+        self._fed.set()
+        return await self.store.get(job_id)
+
+    async def _append(
+        self, job_id: str, items: dict[Indicator, str], lines_read: int, rejected: int
+    ) -> None:
+        new = await self.store.append(
+            job_id, list(items.items()), lines_read=lines_read, rejected=rejected, now=self._now()
+        )
+        if new and self.on_ingest is not None:
+            self.on_ingest(new)
+        self._fed.set()
+        await asyncio.sleep(0)  # let the run loop pick the chunk up
+
+    # --- running ----------------------------------------------------------------------------
+    async def process(
+        self, job_id: str, lines: Iterable[str] | None = None, *, takeover: bool = False
+    ) -> Job:
+        """Run every chunk of the job not done yet, reading ``lines`` into it meanwhile.
+
+        ``takeover``: this runner is the job's only one and the last died (a CLI resume), so
+        claims the dead one left are dropped instead of waiting out their lease.
+        """
+        if takeover:
+            await self.store.release(job_id)
+        job = await self.store.get(job_id)
+        names = self.engine.select(job.providers or None)
+        await self.store.set_state(job_id, JobState.RUNNING, now=self._now())
+        feeder: asyncio.Task[Job] | None = None
+        try:
+            if lines is not None and not job.sealed:
+                feeder = asyncio.create_task(self.ingest(job_id, lines))
+            async for enrichment in _stream(self.engine, self._indicators(job_id, feeder), names):
+                await self._store(job_id, enrichment)
+            if feeder is not None:
+                await feeder
+            job = await self.store.get(job_id)
+            if not job.sealed or job.chunks_done < job.chunks:
+                # Input still to come (stdin that ended elsewhere) or chunks another runner
+                # holds: the job stays resumable.
+                await self.store.set_state(job_id, JobState.QUEUED, now=self._now())
+            else:
+                await self.store.set_state(job_id, JobState.DONE, now=self._now())
+        except BaseException as exc:
+            if feeder is not None:
+                feeder.cancel()
+            cancelled = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
+            state = JobState.CANCELLED if cancelled else JobState.FAILED
+            message = None if cancelled else f"stopped by {type(exc).__name__}"
+            await asyncio.shield(
+                self.store.set_state(job_id, state, now=self._now(), message=message)
+            )
+            raise
+        return await self.store.get(job_id)
+
+    async def _indicators(
+        self, job_id: str, feeder: asyncio.Task[Job] | None
+    ) -> AsyncIterator[Indicator]:
+        """Indicators of claimed chunks, one chunk after another, waiting for input if need be."""
+        self._open.clear()
+        while True:
+            self._fed.clear()
+            seq = await self.store.claim(job_id, self.worker, now=self._now(), lease=self.lease)
+            if seq is None:
+                if feeder is None or feeder.done():
+                    return
+                await self._wait_for_input(feeder)
+                continue
+            entries = await self.store.entries(job_id, seq)
+            answered = await self.store.answered(job_id, [entry.key for entry in entries])
+            todo = [entry for entry in entries if entry.key not in answered]
+            chunk = _Open(seq, len(todo), spellings={e.indicator: e.spellings for e in todo})
+            if not todo:
+                await self.store.complete(job_id, seq, now=self._now())
+                continue
+            for entry in todo:
+                self._open[entry.indicator] = chunk
+                yield entry.indicator
+            chunk.queued = True
+
+    async def _wait_for_input(self, feeder: asyncio.Task[Job]) -> None:
+        fed = asyncio.ensure_future(self._fed.wait())
+        try:
+            await asyncio.wait({fed, feeder}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            fed.cancel()
+        if feeder.done() and feeder.exception() is not None:
+            feeder.result()  # the input could not be read: stop with its error
+
+    async def _store(self, job_id: str, enrichment: Enrichment) -> None:
+        chunk = self._open.pop(enrichment.indicator)
+        spellings = list(chunk.spellings.get(enrichment.indicator, ()))
+        enrichment = enrichment.model_copy(update={"inputs": spellings})
+        await self.store.put(job_id, ResultRow.of(enrichment), now=self._now())
+        if self.on_result is not None:
+            self.on_result(enrichment)
+        chunk.left -= 1
+        if chunk.left == 0:
+            await self.store.complete(job_id, chunk.seq, now=self._now())
+
+    # --- gaps -------------------------------------------------------------------------------
+    async def fill_gaps(self, job_id: str) -> Job:
+        """Ask each source that has not answered about an indicator again, and only those;
+        merge the new answers into the stored enrichment and score it afresh."""
+        missing: dict[str, list[str]] = {}
+        async for gap in self.store.gaps(job_id):
+            missing.setdefault(gap.key, []).append(gap.provider)
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for key, names in missing.items():
+            groups.setdefault(tuple(sorted(names)), []).append(key)
+        for providers, keys in groups.items():
+            stored: dict[Indicator, Enrichment] = {}
+            for key in keys:
+                body = await self.store.result(job_id, key)
+                if body is not None:
+                    enrichment = Enrichment.model_validate_json(body)
+                    stored[enrichment.indicator] = enrichment
+            selected = self.engine.select(list(providers))
+            async for fresh in _stream(self.engine, _iterate(list(stored)), selected):
+                merged = merge_sources(stored.pop(fresh.indicator), fresh, self.engine)
+                await self.store.put(job_id, ResultRow.of(merged), now=self._now())
+                if self.on_result is not None:
+                    self.on_result(merged)
+        return await self.store.get(job_id)
+
+
+@dataclass(frozen=True, slots=True)
+class GapSummary:
+    """One provider's gaps in a job: how many indicators miss it and when it is worth asking."""
+
+    provider: str
+    count: int
+    reset_at: float | None  # the latest reset among them; None when no source said
+
+
+async def gap_summary(store: JobStore, job_id: str) -> list[GapSummary]:
+    """The job's gaps per provider, in provider name order."""
+    counts: dict[str, int] = {}
+    resets: dict[str, float | None] = {}
+    async for gap in store.gaps(job_id):
+        counts[gap.provider] = counts.get(gap.provider, 0) + 1
+        if gap.reset_at is not None:
+            resets[gap.provider] = max(gap.reset_at, resets.get(gap.provider) or gap.reset_at)
+        else:
+            resets.setdefault(gap.provider, None)
+    return [GapSummary(name, counts[name], resets[name]) for name in sorted(counts)]
+
+
+async def job_analysis(store: JobStore, job_id: str) -> Analysis:
+    """The job's stored results as one Analysis, for any report format (attribution included)."""
+    from threatintel.attribution import attribute  # only when a report is made
+    from threatintel.providers import PROVIDERS
+
+    job = await store.get(job_id)
+    enrichments = [Enrichment.model_validate_json(body) async for body in store.results(job_id)]
+    return Analysis(
+        enrichments=enrichments,
+        providers=list(job.providers or PROVIDERS),
+        attribution=attribute(enrichments),
+        started_at=datetime.fromtimestamp(job.created_at, UTC),
+        finished_at=datetime.fromtimestamp(job.updated_at, UTC),
+    )
+
+
+def merge_sources(stored: Enrichment, fresh: Enrichment, engine: Engine) -> Enrichment:
+    """``stored`` with the sources ``fresh`` asked replaced by its answers, scored afresh."""
+    sources = {**stored.sources, **fresh.sources}
+    verdict = score(stored.indicator, sources, engine.settings.scoring)
+    return stored.model_copy(update={"sources": sources, "verdict": verdict})
+
+
+async def _iterate(items: Iterable[Indicator]) -> AsyncIterator[Indicator]:
+    for item in items:
+        yield item
+
+
+async def _stream(
+    engine: Engine, values: AsyncIterator[Indicator], providers: Sequence[str]
+) -> AsyncIterator[Enrichment]:
+    """Each enrichment as soon as it is complete, a bounded window of indicators in flight.
+
+    TODO(i9-engine): a stand-in for ``Engine.stream(values, providers=...)``; delete it once
+    the engine's stream lands on main.
+    """
+    window = max(engine.settings.batch_size, engine.settings.max_workers * 4)
+    pending: set[asyncio.Task[Enrichment]] = set()
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(pending) < window:
+                try:
+                    indicator = await anext(values)
+                except StopAsyncIteration:
+                    exhausted = True
+                    break
+                pending.add(asyncio.create_task(engine.enrich(indicator, providers=providers)))
+            if not pending:
+                return
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                yield task.result()
+    finally:
+        for task in pending:
+            task.cancel()
+
+
+__all__ = [
+    "GapSummary",
+    "IngestHook",
+    "JobRunner",
+    "StoredHook",
+    "gap_summary",
+    "job_analysis",
+    "merge_sources",
+]
