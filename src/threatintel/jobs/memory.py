@@ -134,6 +134,8 @@ class MemoryJobStore:
 
     async def put(self, job_id: str, row: ResultRow, *, now: float) -> None:
         record = self._get(job_id)
+        if row.key not in record.manifest:  # not in this job's manifest: nothing to answer
+            return
         record.rows[row.key] = row
         self._touch(record, now)
 

@@ -97,7 +97,7 @@ class JobRunner:
         """
         job = await self.store.get(job_id)
         size = self.engine.settings.batch_size
-        pending: dict[Indicator, str] = {}
+        pending: dict[Indicator, list[str]] = {}
         rejected = 0
         number = 0
         source = iter(lines)
@@ -114,7 +114,7 @@ class JobRunner:
                 found, skipped = self.engine.collect([line])
                 rejected += len(skipped)
                 for indicator, spellings in found.items():
-                    pending.setdefault(indicator, spellings[0] if spellings else indicator.value)
+                    pending.setdefault(indicator, []).extend(spellings or [indicator.value])
                 if len(pending) >= size:
                     await self._append(job_id, pending, number, rejected)
                     pending, rejected = {}, 0
@@ -124,10 +124,15 @@ class JobRunner:
         return await self.store.get(job_id)
 
     async def _append(
-        self, job_id: str, items: dict[Indicator, str], lines_read: int, rejected: int
+        self, job_id: str, items: dict[Indicator, list[str]], lines_read: int, rejected: int
     ) -> None:
+        pairs = [
+            (indicator, spelling)
+            for indicator, spellings in items.items()
+            for spelling in spellings
+        ]
         new = await self.store.append(
-            job_id, list(items.items()), lines_read=lines_read, rejected=rejected, now=self._now()
+            job_id, pairs, lines_read=lines_read, rejected=rejected, now=self._now()
         )
         if new and self.on_ingest is not None:
             self.on_ingest(new)
