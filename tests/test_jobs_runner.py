@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from threatintel.engine import Engine
 from threatintel.jobs import JobState, MemoryJobStore, SQLiteJobStore
 from threatintel.jobs.runner import JobRunner, gap_summary, job_analysis
-from threatintel.models import Enrichment, SourceStatus
+from threatintel.models import Enrichment
 from threatintel.simulator import SimulatorServer
 
 DOMAINS = [f"host{i}.example-{i % 7}.com" for i in range(23)]
@@ -53,7 +54,7 @@ async def test_a_job_streams_its_input_into_chunks_and_answers_each_indicator_on
 
 
 async def test_a_resumed_job_never_asks_again_what_was_answered(
-    make_engine: Callable[..., Engine], sim: SimulatorServer, tmp_path: object
+    make_engine: Callable[..., Engine], sim: SimulatorServer, tmp_path: Path
 ) -> None:
     """Stopped halfway (cancelled), the job resumes on a new runner and asks only the rest:
     with the cache off, no indicator answered before the stop reaches the simulator again."""
@@ -88,13 +89,10 @@ async def test_a_resumed_job_never_asks_again_what_was_answered(
 
 
 async def test_a_spent_daily_quota_leaves_gaps_that_a_later_run_fills(
-    make_engine: Callable[..., Engine], sim: SimulatorServer, tmp_path: object
+    make_engine: Callable[..., Engine], sim: SimulatorServer, tmp_path: Path
 ) -> None:
     """VirusTotal's daily quota runs out mid-batch: the others go on, the job records which
     indicators miss VirusTotal and when it resets, and filling asks VirusTotal alone for them."""
-    from pathlib import Path
-
-    assert isinstance(tmp_path, Path)
     store = SQLiteJobStore(tmp_path / "jobs.sqlite3")
     try:
         engine = make_engine(batch_size=6, cache_ttl=0, virustotal_daily_limit=5)
