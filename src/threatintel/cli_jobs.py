@@ -347,21 +347,31 @@ def jobs(ctx: typer.Context) -> None:
     if not found:
         err.print("no jobs")
         return
-    table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold")
-    for column in ("id", "input", "state", "done", "verdicts", "started", "updated"):
-        table.add_column(column, no_wrap=True, overflow="ellipsis")
-    table.columns[1].min_width = 6
+    # Laid out for 80 columns: every column keeps its width but the input's name, which is cut.
+    table = Table(box=None, padding=(0, 1, 0, 0), pad_edge=False, header_style="bold")
+    for column in ("id", "state", "done", "verdicts", "started", "updated"):
+        table.add_column(column, no_wrap=True, min_width=len(column))
+    table.add_column("input", no_wrap=True, overflow="ellipsis", ratio=1, min_width=5)
+    owing = []
     for job in found:
+        started = _short(job.created_at)
+        updated = _short(job.updated_at)
+        same_day = started[:5] == updated[:5]
         table.add_row(
             job.id,
-            escape(visible(Path(job.input).name if job.input != "stdin" else "stdin")),
-            job.state.value + (f" +{job.gaps} gaps" if job.gaps else ""),
+            job.state.value,
             f"{job.done}/{job.total}",
             verdict_summary(job.verdicts),
-            _short(job.created_at),
-            _short(job.updated_at),
+            started,
+            updated[6:] if same_day else updated,
+            escape(visible(Path(job.input).name if job.input != "stdin" else "stdin")),
         )
-    stdout_console().print(table)
+        if job.gaps:
+            owing.append(f"{job.id}: {job.gaps} lookups still to ask; {resume_hint(job.id)}")
+    screen = stdout_console()
+    screen.print(table)
+    for line in owing:
+        screen.print(escape(line))
 
 
 def _short(epoch: float) -> str:
