@@ -83,7 +83,10 @@ def provider_paces(engine: Engine, job: Job, names: Iterable[str]) -> list[Pace]
 class _Display(Progress):
     """A rich Progress with the verdict counts and the provider paces under the bar."""
 
-    def __init__(self, lines: Callable[[], list[str]], console: Console) -> None:
+    def __init__(
+        self, lines: Callable[[], list[str]], console: Console, *, auto_refresh: bool = True
+    ) -> None:
+        self._lines = lines  # before Progress sets up, which may draw
         super().__init__(
             TextColumn("batch"),
             BarColumn(bar_width=24),
@@ -92,8 +95,8 @@ class _Display(Progress):
             TextColumn("{task.fields[eta]}"),
             console=console,
             transient=True,
+            auto_refresh=auto_refresh,
         )
-        self._lines = lines
 
     def get_renderables(self) -> Iterable[RenderableType]:
         yield Group(self.make_tasks_table(self.tasks), *(Text(line) for line in self._lines()))
@@ -109,6 +112,7 @@ class BatchProgress:
         *,
         paces: list[Pace] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        auto_refresh: bool = True,
     ) -> None:
         self.total = job.total
         self.done = job.done
@@ -118,7 +122,7 @@ class BatchProgress:
         self._clock = clock
         self._started = clock()
         self._this_run = 0
-        self._display = _Display(self.lines, console)
+        self._display = _Display(self.lines, console, auto_refresh=auto_refresh)
         self._task = self._display.add_task(
             "batch", total=job.total or None, completed=job.done, eta=""
         )
