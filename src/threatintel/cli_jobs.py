@@ -173,15 +173,18 @@ def batch(
     settings = load_settings()
     names = [n for value in providers or [] for n in value.split(",") if n.strip()]
     state: dict[str, str] = {}
-    try:
-        with errors_as_exit_codes():
+    with errors_as_exit_codes():
+        try:
             job = asyncio.run(
                 _batch(settings, state, file, description, resume, fmt, output, names, quiet)
             )
-    except typer.Exit as stop:
-        if stop.exit_code == EXIT_INTERRUPTED and "id" in state:
-            err.print(f"job {state['id']} kept; resume it with: {resume_hint(state['id'])}")
-        raise
+        except KeyboardInterrupt:
+            if "id" not in state:
+                raise
+            # One line: the job is kept (cancelled, resumable) and how to go on with it.
+            job_id = state["id"]
+            err.print(f"interrupted; job {job_id} kept, resume it with: {resume_hint(job_id)}")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
     if fmt is not OutputFormat.jsonl:
         from threatintel.jobs.runner import job_analysis
 
