@@ -160,9 +160,12 @@ def batch(
     wide: WideOption = False,
     include_private: IncludePrivateOption = False,
 ) -> None:
-    """Analyse a large file as a resumable job: prints its id, checkpoints every BATCH_SIZE
-    indicators, and `--resume ID` goes on after Ctrl-C, a crash or kill -9 without asking
-    again what was answered."""
+    """Analyse a large file as a resumable job.
+
+    Prints the job's id first and checkpoints every BATCH_SIZE indicators; `--resume ID` goes
+    on after Ctrl-C, a crash or kill -9 without asking again what was answered, and fills in
+    the sources a spent quota left out.
+    """
     from threatintel.cli_support import check_output
 
     if file is None and resume is None:
@@ -316,8 +319,8 @@ def _when(epoch: float | None) -> str:
 # --- threatintel jobs ------------------------------------------------------------------------
 
 jobs_app = typer.Typer(
-    help="List batch jobs (id, input, state, done/total, verdicts, started, updated), or "
-    "render one's report with `jobs show ID`.",
+    help="List batch jobs, or show one's report.\n\n`threatintel jobs` lists id, state, "
+    "done/total, verdicts, started, updated and input; `jobs show ID` renders a report.",
     invoke_without_command=True,
     no_args_is_help=False,
 )
