@@ -166,11 +166,20 @@ def test_jobs_lists_in_80_columns_and_show_renders_any_format(
 
 
 @pytest.mark.parametrize(
-    "args", [["batch"], ["batch", "--resume", "no-such-job"], ["jobs", "show", "nope"]]
+    "args",
+    [
+        ["batch"],
+        ["batch", "--resume", "no-such-job"],
+        ["jobs", "show", "nope"],
+        ["batch", "-"],
+        ["batch", "/no/such/file"],
+    ],
 )
 def test_bad_batch_requests_are_one_line_exit_2(sim: SimulatorServer, args: list[str]) -> None:
-    """No input, or an unknown job id, is one line on stderr and exit code 2."""
-    result = runner.invoke(app, args, env=sim_env(sim))
+    """No input, an input without indicators, a missing file or an unknown job id is one line
+    on stderr and exit code 2."""
+    result = runner.invoke(app, args, input="no indicators here\n", env=sim_env(sim))
     assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.splitlines() if not line.startswith(("note:", "point"))]
+    shown = result.stderr.splitlines()
+    lines = [line for line in shown if not line.startswith(("note:", "point", "job "))]
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr

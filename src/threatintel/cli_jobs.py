@@ -215,6 +215,7 @@ async def _batch(
     names: list[str],
     quiet: bool,
 ) -> Job:
+    from threatintel.cli_support import InputError
     from threatintel.engine import Engine
     from threatintel.jobs.runner import JobRunner
 
@@ -245,6 +246,9 @@ async def _batch(
             finally:
                 if writer is not None:
                     writer.close()
+            if job.total == 0 and resume is None:
+                await store.delete(job.id)
+                raise InputError("no indicators found in the input")
             await _report(store, job)
             return job
     finally:

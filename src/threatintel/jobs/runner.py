@@ -41,6 +41,9 @@ logger = logging.getLogger("threatintel.jobs")
 #: Called with the keys (``type:value``) of the indicators each append added to the manifest.
 IngestHook = Callable[[list[str]], None]
 
+#: Shorter leases would let a runner re-claim its own chunks in a loop.
+MIN_LEASE = 1.0
+
 #: Input lines read per trip to the reading thread.
 READ_BLOCK = 1_000
 
@@ -54,7 +57,6 @@ class _Open:
 
     seq: int
     left: int
-    queued: bool = False  # every indicator of it has been handed to the engine
     spellings: dict[Indicator, tuple[str, ...]] = field(default_factory=dict)
 
 
@@ -71,6 +73,8 @@ class JobRunner:
         on_result: StoredHook | None = None,
         on_ingest: IngestHook | None = None,
     ) -> None:
+        if lease < MIN_LEASE:
+            raise ValueError(f"a chunk's lease must be at least {MIN_LEASE:g} s")
         self.engine = engine
         self.store = store
         self.worker = worker
@@ -79,6 +83,7 @@ class JobRunner:
         self.on_ingest = on_ingest
         self._fed = asyncio.Event()
         self._open: dict[Indicator, _Open] = {}
+        self._held: set[int] = set()  # chunks this runner has in flight
 
     def _now(self) -> float:
         return self.engine.clock.time()
@@ -185,6 +190,7 @@ class JobRunner:
     ) -> AsyncIterator[Indicator]:
         """Indicators of claimed chunks, one chunk after another, waiting for input if need be."""
         self._open.clear()
+        self._held.clear()
         while True:
             self._fed.clear()
             seq = await self.store.claim(job_id, self.worker, now=self._now(), lease=self.lease)
@@ -193,6 +199,10 @@ class JobRunner:
                     return
                 await self._wait_for_input(feeder)
                 continue
+            if seq in self._held:
+                # Our own chunk, still in flight past its lease: claiming it again renewed
+                # the lease; its indicators are already on their way.
+                continue
             entries = await self.store.entries(job_id, seq)
             answered = await self.store.answered(job_id, [entry.key for entry in entries])
             todo = [entry for entry in entries if entry.key not in answered]
@@ -200,10 +210,10 @@ class JobRunner:
             if not todo:
                 await self.store.complete(job_id, seq, now=self._now())
                 continue
+            self._held.add(seq)
             for entry in todo:
                 self._open[entry.indicator] = chunk
                 yield entry.indicator
-            chunk.queued = True
 
     async def _wait_for_input(self, feeder: asyncio.Task[Job]) -> None:
         fed = asyncio.ensure_future(self._fed.wait())
@@ -223,6 +233,7 @@ class JobRunner:
             self.on_result(enrichment)
         chunk.left -= 1
         if chunk.left == 0:
+            self._held.discard(chunk.seq)
             await self.store.complete(job_id, chunk.seq, now=self._now())
 
     # --- gaps -------------------------------------------------------------------------------
