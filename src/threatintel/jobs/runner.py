@@ -167,11 +167,9 @@ class JobRunner:
             if feeder is not None:
                 await feeder
             job = await self.store.get(job_id)
-            if not job.sealed or job.chunks_done < job.chunks:
-                # Input still to come (stdin that ended elsewhere) or chunks another runner
-                # holds: the job stays resumable.
-                await self.store.set_state(job_id, JobState.QUEUED, now=self._now())
-            else:
+            # Otherwise input is still to come, or another runner holds chunks (it marks the
+            # job done when it finishes the last one): the job stays as it is, resumable.
+            if job.sealed and job.chunks_done == job.chunks:
                 await self.store.set_state(job_id, JobState.DONE, now=self._now())
         except BaseException as exc:
             if feeder is not None:
