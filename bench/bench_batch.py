@@ -27,24 +27,20 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_startup import VENDORS
+from bench_startup import cli_env as startup_env
+
 from threatintel.simulator import SimulatorConfig, SimulatorServer, VendorConfig
 
 RESULTS = Path(__file__).parent / "results" / "batch.txt"
-VENDORS = ("virustotal", "otx", "abuseipdb", "ipinfo")
 
 
 def cli_env(sim: SimulatorServer, home: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    for name in VENDORS:
-        env[f"{name.upper()}_BASE_URL"] = sim.base_urls[name]
-        env[f"{name.upper()}_API_KEY"] = f"bench-{name}-key"
-        env[f"{name.upper()}_RATE_LIMIT"] = "1000000"
+    """bench_startup's environment (simulator, fake keys, high limits), with the default
+    SQLite cache and job store in the scratch directory."""
+    env = startup_env(sim, home)
     env |= {
-        "VIRUSTOTAL_DAILY_LIMIT": "1000000",
-        "VIRUSTOTAL_MONTHLY_LIMIT": "1000000",
-        "IPINFO_ANONYMOUS_DAILY_LIMIT": "1000000",
-        "MAX_RETRIES": "0",
-        "HOME": home,
+        "CACHE_BACKEND": "sqlite",
         "CACHE_DIR": str(Path(home) / "cache"),
         "XDG_CONFIG_HOME": str(Path(home) / "config"),
     }
