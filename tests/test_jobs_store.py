@@ -118,13 +118,17 @@ async def test_rows_are_idempotent_and_counters_exact(store: JobStore) -> None:
         job.id, [(ind("a.com"), "a.com"), (ind("8.8.8.8"), "8.8.8.8")], lines_read=2, now=NOW
     )
     row = ResultRow.of(enrichment("a.com", "malicious"))
-    await store.put(job.id, row, now=NOW)
-    await store.put(job.id, row, now=NOW)
+    await store.put(job.id, [row], now=NOW)
+    await store.put(job.id, [row], now=NOW)
     got = await store.get(job.id)
     assert (got.done, got.verdicts, got.done_types) == (1, {"malicious": 1}, {"domain": 1})
-    await store.put(job.id, ResultRow.of(enrichment("a.com", "harmless")), now=NOW)
-    await store.put(job.id, ResultRow.of(enrichment("8.8.8.8", "harmless")), now=NOW)
-    await store.put(job.id, ResultRow.of(enrichment("not-in-job.com")), now=NOW)
+    rows = [
+        ResultRow.of(enrichment("a.com", "harmless")),
+        ResultRow.of(enrichment("8.8.8.8", "suspicious")),
+        ResultRow.of(enrichment("not-in-job.com")),
+        ResultRow.of(enrichment("8.8.8.8", "harmless")),  # the same row twice in one write
+    ]
+    await store.put(job.id, rows, now=NOW)
     got = await store.get(job.id)
     assert (got.done, got.verdicts) == (2, {"harmless": 2})
     assert await store.answered(job.id, ["domain:a.com", "ipv4:9.9.9.9"]) == {"domain:a.com"}
@@ -143,7 +147,7 @@ async def test_gaps_follow_the_latest_row(store: JobStore) -> None:
         otx=SourceStatus.OK,
         ipinfo=SourceStatus.TIMEOUT,
     )
-    await store.put(job.id, ResultRow.of(missing), now=NOW)
+    await store.put(job.id, [ResultRow.of(missing)], now=NOW)
     gaps = sorted([(g.key, g.provider, g.status) async for g in store.gaps(job.id)])
     assert gaps == [
         ("domain:a.com", "ipinfo", "timeout"),
@@ -151,7 +155,7 @@ async def test_gaps_follow_the_latest_row(store: JobStore) -> None:
     ]
     assert (await store.get(job.id)).gaps == 2
     filled = enrichment("a.com", virustotal=SourceStatus.OK, ipinfo=SourceStatus.OK)
-    await store.put(job.id, ResultRow.of(filled), now=NOW)
+    await store.put(job.id, [ResultRow.of(filled)], now=NOW)
     assert [g async for g in store.gaps(job.id)] == []
     assert (await store.get(job.id)).gaps == 0
 

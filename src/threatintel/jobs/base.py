@@ -11,7 +11,7 @@ its rows; writing a row twice replaces it, so a chunk run twice (after a crash) 
     await store.seal(job.id, now=...)                      # the whole input is in
     seq = await store.claim(job.id, "worker-1", now=..., lease=600)
     for entry in await store.entries(job.id, seq): ...
-    await store.put(job.id, row, now=...)                  # idempotent per indicator
+    await store.put(job.id, [row], now=...)                # idempotent per indicator
     await store.complete(job.id, seq, now=...)
 
 Stores: MemoryJobStore (``jobs.memory``), SQLiteJobStore (``jobs.sqlite``), RedisJobStore
@@ -243,8 +243,9 @@ class JobStore(Protocol):
 
     async def complete(self, job_id: str, chunk: int, *, now: float) -> None: ...
 
-    async def put(self, job_id: str, row: ResultRow, *, now: float) -> None:
-        """Write (or replace) the indicator's result row and its gaps, counters kept exact."""
+    async def put(self, job_id: str, rows: Sequence[ResultRow], *, now: float) -> None:
+        """Write (or replace) each indicator's result row and its gaps, counters kept exact;
+        a row for an indicator outside the manifest is ignored."""
         ...
 
     async def answered(self, job_id: str, keys: Sequence[str]) -> set[str]:

@@ -132,11 +132,11 @@ class MemoryJobStore:
         record.chunks[chunk].done = True
         self._touch(record, now)
 
-    async def put(self, job_id: str, row: ResultRow, *, now: float) -> None:
+    async def put(self, job_id: str, rows: Sequence[ResultRow], *, now: float) -> None:
         record = self._get(job_id)
-        if row.key not in record.manifest:  # not in this job's manifest: nothing to answer
-            return
-        record.rows[row.key] = row
+        for row in rows:
+            if row.key in record.manifest:  # else not in this job: nothing to answer
+                record.rows[row.key] = row
         self._touch(record, now)
 
     async def answered(self, job_id: str, keys: Sequence[str]) -> set[str]:

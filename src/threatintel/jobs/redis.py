@@ -314,14 +314,17 @@ class RedisJobStore:
             await self.client.hset(self._key(job_id, "chunks"), str(chunk), "done")
         await self._set(job_id, now)
 
-    async def put(self, job_id: str, row: ResultRow, *, now: float) -> None:
-        args: list[Any] = [row.key, row.type, row.verdict, row.body, repr(now)]
-        for gap in row.gaps:
-            args += [gap.provider, json.dumps([gap.status, gap.reset_at])]
+    async def put(self, job_id: str, rows: Sequence[ResultRow], *, now: float) -> None:
+        keys = self._keys(job_id, "meta", "m", "r", "v", "n", "g", "gk")
         with _translated():
-            await self._put(
-                keys=self._keys(job_id, "meta", "m", "r", "v", "n", "g", "gk"), args=args
-            )
+            # One round trip for the lot; each row's script is atomic on its own.
+            async with self.client.pipeline(transaction=False) as pipe:
+                for row in rows:
+                    args: list[Any] = [row.key, row.type, row.verdict, row.body, repr(now)]
+                    for gap in row.gaps:
+                        args += [gap.provider, json.dumps([gap.status, gap.reset_at])]
+                    await self._put(keys=keys, args=args, client=pipe)
+                await pipe.execute()
 
     async def answered(self, job_id: str, keys: Sequence[str]) -> set[str]:
         found: set[str] = set()

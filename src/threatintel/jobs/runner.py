@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -40,6 +40,9 @@ logger = logging.getLogger("threatintel.jobs")
 
 #: Called with the keys (``type:value``) of the indicators each append added to the manifest.
 IngestHook = Callable[[list[str]], None]
+
+#: Result rows written to the store at most per call.
+WRITE_BATCH = 200
 
 #: Shorter leases would let a runner re-claim its own chunks in a loop.
 MIN_LEASE = 1.0
@@ -162,8 +165,8 @@ class JobRunner:
         try:
             if lines is not None and not job.sealed:
                 feeder = asyncio.create_task(self.ingest(job_id, lines))
-            async for enrichment in _stream(self.engine, self._indicators(job_id, feeder), names):
-                await self._store(job_id, enrichment)
+            stream = _stream(self.engine, self._indicators(job_id, feeder), names)
+            await self._write(job_id, stream, self._with_spellings, self._completed)
             if feeder is not None:
                 await feeder
             job = await self.store.get(job_id)
@@ -222,17 +225,63 @@ class JobRunner:
         if feeder.done() and feeder.exception() is not None:
             feeder.result()  # the input could not be read: stop with its error
 
-    async def _store(self, job_id: str, enrichment: Enrichment) -> None:
-        chunk = self._open.pop(enrichment.indicator)
-        spellings = list(chunk.spellings.get(enrichment.indicator, ()))
-        enrichment = enrichment.model_copy(update={"inputs": spellings})
-        await self.store.put(job_id, ResultRow.of(enrichment), now=self._now())
-        if self.on_result is not None:
-            self.on_result(enrichment)
-        chunk.left -= 1
-        if chunk.left == 0:
-            self._held.discard(chunk.seq)
-            await self.store.complete(job_id, chunk.seq, now=self._now())
+    def _with_spellings(self, enrichment: Enrichment) -> Enrichment:
+        spellings = self._open[enrichment.indicator].spellings.get(enrichment.indicator, ())
+        return enrichment.model_copy(update={"inputs": list(spellings)})
+
+    async def _completed(self, job_id: str, stored: list[Enrichment]) -> None:
+        """Count the stored indicators off their chunks; a chunk with none left is done."""
+        for enrichment in stored:
+            chunk = self._open.pop(enrichment.indicator)
+            chunk.left -= 1
+            if chunk.left == 0:
+                self._held.discard(chunk.seq)
+                await self.store.complete(job_id, chunk.seq, now=self._now())
+
+    async def _write(
+        self,
+        job_id: str,
+        stream: AsyncIterator[Enrichment],
+        prepare: Callable[[Enrichment], Enrichment],
+        after: Callable[[str, list[Enrichment]], Awaitable[None]] | None = None,
+    ) -> None:
+        """Store the stream's enrichments, as many per write as have come meanwhile.
+
+        A writer task takes what the stream has produced since its last write, up to
+        WRITE_BATCH rows, in one store call (one transaction or round trip instead of one per
+        row), then tells ``on_result`` and ``after``: nothing is reported before it is
+        stored, so output written from ``on_result`` never runs ahead of the store.
+        """
+        queue: asyncio.Queue[Enrichment | None] = asyncio.Queue(maxsize=WRITE_BATCH * 4)
+
+        async def writer() -> None:
+            while True:
+                batch: list[Enrichment] = []
+                item = await queue.get()
+                while item is not None:
+                    batch.append(prepare(item))
+                    if len(batch) >= WRITE_BATCH or queue.empty():
+                        break
+                    item = queue.get_nowait()
+                if batch:
+                    rows = [ResultRow.of(enrichment) for enrichment in batch]
+                    await self.store.put(job_id, rows, now=self._now())
+                    if self.on_result is not None:
+                        for enrichment in batch:
+                            self.on_result(enrichment)
+                    if after is not None:
+                        await after(job_id, batch)
+                if item is None:
+                    return
+
+        task = asyncio.create_task(writer())
+        try:
+            async for enrichment in stream:
+                await _put_unless_done(queue, enrichment, task)
+            await _put_unless_done(queue, None, task)
+            await task
+        finally:
+            task.cancel()
 
     # --- gaps -------------------------------------------------------------------------------
     async def fill_gaps(self, job_id: str) -> Job:
@@ -252,11 +301,14 @@ class JobRunner:
                     enrichment = Enrichment.model_validate_json(body)
                     stored[enrichment.indicator] = enrichment
             selected = self.engine.select(list(providers))
-            async for fresh in _stream(self.engine, _iterate(list(stored)), selected):
-                merged = merge_sources(stored.pop(fresh.indicator), fresh, self.engine)
-                await self.store.put(job_id, ResultRow.of(merged), now=self._now())
-                if self.on_result is not None:
-                    self.on_result(merged)
+            stream = _stream(self.engine, _iterate(list(stored)), selected)
+
+            def merged(
+                fresh: Enrichment, stored: dict[Indicator, Enrichment] = stored
+            ) -> Enrichment:
+                return merge_sources(stored.pop(fresh.indicator), fresh, self.engine)
+
+            await self._write(job_id, stream, merged)
         return await self.store.get(job_id)
 
 
@@ -303,6 +355,24 @@ def merge_sources(stored: Enrichment, fresh: Enrichment, engine: Engine) -> Enri
     sources = {**stored.sources, **fresh.sources}
     verdict = score(stored.indicator, sources, engine.settings.scoring)
     return stored.model_copy(update={"sources": sources, "verdict": verdict})
+
+
+async def _put_unless_done(
+    queue: asyncio.Queue[Enrichment | None], item: Enrichment | None, writer: asyncio.Task[None]
+) -> None:
+    """Queue ``item`` for the writer; if the writer has failed, raise its error instead of
+    waiting for room it will never make."""
+    if queue.full():
+        put = asyncio.ensure_future(queue.put(item))
+        await asyncio.wait({put, writer}, return_when=asyncio.FIRST_COMPLETED)
+        if put.done():
+            return
+        put.cancel()
+        writer.result()  # raises the writer's error
+        raise RuntimeError("the result writer stopped early")
+    if writer.done():
+        writer.result()
+    queue.put_nowait(item)
 
 
 async def _iterate(items: Iterable[Indicator]) -> AsyncIterator[Indicator]:

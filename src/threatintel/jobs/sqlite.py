@@ -142,8 +142,8 @@ class SQLiteJobStore:
     async def complete(self, job_id: str, chunk: int, *, now: float) -> None:
         await self._worker.run(_complete, job_id, chunk, now)
 
-    async def put(self, job_id: str, row: ResultRow, *, now: float) -> None:
-        await self._worker.run(_put, job_id, row, now)
+    async def put(self, job_id: str, rows: Sequence[ResultRow], *, now: float) -> None:
+        await self._worker.run(_put, job_id, list(rows), now)
 
     async def answered(self, job_id: str, keys: Sequence[str]) -> set[str]:
         found: set[str] = set()
@@ -385,24 +385,29 @@ def _complete(conn: sqlite3.Connection, job_id: str, chunk: int, now: float) -> 
         conn.execute("UPDATE jobs SET updated_at = ? WHERE id = ?", (now, job_id))
 
 
-def _put(conn: sqlite3.Connection, job_id: str, row: ResultRow, now: float) -> None:
+def _put(conn: sqlite3.Connection, job_id: str, rows: list[ResultRow], now: float) -> None:
     with transaction(conn):
-        found = conn.execute(
-            "SELECT pos FROM manifest WHERE job = ? AND key = ?", (job_id, row.key)
-        ).fetchone()
-        if found is None:  # not in this job's manifest: nothing to answer
-            return
-        conn.execute(
-            "INSERT OR REPLACE INTO results (job, key, pos, type, verdict, body)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (job_id, row.key, found[0], row.type, row.verdict, row.body),
-        )
-        conn.execute("DELETE FROM gaps WHERE job = ? AND key = ?", (job_id, row.key))
-        conn.executemany(
-            "INSERT INTO gaps (job, key, provider, status, reset_at) VALUES (?, ?, ?, ?, ?)",
-            [(job_id, gap.key, gap.provider, gap.status, gap.reset_at) for gap in row.gaps],
-        )
+        for row in rows:
+            _put_row(conn, job_id, row)
         conn.execute("UPDATE jobs SET updated_at = ? WHERE id = ?", (now, job_id))
+
+
+def _put_row(conn: sqlite3.Connection, job_id: str, row: ResultRow) -> None:
+    found = conn.execute(
+        "SELECT pos FROM manifest WHERE job = ? AND key = ?", (job_id, row.key)
+    ).fetchone()
+    if found is None:  # not in this job's manifest: nothing to answer
+        return
+    conn.execute(
+        "INSERT OR REPLACE INTO results (job, key, pos, type, verdict, body)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (job_id, row.key, found[0], row.type, row.verdict, row.body),
+    )
+    conn.execute("DELETE FROM gaps WHERE job = ? AND key = ?", (job_id, row.key))
+    conn.executemany(
+        "INSERT INTO gaps (job, key, provider, status, reset_at) VALUES (?, ?, ?, ?, ?)",
+        [(job_id, gap.key, gap.provider, gap.status, gap.reset_at) for gap in row.gaps],
+    )
 
 
 def _delete(conn: sqlite3.Connection, job_ids: list[str]) -> None:
