@@ -113,6 +113,47 @@ def test_sigkill_halfway_then_resume_asks_nothing_twice(
             assert after[vendor, value] == before[vendor, value] <= 1, (vendor, value)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_ctrl_c_leaves_the_job_resumable_and_says_how(sim: SimulatorServer, tmp_path: Path) -> None:
+    """SIGINT mid-batch: exit 130, the job kept as cancelled, and one line naming the command
+    that resumes it; that command then finishes the job."""
+    for name in ("virustotal", "otx", "abuseipdb", "ipinfo"):
+        sim.config.vendor(name).latency = 0.03
+    source = write_input(tmp_path / "iocs.txt")
+    cache = tmp_path / "cache"
+    env = {**os.environ, **sim_env(sim), "CACHE_DIR": str(cache), "BATCH_SIZE": "8"}
+    env["MAX_WORKERS"] = "4"
+    command = [sys.executable, "-m", "threatintel", "batch", "-o", str(tmp_path / "o.jsonl")]
+    process = subprocess.Popen(
+        [*command, str(source)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    db = cache / "jobs.sqlite3"
+    try:
+        while rows_in(db) < 10:
+            assert process.poll() is None, "the batch finished before it could be interrupted"
+            time.sleep(0.01)
+        os.kill(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130
+    job_id, _ = answered_keys(db)
+    last = stderr.decode().strip().splitlines()[-1]
+    assert (
+        last
+        == f"interrupted; job {job_id} kept, resume it with: threatintel batch --resume {job_id}"
+    )
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT state FROM jobs").fetchone() == ("cancelled",)
+    resumed = subprocess.run(
+        [*command, "--resume", job_id], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert sorted(jsonl_values(tmp_path / "o.jsonl")) == sorted(VALUES)
+
+
 def test_spent_daily_quota_becomes_gaps_that_resume_fills(
     sim: SimulatorServer, tmp_path: Path
 ) -> None:
