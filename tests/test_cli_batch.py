@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from support import sim_env
+from support import TEST_KEYS, sim_env
 from threatintel.cli import app
 from threatintel.simulator import SimulatorServer
 
@@ -158,7 +158,8 @@ def test_spent_daily_quota_becomes_gaps_that_resume_fills(
     sim: SimulatorServer, tmp_path: Path
 ) -> None:
     """VirusTotal's daily quota runs out mid-batch: the batch finishes with the others, says
-    which source owes how many answers and when it resets; --resume asks VirusTotal alone."""
+    which source owes how many answers and when it resets; --resume asks VirusTotal alone.
+    The job file holds no API key."""
     source = write_input(tmp_path / "iocs.txt")
     out = tmp_path / "out.jsonl"
     env = sim_env(sim, VIRUSTOTAL_DAILY_LIMIT="10", CACHE_TTL="0", BATCH_SIZE="16")
@@ -182,6 +183,8 @@ def test_spent_daily_quota_becomes_gaps_that_resume_fills(
     assert sorted(line["indicator"]["value"] for line in lines) == sorted(VALUES)
     assert all(line["sources"]["virustotal"]["status"] in ("ok", "not_found") for line in lines)
     assert "still to ask" not in second.stderr
+    stored = b"".join(p.read_bytes() for p in Path(os.environ["CACHE_DIR"]).glob("jobs.sqlite3*"))
+    assert stored and not any(key.encode() in stored for key in TEST_KEYS.values())
 
 
 def test_jobs_lists_in_80_columns_and_show_renders_any_format(
