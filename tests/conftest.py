@@ -8,12 +8,15 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from support import VENDOR_NAMES, quiet_config, redis_key_prefix, sim_settings
+from support import REDIS_URL, VENDOR_NAMES, quiet_config, redis_key_prefix, sim_settings
 from threatintel.engine import Engine
+from threatintel.quota import MemoryQuotaStore, QuotaStore, SQLiteQuotaStore
+from threatintel.quota.redis import RedisQuotaStore
 from threatintel.simulator import Scenario, SimulatorServer
 
 
@@ -93,3 +96,20 @@ async def make_engine(sim: SimulatorServer) -> AsyncIterator[Callable[..., Engin
 async def engine(sim: SimulatorServer) -> AsyncIterator[Engine]:
     async with Engine(sim_settings(sim)) as engine:
         yield engine
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+async def each_quota_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[QuotaStore]:
+    """Each quota store: memory, a fresh SQLite file, Redis under a fresh prefix."""
+    made: QuotaStore
+    if request.param == "redis":
+        async with redis_key_prefix() as prefix:
+            made = RedisQuotaStore(REDIS_URL, prefix=prefix)
+            yield made
+            await made.aclose()
+        return
+    made = MemoryQuotaStore() if request.param == "memory" else SQLiteQuotaStore(tmp_path / "q")
+    yield made
+    await made.aclose()

@@ -288,15 +288,17 @@ def test_quota_json_times_are_iso_utc_like_the_reports(sim: SimulatorServer) -> 
 
 
 def test_quota_table_fits_80_columns(sim: SimulatorServer) -> None:
-    """`quota` at 80 columns keeps every cell whole and names a provider with no key."""
+    """`quota` at 80 columns keeps every cell whole, says where each limit came from and names
+    a provider with no key."""
     env: dict[str, str | None] = {**sim_env(sim, COLUMNS="80"), "ABUSEIPDB_API_KEY": None}
     assert runner.invoke(app, ["analyze", "45.142.212.61"], env=env).exit_code == 0
     result = runner.invoke(app, ["quota"], env=env)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert max(len(line) for line in lines) <= 80
-    assert lines[1].split() == ["provider", "key", "window", "used", "limit", "left", "resets"]
-    assert "…" not in result.stdout and " UTC" in result.stdout
+    header = ["provider", "key", "window", "used", "limit", "left", "from", "resets", "UTC"]
+    assert lines[1].split() == header
+    assert "…" not in result.stdout and "configured" in result.stdout
     rows = {line.split()[0]: line.split()[1:] for line in lines[3:]}
     assert rows["abuseipdb"] == ["not", "configured"]
     assert "key:" in rows["virustotal"][0]

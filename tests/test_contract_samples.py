@@ -24,6 +24,8 @@ from threatintel.errors import (
 from threatintel.indicators import parse_indicator
 from threatintel.models import SourceResult, SourceStatus
 from threatintel.providers import OTX, AbuseIPDB, HttpProvider, IPinfo, VirusTotal
+from threatintel.simulator import SimulatorServer, VendorConfig
+from threatintel.simulator import Window as SimWindow
 
 SAMPLES = resources.files("threatintel.simulator") / "samples"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "contracts"
@@ -213,3 +215,73 @@ async def test_sample_parses_to_expected_result(name: str) -> None:
                 assert isinstance(caught.value, QuotaExhausted)
                 assert caught.value.retry_after == 29241
                 assert caught.value.reset_at is not None
+
+
+# --- limits stated by the vendor (documented, unverified: tests/fixtures/contracts/) -----------
+
+DOCUMENTED = Path(__file__).resolve().parent / "fixtures" / "contracts"
+FREE_VT_WINDOWS = (SimWindow.per_minute(4), SimWindow.per_day(500), SimWindow.per_month(15_500))
+
+
+async def test_documented_overall_quotas_sample_gives_the_lower_allowances() -> None:
+    """VT's documented overall_quotas body: per period the lower of user and group allowances,
+    the minute as an hour's sixtieth; asked with the key as user id and in x-apikey."""
+    body = (DOCUMENTED / "virustotal_overall_quotas.json").read_bytes()
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=body, headers={"content-type": "application/json"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        provider = VirusTotal(client, "https://vendor.invalid/api/v3")
+        limits = await provider.account_limits("k" * 64)
+    assert limits == {
+        "hour": 3_300_000,
+        "day": 99_000_000,
+        "month": 1_000_000_000,
+        "minute": 55_000,
+    }
+    (request,) = seen
+    assert request.url.path == f"/api/v3/users/{'k' * 64}/overall_quotas"
+    assert request.headers["x-apikey"] == "k" * 64
+
+
+async def test_simulated_overall_quotas_has_the_documented_shape(
+    sim: SimulatorServer,
+) -> None:
+    """The simulator's overall_quotas answer has the documented periods, each user's allowed
+    and used as integers: the shape the client was written against."""
+    documented = json.loads((DOCUMENTED / "virustotal_overall_quotas.json").read_bytes())
+    sim.config.virustotal = VendorConfig(windows=FREE_VT_WINDOWS)
+    url = f"{sim.base_urls['virustotal']}/users/a-key/overall_quotas"
+    async with httpx.AsyncClient() as client:
+        answer = (await client.get(url, headers={"x-apikey": "a-key"})).json()
+    assert set(answer["data"]) == set(documented["data"])
+    for period in answer["data"].values():
+        assert {type(v) for v in period["user"].values()} == {int}
+        assert set(period["user"]) == {"allowed", "used"}
+    assert answer["data"]["api_requests_hourly"]["user"]["allowed"] == 240
+
+
+@pytest.mark.parametrize(
+    ("header", "stated"),
+    [("1000", {"day": 1000}), ("5000", {"day": 5000}), ("-5", None), ("1e9", None), ("", None)],
+)
+async def test_abuseipdb_answers_state_the_daily_limit(
+    header: str, stated: dict[str, int] | None
+) -> None:
+    """X-RateLimit-Limit on a /check answer is told to the limiter as the key's daily limit;
+    anything but plain digits is ignored."""
+    body = sample("abuseipdb_check_clean.json")
+    headers = {"content-type": "application/json", "x-ratelimit-limit": header}
+    told: list[tuple[str | None, object]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body, headers=headers)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        provider = AbuseIPDB(client, "https://vendor.invalid/api/v2")
+        provider.on_limits = lambda key, limits: told.append((key, dict(limits)))
+        await provider.lookup(parse_indicator("8.8.8.8"), "k" * 64)
+    assert told == ([("k" * 64, stated)] if stated else [])

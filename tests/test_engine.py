@@ -304,6 +304,9 @@ async def test_every_status_can_be_produced(make_engine: MakeEngine, sim: Simula
         seen |= {r.status for e in analysis.enrichments for r in e.sources.values()}
         analysis = await engine.analyze(["77.91.124.55"])
         seen |= {r.status for e in analysis.enrichments for r in e.sources.values()}
+        # A deadline already over: every source that had to be asked is pending.
+        analysis = await engine.analyze(["8.8.4.4"], deadline=0)
+        seen |= {r.status for e in analysis.enrichments for r in e.sources.values()}
     assert seen == set(SourceStatus), set(SourceStatus) - seen
 
 

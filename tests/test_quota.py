@@ -6,7 +6,7 @@ import asyncio
 import bisect
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -459,6 +459,14 @@ class FlakyStore:
     async def refund(self, bucket: str, windows: Sequence[Window], grant: Grant) -> None:
         self._check()
         await self.inner.refund(bucket, windows, grant)
+
+    async def learned_limits(self, bucket: str, now: float) -> dict[str, int]:
+        self._check()
+        return await self.inner.learned_limits(bucket, now)
+
+    async def keep_limits(self, bucket: str, limits: Mapping[str, int], until: float) -> None:
+        self._check()
+        await self.inner.keep_limits(bucket, limits, until)
 
     async def aclose(self) -> None:
         return None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from threatintel.providers.base import (
     kept_raw,
     parse_retry_after,
 )
-from threatintel.quota import MAX_BLOCK, MemoryQuotaStore, QuotaStore, Window
+from threatintel.quota import MAX_BLOCK, QuotaStore, Window
 from threatintel.quota.redis import RedisQuotaStore
 from threatintel.quota.sqlite import SQLiteQuotaStore
 
@@ -60,31 +59,18 @@ def test_retry_after_date_is_read_against_now() -> None:
     assert parse_retry_after("Sun, 15 Jun 2025 15:07:30 GMT", now=1_749_999_950.0) == 100.0
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[QuotaStore]:
-    """Each quota store: memory, a fresh SQLite file, Redis under a fresh prefix."""
-    made: QuotaStore
-    if request.param == "redis":
-        async with redis_key_prefix() as prefix:
-            made = RedisQuotaStore(REDIS_URL, prefix=prefix)
-            yield made
-            await made.aclose()
-        return
-    made = MemoryQuotaStore() if request.param == "memory" else SQLiteQuotaStore(tmp_path / "q")
-    yield made
-    await made.aclose()
-
-
 @pytest.mark.parametrize("until", [math.inf, math.nan, 1e300, NOW + 3e9, NOW + MAX_BLOCK + 60])
-async def test_stores_ignore_an_absurd_block(store: QuotaStore, until: float) -> None:
+async def test_stores_ignore_an_absurd_block(each_quota_store: QuotaStore, until: float) -> None:
     """A block that is not finite or ends beyond MAX_BLOCK is never honoured nor an error."""
+    store = each_quota_store
     await store.block("k", until)
     assert await store.blocked_until("k", NOW) is None
     assert (await store.acquire("k", MINUTE_4, NOW)).granted
 
 
-async def test_stores_keep_a_believable_block(store: QuotaStore) -> None:
+async def test_stores_keep_a_believable_block(each_quota_store: QuotaStore) -> None:
     """A block within MAX_BLOCK still holds, and a later absurd one does not replace it."""
+    store = each_quota_store
     await store.block("k", NOW + 3600)
     await store.block("k", math.inf)
     assert await store.blocked_until("k", NOW) == NOW + 3600

@@ -87,13 +87,13 @@ class KeyGuard:
         kept: dict[Indicator, list[str]] = {}
         dropped: list[Rejected] = []
         for indicator, inputs in found.items():
-            hidden = self._hidden(indicator.value)
+            hidden = self.hidden(indicator.value)
             if hidden is not None:
                 dropped.append(hidden)
             else:
                 kept[indicator] = [self.scrub(raw) for raw in inputs]
         for item in rejected:
-            hidden = self._hidden(item.candidate)
+            hidden = self.hidden(item.candidate)
             dropped.append(item if hidden is None else hidden)
         return kept, dropped
 
@@ -104,7 +104,8 @@ class KeyGuard:
         )
         return Extraction(indicators=list(found), rejected=rejected)
 
-    def _hidden(self, value: str) -> Rejected | None:
+    def hidden(self, value: str) -> Rejected | None:
+        """A Rejected naming the key ``value`` holds (by label, never by value), else None."""
         label = self.match(value)
         if label is None:
             return None

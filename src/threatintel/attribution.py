@@ -35,11 +35,12 @@ from __future__ import annotations
 
 import functools
 import gzip
+import itertools
 import json
 import re
 import unicodedata
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -55,7 +56,7 @@ from threatintel.models import (
     SourceStatus,
     VerdictLabel,
 )
-from threatintel.scoring import DISPLAY_NAMES
+from threatintel.providers import display_name
 
 ATTACK_VERSION = "18.1"
 DATA_FILE = f"attack-enterprise-{ATTACK_VERSION}.json.gz"
@@ -271,7 +272,7 @@ class _Seen:
         )
 
 
-def _observations(enrichments: Sequence[Enrichment]) -> Iterator[_Seen]:
+def _observations(enrichments: Iterable[Enrichment]) -> Iterator[_Seen]:
     for enrichment in enrichments:
         if enrichment.verdict.label is VerdictLabel.HARMLESS:
             # The sources we trust call it clean: a family, technique or even a group named on it
@@ -368,7 +369,7 @@ def _describe(attack: _Attack, attack_id: str) -> str:
 
 
 def _source(seen: _Seen) -> str:
-    return DISPLAY_NAMES.get(seen.source, seen.source)
+    return display_name(seen.source)
 
 
 def _score(attack: _Attack, case: _Case) -> GroupCandidate:
@@ -486,69 +487,103 @@ def _summary(groups: list[GroupCandidate]) -> str:
     return text
 
 
-def attribute(enrichments: Sequence[Enrichment]) -> Attribution:
+def attribute(enrichments: Iterable[Enrichment]) -> Attribution:
     """Map the names sources gave onto ATT&CK and rank the groups they point to, with reasons."""
-    observations = list(_observations(enrichments))
-    if not observations:
-        return Attribution(attack_version=ATTACK_VERSION, summary=INSUFFICIENT)
-    attack = _attack()
-    cases: dict[str, _Case] = {}
-    software_seen: set[str] = set()
-    commodity_seen: dict[str, list[tuple[_Seen, _Hit]]] = defaultdict(list)
-    techniques_seen: dict[str, list[_Seen]] = defaultdict(list)
-    unmatched: set[str] = set()
+    reducer = Attributor()
+    for enrichment in enrichments:
+        reducer.add(enrichment)
+    return reducer.result()
 
-    def case(group: str) -> _Case:
-        return cases.setdefault(group, _Case(group))
 
-    for seen in observations:
-        hits = _match(attack, seen)
-        if not hits:
-            # Tags are mostly file traits and categories: listing them would bury the real misses.
-            if seen.kind != TAG:
-                unmatched.add(clip(seen.value))
-            continue
-        for hit in hits:
-            if seen.kind == ADVERSARY:
-                case(hit.attack_id).adversary.append((seen, hit))
-            elif seen.kind == TECHNIQUE:
-                techniques_seen[hit.attack_id].append(seen)
-            else:
-                software_seen.add(hit.attack_id)
-                users = attack.software_groups.get(hit.attack_id, [])
-                if len(users) > GROUP_SPECIFIC_MAX:
-                    commodity_seen[hit.attack_id].append((seen, hit))
-                    continue
-                for group in users:
-                    case(group).software.setdefault(hit.attack_id, []).append((seen, hit))
+class Attributor:
+    """``attribute`` as a reducer, fed enrichment by enrichment as a stream completes:
 
-    for group_case in cases.values():
-        linked = group_case.indicators()
-        for software, pairs in commodity_seen.items():
-            # Like techniques, commodity software only counts on indicators already linked.
-            on_linked = [(seen, hit) for seen, hit in pairs if seen.indicator in linked]
-            if on_linked and group_case.group in attack.software_groups[software]:
-                group_case.software[software] = on_linked
-        known = attack.group_techniques.get(group_case.group, frozenset())
-        for technique, found in techniques_seen.items():
-            # Techniques are shared widely: they only count on indicators already linked.
-            mine = [seen for seen in found if seen.indicator in linked]
-            if technique in known and mine:
-                group_case.techniques[technique] = mine
+        reducer = Attributor()
+        async for enrichment in engine.stream(values):
+            reducer.add(enrichment)
+        attribution = reducer.result()
 
-    scored = [_score(attack, cases[g]) for g in sorted(cases)]
-    ranked = sorted(
-        (c for c in scored if c.confidence >= CONFIDENCE_FLOOR),
-        key=lambda c: (-c.confidence, c.group.attack_id),
-    )[:MAX_CANDIDATES]
-    return Attribution(
-        attack_version=attack.version,
-        summary=_summary(ranked),
-        groups=ranked,
-        software=[attack.software[s] for s in sorted(software_seen)],
-        techniques=[attack.techniques[t] for t in sorted(techniques_seen)],
-        unmatched=sorted(unmatched)[:MAX_UNMATCHED],
-    )
+    Each enrichment's names are matched as it arrives and only the matches are kept (not the
+    enrichments); the result does not depend on the order they came in.
+    """
+
+    __slots__ = ("_cases", "_commodity", "_observed", "_software", "_techniques", "_unmatched")
+
+    def __init__(self) -> None:
+        self._cases: dict[str, _Case] = {}
+        self._software: set[str] = set()
+        self._commodity: dict[str, list[tuple[_Seen, _Hit]]] = defaultdict(list)
+        self._techniques: dict[str, list[_Seen]] = defaultdict(list)
+        self._unmatched: set[str] = set()
+        self._observed = False
+
+    def add(self, enrichment: Enrichment) -> None:
+        observations = _observations((enrichment,))
+        first = next(observations, None)
+        if first is None:
+            return  # no names at all: the ATT&CK data is not even loaded
+        self._observed = True
+        attack = _attack()
+        for seen in itertools.chain((first,), observations):
+            hits = _match(attack, seen)
+            if not hits:
+                # Tags are mostly file traits and categories: listing them would bury the
+                # real misses.
+                if seen.kind != TAG:
+                    self._unmatched.add(clip(seen.value))
+                continue
+            for hit in hits:
+                if seen.kind == ADVERSARY:
+                    self._case(hit.attack_id).adversary.append((seen, hit))
+                elif seen.kind == TECHNIQUE:
+                    self._techniques[hit.attack_id].append(seen)
+                else:
+                    self._software.add(hit.attack_id)
+                    users = attack.software_groups.get(hit.attack_id, [])
+                    if len(users) > GROUP_SPECIFIC_MAX:
+                        self._commodity[hit.attack_id].append((seen, hit))
+                        continue
+                    for group in users:
+                        self._case(group).software.setdefault(hit.attack_id, []).append((seen, hit))
+
+    def _case(self, group: str) -> _Case:
+        return self._cases.setdefault(group, _Case(group))
+
+    def result(self) -> Attribution:
+        """The attribution of everything added so far."""
+        if not self._observed:
+            return Attribution(attack_version=ATTACK_VERSION, summary=INSUFFICIENT)
+        attack = _attack()
+        cases: dict[str, _Case] = {}
+        for group, found in self._cases.items():
+            # A copy: result() may be asked again as more enrichments arrive.
+            group_case = cases[group] = _Case(group, list(found.adversary), dict(found.software))
+            linked = group_case.indicators()
+            for software, pairs in self._commodity.items():
+                # Like techniques, commodity software only counts on indicators already linked.
+                on_linked = [(seen, hit) for seen, hit in pairs if seen.indicator in linked]
+                if on_linked and group in attack.software_groups[software]:
+                    group_case.software[software] = on_linked
+            known = attack.group_techniques.get(group, frozenset())
+            for technique, seen_on in self._techniques.items():
+                # Techniques are shared widely: they only count on indicators already linked.
+                mine = [seen for seen in seen_on if seen.indicator in linked]
+                if technique in known and mine:
+                    group_case.techniques[technique] = mine
+
+        scored = [_score(attack, cases[g]) for g in sorted(cases)]
+        ranked = sorted(
+            (c for c in scored if c.confidence >= CONFIDENCE_FLOOR),
+            key=lambda c: (-c.confidence, c.group.attack_id),
+        )[:MAX_CANDIDATES]
+        return Attribution(
+            attack_version=attack.version,
+            summary=_summary(ranked),
+            groups=ranked,
+            software=[attack.software[s] for s in sorted(self._software)],
+            techniques=[attack.techniques[t] for t in sorted(self._techniques)],
+            unmatched=sorted(self._unmatched)[:MAX_UNMATCHED],
+        )
 
 
 # --- shared with the STIX and MISP renderers ----------------------------------------------

@@ -40,6 +40,7 @@ from threatintel._redaction import fingerprint, redact_url
 from threatintel._version import __version__
 from threatintel._visible import visible
 from threatintel.cli_support import (
+    TextInput,
     check_output,
     check_reports_dir,
     config_lines,
@@ -57,6 +58,7 @@ from threatintel.providers import PROVIDERS
 # start-up; tests/test_lazy_imports.py checks it).
 if TYPE_CHECKING:
     from threatintel.engine import ProviderQuota
+    from threatintel.intake import Intake
     from threatintel.models import Analysis, Enrichment
     from threatintel.quota import QuotaWait
     from threatintel.settings import Settings
@@ -135,15 +137,20 @@ def errors_as_exit_codes() -> Iterator[None]:
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
+def env_file_option() -> Path | None:
+    """The global --env-file of the command being run, if one was given."""
+    context = get_current_context(silent=True)
+    chosen = (context.find_root().obj or {}).get("env_file") if context is not None else None
+    return Path(chosen) if chosen is not None else None
+
+
 def load_settings(*, announce: bool = True, **overrides: Any) -> Settings:
     """The settings, with the global --env-file; each endpoint that is not the vendor's is
     announced on stderr (``announce=False`` for the demo, which says it uses its simulator)."""
     from threatintel.settings import Settings  # lazily: see the imports at the top
 
-    context = get_current_context(silent=True)
-    env_file = (context.find_root().obj or {}).get("env_file") if context is not None else None
     try:
-        settings = Settings.load(env_file=env_file, **overrides)
+        settings = Settings.load(env_file=env_file_option(), **overrides)
     except ConfigError as exc:
         fail(str(exc), EXIT_CONFIG)
     if announce and (line := endpoints_note(settings.custom_endpoints())):
@@ -151,8 +158,11 @@ def load_settings(*, announce: bool = True, **overrides: Any) -> Settings:
     return settings
 
 
-def _progress(total: int) -> tuple[Progress | None, Callable[[Enrichment], None] | None]:
-    if total < 2 or not err.is_terminal:
+def _progress(intake: Intake) -> tuple[Progress | None, Callable[[Enrichment], None] | None]:
+    """A bar counting enrichments against the indicators found so far: the input is read as
+    the lookups go, so the total grows until the reading ends (parsing it first to count
+    would read it twice)."""
+    if not err.is_terminal:
         return None, None
     progress = Progress(
         TextColumn("analysing"),
@@ -162,8 +172,12 @@ def _progress(total: int) -> tuple[Progress | None, Callable[[Enrichment], None]
         console=err,
         transient=True,
     )
-    task = progress.add_task("analyse", total=total)
-    return progress, lambda _: progress.advance(task)
+    task = progress.add_task("analyse", total=None)
+
+    def advance(_: Enrichment) -> None:
+        progress.update(task, advance=1, total=intake.counts.indicators)
+
+    return progress, advance
 
 
 class QuotaWaitNotice:
@@ -184,14 +198,15 @@ class QuotaWaitNotice:
 def run_analysis(
     settings: Settings,
     values: list[str],
-    text: str | None,
+    text: str | TextInput | None,
     providers: list[str] | None,
     *,
     include_raw: bool = False,
     trust_env: bool = True,
 ) -> Analysis:
+    """One engine call for the values and the text together: parsed once, deduplicated
+    across both, the text read as the lookups go."""
     from threatintel.engine import Engine  # lazily: see the imports at the top
-    from threatintel.indicators import extract
     from threatintel.resilience import BreakerState
 
     notice = QuotaWaitNotice()
@@ -200,20 +215,22 @@ def run_analysis(
         async with Engine(
             settings, include_raw=include_raw, trust_env=trust_env, on_quota_wait=notice
         ) as engine:
-            found, _ = engine.collect(values)
-            total = len(found) + (len(extract(text).indicators) if text else 0)
-            progress, hook = _progress(total)
-            notice.progress = progress
-            try:
-                if progress is not None:
-                    progress.start()
-                analysis = await engine.analyze(values, providers=providers, on_result=hook)
-                if text is not None:
-                    more = await engine.analyze_text(text, providers=providers, on_result=hook)
-                    analysis = merge(analysis, more)
-            finally:
-                if progress is not None:
-                    progress.stop()
+            with engine.intake() as intake:
+                # One indicator given alone needs no bar.
+                many = text is not None or len(values) > 1
+                progress, hook = _progress(intake) if many else (None, None)
+                notice.progress = progress
+                try:
+                    if progress is not None:
+                        progress.start()
+                    analysis = await engine.analyze(
+                        values, text=text, providers=providers, on_result=hook, intake=intake
+                    )
+                finally:
+                    if progress is not None:
+                        progress.stop()
+                    if isinstance(text, TextInput):
+                        text.close()  # read to its end, or left early by an error
             for name, breaker in engine.breakers.items():
                 if breaker.state is not BreakerState.CLOSED:
                     err.print(
@@ -223,22 +240,6 @@ def run_analysis(
             return analysis
 
     return asyncio.run(run())
-
-
-def merge(first: Analysis, second: Analysis) -> Analysis:
-    """Join the analyses of explicit values and of a file, keeping the first of duplicates."""
-    from threatintel.attribution import attribute  # lazily: see the imports at the top
-
-    seen = {e.indicator for e in first.enrichments}
-    enrichments = first.enrichments + [e for e in second.enrichments if e.indicator not in seen]
-    return first.model_copy(
-        update={
-            "enrichments": enrichments,
-            "rejected": first.rejected + second.rejected,
-            "finished_at": second.finished_at,
-            "attribution": attribute(enrichments),
-        }
-    )
 
 
 def emit(text: str, output: Path | None) -> None:
@@ -395,7 +396,8 @@ def analyze(
     selected = [p.strip() for item in providers or [] for p in item.split(",") if p.strip()]
     with errors_as_exit_codes():
         # Both before any lookup: a run must not spend quota on a report it cannot deliver.
-        text = read_input(file) if file is not None else None
+        # The file's first block is checked now; the rest is read as the lookups go.
+        text = TextInput.open(file) if file is not None else None
         check_output(output)
     settings = load_settings(**({"quota_wait_for_reset": True} if wait_for_quota else {}))
     with errors_as_exit_codes():
@@ -481,6 +483,16 @@ def config(
         out.print(escape(visible(line)))  # values may come from a hostile .env
 
 
+def _count(number: int) -> str:
+    """A quota count in at most 5 characters (15500, 300k, 9M): paid keys' limits are long;
+    quota --json has them exactly."""
+    if number < 100_000:
+        return str(number)
+    if number < 10_000_000:
+        return f"{number // 1000}k"
+    return f"{number // 1_000_000}M"
+
+
 def _when(epoch: float | None) -> str:
     if epoch is None:
         return "-"
@@ -504,7 +516,7 @@ def quota(
 
     async def read() -> list[ProviderQuota]:
         async with Engine(settings) as engine:
-            return await engine.quota()
+            return await engine.quota(learn=True)
 
     with errors_as_exit_codes():
         report = asyncio.run(read())
@@ -518,17 +530,32 @@ def quota(
     rows: list[list[str]] = []
     for q in report:
         if not q.configured:
-            rows.append([q.provider, "not configured", "", "", "", "", "", q.breaker.value, ""])
+            rows.append([q.provider, "not configured", *[""] * 6, q.breaker.value, ""])
             continue
         for k in q.keys:
             note = f"blocked until {_when(k.blocked_until)}" if k.blocked_until else ""
             for w in k.windows:
-                counts = [str(w.used), str(w.limit), str(w.remaining)]
-                resets = _when(w.reset_at)
-                rows.append([q.provider, k.key, w.window, *counts, resets, q.breaker.value, note])
+                counts = [_count(w.used), _count(w.limit), _count(w.remaining)]
+                # Month-day and minute: a reset is at most a month away, and 80 columns must
+                # hold where the limit came from too (quota --json has the full time).
+                resets = "-" if w.reset_at is None else _when(w.reset_at)[5:16]
+                row = [q.provider, k.key, w.window, *counts, w.source, resets]
+                rows.append([*row, q.breaker.value, note])
     # Laid out like the analysis table, to fit 80 columns: a fresh process's breaker is always
     # closed and most keys carry no note, so those columns appear only when they say something.
-    columns = ["provider", "key", "window", "used", "limit", "left", "resets", "circuit", "note"]
+    # "limit from": configured (a variable the user set), learned (the vendor said), default.
+    columns = [
+        "provider",
+        "key",
+        "window",
+        "used",
+        "limit",
+        "left",
+        "from",
+        "resets UTC",
+        "circuit",
+        "note",
+    ]
     shown = [
         i
         for i, name in enumerate(columns)
@@ -538,11 +565,11 @@ def quota(
     table = terminal_table(title)
     for i in shown:
         numeric = columns[i] in ("used", "limit", "left")
-        table.add_column(columns[i], justify="right" if numeric else "left", no_wrap=i < 7)
+        table.add_column(columns[i], justify="right" if numeric else "left", no_wrap=i < 8)
     for row in rows:
         table.add_row(*(row[i] for i in shown))
     stdout_console().print(table)
-    if 7 in shown:
+    if 8 in shown:
         err.print("circuit: this process's breaker (each keeps its own; budgets are shared)")
 
 
@@ -581,9 +608,6 @@ def _root(
     context.obj = {"env_file": env_file}
 
 
-DEMO_LATENCY = {"virustotal": 0.08, "otx": 0.12, "abuseipdb": 0.05, "ipinfo": 0.03}
-
-
 #: The demo's simulator enforces no quotas, so neither does the demo's engine.
 DEMO_LIMIT = 1_000_000
 
@@ -598,15 +622,11 @@ def simulator_settings(base_urls: dict[str, str], **overrides: Any) -> Settings:
     for name, url in base_urls.items():
         values[f"{name}_base_url"] = url
         values[f"{name}_api_key"] = f"simulated-{name}-key"
-    for limit in (
-        "virustotal_rate_limit",
-        "virustotal_daily_limit",
-        "virustotal_monthly_limit",
-        "otx_rate_limit",
-        "abuseipdb_rate_limit",
-        "ipinfo_rate_limit",
-    ):
-        values[limit] = DEMO_LIMIT
+    from threatintel.providers import PROVIDERS  # lazily: see the imports at the top
+
+    for cls in PROVIDERS.values():
+        for window in (*cls.windows, *cls.anonymous_windows):
+            values[window.setting] = DEMO_LIMIT
     return load_settings(announce=False, **(values | overrides))
 
 
@@ -623,6 +643,7 @@ def demo(
     No keys and no network: every answer comes from the simulator on 127.0.0.1.
     """
     from threatintel.simulator import SimulatorConfig, SimulatorServer, demo_sample
+    from threatintel.simulator.config import DEMO_LATENCY
 
     with errors_as_exit_codes():
         check_output(output)
@@ -693,6 +714,13 @@ def simulate(
         pass  # Ctrl-C is how a simulator is meant to stop: not an error
     finally:
         server.stop()
+
+
+# Newer command groups live in modules of their own, each adding itself here (issue 9).
+from threatintel import cli_cache, cli_repl, cli_setup  # noqa: E402 - they use the helpers above
+
+for _module in (cli_cache, cli_repl, cli_setup):
+    _module.register(app)
 
 
 class VisibleFormatter(logging.Formatter):

@@ -133,18 +133,30 @@ class LockstepClock(VirtualClock):
     to the earliest wake-up only once no participant is awake, which is what an idle process
     waiting for its rate-limit windows would see, minus the waiting. Sleepers outside any
     participant (housekeeping such as lock renewal) wait for their time without holding it.
+
+    Time moves only once the event loop has run SETTLE_ROUNDS rounds with no participant awake
+    and nothing entering or leaving one: work that is ready to run but not yet a participant
+    (a task just created, a cache read between two steps) gets there first, as it would in
+    real time, where it takes microseconds and the wait takes seconds.
     """
 
-    __slots__ = ("_awake", "_sleepers")
+    __slots__ = ("_activity", "_awake", "_settling", "_sleepers")
+
+    #: Loop rounds without activity before time jumps (a lookup's steps before its HTTP call
+    #: take a few rounds: task start, cache read, flight task start, lock).
+    SETTLE_ROUNDS = 16
 
     def __init__(self, start: float = 1_700_000_000.0) -> None:
         super().__init__(start)
         self._awake = 0
+        self._activity = 0
+        self._settling = False
         self._sleepers: list[tuple[float, int, asyncio.Future[None], bool]] = []
 
     @contextlib.contextmanager
     def participant(self) -> Iterator[None]:
         self._awake += 1
+        self._activity += 1
         token = _PARTICIPANT.set(True)
         try:
             yield
@@ -173,6 +185,26 @@ class LockstepClock(VirtualClock):
                     self._awake += 1
 
     def _advance(self) -> None:
+        """Move time once the loop has settled (see the class docstring)."""
+        self._activity += 1
+        if self._settling or self._awake or not self._sleepers:
+            return
+        self._settling = True
+        asyncio.get_running_loop().call_soon(self._settle, self._activity, self.SETTLE_ROUNDS)
+
+    def _settle(self, activity: int, rounds: int) -> None:
+        if self._awake:
+            self._settling = False  # a participant woke: its sleep or exit will call again
+            return
+        if activity != self._activity:
+            rounds = self.SETTLE_ROUNDS  # something happened meanwhile: start counting again
+        if rounds > 0:
+            asyncio.get_running_loop().call_soon(self._settle, self._activity, rounds - 1)
+            return
+        self._settling = False
+        self._jump()
+
+    def _jump(self) -> None:
         while self._awake == 0 and self._sleepers:
             self._sleepers = [s for s in self._sleepers if not s[2].done()]
             heapq.heapify(self._sleepers)

@@ -3,6 +3,12 @@
     async with Engine.from_settings() as engine:
         analysis = await engine.analyze(["hxxp://evil[.]com/x", "8.8.8.8"])
         analysis = await engine.analyze_text(pasted_report)
+        async for enrichment in engine.stream(values, text=open("dump.txt"), deadline=30):
+            ...  # each indicator once, as soon as all its sources are done
+
+``stream`` is the centre: input is parsed once (``threatintel.intake``), at most ``window``
+indicators are in flight, and each enrichment is yielded when complete, in completion order.
+``analyze`` collects the stream (input order restored) and reduces attribution over it.
 
 It knows nothing of the CLI, MCP or HTTP. Every provider failure becomes a status in the answer;
 only ConfigError (bad settings) and RequestError (an unknown provider name, an API key given as
@@ -14,23 +20,26 @@ knowing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
 from threatintel._keyguard import KEY_REASON, KeyGuard
 from threatintel._version import __version__
-from threatintel.attribution import attribute
+from threatintel.attribution import Attributor
 from threatintel.cache import Cache, open_cache
 from threatintel.clock import Clock, SystemClock
 from threatintel.errors import ConfigError, InvalidIndicator, UnknownProvider
-from threatintel.indicators import extract, non_public_reason, parse_indicator
+from threatintel.indicators import non_public_reason
+from threatintel.intake import Intake, Text, Values
 from threatintel.models import (
     Analysis,
     Enrichment,
@@ -41,10 +50,11 @@ from threatintel.models import (
     utcnow,
 )
 from threatintel.pipeline import SourcePipeline, SourceStats
-from threatintel.providers import PROVIDERS, AbuseIPDB, HttpProvider, Provider
+from threatintel.providers import PROVIDERS, HttpProvider, Provider, QuotaWindow
 from threatintel.quota import (
     FallbackQuotaStore,
     KeyUsage,
+    LimitsProbe,
     MemoryQuotaStore,
     QuotaStore,
     QuotaWaitHook,
@@ -79,6 +89,11 @@ class LookupHook(Protocol):
 #: Called with each enrichment as soon as it is complete (progress bars, streaming output).
 ResultHook = Callable[[Enrichment], None]
 
+#: Indicators in flight at once in one stream (looked up, or answered and not yet taken by the
+#: caller). It bounds memory; within it a slow provider never holds up the others, so it is
+#: set well above what the fastest provider gets through while the slowest waits for quota.
+DEFAULT_WINDOW = 1_000
+
 
 def build_client(settings: Settings, *, trust_env: bool = True) -> httpx.AsyncClient:
     """The one pooled HTTP client for the process.
@@ -110,15 +125,12 @@ def build_providers(
 ) -> dict[str, HttpProvider]:
     providers: dict[str, HttpProvider] = {}
     for name, cls in PROVIDERS.items():
-        kwargs: dict[str, object] = {}
-        if cls is AbuseIPDB:
-            kwargs["max_age_days"] = settings.abuseipdb_max_age_days
         providers[name] = cls(
             client,
             settings.base_url(name),
             timeout=settings.request_timeout,
             include_raw=include_raw,
-            **kwargs,
+            **cls.options(settings),
         )
     return providers
 
@@ -140,8 +152,12 @@ class Engine:
         quota_store: QuotaStore | None = None,
         windows: Mapping[str, Sequence[Window]] | None = None,
         on_quota_wait: QuotaWaitHook | None = None,
+        window: int = DEFAULT_WINDOW,
     ) -> None:
         self.settings = settings
+        self.window = max(1, window)
+        # Lookups that outlived their caller's deadline: they finish and fill the cache.
+        self._background: set[asyncio.Task[SourceResult]] = set()
         # Our own keys never become indicators, whatever the input holds.
         self._keyguard = KeyGuard(settings)
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -170,18 +186,24 @@ class Engine:
         self.pipelines: dict[str, SourcePipeline] = {}
         for name, provider in self.providers.items():
             keys = [k.get_secret_value() for k in settings.api_keys(name)]
+            given = (windows or {}).get(name)
             limiter = RateLimiter(
                 name,
                 keys or [None],
-                (windows or {}).get(name) or quota_windows(settings, name, keyed=bool(keys)),
+                given or quota_windows(settings, name, keyed=bool(keys)),
                 self.quota_store,
                 self.clock,
                 wait_for_reset=settings.quota_wait_for_reset,
                 max_wait=settings.max_quota_wait,
                 margin=settings.rate_limit_margin,
                 on_wait=on_quota_wait,
-                setting_names=QUOTA_SETTINGS.get(name, {}),
+                setting_names=_quota_settings().get(name, {}),
+                # Windows given by the caller, and limits the user set, are never relearned.
+                pinned=_pinned(settings, name, keyed=bool(keys), given=given),
+                learn=_limits_probe(provider),
             )
+            if isinstance(provider, HttpProvider):
+                provider.on_limits = limiter.learned
             breaker = CircuitBreaker(
                 name,
                 failure_rate=settings.circuit_failure_rate,
@@ -203,8 +225,9 @@ class Engine:
                 lookup_timeout=settings.lookup_timeout,
                 # Long enough for a peer's whole lookup (every attempt) to finish.
                 lock_ttl=settings.request_timeout * (settings.max_retries + 1) + 5,
+                # MAX_WORKERS: HTTP calls in flight per provider, taken after the quota grant.
+                max_inflight=settings.max_workers,
             )
-        self._workers = asyncio.Semaphore(settings.max_workers)
 
     @property
     def breakers(self) -> dict[str, CircuitBreaker]:
@@ -215,10 +238,13 @@ class Engine:
         """Counters per provider: cache hits and misses, coalesced calls, retries, 429s."""
         return {name: pipeline.stats for name, pipeline in self.pipelines.items()}
 
-    async def quota(self) -> list[ProviderQuota]:
-        """Remaining budget per provider and key (keys as fingerprints) and breaker state."""
+    async def quota(self, *, learn: bool = False) -> list[ProviderQuota]:
+        """Remaining budget per provider and key (keys as fingerprints) and breaker state;
+        ``learn`` first asks each vendor that can say so for its keys' limits (no quota spent)."""
         report = []
         for name, pipeline in self.pipelines.items():
+            if learn and self.settings.api_keys(name):
+                await pipeline.limiter.learn()
             breaker = pipeline.breaker
             report.append(
                 ProviderQuota(
@@ -248,7 +274,15 @@ class Engine:
     ) -> None:
         await self.aclose()
 
+    async def drain(self) -> None:
+        """Wait for the lookups that outlived a caller's deadline (they fill the cache)."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
     async def aclose(self) -> None:
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         if self._owns_client:
             await self.client.aclose()
         if self._owns_cache:
@@ -272,50 +306,85 @@ class Engine:
     def collect(self, values: Iterable[str]) -> tuple[dict[Indicator, list[str]], list[Rejected]]:
         """Parse explicit values (each may be defanged, or a pasted line holding several);
         a value holding a configured API key is rejected, the key never echoed."""
-        found: dict[Indicator, list[str]] = {}
-        rejected: list[Rejected] = []
-        for raw in values:
-            if not raw.strip():
-                continue
-            # Keys masked before the cut: a cut through a key would leave a piece of it.
-            shown = self._keyguard.scrub(raw.strip())[:200]
-            try:
-                indicator = parse_indicator(raw)
-            except InvalidIndicator as exc:
-                extraction = extract(raw)
-                if not extraction.indicators:
-                    rejected.append(Rejected(candidate=shown, reason=exc.reason))
-                    continue
-                for found_indicator in extraction.indicators:
-                    found.setdefault(found_indicator, []).append(shown)
-                rejected.extend(extraction.rejected)
-                continue
-            found.setdefault(indicator, []).append(shown)
-        return self._keyguard.screen(found, rejected)
+        with self.intake() as intake:
+            found = [indicator for indicator, _ in intake.feed_values(values)]
+            return {indicator: intake.claim(indicator) for indicator in found}, intake.rejected
+
+    def intake(self, **options: Any) -> Intake:
+        """A fresh Intake screening for this engine's keys (``Intake``'s options apply)."""
+        return Intake(self._keyguard, **options)
 
     # --- the public verbs ------------------------------------------------------------------
+    async def stream(
+        self,
+        values: Values = (),
+        *,
+        text: Text | None = None,
+        providers: Sequence[str] | None = None,
+        deadline: float | None = None,
+        intake: Intake | None = None,
+    ) -> AsyncIterator[Enrichment]:
+        """Each distinct indicator of ``values`` then ``text``, enriched, as soon as done.
+
+        ``values`` are raw, defanged or pasted lines, or parsed Indicators; ``text`` is free
+        text, whole or in chunks (a file's lines). Enrichments come in completion order, at
+        most ``window`` indicators in flight, with every spelling seen for the indicator.
+        ``deadline`` (seconds) bounds the call: sources still waiting then are PENDING, and
+        their lookups go on to fill the cache. Pass an ``intake`` to read the rejected
+        candidates and counts afterwards. UnknownProvider before any lookup.
+        """
+        async for _, enrichment in self._stream(values, text, providers, deadline, intake):
+            yield enrichment
+
     async def analyze(
         self,
-        values: Iterable[str],
+        values: Values = (),
         *,
         providers: Sequence[str] | None = None,
+        text: Text | None = None,
+        deadline: float | None = None,
         on_result: ResultHook | None = None,
+        intake: Intake | None = None,
     ) -> Analysis:
-        """Analyse explicit values (raw, defanged, or pasted lines)."""
-        found, rejected = self.collect(values)
-        return await self._analyze(found, rejected, providers, on_result)
+        """Analyse explicit values (raw, defanged, or pasted lines) and free text, together:
+        the stream collected, in input order, with its attribution."""
+        names = self.select(providers)
+        started = utcnow()
+        owned = intake is None
+        intake = self.intake() if intake is None else intake
+        attribution = Attributor()
+        collected: list[tuple[int, Enrichment]] = []
+        try:
+            async for index, enrichment in self._stream(values, text, names, deadline, intake):
+                if on_result is not None:
+                    on_result(enrichment)
+                attribution.add(enrichment)
+                collected.append((index, enrichment))
+        finally:
+            if owned:
+                intake.close()
+        collected.sort(key=lambda item: item[0])
+        return Analysis(
+            enrichments=[enrichment for _, enrichment in collected],
+            rejected=intake.rejected,
+            providers=names,
+            attribution=attribution.result(),
+            started_at=started,
+            finished_at=utcnow(),
+        )
 
     async def analyze_text(
         self,
-        text: str,
+        text: Text,
         *,
         providers: Sequence[str] | None = None,
+        deadline: float | None = None,
         on_result: ResultHook | None = None,
     ) -> Analysis:
         """Analyse every indicator found in free text (a report, an email, a log)."""
-        extraction = self._keyguard.screen_extraction(extract(text))
-        found: dict[Indicator, list[str]] = {i: [] for i in extraction.indicators}
-        return await self._analyze(found, list(extraction.rejected), providers, on_result)
+        return await self.analyze(
+            (), text=text, providers=providers, deadline=deadline, on_result=on_result
+        )
 
     async def enrich(
         self, indicator: Indicator, *, providers: Sequence[str] | None = None
@@ -324,50 +393,122 @@ class Engine:
         label = self._keyguard.match(indicator.value)
         if label is not None:
             raise InvalidIndicator(label, KEY_REASON)
-        return await self._enrich(indicator, [], self.select(providers))
+        return await self._enrich(indicator, self.select(providers), None)
 
-    async def _analyze(
+    # --- the stream ------------------------------------------------------------------------
+    async def _stream(
         self,
-        found: dict[Indicator, list[str]],
-        rejected: list[Rejected],
+        values: Values,
+        text: Text | None,
         providers: Sequence[str] | None,
-        on_result: ResultHook | None = None,
-    ) -> Analysis:
+        deadline: float | None,
+        intake: Intake | None,
+    ) -> AsyncIterator[tuple[int, Enrichment]]:
+        """(input position, enrichment) in completion order; the window bounds what is held.
+
+        A reader task parses the input and starts one task per new indicator, taking a window
+        slot for each; a finished task hands its enrichment over through a queue, and the slot
+        comes back once the caller has taken it, so a slow consumer slows the reading too.
+        """
         names = self.select(providers)
+        owned = intake is None
+        intake = self.intake() if intake is None else intake
+        due = None if deadline is None else self.clock.time() + max(0.0, deadline)
+        slots = asyncio.Semaphore(self.window)
+        done: asyncio.Queue[tuple[int, Enrichment] | _End | BaseException] = asyncio.Queue()
+        tasks: set[asyncio.Task[Enrichment]] = set()
 
-        async def enrich(indicator: Indicator, inputs: list[str]) -> Enrichment:
-            enrichment = await self._enrich(indicator, inputs, names)
-            if on_result is not None:
-                on_result(enrichment)
-            return enrichment
+        def finished(index: int, task: asyncio.Task[Enrichment]) -> None:
+            tasks.discard(task)
+            if not task.cancelled():
+                error = task.exception()
+                done.put_nowait(error if error is not None else (index, task.result()))
 
-        started = utcnow()
-        items = list(found.items())
-        enrichments: list[Enrichment] = []
-        # Chunks keep the number of live tasks bounded on very large inputs.
-        size = self.settings.batch_size
-        for start in range(0, len(items), size):
-            chunk = items[start : start + size]
-            enrichments.extend(await asyncio.gather(*(enrich(ind, raw) for ind, raw in chunk)))
-        return Analysis(
-            enrichments=enrichments,
-            rejected=_dedupe_rejected(rejected),
-            providers=names,
-            attribution=attribute(enrichments),
-            started_at=started,
-            finished_at=utcnow(),
-        )
+        async def read() -> None:
+            count = 0
+            try:
+                async for indicator in intake.read(values, text):
+                    await slots.acquire()
+                    task = asyncio.create_task(self._enrich(indicator, names, due))
+                    tasks.add(task)
+                    task.add_done_callback(functools.partial(finished, count))
+                    count += 1
+            except Exception as exc:  # an input that fails to read ends the stream with it
+                done.put_nowait(exc)
+            else:
+                done.put_nowait(_End(count))
+
+        reader = asyncio.create_task(read())
+        expected: int | None = None
+        given = 0
+        try:
+            while expected is None or given < expected:
+                item = await done.get()
+                if isinstance(item, _End):
+                    expected = item.count
+                    continue
+                if isinstance(item, BaseException):
+                    raise item
+                index, enrichment = item
+                given += 1
+                slots.release()
+                inputs = intake.claim(enrichment.indicator)
+                yield index, enrichment.model_copy(update={"inputs": inputs})
+        finally:
+            reader.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(reader, *tasks, return_exceptions=True)
+            if owned:
+                intake.close()
 
     async def _enrich(
-        self, indicator: Indicator, inputs: list[str], names: list[str]
+        self, indicator: Indicator, names: list[str], due: float | None
     ) -> Enrichment:
-        results = await asyncio.gather(*(self._source(n, indicator) for n in names))
+        results = await self._sources(indicator, names, due)
         sources = {result.source: result for result in results}
         verdict = score(indicator, sources, self.settings.scoring)
-        return Enrichment(indicator=indicator, inputs=inputs, sources=sources, verdict=verdict)
+        return Enrichment(indicator=indicator, sources=sources, verdict=verdict)
 
-    async def _source(self, name: str, indicator: Indicator) -> SourceResult:
-        """Decide whether to ask a provider at all, then ask it."""
+    async def _sources(
+        self, indicator: Indicator, names: list[str], due: float | None
+    ) -> list[SourceResult]:
+        """Every source's answer; with a deadline, PENDING for those still waiting at it."""
+        decided = {name: self._decide(name, indicator) for name in names}
+        asked = [name for name, result in decided.items() if result is None]
+        if due is None:
+            answers = await asyncio.gather(*(self._source(n, indicator) for n in asked))
+            found = dict(zip(asked, answers, strict=True))
+            return [decided[n] or found[n] for n in names]
+        left = due - self.clock.time()
+        if left <= 0:
+            # Read after the deadline: not started at all, so nothing outlives the call.
+            return [decided[n] or _pending(n, started=False) for n in names]
+        tasks = {n: asyncio.create_task(self._source(n, indicator)) for n in asked}
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with self.clock.timeout(left):
+                    await asyncio.wait(tasks.values())
+        except asyncio.CancelledError:
+            for task in tasks.values():
+                task.cancel()
+            raise
+        results = []
+        for name in names:
+            lookup = tasks.get(name)
+            if lookup is None:
+                results.append(decided[name] or _pending(name, started=False))
+            elif lookup.done():
+                results.append(lookup.result())
+            else:
+                # The lookup goes on (its flight is shared and cached); we stop waiting.
+                self._background.add(lookup)
+                lookup.add_done_callback(self._background.discard)
+                results.append(_pending(name, started=True))
+        return results
+
+    def _decide(self, name: str, indicator: Indicator) -> SourceResult | None:
+        """A source's answer when no lookup is needed (or allowed), else None: ask it."""
         provider = self.providers[name]
         if not indicator.queryable or indicator.type not in provider.supports:
             return SourceResult(
@@ -389,15 +530,18 @@ class Engine:
                 status=SourceStatus.NOT_CONFIGURED,
                 message=f"no {name.upper()}_API_KEY configured",
             )
+        return None
+
+    async def _source(self, name: str, indicator: Indicator) -> SourceResult:
+        """Ask one provider (``_decide`` said it must be asked)."""
         pipeline = self.pipelines[name]
         deadline: float | None = None
         while True:
-            async with self._workers:
-                result = await self._lookup_source(pipeline, indicator)
+            result = await self._lookup_source(pipeline, indicator)
             if result.status is not SourceStatus.CIRCUIT_OPEN:
                 return result
             # Refused by an open breaker: if its probe is due within CIRCUIT_PROBE_WAIT, wait
-            # for it holding no worker slot and ask again, so a blip leaves no circuit_open.
+            # for it and ask again, so a blip leaves no circuit_open.
             if deadline is None:
                 deadline = self.clock.time() + self.settings.circuit_probe_wait
             if not await pipeline.breaker.wait(deadline - self.clock.time()):
@@ -443,40 +587,53 @@ class ProviderQuota:
     degraded: bool = False  # the shared quota store is unreachable: local numbers
 
 
-#: Every window each vendor enforces (free-tier defaults in the settings), with the setting that
-#: holds its limit: quota_windows reads the limits from it, and quota-wait messages name the
-#: variable ("set it higher for a paid key"). IPinfo counts per month with a token, per day
-#: without one.
-_VENDOR_WINDOWS: dict[str, tuple[tuple[Callable[[int], Window], str], ...]] = {
-    "virustotal": (
-        (Window.per_minute, "virustotal_rate_limit"),
-        (Window.per_day, "virustotal_daily_limit"),
-        (Window.per_month, "virustotal_monthly_limit"),
-    ),
-    "otx": ((Window.per_hour, "otx_rate_limit"),),
-    "abuseipdb": ((Window.per_day, "abuseipdb_rate_limit"),),
-    "ipinfo": ((Window.per_month, "ipinfo_rate_limit"),),
-    "ipinfo:anonymous": ((Window.per_day, "ipinfo_anonymous_daily_limit"),),
-}
+def _vendor_windows(provider: str, *, keyed: bool) -> tuple[QuotaWindow, ...]:
+    cls = PROVIDERS.get(provider)
+    return cls.quota_windows(keyed=keyed) if cls is not None else ()
 
 
 def _quota_settings() -> dict[str, dict[str, str]]:
-    names: dict[str, dict[str, str]] = {}
-    for table, windows in _VENDOR_WINDOWS.items():
-        for window, field in windows:
-            names.setdefault(table.partition(":")[0], {})[window(1).name] = field.upper()
-    return names
+    """Per registered provider (read now: one registered after import counts too), the
+    variable holding each window's limit, for quota-wait messages."""
+    return {
+        name: {w.name: w.setting.upper() for w in (*cls.anonymous_windows, *cls.windows)}
+        for name, cls in PROVIDERS.items()
+    }
 
 
-#: The variable that sets each vendor window's limit, per provider and window name.
+#: The variable that sets each vendor window's limit, per provider and window name; read from
+#: the registry (each provider class declares its windows and their settings).
 QUOTA_SETTINGS: dict[str, dict[str, str]] = _quota_settings()
 
 
 def quota_windows(settings: Settings, provider: str, *, keyed: bool) -> list[Window]:
-    """Every window the vendor enforces, from the settings (free-tier defaults)."""
-    anonymous = f"{provider}:anonymous"
-    table = anonymous if not keyed and anonymous in _VENDOR_WINDOWS else provider
-    return [window(getattr(settings, field)) for window, field in _VENDOR_WINDOWS.get(table, ())]
+    """Every window the vendor enforces, from the settings (free-tier defaults), or from the
+    provider's own default for a setting Settings does not have (a plug-in provider)."""
+    return [
+        w.window(getattr(settings, w.setting, None) or w.default)
+        for w in _vendor_windows(provider, keyed=keyed)
+    ]
+
+
+def _pinned(
+    settings: Settings, provider: str, *, keyed: bool, given: Sequence[Window] | None
+) -> frozenset[str]:
+    """The windows whose limit learning must not change: all of them when the caller chose
+    the windows, else those whose setting the user set (configured beats learned)."""
+    if given:
+        return frozenset(w.name for w in given)
+    return frozenset(
+        w.name for w in _vendor_windows(provider, keyed=keyed) if settings.configured(w.setting)
+    )
+
+
+def _limits_probe(provider: Provider) -> LimitsProbe | None:
+    """The provider's account endpoint as the limiter's probe, if it has one."""
+    if not isinstance(provider, HttpProvider):
+        return None
+    if type(provider).account_limits is HttpProvider.account_limits:
+        return None
+    return provider.account_limits
 
 
 def build_cache(settings: Settings, clock: Clock) -> Cache:
@@ -519,12 +676,17 @@ def _safe(exc: BaseException) -> str:
     return re.sub(r"//[^/@\s]+@", "//***@", text)
 
 
-def _dedupe_rejected(rejected: list[Rejected]) -> list[Rejected]:
-    seen: set[tuple[str, str]] = set()
-    out: list[Rejected] = []
-    for item in rejected:
-        key = (item.candidate, item.reason)
-        if key not in seen:
-            seen.add(key)
-            out.append(item)
-    return out
+@dataclass(frozen=True, slots=True)
+class _End:
+    """The reader's last word: how many indicators it started."""
+
+    count: int
+
+
+def _pending(name: str, *, started: bool) -> SourceResult:
+    message = (
+        "no answer yet at the caller's deadline; the lookup goes on and its answer is cached"
+        if started
+        else "not asked: the caller's deadline had passed"
+    )
+    return SourceResult(source=name, status=SourceStatus.PENDING, message=message)

@@ -1,12 +1,13 @@
 """What one source's answer says about one indicator: points, a grade, a lean and reasons.
 
-    finding = EVALUATORS["otx"](indicator, result, policy, now)
+    finding = PROVIDERS["otx"].evaluator(indicator, result, policy, now)   # or findings.otx(...)
     finding.malice, finding.benign, finding.grade, finding.vouches, finding.reasons
 
 scoring.score() weighs the findings of VirusTotal, OTX and AbuseIPDB against each other;
 IPinfo's finding (anycast, the network's owner) only ever adds benign points and a voucher.
 Vendor and attacker text is clipped before it reaches a reason. docs/verdicts.md explains each
-rule; every number is a ScoringPolicy field.
+rule; every number is a ScoringPolicy field. Each provider class names its evaluator
+(``HttpProvider.evaluator``): the registry, not this module, says which source is scored how.
 """
 
 from __future__ import annotations
@@ -27,12 +28,6 @@ from threatintel.models import (
 )
 from threatintel.policy import ScoringPolicy
 
-DISPLAY_NAMES = {
-    "virustotal": "VirusTotal",
-    "otx": "OTX",
-    "abuseipdb": "AbuseIPDB",
-    "ipinfo": "IPinfo",
-}
 NAME_MAX = 60  # adversary, malware and engine names are attacker-influenced: keep them short
 
 # Evidence grades: malicious needs one STRONG source or enough MODERATE ones (see the gate).
@@ -394,13 +389,6 @@ def abuseipdb(
     finding.malice += points
     finding.add(f"{base}{by}{last}{tail}", points)
     return finding
-
-
-EVALUATORS: dict[str, Evaluator] = {
-    "virustotal": virustotal,
-    "otx": otx,
-    "abuseipdb": abuseipdb,
-}
 
 
 # --- IPinfo: who runs the address -------------------------------------------------------------

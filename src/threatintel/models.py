@@ -109,6 +109,9 @@ class SourceStatus(StrEnum):
     TIMEOUT = "timeout"
     ERROR = "error"
     CIRCUIT_OPEN = "circuit_open"
+    #: Still waiting for quota or upstream at the caller's deadline: neither an answer nor a
+    #: failure. The lookup goes on and its answer is cached; asking again later fills the gap.
+    PENDING = "pending"
 
     @property
     def answered(self) -> bool:

@@ -6,13 +6,19 @@
       │leader
     cross-instance lock (Redis) ─held elsewhere─▶ wait for the peer's cached answer
       │                             (at most peer_wait seconds, then ask anyway)
-    attempts: breaker ▶ rate limiter (waits for short windows) ▶ provider ▶ retry policy
+    attempts: breaker ▶ rate limiter (waits for short windows) ▶ in-flight slot ▶ provider
+              ▶ retry policy
       │
     cache the answer ("ok" for its TTL, "not found" for the negative TTL, failures never),
     keyed by the provider's endpoint and parameters, the vendor's body kept beside it
 
 Providers know nothing of this; the engine owns one SourcePipeline per provider and asks it
 ``await pipeline.lookup(indicator)``. Failures come back as a SourceResult with a status.
+
+Concurrency is bounded per provider and only around the HTTP call: a lookup takes one of the
+provider's ``max_inflight`` slots after the limiter has granted it a quota slot and gives it
+back when the call returns. A cache hit, a follower of another caller's flight and a lookup
+waiting for quota hold nothing, so VirusTotal's free tier (4 a minute) never delays OTX.
 """
 
 from __future__ import annotations
@@ -24,7 +30,15 @@ import functools
 import logging
 from dataclasses import dataclass, field
 
-from threatintel.cache import Cache, FlightLock, as_flight_lock, cache_key
+from threatintel.cache import (
+    Cache,
+    FlightLock,
+    HitCounter,
+    as_flight_lock,
+    as_hit_counter,
+    cache_key,
+)
+from threatintel.cache.admin import count_lookup
 from threatintel.cache.answers import decode_answer, encode_answer
 from threatintel.clock import Clock
 from threatintel.errors import (
@@ -46,6 +60,8 @@ PEER_POLL_INTERVAL = 0.25
 PEER_POLL_MAX = 2.0
 #: The longest a lookup believes a lock service that says a peer holds the lock.
 DEFAULT_PEER_WAIT = 600.0
+#: HTTP calls in flight to one provider at once (the engine passes MAX_WORKERS).
+DEFAULT_MAX_INFLIGHT = 10
 
 
 @dataclass(slots=True)
@@ -103,6 +119,7 @@ class SourcePipeline:
         lookup_timeout: float = 60.0,
         lock_ttl: float = 30.0,
         peer_wait: float | None = None,
+        max_inflight: int = DEFAULT_MAX_INFLIGHT,
     ) -> None:
         """``peer_wait`` bounds the wait for a peer that holds the lock; then the lookup asks
         upstream itself. The lock service already hands over a lock whose holder stopped
@@ -126,7 +143,10 @@ class SourcePipeline:
         self.stats = SourceStats()
         self._peer_wait_reported = False
         self._flights: dict[str, _Flight] = {}
+        self._inflight = asyncio.Semaphore(max(1, max_inflight))
         self._lock: FlightLock | None = as_flight_lock(cache) if cache is not None else None
+        #: Hits and misses kept by the store across processes, for `threatintel cache stats`.
+        self._counter: HitCounter | None = as_hit_counter(self.cache)
 
     def cache_key(self, indicator: Indicator) -> str:
         """Where this provider's answer about ``indicator`` is cached (endpoint included)."""
@@ -137,6 +157,8 @@ class SourcePipeline:
     async def lookup(self, indicator: Indicator) -> SourceResult:
         key = self.cache_key(indicator)
         cached = await self._from_cache(key)
+        if self._counter is not None:
+            await count_lookup(self._counter, self.name, hit=cached is not None)
         if cached is not None:
             self.stats.cache_hits += 1
             return cached
@@ -273,23 +295,25 @@ class SourcePipeline:
                     async with self.breaker:
                         api_key = await self.limiter.acquire()
                         granted = True
-                        # The wait for a slot may have outlasted the provider's health.
-                        self.breaker.check()
-                        remaining = self.lookup_timeout - spent
-                        called = True
-                        self.stats.upstream_calls += 1
-                        started = self.clock.time()
-                        try:
-                            # On the engine's clock, like `spent`: a virtual budget must not
-                            # become a real timer that fires at an arbitrary moment.
-                            async with self.clock.timeout(remaining):
-                                result = await self.provider.lookup(indicator, api_key)
-                        except TimeoutError:
-                            raise ProviderTimeout(
-                                self.name, f"{self.provider.title}: lookup deadline reached"
-                            ) from None
-                        finally:
-                            spent += self.clock.time() - started
+                        # Only now an in-flight slot: waiting for quota holds none.
+                        async with self._inflight:
+                            # The waits may have outlasted the provider's health.
+                            self.breaker.check()
+                            remaining = self.lookup_timeout - spent
+                            called = True
+                            self.stats.upstream_calls += 1
+                            started = self.clock.time()
+                            try:
+                                # On the engine's clock, like `spent`: a virtual budget must
+                                # not become a real timer that fires at an arbitrary moment.
+                                async with self.clock.timeout(remaining):
+                                    result = await self.provider.lookup(indicator, api_key)
+                            except TimeoutError:
+                                raise ProviderTimeout(
+                                    self.name, f"{self.provider.title}: lookup deadline reached"
+                                ) from None
+                            finally:
+                                spent += self.clock.time() - started
                     await self.limiter.record_success(api_key)
                     return result
                 except ProviderError as exc:

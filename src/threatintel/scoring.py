@@ -1,16 +1,17 @@
 """Evidence → verdict: a weighted, explainable score instead of worst-of voting.
 
-    verdict = score(indicator, {"virustotal": vt, "otx": otx, "abuseipdb": ab, "ipinfo": ii})
+    verdict = score(indicator, {result.source: result for result in results})
     verdict = score(indicator, sources, ScoringPolicy(malicious_threshold=80), now=fixed_clock)
 
 Each evidence source (VirusTotal, OTX, AbuseIPDB) that answered is turned into malice points,
 benign points, a grade (none / weak / moderate / strong) and a lean between -1 (benign) and +1
-(malicious) by findings.py. The score is the weighted sum of malice minus benign points, clamped
-to 0..100, then capped by allowlists and held below the malicious threshold unless one source is
-strong, or, when nothing vouches for the indicator (a popularity rank, a high reputation, an
-allowlist, an anycast or CDN network), several moderate sources agree. IPinfo adds context and
-known-good network signals, never malice. Failed sources lower the confidence and never count
-as clean. docs/verdicts.md explains the model with worked examples; every number is a field of
+(malicious) by the evaluator its provider class names (findings.py). The score is the weighted
+sum of malice minus benign points, clamped to 0..100, then capped by allowlists and held below
+the malicious threshold unless one source is strong, or, when nothing vouches for the indicator
+(a popularity rank, a high reputation, an allowlist, an anycast or CDN network), several
+moderate sources agree. IPinfo adds context and known-good network signals, never malice.
+Failed sources lower the confidence and never count as clean. docs/verdicts.md explains the
+model with worked examples; every number is a field of
 ScoringPolicy (policy.py), configurable as ``SCORING__<FIELD>``.
 """
 
@@ -26,8 +27,6 @@ from threatintel.findings import (
     ADJUSTMENT,
     ANSWER,
     CONTEXT,
-    DISPLAY_NAMES,
-    EVALUATORS,
     FAILURE_TEXT,
     MODERATE,
     OPPOSING,
@@ -40,11 +39,9 @@ from threatintel.findings import (
 )
 from threatintel.models import Indicator, SourceResult, SourceStatus, Verdict, VerdictLabel
 from threatintel.policy import DEFAULT_POLICY, ScoringPolicy
+from threatintel.providers import PROVIDERS, display_name
 
-__all__ = ["DEFAULT_POLICY", "DISPLAY_NAMES", "ScoringPolicy", "score"]
-
-EVIDENCE_SOURCES = ("virustotal", "otx", "abuseipdb")
-CONTEXT_SOURCES = ("ipinfo",)
+__all__ = ["DEFAULT_POLICY", "ScoringPolicy", "display_name", "score"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +74,12 @@ def score(
     known_good = Finding()  # who runs the address: benign points and vouchers, never malice
     expected = 0.0
     for name, result in results:
-        display = DISPLAY_NAMES.get(name, name)
+        display = display_name(name)
         status = result.status
-        if name in CONTEXT_SOURCES:
+        facts = PROVIDERS.get(name)
+        if facts is None:
+            continue  # an unknown source is ignored entirely
+        if facts.role == "context":
             found, line = network(display, result, policy)
             known_good.benign += found.benign
             known_good.vouches += found.vouches
@@ -87,10 +87,10 @@ def score(
             if line:
                 reasons.append(_Reason(line, CONTEXT))
             continue
-        evaluate = EVALUATORS.get(name)
-        weight = float(getattr(policy, f"{name}_weight", 0.0))
+        evaluate = facts.evaluator
+        weight = float(getattr(policy, f"{name}_weight", facts.default_weight))
         if evaluate is None or weight == 0:
-            continue  # unknown sources and sources weighted out are ignored entirely
+            continue  # sources without evidence and sources weighted out are ignored
         if status.answered:
             finding = evaluate(indicator, result, policy, clock)
             answered.append((weight, finding))
@@ -103,6 +103,10 @@ def score(
             expected += weight
             text = f"{display}: {FAILURE_TEXT[status]} — verdict based on fewer sources"
             reasons.append(_Reason(text, ANSWER))
+        elif status is SourceStatus.PENDING:
+            # Not in yet at the caller's deadline: missing evidence, like a failure, but no fault.
+            expected += weight
+            reasons.append(_Reason(f"{display}: answer still pending", ANSWER))
         elif status is SourceStatus.NOT_CONFIGURED:
             expected += weight * policy.not_configured_weight
             reasons.append(_Reason(f"{display}: not configured", ANSWER))
@@ -217,7 +221,10 @@ def _private_reasons(results: list[tuple[str, SourceResult]]) -> list[str]:
 
 
 def _ordered(sources: Mapping[str, SourceResult]) -> list[str]:
-    known = [name for name in (*EVIDENCE_SOURCES, *CONTEXT_SOURCES) if name in sources]
+    """Evidence sources in registry order, then context sources, then any others."""
+    roles = {name: cls.role for name, cls in PROVIDERS.items()}
+    known = [n for n in PROVIDERS if n in sources and roles[n] == "evidence"]
+    known += [n for n in PROVIDERS if n in sources and roles[n] == "context"]
     return known + sorted(name for name in sources if name not in known)
 
 

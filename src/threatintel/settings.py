@@ -51,8 +51,8 @@ from threatintel._redaction import url_secrets as url_secrets
 from threatintel._visible import hidden
 from threatintel.errors import ConfigError
 from threatintel.indicators import DEFAULT_INTERNAL_DOMAINS
+from threatintel.policy import ScoringPolicy
 from threatintel.resilience import DEFAULT_MAX_RETRIES
-from threatintel.scoring import ScoringPolicy
 
 DEFAULT_VIRUSTOTAL_BASE_URL = "https://www.virustotal.com/api/v3"
 DEFAULT_OTX_BASE_URL = "https://otx.alienvault.com/api/v1"
@@ -379,8 +379,17 @@ class Settings(BaseSettings):
         return self.circuit_min_calls
 
     def api_keys(self, provider: str) -> list[SecretStr]:
-        keys: list[SecretStr] = getattr(self, f"{provider}_api_key")
-        return keys
+        """The provider's keys, from ``<provider>_api_key`` or the field its class names."""
+        keys: list[SecretStr] | None = getattr(self, f"{provider}_api_key", None)
+        if keys is None:
+            keys = getattr(self, _registered(provider, "key_setting") or "", None)
+        return keys or []
+
+    def configured(self, name: str) -> bool:
+        """Whether the setting ``name`` (a field name) was set by the user (an override, the
+        environment or an env file) rather than left at its default: a set limit beats one
+        learned from the vendor, which beats the default."""
+        return name in self.model_fields_set
 
     def cache_ttl_for(self, provider: str) -> int:
         specific: int | None = getattr(self, f"{provider}_cache_ttl", None)
@@ -394,5 +403,17 @@ class Settings(BaseSettings):
         return self.cache_backend
 
     def base_url(self, provider: str) -> str:
-        url: str = getattr(self, f"{provider}_base_url")
+        url: str = getattr(self, f"{provider}_base_url", None) or (
+            _registered(provider, "default_base_url") or ""
+        )
         return url.rstrip("/")
+
+
+def _registered(provider: str, fact: str) -> str | None:
+    """A fact of a provider that has no fields here (one registered by a plug-in or a test).
+    Imported on demand: the registry loads httpx, which commands such as `extract` never need."""
+    from threatintel.providers import PROVIDERS
+
+    cls = PROVIDERS.get(provider)
+    value = getattr(cls, fact, None) if cls is not None else None
+    return value if isinstance(value, str) else None

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import redis
 import redis.asyncio
 
-from threatintel.cache import RedisCache
+from threatintel.cache import Cache, LayeredCache, MemoryCache, RedisCache, SQLiteCache
 from threatintel.clock import VirtualClock
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -71,3 +72,32 @@ async def redis_cache(
     """A RedisCache on the test's prefix and virtual clock."""
     async with RedisCache(redis_url, clock=clock, prefix=redis_prefix, socket_timeout=1.0) as cache:
         yield cache
+
+
+BACKENDS = ["memory", "sqlite", "redis", "layered-sqlite", "layered-redis"]
+
+
+@pytest.fixture(params=BACKENDS)
+async def cache(
+    request: pytest.FixtureRequest, clock: VirtualClock, tmp_path: Path
+) -> AsyncIterator[Cache]:
+    """Each backend in turn, on the test's virtual clock."""
+    backend: str = request.param
+    built: Cache
+    if backend == "memory":
+        built = MemoryCache(clock=clock)
+    elif backend == "sqlite":
+        built = SQLiteCache(tmp_path / "cache.sqlite3", clock=clock)
+    elif backend == "layered-sqlite":
+        built = LayeredCache(MemoryCache(clock=clock), SQLiteCache(tmp_path / "c.db", clock=clock))
+    else:
+        url: str = request.getfixturevalue("redis_url")
+        prefix: str = request.getfixturevalue("redis_prefix")
+        redis_cache = RedisCache(url, clock=clock, prefix=prefix, socket_timeout=1.0)
+        built = (
+            redis_cache
+            if backend == "redis"
+            else LayeredCache(MemoryCache(clock=clock), redis_cache)
+        )
+    async with built:
+        yield built

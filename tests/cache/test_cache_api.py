@@ -27,13 +27,19 @@ def test_public_names_are_pinned() -> None:
     """The package exports exactly the names the engine is written against, sorted."""
     assert threatintel.cache.__all__ == [
         "Cache",
+        "CacheAdmin",
         "CacheEntry",
+        "CacheStats",
         "FlightLock",
+        "HitCounter",
         "LayeredCache",
         "MemoryCache",
+        "ProviderCacheStats",
         "RedisCache",
         "SQLiteCache",
+        "as_cache_admin",
         "as_flight_lock",
+        "as_hit_counter",
         "cache_key",
         "open_cache",
     ]

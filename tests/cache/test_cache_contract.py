@@ -4,48 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from threatintel.cache import (
-    Cache,
-    LayeredCache,
-    MemoryCache,
-    RedisCache,
-    SQLiteCache,
-    cache_key,
-)
+from threatintel.cache import Cache, cache_key
 from threatintel.clock import VirtualClock
-
-BACKENDS = ["memory", "sqlite", "redis", "layered-sqlite", "layered-redis"]
-
-
-@pytest.fixture(params=BACKENDS)
-async def cache(
-    request: pytest.FixtureRequest, clock: VirtualClock, tmp_path: Path
-) -> AsyncIterator[Cache]:
-    """Each backend in turn, on the test's virtual clock."""
-    backend: str = request.param
-    built: Cache
-    if backend == "memory":
-        built = MemoryCache(clock=clock)
-    elif backend == "sqlite":
-        built = SQLiteCache(tmp_path / "cache.sqlite3", clock=clock)
-    elif backend == "layered-sqlite":
-        built = LayeredCache(MemoryCache(clock=clock), SQLiteCache(tmp_path / "c.db", clock=clock))
-    else:
-        url: str = request.getfixturevalue("redis_url")
-        prefix: str = request.getfixturevalue("redis_prefix")
-        redis_cache = RedisCache(url, clock=clock, prefix=prefix, socket_timeout=1.0)
-        built = (
-            redis_cache
-            if backend == "redis"
-            else LayeredCache(MemoryCache(clock=clock), redis_cache)
-        )
-    async with built:
-        yield built
 
 
 async def test_round_trip(cache: Cache, clock: VirtualClock) -> None:

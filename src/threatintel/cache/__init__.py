@@ -8,6 +8,9 @@ sqlite    LayeredCache(MemoryCache, SQLiteCache(<cache_dir>/threatintel.sqlite3)
           restarts, shared by processes on one machine, at most ``sqlite_max_bytes`` of values
 redis     LayeredCache(MemoryCache, RedisCache(redis_url)): shared by every replica, with a
           cross-process lock for coalescing (see ``as_flight_lock``)
+
+Every backend is also a ``CacheAdmin`` (stats, remove) and a ``HitCounter`` (lookup counts kept
+across processes): see ``threatintel.cache.admin``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
+from threatintel.cache.admin import (
+    CacheAdmin,
+    CacheStats,
+    HitCounter,
+    ProviderCacheStats,
+    as_cache_admin,
+    as_hit_counter,
+)
 from threatintel.cache.base import Cache, CacheEntry, FlightLock, cache_key
 from threatintel.cache.layered import LayeredCache, as_flight_lock
 from threatintel.cache.memory import MemoryCache
@@ -24,13 +35,19 @@ from threatintel.clock import Clock
 
 __all__ = [
     "Cache",
+    "CacheAdmin",
     "CacheEntry",
+    "CacheStats",
     "FlightLock",
+    "HitCounter",
     "LayeredCache",
     "MemoryCache",
+    "ProviderCacheStats",
     "RedisCache",
     "SQLiteCache",
+    "as_cache_admin",
     "as_flight_lock",
+    "as_hit_counter",
     "cache_key",
     "open_cache",
 ]

@@ -16,6 +16,10 @@ Locks for request coalescing are forwarded to the back when it provides them. Wh
 fetching this", and waiting on a peer that cannot be coordinated with would only add latency.
 A local token always extends (it guards nothing another process could take); a back token is
 extended only when the back confirms it, so while the back is down ``extend_lock`` says False.
+
+The operator's verbs (``stats``, ``remove``) and the lookup counts are the back's, which every
+process shares: ``remove`` clears the front too and raises ``CacheError`` when the back cannot
+(an operator asked and must hear it), while saving counts never raises (the back keeps them).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import logging
 import secrets
 from typing import Final
 
+from threatintel.cache.admin import CacheStats, as_cache_admin, as_hit_counter
 from threatintel.cache.base import Cache, CacheBase, CacheEntry, FlightLock, check_ttl
 from threatintel.cache.memory import MemoryCache
 from threatintel.errors import CacheError
@@ -125,6 +130,40 @@ class LayeredCache(CacheBase):
         except CacheError as exc:
             # Nothing is left to do with a back that cannot even close; it is going away.
             self._log.debug("cache backend %s did not close cleanly: %s", self.back_label, exc)
+
+    # -- CacheAdmin and HitCounter: the back's, which every process shares -------------------
+
+    @property
+    def label(self) -> str:
+        return self.back_label
+
+    async def stats(self) -> CacheStats:
+        """The back's numbers (the front holds copies of some of its entries)."""
+        admin = as_cache_admin(self.back)
+        return await (admin.stats() if admin is not None else self.front.stats())
+
+    async def remove(self, *, provider: str | None = None, older_than: float | None = None) -> int:
+        """Remove from both layers; CacheError when the back cannot (an operator asked)."""
+        removed = await self.front.remove(provider=provider, older_than=older_than)
+        admin = as_cache_admin(self.back)
+        if admin is None:
+            return removed
+        return await admin.remove(provider=provider, older_than=older_than)
+
+    def note_lookup(self, provider: str, *, hit: bool) -> int:
+        counter = as_hit_counter(self.back) or self.front
+        return counter.note_lookup(provider, hit=hit)
+
+    async def save_lookups(self) -> None:
+        counter = as_hit_counter(self.back)
+        if counter is None or not self._back_due():
+            return  # kept by the back until it answers again
+        try:
+            await counter.save_lookups()
+        except CacheError as exc:
+            self._back_failed(exc)
+        else:
+            self._back_answered()
 
     # -- the FlightLock protocol -------------------------------------------------------------
 

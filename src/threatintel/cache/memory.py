@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Final
 
+from threatintel.cache.admin import CacheStats, LookupCounts, StatsBuilder, provider_prefix
 from threatintel.cache.base import SYSTEM_CLOCK, CacheBase, CacheEntry, check_ttl
 from threatintel.clock import Clock
 
@@ -26,7 +27,15 @@ _FULL_SWEEP_FRACTION: Final = 10
 class MemoryCache(CacheBase):
     """A bounded LRU of ``CacheEntry`` with per-entry TTL, read against an injected clock."""
 
-    __slots__ = ("_entries", "_sets_since_sweep", "clock", "max_entries", "sweep_every")
+    __slots__ = (
+        "_counted_since",
+        "_entries",
+        "_lookups",
+        "_sets_since_sweep",
+        "clock",
+        "max_entries",
+        "sweep_every",
+    )
 
     def __init__(
         self,
@@ -44,6 +53,9 @@ class MemoryCache(CacheBase):
         self.clock = clock
         self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
         self._sets_since_sweep = 0
+        # Lookup counts live and die with the process, like the entries.
+        self._lookups = LookupCounts()
+        self._counted_since: float | None = None
 
     def __len__(self) -> int:
         """Entries held, expired ones not yet swept included."""
@@ -100,3 +112,43 @@ class MemoryCache(CacheBase):
 
     async def aclose(self) -> None:
         self.clear()
+
+    # -- CacheAdmin and HitCounter (this process's numbers only) -------------------------------
+
+    @property
+    def label(self) -> str:
+        return "memory (this process only)"
+
+    async def stats(self) -> CacheStats:
+        now = self.clock.time()
+        builder = StatsBuilder()
+        for key, entry in self._entries.items():
+            if not entry.expired(now):
+                builder.add(key, len(entry.value), entry.stored_at)
+        counts = [(name, h, m) for name, (h, m) in self._lookups.peek().items()]
+        return builder.build(
+            "memory (this process only)", counts, counting_since=self._counted_since
+        )
+
+    async def remove(self, *, provider: str | None = None, older_than: float | None = None) -> int:
+        prefix = provider_prefix(provider) if provider is not None else ""
+        cutoff = None if older_than is None else self.clock.time() - older_than
+        doomed = [
+            key
+            for key, entry in self._entries.items()
+            if key.startswith(prefix) and (cutoff is None or entry.stored_at <= cutoff)
+        ]
+        for key in doomed:
+            del self._entries[key]
+        if older_than is None:
+            self._lookups.forget(provider)
+        return len(doomed)
+
+    def note_lookup(self, provider: str, *, hit: bool) -> int:
+        if self._counted_since is None:
+            self._counted_since = self.clock.time()
+        self._lookups.add(provider, hit=hit)
+        return 0  # nothing to save: the counts are already where stats reads them
+
+    async def save_lookups(self) -> None:
+        return None

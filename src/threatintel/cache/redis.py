@@ -36,12 +36,19 @@ import logging
 import math
 import secrets
 import struct
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
 from threatintel._redaction import redact_url, url_secrets
+from threatintel.cache.admin import (
+    ANY_SCHEME,
+    CacheStats,
+    LookupCounts,
+    StatsBuilder,
+    provider_prefix,
+)
 from threatintel.cache.base import SYSTEM_CLOCK, CacheBase, CacheEntry, check_ttl
 from threatintel.clock import Clock
 from threatintel.errors import CacheError, ConfigError
@@ -66,6 +73,9 @@ _HEADER: Final = struct.Struct(">dd")
 _HEADER_SIZE: Final = len(_MAGIC) + _HEADER.size
 _SCHEMES: Final = frozenset({"redis", "rediss", "unix"})
 _REASON_LENGTH: Final = 300
+#: Keys asked for per SCAN step (a hint to Redis), and read per pipeline round trip.
+SCAN_COUNT: Final = 500
+_GLOB_SPECIAL: Final = frozenset("*?[]\\")
 
 logger = logging.getLogger("threatintel.cache")
 
@@ -124,6 +134,25 @@ def _decode(raw: bytes, max_bytes: int) -> CacheEntry | None:
     return CacheEntry(raw[_HEADER_SIZE:], stored_at, expires_at)
 
 
+def _times(head: bytes) -> tuple[float, float] | None:
+    """(stored_at, expires_at) from the start of a value, None unless ``_encode`` wrote it."""
+    if len(head) < _HEADER_SIZE or not head.startswith(_MAGIC):
+        return None
+    stored_at, expires_at = _HEADER.unpack_from(head, len(_MAGIC))
+    if not (math.isfinite(stored_at) and math.isfinite(expires_at) and stored_at <= expires_at):
+        return None
+    return stored_at, expires_at
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally in a SCAN pattern."""
+    return "".join("\\" + ch if ch in _GLOB_SPECIAL else ch for ch in text)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
 def _check_reply(reply: object, expected: tuple[object, ...], action: str) -> None:
     """Raise ValueError (mapped to CacheError) unless ``reply`` is one of ``expected``.
 
@@ -152,6 +181,7 @@ class RedisCache(CacheBase):
     __slots__ = (
         "_client",
         "_closed",
+        "_lookups",
         "_scripts",
         "_secrets",
         "_took_over",
@@ -205,6 +235,7 @@ class RedisCache(CacheBase):
         self._scripts: dict[str, AsyncScript] = {}
         self._closed = False
         self._took_over = False
+        self._lookups = LookupCounts()
 
     def __repr__(self) -> str:
         return f"RedisCache({self.where!r}, prefix={self.prefix!r})"
@@ -244,12 +275,112 @@ class RedisCache(CacheBase):
             _check_reply(await self._redis().delete(self.prefix + key), (0, 1), "delete")
 
     async def aclose(self) -> None:
+        if not self._closed:
+            with suppress(CacheError):  # counts are worth a try, not a failed close
+                await self.save_lookups()
         self._closed = True
         client, self._client = self._client, None
         self._scripts.clear()
         if client is not None:
             with self._translated("close"):
                 await client.aclose()
+
+    # -- CacheAdmin and HitCounter -----------------------------------------------------------
+    # Counters are three hashes beside the entries, one field per provider: <prefix>stats:hits,
+    # <prefix>stats:misses and <prefix>stats:since (when its counting started).
+
+    def _counter_keys(self) -> list[str]:
+        return [f"{self.prefix}stats:{name}" for name in ("hits", "misses", "since")]
+
+    async def stats(self) -> CacheStats:
+        now = self.clock.time()
+        builder = StatsBuilder()
+        with self._translated("stats"):
+            async for keys in self._scan(ANY_SCHEME):
+                pipe = self._redis().pipeline(transaction=False)
+                for key in keys:
+                    pipe.getrange(key, 0, _HEADER_SIZE - 1)
+                    pipe.strlen(key)
+                replies = await pipe.execute()
+                for i, key in enumerate(keys):
+                    times = _times(replies[2 * i])
+                    if times is not None and times[1] > now:
+                        size = int(replies[2 * i + 1]) - _HEADER_SIZE
+                        builder.add(self._name(key), size, times[0])
+            hits, misses, since = [
+                {
+                    _text(name): float(value)
+                    for name, value in (await self._redis().hgetall(k)).items()
+                }
+                for k in self._counter_keys()
+            ]
+        counts = [
+            (name, int(hits.get(name, 0)), int(misses.get(name, 0))) for name in hits | misses
+        ]
+        counts += [(name, h, m) for name, (h, m) in self._lookups.peek().items()]
+        return builder.build(self.label, counts, counting_since=min(since.values(), default=None))
+
+    async def remove(self, *, provider: str | None = None, older_than: float | None = None) -> int:
+        cutoff = None if older_than is None else self.clock.time() - older_than
+        # Outside the seam: a bad name is the caller's ValueError, not a Redis failure.
+        under = provider_prefix(provider) if provider is not None else ANY_SCHEME
+        removed = 0
+        with self._translated("remove"):
+            client = self._redis()
+            async for found in self._scan(under):
+                keys = found
+                if cutoff is not None:
+                    pipe = client.pipeline(transaction=False)
+                    for key in found:
+                        pipe.getrange(key, 0, _HEADER_SIZE - 1)
+                    heads = await pipe.execute()
+                    keys = [
+                        key
+                        for key, head in zip(found, heads, strict=True)
+                        if (times := _times(head)) is not None and times[0] <= cutoff
+                    ]
+                if keys:
+                    # UNLINK frees the memory in the background: the server never stalls.
+                    removed += int(await client.unlink(*keys))
+            if older_than is None:
+                self._lookups.forget(provider)
+                if provider is None:
+                    await client.delete(*self._counter_keys())
+                else:
+                    for counter in self._counter_keys():
+                        await client.hdel(counter, provider)
+        return removed
+
+    def note_lookup(self, provider: str, *, hit: bool) -> int:
+        return self._lookups.add(provider, hit=hit)
+
+    async def save_lookups(self) -> None:
+        await self._lookups.save(self._write_lookups)
+
+    async def _write_lookups(self, counts: dict[str, tuple[int, int]]) -> None:
+        hits_key, misses_key, since_key = self._counter_keys()
+        with self._translated("save counts"):
+            pipe = self._redis().pipeline(transaction=False)
+            for name, (hits, misses) in counts.items():
+                pipe.hincrby(hits_key, name, hits)
+                pipe.hincrby(misses_key, name, misses)
+                pipe.hsetnx(since_key, name, repr(self.clock.time()))
+            await pipe.execute()
+
+    async def _scan(self, key_prefix: str) -> AsyncIterator[list[bytes]]:
+        """The names under ``<prefix><key_prefix>``, a SCAN step at a time (never KEYS)."""
+        pattern = _glob_escape(self.prefix + key_prefix) + "*"
+        cursor: int = 0
+        while True:
+            cursor, keys = await self._redis().scan(cursor, match=pattern, count=SCAN_COUNT)
+            if keys:
+                yield [k if isinstance(k, bytes) else k.encode() for k in keys]
+            if int(cursor) == 0:
+                return
+
+    def _name(self, key: bytes) -> str:
+        """A Redis key's cache key (the prefix taken off)."""
+        return _text(key)[len(self.prefix) :]
 
     # -- the FlightLock protocol -------------------------------------------------------------
 

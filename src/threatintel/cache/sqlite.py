@@ -22,10 +22,12 @@ Every sqlite3 or OS error becomes ``CacheError`` here, naming the file (never it
 from __future__ import annotations
 
 import sqlite3
+from contextlib import suppress
 from pathlib import Path
 from typing import Final
 
-from threatintel._sqlite import SQLiteWorker, transaction
+from threatintel._sqlite import SIDECARS, SQLiteWorker, transaction
+from threatintel.cache.admin import CacheStats, LookupCounts, StatsBuilder, provider_prefix
 from threatintel.cache.base import SYSTEM_CLOCK, CacheBase, CacheEntry, check_ttl
 from threatintel.clock import Clock
 from threatintel.errors import CacheError
@@ -55,6 +57,9 @@ _SCHEMA: Final = (
     " UPDATE totals SET value_bytes = value_bytes - length(OLD.value) + length(NEW.value); END",
     "CREATE TRIGGER IF NOT EXISTS entries_removed AFTER DELETE ON entries BEGIN"
     " UPDATE totals SET value_bytes = value_bytes - length(OLD.value); END",
+    # Lookups answered from the cache (hits) or not, per provider, for `cache stats`.
+    "CREATE TABLE IF NOT EXISTS lookups (provider TEXT PRIMARY KEY, hits INTEGER NOT NULL,"
+    " misses INTEGER NOT NULL, since REAL NOT NULL)",
 )
 
 
@@ -62,6 +67,7 @@ class SQLiteCache(CacheBase):
     """A ``Cache`` in one SQLite file, bounded in rows and bytes and purged of expired entries."""
 
     __slots__ = (
+        "_lookups",
         "_sets_since_purge",
         "_worker",
         "clock",
@@ -92,6 +98,7 @@ class SQLiteCache(CacheBase):
         self.max_bytes = max_bytes
         self.purge_every = purge_every
         self._sets_since_purge = 0
+        self._lookups = LookupCounts()
         self._worker = SQLiteWorker(
             self.path,
             label="SQLite cache",
@@ -120,7 +127,42 @@ class SQLiteCache(CacheBase):
         await self._worker.run(_delete, key)
 
     async def aclose(self) -> None:
+        with suppress(CacheError):  # counts are worth a try, not a failed close
+            await self.save_lookups()
         await self._worker.aclose()
+
+    # -- CacheAdmin and HitCounter -----------------------------------------------------------
+
+    async def stats(self) -> CacheStats:
+        builder, counts, since = await self._worker.run(_stats, self.clock.time())
+        unsaved = [(name, h, m) for name, (h, m) in self._lookups.peek().items()]
+        return builder.build(
+            self.label, counts + unsaved, file_bytes=self._file_bytes(), counting_since=since
+        )
+
+    async def remove(self, *, provider: str | None = None, older_than: float | None = None) -> int:
+        if provider is not None:
+            provider_prefix(provider)  # ValueError for a name no key can hold
+        cutoff = None if older_than is None else self.clock.time() - older_than
+        if older_than is None:
+            self._lookups.forget(provider)
+        return await self._worker.run(_remove, provider, cutoff)
+
+    def note_lookup(self, provider: str, *, hit: bool) -> int:
+        return self._lookups.add(provider, hit=hit)
+
+    async def save_lookups(self) -> None:
+        async def write(counts: dict[str, tuple[int, int]]) -> None:
+            await self._worker.run(_save_lookups, counts, self.clock.time())
+
+        await self._lookups.save(write)
+
+    def _file_bytes(self) -> int:
+        total = 0
+        for suffix in ("", *SIDECARS):
+            with suppress(OSError):
+                total += Path(f"{self.path}{suffix}").stat().st_size
+        return total
 
     # -- maintenance, also useful to operators -----------------------------------------------
 
@@ -234,3 +276,53 @@ def _count(conn: sqlite3.Connection) -> int:
 
 def _value_bytes(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT value_bytes FROM totals").fetchone()[0])
+
+
+def _stats(
+    conn: sqlite3.Connection, now: float
+) -> tuple[StatsBuilder, list[tuple[str, int, int]], float | None]:
+    builder = StatsBuilder()
+    # length() of a blob reads the row's header, not the blob.
+    rows = conn.execute(
+        "SELECT key, length(value), stored_at FROM entries WHERE expires_at > ?", (now,)
+    )
+    for key, size, stored_at in rows:
+        builder.add(str(key), int(size), float(stored_at))
+    counts = [
+        (str(name), int(hits), int(misses))
+        for name, hits, misses in conn.execute("SELECT provider, hits, misses FROM lookups")
+    ]
+    since = conn.execute("SELECT min(since) FROM lookups").fetchone()[0]
+    return builder, counts, None if since is None else float(since)
+
+
+def _remove(conn: sqlite3.Connection, provider: str | None, cutoff: float | None) -> int:
+    where: list[str] = []
+    params: list[object] = []
+    if provider is not None:
+        prefix = provider_prefix(provider)
+        # A range of the primary key: ':' + 1 is ';', so this is every key with the prefix.
+        where.append("key >= ? AND key < ?")
+        params += [prefix, prefix[:-1] + ";"]
+    if cutoff is not None:
+        where.append("stored_at <= ?")
+        params.append(cutoff)
+    with transaction(conn):
+        sql = "DELETE FROM entries" + (" WHERE " + " AND ".join(where) if where else "")
+        removed = conn.execute(sql, params).rowcount
+        if cutoff is None:
+            if provider is None:
+                conn.execute("DELETE FROM lookups")
+            else:
+                conn.execute("DELETE FROM lookups WHERE provider = ?", (provider,))
+    return max(0, removed)
+
+
+def _save_lookups(conn: sqlite3.Connection, counts: dict[str, tuple[int, int]], now: float) -> None:
+    with transaction(conn):
+        conn.executemany(
+            "INSERT INTO lookups (provider, hits, misses, since) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (provider) DO UPDATE SET"
+            " hits = hits + excluded.hits, misses = misses + excluded.misses",
+            [(name, hits, misses, now) for name, (hits, misses) in counts.items()],
+        )

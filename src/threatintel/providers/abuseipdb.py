@@ -8,7 +8,9 @@ from typing import Any, ClassVar
 
 import httpx
 
+from threatintel import findings
 from threatintel.errors import BadRequest
+from threatintel.findings import Evaluator
 from threatintel.models import (
     IP_TYPES,
     AbuseReport,
@@ -28,6 +30,8 @@ from threatintel.providers.base import (
     parse_retry_after,
     quota_error,
 )
+from threatintel.providers.facts import Limits, QuotaWindow
+from threatintel.quota.base import Window
 
 DEFAULT_MAX_AGE_DAYS = 90
 
@@ -37,6 +41,14 @@ class AbuseIPDB(HttpProvider):
     title: ClassVar[str] = "AbuseIPDB"
     supports: ClassVar[frozenset[IndicatorType]] = IP_TYPES
     requires_key: ClassVar[bool] = True
+    windows: ClassVar[tuple[QuotaWindow, ...]] = (
+        QuotaWindow(Window.per_day, "abuseipdb_rate_limit"),
+    )
+    evaluator: ClassVar[Evaluator | None] = findings.abuseipdb
+
+    @classmethod
+    def options(cls, settings: Any) -> dict[str, Any]:
+        return {"max_age_days": settings.abuseipdb_max_age_days}
 
     def __init__(self, *args: Any, max_age_days: int = DEFAULT_MAX_AGE_DAYS, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -62,6 +74,12 @@ class AbuseIPDB(HttpProvider):
     def cache_scope(self) -> str:
         # maxAgeInDays decides which reports are counted; verbose adds the reports themselves.
         return f"{super().cache_scope}?maxAgeInDays={self.max_age_days}&verbose"
+
+    def limits(self, response: httpx.Response) -> Limits | None:
+        """The daily limit every /check answer states (X-RateLimit-Limit, contracts headers.md):
+        a paid plan's higher limit is used from its first answer on."""
+        limit = as_int(_header_int(response.headers.get("x-ratelimit-limit")))
+        return {"day": limit} if limit is not None and limit > 0 else None
 
     def link(self, indicator: Indicator) -> str | None:
         return f"https://www.abuseipdb.com/check/{indicator.value}"
@@ -112,6 +130,11 @@ class AbuseIPDB(HttpProvider):
             is_public=public if isinstance(public, bool) else None,
         )
         return self.result(SourceStatus.OK, indicator, abuse=report, last_seen=report.last_reported)
+
+
+def _header_int(value: str | None) -> int | None:
+    text = (value or "").strip()
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 12 else None
 
 
 def _error_parameter(response: httpx.Response) -> str | None:

@@ -37,7 +37,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import httpx
 
@@ -52,6 +52,10 @@ from threatintel.errors import (
     UpstreamError,
 )
 from threatintel.models import Indicator, IndicatorType, SourceResult, SourceStatus
+from threatintel.providers.facts import Limits, LimitsHook, QuotaWindow, Role
+
+if TYPE_CHECKING:
+    from threatintel.findings import Evaluator
 
 logger = logging.getLogger("threatintel.providers")
 
@@ -321,12 +325,70 @@ def str_list(values: Any, *, limit: int = MAX_LIST) -> list[str]:
 
 
 class HttpProvider:
-    """Shared plumbing for the four HTTP providers: send, map errors, decode, parse."""
+    """Shared plumbing for the HTTP providers: send, map errors, decode, parse; and the vendor's
+    facts, read through the registry (``providers.PROVIDERS``) by everything else.
+
+    ``title`` names the vendor in messages and reports ("AlienVault OTX"), ``display`` in
+    verdict reasons ("OTX"), ``abbrev`` in the terminal's sources line ("VT"); the last two
+    default to the one before. ``key_setting`` is the Settings field holding its keys
+    (``<name>_api_key`` by default), ``windows`` the quota windows it enforces with the setting
+    holding each limit (``anonymous_windows`` without a key, when they differ). ``evaluator``
+    turns its answer into scoring evidence (``findings.Evaluator``); ``role`` is "evidence"
+    (weighed for the verdict) or "context" (who runs the address: benign signals only), and
+    ``default_weight`` applies when ScoringPolicy has no ``<name>_weight``.
+    """
 
     name: ClassVar[str]
     title: ClassVar[str]
+    display: ClassVar[str]
+    abbrev: ClassVar[str]
     supports: ClassVar[frozenset[IndicatorType]]
     requires_key: ClassVar[bool] = True
+    key_setting: ClassVar[str]
+    default_base_url: ClassVar[str] = ""
+    windows: ClassVar[tuple[QuotaWindow, ...]] = ()
+    anonymous_windows: ClassVar[tuple[QuotaWindow, ...]] = ()
+    evaluator: ClassVar[Evaluator | None] = None
+    role: ClassVar[Role] = "evidence"
+    default_weight: ClassVar[float] = 1.0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("name")
+        if name is None:
+            return  # an abstract intermediate class
+        # Each name falls back to the one before: title → display → abbrev.
+        if "title" not in cls.__dict__:
+            cls.title = name
+        if "display" not in cls.__dict__:
+            cls.display = cls.title
+        if "abbrev" not in cls.__dict__:
+            cls.abbrev = cls.display
+        if "key_setting" not in cls.__dict__:
+            cls.key_setting = f"{name}_api_key"
+
+    @classmethod
+    def options(cls, settings: Any) -> dict[str, Any]:
+        """Constructor arguments this provider takes from the settings (beyond the common ones)."""
+        return {}
+
+    @classmethod
+    def quota_windows(cls, *, keyed: bool) -> tuple[QuotaWindow, ...]:
+        """The windows a key (or, ``keyed=False``, anonymous use) is held to."""
+        return cls.windows if keyed or not cls.anonymous_windows else cls.anonymous_windows
+
+    #: Set by the engine: told the limits an answer states (see ``limits``).
+    on_limits: LimitsHook | None = None
+
+    async def account_limits(self, api_key: str) -> Limits | None:
+        """The key's limits as the vendor's account endpoint states them, or None when the
+        vendor has no such endpoint. Must not spend lookup quota; never raises for an answer
+        it cannot use (None)."""
+        return None
+
+    def limits(self, response: httpx.Response) -> Limits | None:
+        """The key's limits as an answer's headers state them, or None (the default)."""
+        return None
 
     def __init__(
         self,
@@ -390,6 +452,10 @@ class HttpProvider:
         started = time.perf_counter()
         with map_transport_errors(self.name, self.title):
             response = await self._send(call)
+        if self.on_limits is not None:
+            stated = self.limits(response)
+            if stated:
+                self.on_limits(api_key, stated)
         elapsed_ms = (time.perf_counter() - started) * 1000
         # Log the path only: headers carry keys, and the query never does by construction.
         logger.debug(

@@ -19,6 +19,8 @@ from threatintel.providers.base import (
     parse_retry_after,
     quota_error,
 )
+from threatintel.providers.facts import QuotaWindow, Role
+from threatintel.quota.base import Window
 
 
 class IPinfo(HttpProvider):
@@ -27,6 +29,15 @@ class IPinfo(HttpProvider):
     supports: ClassVar[frozenset[IndicatorType]] = IP_TYPES
     # Works without a token in a limited capacity (contracts §4.1).
     requires_key: ClassVar[bool] = False
+    # Counted per month with a token, per day without one.
+    windows: ClassVar[tuple[QuotaWindow, ...]] = (
+        QuotaWindow(Window.per_month, "ipinfo_rate_limit"),
+    )
+    anonymous_windows: ClassVar[tuple[QuotaWindow, ...]] = (
+        QuotaWindow(Window.per_day, "ipinfo_anonymous_daily_limit"),
+    )
+    # Who runs the address: known-good network signals, never malice (findings.network).
+    role: ClassVar[Role] = "context"
 
     def request(self, indicator: Indicator, api_key: str | None) -> Call:
         headers = {"accept": "application/json"}

@@ -7,7 +7,9 @@ from urllib.parse import quote
 
 import httpx
 
+from threatintel import findings
 from threatintel.errors import AuthenticationFailed
+from threatintel.findings import Evaluator
 from threatintel.models import (
     IP_TYPES,
     Geo,
@@ -28,6 +30,8 @@ from threatintel.providers.base import (
     as_str,
     from_iso,
 )
+from threatintel.providers.facts import QuotaWindow
+from threatintel.quota.base import Window
 
 # Slug casing matters: IPv4/IPv6 capitalised, the rest lower-case (contracts §2.5.1).
 _SLUGS: dict[IndicatorType, str] = {
@@ -69,6 +73,9 @@ def slug(indicator: Indicator) -> str:
 class OTX(HttpProvider):
     name: ClassVar[str] = "otx"
     title: ClassVar[str] = "AlienVault OTX"
+    display: ClassVar[str] = "OTX"
+    windows: ClassVar[tuple[QuotaWindow, ...]] = (QuotaWindow(Window.per_hour, "otx_rate_limit"),)
+    evaluator: ClassVar[Evaluator | None] = findings.otx
     supports: ClassVar[frozenset[IndicatorType]] = frozenset(_SLUGS)
     # The general section answers without a key (contracts §2.1).
     requires_key: ClassVar[bool] = False

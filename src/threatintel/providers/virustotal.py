@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import base64
+import logging
+import re
 from typing import Any, ClassVar
 
 import httpx
 
-from threatintel.errors import AuthenticationFailed, BadRequest, RateLimited, UpstreamError
+from threatintel import findings
+from threatintel.errors import (
+    AuthenticationFailed,
+    BadRequest,
+    ProviderError,
+    RateLimited,
+    UpstreamError,
+)
+from threatintel.findings import Evaluator
 from threatintel.models import (
     HASH_TYPES,
     IP_TYPES,
@@ -30,9 +40,12 @@ from threatintel.providers.base import (
     as_str,
     error_json,
     from_unix,
+    map_transport_errors,
     parse_retry_after,
     str_list,
 )
+from threatintel.providers.facts import Limits, QuotaWindow
+from threatintel.quota.base import Window
 
 _COLLECTIONS: dict[IndicatorType, str] = {
     IndicatorType.IPV4: "ip_addresses",
@@ -64,6 +77,42 @@ _FLAGGING = frozenset({"malicious", "suspicious"})
 MAX_ENGINES = 128
 
 
+_ACCOUNT_PATH = re.compile(r"/users/[^/?#]+/overall_quotas")
+
+
+class _HideAccountPath(logging.Filter):
+    """httpx logs every request's URL at INFO; overall_quotas' URL holds the API key, so that
+    one segment is masked before any handler sees the record (a filter on httpx's logger)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(
+            "/overall_quotas" in str(arg) for arg in record.args
+        ):
+            record.args = tuple(
+                _ACCOUNT_PATH.sub("/users/***/overall_quotas", str(arg))
+                if "/overall_quotas" in str(arg)
+                else arg
+                for arg in record.args
+            )
+        return True
+
+
+logging.getLogger("httpx").addFilter(_HideAccountPath())
+
+
+def _allowance(entry: Any) -> int | None:
+    """``{"user": {"allowed": n}, "group": {"allowed": m}}`` → the lower allowance, or None."""
+    if not isinstance(entry, dict):
+        return None
+    found = [
+        as_int(part.get("allowed"))
+        for part in (entry.get("user"), entry.get("group"))
+        if isinstance(part, dict)
+    ]
+    numbers = [n for n in found if n is not None and n > 0]
+    return min(numbers) if numbers else None
+
+
 def url_id(url: str) -> str:
     """VT's URL identifier: unpadded base64url of the URL (contracts §1.3)."""
     return base64.urlsafe_b64encode(url.encode()).decode().rstrip("=")
@@ -72,8 +121,44 @@ def url_id(url: str) -> str:
 class VirusTotal(HttpProvider):
     name: ClassVar[str] = "virustotal"
     title: ClassVar[str] = "VirusTotal"
+    abbrev: ClassVar[str] = "VT"
     supports: ClassVar[frozenset[IndicatorType]] = frozenset(_COLLECTIONS)
     requires_key: ClassVar[bool] = True
+    windows: ClassVar[tuple[QuotaWindow, ...]] = (
+        QuotaWindow(Window.per_minute, "virustotal_rate_limit"),
+        QuotaWindow(Window.per_day, "virustotal_daily_limit"),
+        QuotaWindow(Window.per_month, "virustotal_monthly_limit"),
+    )
+    evaluator: ClassVar[Evaluator | None] = findings.virustotal
+
+    async def account_limits(self, api_key: str) -> Limits | None:
+        """The key's limits from ``GET /users/{key}/overall_quotas`` (the documented sample is
+        tests/fixtures/contracts/virustotal_overall_quotas.json): hourly, daily and monthly
+        allowances, the user's or its group's if lower. VT states no per-minute figure, so the
+        minute window gets the hourly allowance spread evenly (a free key: 240/hour → 4).
+
+        VT documents the key as a valid user id here, so the key travels in the path of this
+        one request; nothing of ours logs the path. Any failure or odd shape means None.
+        """
+        call = Call("GET", f"/users/{api_key}/overall_quotas", headers={"x-apikey": api_key})
+        try:
+            with map_transport_errors(self.name, self.title):
+                response = await self._send(call)
+            if response.status_code != 200:
+                return None
+            data = self.decode(response).get("data")
+        except ProviderError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        allowed = {
+            window: _allowance(data.get(f"api_requests_{period}"))
+            for window, period in (("hour", "hourly"), ("day", "daily"), ("month", "monthly"))
+        }
+        limits = {name: value for name, value in allowed.items() if value is not None}
+        if "hour" in limits:
+            limits["minute"] = max(1, limits["hour"] // 60)
+        return limits or None
 
     def _object_id(self, indicator: Indicator) -> str:
         if indicator.type is IndicatorType.URL:

@@ -5,7 +5,8 @@
     key = await limiter.acquire()
 
 module     what it holds
-base       Window, Grant, WindowUsage, KeyUsage, the QuotaStore protocol, block_end
+base       Window, Grant, WindowUsage, KeyUsage, the QuotaStore protocol, block_end, and
+           the learned-limits encoding the shared stores keep
 memory     MemoryQuotaStore: this process only (tests, and the last resort)
 sqlite     SQLiteQuotaStore: one file shared by every process on the machine
 redis      RedisQuotaStore: shared by every replica; import it from ``threatintel.quota.redis``
@@ -22,8 +23,11 @@ from __future__ import annotations
 from threatintel.quota.base import (
     ANONYMOUS,
     BLOCKED,
+    CONFIGURED,
     DAY,
+    DEFAULT,
     HOUR,
+    LEARNED,
     MAX_BLOCK,
     MINUTE,
     MONTH,
@@ -38,9 +42,12 @@ from threatintel.quota.base import (
 from threatintel.quota.fallback import STORE_RETRY_AFTER, FallbackQuotaStore
 from threatintel.quota.limiter import (
     DEFAULT_PENALTY,
+    LEARNED_TTL,
     MAX_BLOCK_WAIT,
+    MAX_LEARNED_LIMIT,
     MIN_WAIT,
     NOTICE_AFTER,
+    LimitsProbe,
     QuotaWait,
     QuotaWaitHook,
     RateLimiter,
@@ -51,11 +58,16 @@ from threatintel.quota.sqlite import SQLiteQuotaStore
 __all__ = [
     "ANONYMOUS",
     "BLOCKED",
+    "CONFIGURED",
     "DAY",
+    "DEFAULT",
     "DEFAULT_PENALTY",
     "HOUR",
+    "LEARNED",
+    "LEARNED_TTL",
     "MAX_BLOCK",
     "MAX_BLOCK_WAIT",
+    "MAX_LEARNED_LIMIT",
     "MINUTE",
     "MIN_WAIT",
     "MONTH",
@@ -64,6 +76,7 @@ __all__ = [
     "FallbackQuotaStore",
     "Grant",
     "KeyUsage",
+    "LimitsProbe",
     "MemoryQuotaStore",
     "QuotaStore",
     "QuotaStoreUnavailable",

@@ -8,8 +8,9 @@ FallbackQuotaStore (``quota.fallback``) to stand in while a shared one is down.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -24,6 +25,11 @@ MONTH = 30 * DAY
 
 #: ``Grant.exhausted`` for a bucket blocked by ``QuotaStore.block`` (a 429 correction).
 BLOCKED = "blocked"
+#: Where a window's limit came from (``WindowUsage.source``): a setting the user set, the
+#: vendor's own statement for that key, or the free-tier default.
+CONFIGURED = "configured"
+LEARNED = "learned"
+DEFAULT = "default"
 #: Label of the bucket used without an API key (OTX and IPinfo accept anonymous calls).
 ANONYMOUS = "anonymous"
 #: No block outlives the longest vendor window (a month) with margin. A stored end past this,
@@ -146,6 +152,7 @@ class WindowUsage:
     used: int
     remaining: int
     reset_at: float | None
+    source: str = DEFAULT  # CONFIGURED, LEARNED or DEFAULT: set by the limiter
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +185,42 @@ class QuotaStore(Protocol):
         """Uncount ``grant`` (made at ``grant.at``) in every window where it still counts."""
         ...
 
+    async def learned_limits(self, bucket: str, now: float) -> dict[str, int]:
+        """The limits the vendor stated for ``bucket`` (window name → limit) and kept with
+        ``keep_limits``, while they last at ``now``; {} when none."""
+        ...
+
+    async def keep_limits(self, bucket: str, limits: Mapping[str, int], until: float) -> None:
+        """Keep the limits the vendor stated for ``bucket`` until ``until`` (replacing any),
+        so the next process starts from them instead of the defaults."""
+        ...
+
     async def aclose(self) -> None: ...
+
+
+def encode_limits(limits: Mapping[str, int], until: float) -> str:
+    """Learned limits as a store keeps them: ``{"until": t, "limits": {...}}``."""
+    return json.dumps({"until": until, "limits": dict(limits)}, separators=(",", ":"))
+
+
+def decode_limits(raw: object, now: float) -> dict[str, int]:
+    """Learned limits from a stored value while they last at ``now``; {} for anything else
+    (expired, garbage, a row written by a hand edit): the limiter then uses its defaults."""
+    try:
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        data = json.loads(text) if isinstance(text, str) and len(text) <= 4096 else None
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    until, limits = data.get("until"), data.get("limits")
+    if not isinstance(until, int | float) or not isinstance(limits, dict) or until <= now:
+        return {}
+    return {
+        str(name): value
+        for name, value in limits.items()
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    }
 
 
 def block_end(until: object, now: float) -> float | None:

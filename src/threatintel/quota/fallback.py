@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TypeVar
 
@@ -114,6 +114,12 @@ class FallbackQuotaStore:
 
     async def blocked_until(self, bucket: str, now: float) -> float | None:
         return await self._call(lambda store: store.blocked_until(bucket, now))
+
+    async def learned_limits(self, bucket: str, now: float) -> dict[str, int]:
+        return await self._call(lambda store: store.learned_limits(bucket, now))
+
+    async def keep_limits(self, bucket: str, limits: Mapping[str, int], until: float) -> None:
+        await self._call(lambda store: store.keep_limits(bucket, limits, until))
 
     async def refund(self, bucket: str, windows: Sequence[Window], grant: Grant) -> None:
         store = grant.origin if grant.origin is not None else self.primary

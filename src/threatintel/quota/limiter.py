@@ -27,13 +27,20 @@ day from 00:00 UTC, month from the 1st) fails fast with QuotaExhausted and its r
 window; a second one in a row (no answer in between) means a long window is spent, e.g. by
 another tool on the same key. Keys appear only as ``fingerprint(key)``: in store keys, logs,
 errors, reprs.
+
+Limits are learned, not guessed: ``learned(key, {"day": 3000})`` sets a key's limits from what
+the vendor stated (a header on an answer), and ``learn`` (the vendor's account endpoint, asked
+once per key, the first time a grant on that key is refused) does the same on demand. A window
+the user set explicitly (``pinned``) keeps its limit: configured beats learned beats default,
+and ``usage()`` says which one each window's limit is (``WindowUsage.source``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -44,6 +51,9 @@ from threatintel.errors import QuotaExhausted, RateLimited
 from threatintel.quota.base import (
     ANONYMOUS,
     BLOCKED,
+    CONFIGURED,
+    DEFAULT,
+    LEARNED,
     MAX_BLOCK,
     MINUTE,
     Grant,
@@ -63,6 +73,15 @@ MAX_BLOCK_WAIT = 300.0
 DEFAULT_PENALTY = MINUTE
 #: Floor for a computed wait, so a rounding slip can never spin the acquire loop.
 MIN_WAIT = 0.001
+#: Store operations one limiter runs at once. Lookups no longer queue for an engine-wide worker
+#: before they ask for quota, so a thousand lookups waiting for one provider's next minute all
+#: ask together when it comes; beyond this many they queue here for milliseconds instead of
+#: opening as many Redis connections (and timing out on them).
+STORE_CONCURRENCY = 8
+#: After a 429's block ends, one request probes the key; the others wait this long between
+#: looks until it is answered (or PROBE_HOLD has passed without a word from it).
+PROBE_POLL = 1.0
+PROBE_HOLD = 60.0
 #: A wait at least this long is worth telling a person about; shorter ones are routine pacing.
 NOTICE_AFTER = 2.0
 
@@ -86,6 +105,14 @@ class QuotaWait:
 
 #: Subscribers to QuotaWait events (the CLI prints a line; logs and metrics may follow).
 QuotaWaitHook = Callable[[QuotaWait], None]
+#: Asks the vendor for a key's limits per window name (``{"minute": 1000}``), or None.
+LimitsProbe = Callable[[str], Awaitable[Mapping[str, int] | None]]
+#: A learned limit above this is taken as this: VT documents allowances of 60 billion an hour
+#: (meaning "no practical limit"), and a hostile answer must not put absurd numbers in stores.
+MAX_LEARNED_LIMIT = 10**12
+#: How long learned limits are kept in the store: a plan changes rarely, and the vendor restates
+#: them (AbuseIPDB on every answer, VirusTotal when a key is first held back in a process).
+LEARNED_TTL = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,10 +168,19 @@ class RateLimiter:
         "_block_horizon",
         "_clock",
         "_counted",
+        "_dirty",
+        "_kept",
         "_keys",
+        "_learned",
+        "_loaded",
         "_on_wait",
+        "_pinned",
+        "_probe",
+        "_probes",
+        "_probing",
         "_setting_names",
         "_store",
+        "_store_ops",
         "_strikes",
         "_turn",
         "margin",
@@ -170,6 +206,8 @@ class RateLimiter:
         on_wait: QuotaWaitHook | None = None,
         setting_names: Mapping[str, str] | None = None,
         notice_after: float = NOTICE_AFTER,
+        pinned: Collection[str] = (),
+        learn: LimitsProbe | None = None,
     ) -> None:
         if not keys:
             raise ValueError(f"{provider}: at least one key is needed (None for anonymous use)")
@@ -208,6 +246,9 @@ class RateLimiter:
         # its own (one more 429) before it escalates too, and the first process's long block,
         # which is in the store, stops every process anyway.
         self._strikes: dict[str, _Strike] = {}
+        # Per struck bucket whose block is over: until when its one probe request may be out.
+        self._probing: dict[str, float] = {}
+        self._store_ops = asyncio.Semaphore(STORE_CONCURRENCY)
         short = [window.seconds for window in self._counted if window.sliding]
         self._block_horizon = max([MAX_BLOCK_WAIT, *short])
         self._on_wait = on_wait
@@ -217,6 +258,14 @@ class RateLimiter:
         # is announced once.
         self._acquiring = 0
         self._announced = False
+        # Limits learned per bucket (window name → limit), and the probes asked per bucket.
+        self._pinned = frozenset(pinned)
+        self._learned: dict[str, dict[str, int]] = {}
+        self._probe = learn
+        self._probes: dict[str, asyncio.Task[bool]] = {}
+        self._loaded: set[str] = set()  # buckets whose kept limits were read from the store
+        self._dirty: set[str] = set()  # buckets with limits to write to the store
+        self._kept: set[str] = set()  # buckets written at least once by this process
 
     def __repr__(self) -> str:
         labels = [_label(key) for key, _ in self._keys]
@@ -235,14 +284,22 @@ class RateLimiter:
 
     async def _acquire(self) -> str | None:
         deadline = None if self.max_wait is None else self._clock.time() + self.max_wait
+        asked: set[str] = set()  # buckets whose limits this acquire has asked the vendor for
         while True:
             # Per key that must wait: (seconds, BLOCKED or None if short windows are full, key)
             waits: list[tuple[float, str | None, str | None]] = []
             resets: list[tuple[float, str, str | None]] = []
             for key, bucket in self._rotation():
                 now = self._clock.time()
+                probe = self._probe_due(bucket, now)
+                if probe is not None and probe > now:
+                    # A probe after a 429 is out on this key: its answer says whether more may go.
+                    waits.append((min(probe - now, PROBE_POLL), None, key))
+                    continue
                 grant = await self._acquire_on(bucket, now)
                 if grant.granted:
+                    if probe is not None:
+                        self._probing[bucket] = now + PROBE_HOLD
                     _TAKEN.set(_Taken(self, bucket, grant))
                     return key
                 reset = grant.reset_at if grant.reset_at is not None else now + grant.wait
@@ -252,6 +309,8 @@ class RateLimiter:
                     waits.append((grant.wait, grant.exhausted, key))
                 else:
                     resets.append((reset, grant.exhausted, key))
+            if await self._learn_limits(asked):
+                continue  # the vendor's own limits may have room: ask the store again
             now = self._clock.time()
             if waits:
                 wait, what, key = min(waits, key=lambda item: item[0])
@@ -291,6 +350,7 @@ class RateLimiter:
         """
         now = self._clock.time()
         bucket = self._bucket(key)
+        self._probing.pop(bucket, None)
         if retry_after is not None:
             # The vendor said when; what it says nothing about is which window, so strikes
             # are left as they are.
@@ -314,14 +374,17 @@ class RateLimiter:
             "%s %s: blocked for %.0fs after %s", self.provider, _label(key), until - now, reason
         )
         await self._store.block(bucket, until)
+        await self._keep()
 
     async def record_success(self, key: str | None) -> None:
         """Note that the vendor answered on ``key`` with anything but a 429: its strikes end.
 
-        Async like the other verbs, so strikes could move into the store without changing
-        callers; today it touches only this process's memory and never waits.
+        Limits an answer stated (``learned``) are written to the store here, once per change
+        and once per process; otherwise it touches only this process's memory.
         """
         self._strikes.pop(self._bucket(key), None)
+        self._probing.pop(self._bucket(key), None)
+        await self._keep()
 
     async def refund(self, key: str | None) -> bool:
         """Give back the slot this task's latest ``acquire`` took on ``key``, because the
@@ -337,21 +400,141 @@ class RateLimiter:
         if taken is None or taken.limiter is not self or taken.bucket != self._bucket(key):
             return False
         _TAKEN.set(None)
-        await self._store.refund(taken.bucket, self._counted, taken.grant)
+        self._probing.pop(taken.bucket, None)  # a probe that never went out: the next one may
+        await self._store.refund(taken.bucket, self._counted_for(taken.bucket), taken.grant)
         return True
 
     async def usage(self) -> list[KeyUsage]:
         """The budget left per key, keys shown as fingerprints."""
         return [await self._key_usage(key, bucket) for key, bucket in self._keys]
 
+    def learned(self, key: str | None, limits: Mapping[str, int]) -> bool:
+        """Take the limits the vendor stated for ``key`` (window name → limit): each window it
+        names that the user did not set explicitly gets that limit from now on, for this key
+        only. Unknown names and unbelievable values are ignored. True if a limit changed.
+
+        Kept in the store (for LEARNED_TTL) by the next ``record_success``, ``penalize`` or
+        probe: on change, and once per process to refresh them."""
+        bucket = self._bucket(key)
+        changed = self._apply(bucket, limits)
+        if changed or (bucket in self._learned and bucket not in self._kept):
+            self._dirty.add(bucket)
+        if changed:
+            shown = ", ".join(f"{w.limit}/{w.name}" for w in self._windows_for(bucket))
+            logger.info(
+                "%s %s: limits learned from the vendor: %s", self.provider, _label(key), shown
+            )
+        return changed
+
+    def _apply(self, bucket: str, limits: Mapping[str, int]) -> bool:
+        names = {window.name for window in self.windows} - self._pinned
+        stated = {
+            name: min(limit, MAX_LEARNED_LIMIT)
+            for name, limit in limits.items()
+            if name in names and _believable(limit)
+        }
+        if not stated:
+            return False
+        before = self._windows_for(bucket)
+        self._learned[bucket] = {**self._learned.get(bucket, {}), **stated}
+        return self._windows_for(bucket) != before
+
+    async def _load(self, bucket: str) -> None:
+        """Once per bucket and process: the limits an earlier process learned and kept."""
+        if bucket in self._loaded:
+            return
+        self._loaded.add(bucket)
+        self._apply(bucket, await self._store.learned_limits(bucket, self._clock.time()))
+
+    async def _keep(self) -> None:
+        """Write the limits learned since the last write, so the next process starts there."""
+        while self._dirty:
+            bucket = self._dirty.pop()
+            self._kept.add(bucket)
+            until = self._clock.time() + LEARNED_TTL
+            await self._store.keep_limits(bucket, self._learned.get(bucket, {}), until)
+
+    async def learn(self) -> None:
+        """Ask the vendor now for the limits of every key whose limits are not known yet (not
+        kept in the store, not stated this run): once per key, as ``acquire`` would."""
+        for _, bucket in self._keys:
+            await self._load(bucket)
+        await self._learn_limits(set())
+
+    async def _learn_limits(self, asked: set[str]) -> bool:
+        """Ask the vendor, once per key and process, for the limits of every key not yet asked
+        by this acquire; True if any limit changed (waiters share the one request per key)."""
+        if self._probe is None or {w.name for w in self.windows} <= self._pinned:
+            return False  # nothing to ask for, or nothing the answer could change
+        changed = False
+        for key, bucket in self._keys:
+            if key is None or bucket in asked or bucket in self._learned:
+                continue  # anonymous, asked already, or known (kept, stated or asked)
+            asked.add(bucket)
+            probe = self._probes.get(bucket)
+            if probe is None:
+                probe = asyncio.ensure_future(self._ask(key))
+                self._probes[bucket] = probe
+                changed |= await asyncio.shield(probe)
+            elif not probe.done():
+                changed |= await asyncio.shield(probe)
+        return changed
+
+    async def _ask(self, key: str) -> bool:
+        assert self._probe is not None
+        try:
+            limits = await self._probe(key)
+        except Exception as exc:  # a probe is a bonus: defaults stay, the lookup goes on
+            logger.debug(
+                "%s %s: limits unknown (%s)", self.provider, _label(key), type(exc).__name__
+            )
+            return False
+        changed = bool(limits) and self.learned(key, limits or {})
+        await self._keep()
+        return changed
+
+    def _windows_for(self, bucket: str) -> tuple[Window, ...]:
+        """A bucket's windows: the limiter's, with the limits learned for that key."""
+        learned = self._learned.get(bucket)
+        if not learned:
+            return self.windows
+        return tuple(replace(w, limit=learned.get(w.name, w.limit)) for w in self.windows)
+
+    def _counted_for(self, bucket: str) -> tuple[Window, ...]:
+        """What the store counts a bucket in: its windows, the sliding ones lengthened by the
+        margin (see ``_counted``)."""
+        if not self._learned.get(bucket):
+            return self._counted
+        return tuple(
+            replace(window, seconds=window.seconds + self.margin) if window.sliding else window
+            for window in self._windows_for(bucket)
+        )
+
+    def _source(self, bucket: str, window: str) -> str:
+        if window in self._pinned:
+            return CONFIGURED
+        return LEARNED if window in self._learned.get(bucket, {}) else DEFAULT
+
     async def _acquire_on(self, bucket: str, now: float) -> Grant:
-        return await self._store.acquire(bucket, self._counted, now)
+        await self._load(bucket)
+        async with self._store_ops:
+            return await self._store.acquire(bucket, self._counted_for(bucket), now)
+
+    def _probe_due(self, bucket: str, now: float) -> float | None:
+        """For a key struck by a 429 whose block is over: until when the probe request now out
+        holds the others back (``now`` or earlier: none is out, this one probes). Else None."""
+        strike = self._strikes.get(bucket)
+        if strike is None or now < strike.blocked_until:
+            return None
+        return self._probing.get(bucket, now)
 
     async def _key_usage(self, key: str | None, bucket: str) -> KeyUsage:
+        await self._load(bucket)
         now = self._clock.time()
-        windows = await self._store.usage(bucket, self._counted, now)
+        windows = await self._store.usage(bucket, self._counted_for(bucket), now)
         blocked = await self._store.blocked_until(bucket, now)
-        return KeyUsage(_label(key), tuple(windows), blocked)
+        sourced = tuple(replace(u, source=self._source(bucket, u.window)) for u in windows)
+        return KeyUsage(_label(key), sourced, blocked)
 
     def _bucket(self, key: str | None) -> str:
         return f"{self.provider}:{_label(key)}"
@@ -359,16 +542,18 @@ class RateLimiter:
     async def _wait_event(self, key: str | None, seconds: float, what: str | None) -> QuotaWait:
         """Describe a wait: which window is full (``what`` names it unless only short ones are)."""
         window: Window | None = None
+        bucket = self._bucket(key)
+        windows = self._windows_for(bucket)  # the limits as learned for this key
         if what is None:
-            sliding = [w for w in self.windows if w.sliding]
+            sliding = [w for w in windows if w.sliding]
             if len(sliding) > 1:  # which of them is full is the store's to say
                 now = self._clock.time()
-                usage = await self._store.usage(self._bucket(key), self._counted, now)
+                usage = await self._store.usage(bucket, self._counted_for(bucket), now)
                 full = {u.window for u in usage if u.remaining == 0}
                 sliding = [w for w in sliding if w.name in full] or sliding
             window = max(sliding, key=lambda w: w.seconds, default=None)
         elif what != BLOCKED:
-            window = next((w for w in self.windows if w.name == what), None)
+            window = next((w for w in windows if w.name == what), None)
         return QuotaWait(
             provider=self.provider,
             key_fingerprint=_label(key),
@@ -404,6 +589,11 @@ class RateLimiter:
         else:
             message = f"{self.provider} {what} quota exhausted on {scope}; resets at {shown}"
         return QuotaExhausted(self.provider, message, retry_after=reset - now, reset_at=when)
+
+
+def _believable(limit: object) -> bool:
+    """A whole number of requests, at least one (larger than MAX_LEARNED_LIMIT is clamped)."""
+    return isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1
 
 
 def _label(key: str | None) -> str:

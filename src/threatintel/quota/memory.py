@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from threatintel.quota.base import BLOCKED, Grant, Window, WindowUsage, block_end
 
@@ -16,13 +16,14 @@ class MemoryQuotaStore:
     ``(window_id, count)``.
     """
 
-    __slots__ = ("_blocks", "_fixed", "_seen", "_sliding")
+    __slots__ = ("_blocks", "_fixed", "_limits", "_seen", "_sliding")
 
     def __init__(self) -> None:
         self._sliding: dict[tuple[str, str], list[float]] = {}
         self._fixed: dict[tuple[str, str], tuple[int, int]] = {}
         self._blocks: dict[str, float] = {}
         self._seen: dict[str, float] = {}
+        self._limits: dict[str, tuple[dict[str, int], float]] = {}
 
     async def acquire(self, bucket: str, windows: Sequence[Window], now: float) -> Grant:
         # Nothing in here awaits, so within one event loop no other acquire can interleave
@@ -96,6 +97,13 @@ class MemoryQuotaStore:
                 # A window that has reset since counts the grant no longer.
                 if window_id == window.window_id(grant.at) and count > 0:
                     self._fixed[(bucket, window.name)] = (window_id, count - 1)
+
+    async def learned_limits(self, bucket: str, now: float) -> dict[str, int]:
+        limits, until = self._limits.get(bucket, ({}, now))
+        return dict(limits) if until > now else {}
+
+    async def keep_limits(self, bucket: str, limits: Mapping[str, int], until: float) -> None:
+        self._limits[bucket] = (dict(limits), until)
 
     async def aclose(self) -> None:
         return None

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -46,6 +46,8 @@ from threatintel.quota.base import (
     Window,
     WindowUsage,
     block_end,
+    decode_limits,
+    encode_limits,
 )
 
 DEFAULT_PREFIX = "threatintel:quota:"
@@ -292,6 +294,20 @@ class RedisQuotaStore:
             text = _text(raw)
         # A bad row (not a number, non-finite, decades away) is no block, as in every store.
         return block_end(text, now)
+
+    async def learned_limits(self, bucket: str, now: float) -> dict[str, int]:
+        with _unavailable():
+            raw = await self._redis.get(self._key(bucket, "limits"))
+        return decode_limits(raw, now)
+
+    async def keep_limits(self, bucket: str, limits: Mapping[str, int], until: float) -> None:
+        if not math.isfinite(until):
+            return
+        with _unavailable():
+            # Expired by Redis too, a block's lifetime later: `until` is the caller's clock.
+            await self._redis.set(
+                self._key(bucket, "limits"), encode_limits(limits, until), px=_ms(BLOCK_TTL)
+            )
 
     async def aclose(self) -> None:
         if self._owns_client:

@@ -16,6 +16,7 @@ Schema (times are the caller's epoch seconds, never SQLite's clock, as for the o
              count, resets_at)                   primary key (bucket, window_name, window_id)
     blocks(bucket PRIMARY KEY, until)            no grant before ``until`` (a 429 correction)
     newest(bucket PRIMARY KEY, at, keep_until)   the newest instant the bucket granted at
+    limits(bucket PRIMARY KEY, value, until)     limits the vendor stated (JSON), kept a while
 
 Each acquire is one ``BEGIN IMMEDIATE`` transaction, and SQLite lets one writer at a time into a
 file across processes: checking the block and every window and then recording the grant in all
@@ -37,7 +38,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
@@ -51,6 +52,8 @@ from threatintel.quota.base import (
     Window,
     WindowUsage,
     block_end,
+    decode_limits,
+    encode_limits,
 )
 
 #: How long an acquire waits for another process's transaction before the store counts as down.
@@ -73,6 +76,8 @@ _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS blocks (bucket TEXT PRIMARY KEY, until REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS newest (bucket TEXT PRIMARY KEY, at REAL NOT NULL,"
     " keep_until REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS limits (bucket TEXT PRIMARY KEY, value TEXT NOT NULL,"
+    " until REAL NOT NULL)",
 )
 
 
@@ -136,6 +141,13 @@ class SQLiteQuotaStore:
     async def refund(self, bucket: str, windows: Sequence[Window], grant: Grant) -> None:
         if grant.at is not None:
             await self._worker.run(_refund, bucket, tuple(windows), grant.at)
+
+    async def learned_limits(self, bucket: str, now: float) -> dict[str, int]:
+        return decode_limits(await self._worker.run(_limits, bucket), now)
+
+    async def keep_limits(self, bucket: str, limits: Mapping[str, int], until: float) -> None:
+        if math.isfinite(until):
+            await self._worker.run(_keep_limits, bucket, encode_limits(limits, until), until)
 
     async def aclose(self) -> None:
         await self._worker.aclose()
@@ -244,6 +256,20 @@ def _refund(conn: sqlite3.Connection, bucket: str, windows: tuple[Window, ...], 
                 )
 
 
+def _limits(conn: sqlite3.Connection, bucket: str) -> object:
+    row = conn.execute("SELECT value FROM limits WHERE bucket = ?", (bucket,)).fetchone()
+    return None if row is None else row[0]
+
+
+def _keep_limits(conn: sqlite3.Connection, bucket: str, value: str, until: float) -> None:
+    with transaction(conn, "BEGIN IMMEDIATE"):
+        conn.execute(
+            "INSERT INTO limits (bucket, value, until) VALUES (?, ?, ?)"
+            " ON CONFLICT (bucket) DO UPDATE SET value = excluded.value, until = excluded.until",
+            (bucket, value, until),
+        )
+
+
 def _blocked_until(conn: sqlite3.Connection, bucket: str, now: float) -> float | None:
     row = conn.execute("SELECT until FROM blocks WHERE bucket = ?", (bucket,)).fetchone()
     return None if row is None else block_end(row[0], now)
@@ -325,3 +351,4 @@ def _purge(conn: sqlite3.Connection, now: float) -> None:
     conn.execute("DELETE FROM counters WHERE resets_at <= ?", (cutoff,))
     conn.execute("DELETE FROM blocks WHERE until <= ?", (cutoff,))
     conn.execute("DELETE FROM newest WHERE keep_until <= ?", (now,))
+    conn.execute("DELETE FROM limits WHERE until <= ?", (cutoff,))

@@ -105,6 +105,7 @@ from threatintel.models import (
     SourceResult,
     VerdictLabel,
 )
+from threatintel.providers import title_of
 from threatintel.reports.audience import for_sharing, left_out_note
 
 #: Never change this: every non-SCO id is derived from it.
@@ -128,13 +129,6 @@ INDICATOR_TYPES: dict[VerdictLabel, str] = {
     VerdictLabel.MALICIOUS: "malicious-activity",
     VerdictLabel.SUSPICIOUS: "anomalous-activity",
 }
-PROVIDER_NAMES: dict[str, str] = {
-    "virustotal": "VirusTotal",
-    "otx": "AlienVault OTX",
-    "abuseipdb": "AbuseIPDB",
-    "ipinfo": "IPinfo",
-}
-
 _PATTERN_PATHS: dict[IndicatorType, str] = {
     IndicatorType.IPV4: "ipv4-addr:value",
     IndicatorType.IPV6: "ipv6-addr:value",
@@ -339,7 +333,7 @@ class _Builder:
         for name in self._answering_providers():
             self._identity(
                 name,
-                PROVIDER_NAMES.get(name, name),
+                title_of(name),
                 "organization",
                 f"Threat-intelligence source queried by threatintel (provider '{name}').",
             )

@@ -19,11 +19,14 @@ import io
 
 from threatintel._visible import visible
 from threatintel.models import Analysis, Enrichment
+from threatintel.providers import PROVIDERS
 from threatintel.reports.audience import for_people
 
 # Tab and carriage return lead a formula too, but no cell keeps them (see safe_cell).
 FORMULA_PREFIXES = ("=", "+", "-", "@")
-PROVIDER_ORDER = ("virustotal", "otx", "abuseipdb", "ipinfo")
+#: One status column per registered source, in the registry's order (the CSV header is fixed
+#: when this module loads: a spreadsheet's columns do not move from one run to the next).
+PROVIDER_ORDER = tuple(PROVIDERS)
 COLUMNS = (
     "indicator",
     "type",

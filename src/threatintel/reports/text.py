@@ -41,6 +41,7 @@ from threatintel.models import (
     SourceStatus,
     VerdictLabel,
 )
+from threatintel.providers import short_name
 from threatintel.reports.audience import for_people
 
 #: The width of a table written to a file (and of --wide at the least).
@@ -59,13 +60,6 @@ VERDICT_STYLES: dict[VerdictLabel, str] = {
     VerdictLabel.HARMLESS: "green",
     VerdictLabel.UNKNOWN: "dim",
 }
-#: Short names for the sources line; a source not listed here shows its registry name.
-SOURCE_LABELS: dict[str, str] = {
-    "virustotal": "VT",
-    "otx": "OTX",
-    "abuseipdb": "AbuseIPDB",
-    "ipinfo": "IPinfo",
-}
 _STATUS_MARKS: dict[SourceStatus, str] = {
     SourceStatus.OK: "ok",
     SourceStatus.NOT_FOUND: "not found",
@@ -78,6 +72,7 @@ _STATUS_MARKS: dict[SourceStatus, str] = {
     SourceStatus.TIMEOUT: "timeout",
     SourceStatus.ERROR: "error",
     SourceStatus.CIRCUIT_OPEN: "circuit open",
+    SourceStatus.PENDING: "pending",
 }
 _FAILED_STYLE = "red"
 # Layout arithmetic: verdict, score and conf columns with their gaps; the type column; the indent
@@ -161,7 +156,7 @@ def sources_line(analysis: Analysis, enrichment: Enrichment, room: int = 0) -> T
         return Text("no source configured")
     line, used = Text(), 0
     for result in shown:
-        token = one_line(f"{SOURCE_LABELS.get(result.source, result.source)} {source_fact(result)}")
+        token = one_line(f"{short_name(result.source)} {source_fact(result)}")
         if used and room and used + len(_SEPARATOR) + len(token) > room:
             line.append("\n")
             used = 0
@@ -245,7 +240,7 @@ def analysis_table(
     table.add_column("conf", justify="right", no_wrap=True)
     if wide:
         for name in analysis.providers:
-            table.add_column(SOURCE_LABELS.get(name, name), overflow="fold", max_width=24)
+            table.add_column(short_name(name), overflow="fold", max_width=24)
     elif own_sources:
         table.add_column("sources", overflow="fold", max_width=sources_width)
     if not stacked:

@@ -103,7 +103,7 @@ async def check(simulator: Simulator, request: Request) -> Outcome:
         return Outcome(
             _recorded_error(request, "abuseipdb_error_401.json"), key, source if key else None
         )
-    decision = simulator.quotas.acquire(NAME, key, config.windows)
+    decision = simulator.quotas.acquire(NAME, key, config.windows_for(key))
     if not decision.allowed and decision.blocking is not None:
         blocking = decision.blocking
         headers = {

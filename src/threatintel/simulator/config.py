@@ -34,6 +34,13 @@ ABUSEIPDB_WINDOWS = (Window.per_day(1_000),)
 IPINFO_WINDOWS = (Window.per_month(50_000),)
 
 
+#: The ways VirusTotal's account quota endpoint can answer (``VendorConfig.account_answer``).
+ACCOUNT_ANSWERS = ("ok", "unauthorized", "not_found", "error", "garbage")
+
+#: Each service's latency in `threatintel demo`: realistic, so the demo looks like a real run.
+DEMO_LATENCY = {"virustotal": 0.08, "otx": 0.12, "abuseipdb": 0.05, "ipinfo": 0.03}
+
+
 @dataclass(slots=True)
 class VendorConfig:
     keys: Collection[str] | None = None  # None: accept any non-empty key
@@ -42,6 +49,10 @@ class VendorConfig:
     fault_rate: float = 0.0  # 0..1, the share of eligible requests that fail
     fault_kinds: tuple[FaultKind, ...] = ALL_FAULTS
     retry_after: bool = False  # add Retry-After to 429s (AbuseIPDB always sends it)
+    # Per key: windows other than ``windows`` (a paid key's higher quotas).
+    key_windows: Mapping[str, tuple[Window, ...]] = field(default_factory=dict)
+    # How VirusTotal's /users/{id}/overall_quotas answers: one of ACCOUNT_ANSWERS.
+    account_answer: str = "ok"
 
     def __post_init__(self) -> None:
         if self.keys is not None:
@@ -51,6 +62,12 @@ class VendorConfig:
             raise ValueError("fault_rate must be between 0 and 1")
         if self.latency < 0:
             raise ValueError("latency must be >= 0")
+        if self.account_answer not in ACCOUNT_ANSWERS:
+            raise ValueError(f"account_answer must be one of {list(ACCOUNT_ANSWERS)}")
+
+    def windows_for(self, key: str) -> tuple[Window, ...]:
+        """The quota windows of ``key``: its own if it has some, else the vendor's."""
+        return self.key_windows.get(key, self.windows)
 
     def accepts(self, key: str | None) -> bool:
         if not key:

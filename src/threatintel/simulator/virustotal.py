@@ -16,6 +16,7 @@ import hashlib
 import math
 import re
 from collections import Counter
+from dataclasses import replace
 from functools import cache
 from random import Random
 from typing import Any
@@ -59,6 +60,7 @@ def routes(simulator: Simulator) -> list[BaseRoute]:
         Route("/domains/{domain}", simulator.endpoint(NAME, domain)),
         Route("/urls/{url_id}", simulator.endpoint(NAME, url)),
         Route("/files/{file_id}", simulator.endpoint(NAME, file)),
+        Route("/users/{user_id}/overall_quotas", simulator.endpoint(NAME, overall_quotas)),
     ]
 
 
@@ -80,7 +82,7 @@ def _authorise(simulator: Simulator, request: Request) -> str | Outcome:
     config = simulator.config.virustotal
     if not config.accepts(key):
         return outcome
-    decision = simulator.quotas.acquire(NAME, key, config.windows)
+    decision = simulator.quotas.acquire(NAME, key, config.windows_for(key))
     if not decision.allowed:
         # VT documents no Retry-After (contracts headers.md); it is an opt-in assumption here.
         headers = {"Retry-After": str(max(1, math.ceil(decision.retry_after)))}
@@ -90,6 +92,41 @@ def _authorise(simulator: Simulator, request: Request) -> str | Outcome:
         )
         return outcome
     return key
+
+
+#: overall_quotas' periods, by the simulator window whose limit each states.
+_PERIODS = (("hourly", "hour"), ("daily", "day"), ("monthly", "month"))
+
+
+async def overall_quotas(simulator: Simulator, request: Request) -> Outcome:
+    """``GET /users/{id}/overall_quotas`` as VT documents it (the id may be the key itself):
+    each period's allowance and use for the key's own windows, the hourly one from the
+    minute window when there is no hour window (4/min → 240/hour). Not charged: it reads the
+    account, it looks nothing up (contracts: documented, unverified)."""
+    key = request.headers.get("x-apikey")
+    if not key:
+        return Outcome(error(401, "AuthenticationRequiredError", "X-Apikey header is missing"))
+    config = simulator.config.virustotal
+    refused = Outcome(error(401, "WrongCredentialsError", "Wrong API key"), key, "header")
+    if not config.accepts(key) or config.account_answer == "unauthorized":
+        return refused
+    if request.path_params["user_id"] != key or config.account_answer == "not_found":
+        return Outcome(error(404, "NotFoundError", "User not found"), key, "header")
+    if config.account_answer == "error":
+        return Outcome(server_error(request, 503), key, "header")
+    if config.account_answer == "garbage":
+        return Outcome(Response(b"<html>quota</html>", 200, media_type="text/html"), key, "header")
+    windows = {window.name: window for window in config.windows_for(key)}
+    if "hour" not in windows and "minute" in windows:
+        minute = windows["minute"]
+        windows["hour"] = replace(minute, name="hour", limit=minute.limit * 60)
+    data: dict[str, Any] = {}
+    for period, name in _PERIODS:
+        window = windows.get(name)
+        if window is not None:
+            used = simulator.quotas.usage(NAME, key, window).used if name != "hour" else 0
+            data[f"api_requests_{period}"] = {"user": {"allowed": window.limit, "used": used}}
+    return Outcome(JSONResponse({"data": data}), key, "header", note="overall_quotas")
 
 
 def _served(key: str, indicator: str, response: Response) -> Outcome:

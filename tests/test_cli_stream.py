@@ -1,0 +1,64 @@
+"""`threatintel analyze` hands values and a file to one engine call, the file read as it goes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from support import sim_env
+from threatintel.cli import app
+from threatintel.cli_support import BLOCK
+from threatintel.simulator import SimulatorServer
+
+runner = CliRunner()
+
+#: More than one read block, so the reading thread serves the rest; the spellings are in the
+#: first block, read before any lookup starts.
+LINES = [
+    "hxxp://parcel-notice[.]com/x",
+    "http://parcel-notice.com:80/x",
+    "45.142.212[.]61",
+    *(f"noise line {i} with nothing in it" for i in range(BLOCK // 20)),
+    "last line: 185.220.101.4",
+]
+
+
+def by_value(output: str) -> dict[str, list[str]]:
+    analysis = json.loads(output)
+    return {e["indicator"]["value"]: e["inputs"] for e in analysis["enrichments"]}
+
+
+def test_values_and_a_file_are_one_request(sim: SimulatorServer, tmp_path: Path) -> None:
+    """An indicator given as an argument and again in the file is one enrichment, asked once,
+    listing both spellings; the file is read to its end, past the first block."""
+    source = tmp_path / "export.txt"
+    source.write_text("\n".join(LINES) + "\n")
+    result = runner.invoke(
+        app, ["analyze", "45.142.212.61", "-f", str(source), "--format", "json"], env=sim_env(sim)
+    )
+    assert result.exit_code == 0, result.output
+    found = by_value(result.stdout)
+    assert found == {
+        "45.142.212.61": ["45.142.212.61", "45.142.212[.]61"],
+        "http://parcel-notice.com/x": [
+            "hxxp://parcel-notice[.]com/x",
+            "http://parcel-notice.com:80/x",
+        ],
+        "185.220.101.4": [],  # one of several tokens on its line: no spelling of its own
+    }
+    assert sim.log.count(vendor="virustotal", indicator="45.142.212.61") == 1
+
+
+def test_stdin_is_read_as_it_goes(sim: SimulatorServer) -> None:
+    """`-f -` reads stdin in blocks and finds the indicators past the first one."""
+    result = runner.invoke(
+        app, ["analyze", "-f", "-", "--format", "json"], input="\n".join(LINES), env=sim_env(sim)
+    )
+    assert result.exit_code == 0, result.output
+    assert set(by_value(result.stdout)) == {
+        "45.142.212.61",
+        "http://parcel-notice.com/x",
+        "185.220.101.4",
+    }
