@@ -717,9 +717,9 @@ def simulate(
 
 
 # Newer command groups live in modules of their own, each adding itself here (issue 9).
-from threatintel import cli_cache, cli_repl, cli_setup  # noqa: E402 - they use the helpers above
+from threatintel import cli_cache, cli_jobs, cli_repl, cli_setup  # noqa: E402 - they use the helpers above
 
-for _module in (cli_cache, cli_repl, cli_setup):
+for _module in (cli_cache, cli_jobs, cli_repl, cli_setup):
     _module.register(app)
 
 
@@ -771,9 +771,3 @@ def _main() -> None:
         logging.getLogger("threatintel").debug("unexpected error", exc_info=True)
         sys.exit(EXIT_FAILURE)
     sys.exit(code if isinstance(code, int) else 0)
-
-
-# `batch` and `jobs` live in their own module (see cli_jobs.py).
-from threatintel.cli_jobs import register as _register_jobs  # noqa: E402
-
-_register_jobs(app)

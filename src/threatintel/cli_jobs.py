@@ -26,9 +26,7 @@ from rich.markup import escape
 
 from threatintel._visible import visible
 from threatintel.cli import (
-    EXIT_FAILURE,
     EXIT_INTERRUPTED,
-    EXIT_USAGE,
     IncludePrivateOption,
     OutputFormat,
     OutputOption,
@@ -422,4 +420,4 @@ def register(app: typer.Typer) -> None:
     app.add_typer(jobs_app, name="jobs")
 
 
-__all__ = ["EXIT_FAILURE", "EXIT_USAGE", "JsonlOutput", "register"]
+__all__ = ["JsonlOutput", "batch", "jobs_app", "register"]

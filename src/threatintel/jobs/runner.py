@@ -5,12 +5,15 @@
     job = await runner.process(job.id, lines)      # ingest and run at once; resumable
     job = await runner.fill_gaps(job.id)           # ask again only the sources that missed
 
-The input is read a line at a time and handed to the store a chunk (``BATCH_SIZE`` new
-indicators) at a time: the dedupe lives in the store (on disk for SQLite), so a 100,000-line
-file never sits in memory. Chunks are claimed and run while the input is still coming in; a
-chunk is marked done once every indicator in it has its row, which is the checkpoint: a runner
-killed at any moment loses at most the lookups in flight, and those cost nothing the second
-time (the cache holds them). Indicators that already have a row are never asked again.
+The input is read a line at a time, parsed by the engine's ``Intake`` (the one parser, which
+screens our own keys out) and handed to the store a chunk (``BATCH_SIZE`` new indicators) at a
+time: the dedupe across runs lives in the store (on disk for SQLite), so a 100,000-line file
+never sits in memory. Each indicator keeps the spellings read up to when its chunk is written.
+Chunks are claimed and their indicators fed to ``Engine.stream`` while the input is still
+coming in; a chunk is marked done once every indicator in it has its row, which is the
+checkpoint: a runner killed at any moment loses at most the lookups in flight, and those cost
+nothing the second time (the cache holds them). Indicators that already have a row are never
+asked again.
 
 This module is the only consumer of the engine a job needs, so an HTTP handler or a queue
 worker runs a job exactly as the CLI does.
@@ -26,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from threatintel.engine import Engine
+from threatintel.intake import Intake
 from threatintel.jobs.base import (
     DEFAULT_LEASE,
     Job,
@@ -105,40 +109,48 @@ class JobRunner:
         """
         job = await self.store.get(job_id)
         size = self.engine.settings.batch_size
-        pending: dict[Indicator, list[str]] = {}
-        rejected = 0
-        number = 0
-        source = iter(lines)
-        while True:
-            # Read on a thread, a block at a time: a slow stdin never stalls the lookups.
-            block = await asyncio.to_thread(list, itertools.islice(source, READ_BLOCK))
-            if not block:
-                break
-            for line in block:
-                number += 1
-                if number <= job.lines_read:
-                    continue
-                # TODO(i9-engine): threatintel.intake.Intake once it lands (one parser for all).
-                found, skipped = self.engine.collect([line])
-                rejected += len(skipped)
-                for indicator, spellings in found.items():
-                    pending.setdefault(indicator, []).extend(spellings or [indicator.value])
-                if len(pending) >= size:
-                    await self._append(job_id, pending, number, rejected)
-                    pending, rejected = {}, 0
-        await self._append(job_id, pending, max(number, job.lines_read), rejected)
+        # The one parser (with our keys screened out). Its seen-set is this run's only; the
+        # store dedupes across runs. Spellings are claimed as each chunk is written, so memory
+        # holds at most one chunk's.
+        with self.engine.intake() as intake:
+            pending: list[Indicator] = []
+            number = 0
+            rejected = 0
+            source = iter(lines)
+            while True:
+                # Read on a thread, a block at a time: a slow stdin never stalls the lookups.
+                block = await asyncio.to_thread(list, itertools.islice(source, READ_BLOCK))
+                for line in block:
+                    number += 1
+                    if number <= job.lines_read:
+                        continue
+                    # Each item is a line, whether or not it came with its newline.
+                    text = line if line.endswith("\n") else line + "\n"
+                    pending.extend(indicator for indicator, _ in intake.feed_text(text))
+                    if len(pending) >= size:
+                        await self._append(job_id, intake, pending, number, rejected)
+                        pending, rejected = [], intake.counts.rejected
+                if not block:
+                    break
+            pending.extend(indicator for indicator, _ in intake.finish())
+            await self._append(job_id, intake, pending, max(number, job.lines_read), rejected)
         await self.store.seal(job_id, now=self._now())
         self._fed.set()
         return await self.store.get(job_id)
 
     async def _append(
-        self, job_id: str, items: dict[Indicator, list[str]], lines_read: int, rejected: int
+        self,
+        job_id: str,
+        intake: Intake,
+        indicators: list[Indicator],
+        lines_read: int,
+        rejected_before: int,
     ) -> None:
-        pairs = [
-            (indicator, spelling)
-            for indicator, spellings in items.items()
-            for spelling in spellings
-        ]
+        pairs: list[tuple[Indicator, str]] = []
+        for indicator in indicators:
+            spellings = intake.claim(indicator)
+            pairs.extend((indicator, spelling) for spelling in spellings or [""])
+        rejected = intake.counts.rejected - rejected_before
         new = await self.store.append(
             job_id, pairs, lines_read=lines_read, rejected=rejected, now=self._now()
         )
@@ -165,7 +177,7 @@ class JobRunner:
         try:
             if lines is not None and not job.sealed:
                 feeder = asyncio.create_task(self.ingest(job_id, lines))
-            stream = _stream(self.engine, self._indicators(job_id, feeder), names)
+            stream = self.engine.stream(self._indicators(job_id, feeder), providers=names)
             await self._write(job_id, stream, self._with_spellings, self._completed)
             if feeder is not None:
                 await feeder
@@ -301,7 +313,7 @@ class JobRunner:
                     enrichment = Enrichment.model_validate_json(body)
                     stored[enrichment.indicator] = enrichment
             selected = self.engine.select(list(providers))
-            stream = _stream(self.engine, _iterate(list(stored)), selected)
+            stream = self.engine.stream(list(stored), providers=selected)
 
             def merged(
                 fresh: Enrichment, stored: dict[Indicator, Enrichment] = stored
@@ -373,41 +385,6 @@ async def _put_unless_done(
     if writer.done():
         writer.result()
     queue.put_nowait(item)
-
-
-async def _iterate(items: Iterable[Indicator]) -> AsyncIterator[Indicator]:
-    for item in items:
-        yield item
-
-
-async def _stream(
-    engine: Engine, values: AsyncIterator[Indicator], providers: Sequence[str]
-) -> AsyncIterator[Enrichment]:
-    """Each enrichment as soon as it is complete, a bounded window of indicators in flight.
-
-    TODO(i9-engine): a stand-in for ``Engine.stream(values, providers=...)``; delete it once
-    the engine's stream lands on main.
-    """
-    window = max(engine.settings.batch_size, engine.settings.max_workers * 4)
-    pending: set[asyncio.Task[Enrichment]] = set()
-    exhausted = False
-    try:
-        while True:
-            while not exhausted and len(pending) < window:
-                try:
-                    indicator = await anext(values)
-                except StopAsyncIteration:
-                    exhausted = True
-                    break
-                pending.add(asyncio.create_task(engine.enrich(indicator, providers=providers)))
-            if not pending:
-                return
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                yield task.result()
-    finally:
-        for task in pending:
-            task.cancel()
 
 
 __all__ = [
