@@ -60,9 +60,8 @@ def _minutes(seconds: float) -> str:
 
 
 def provider_paces(engine: Engine, job: Job, names: Iterable[str]) -> list[Pace]:
-    """The paces of the selected providers that have a per-minute or per-hour limit."""
-    from threatintel.engine import quota_windows
-
+    """The paces of the selected providers that have a per-minute or per-hour limit, read
+    from each one's rate limiter (every key adds its own budget)."""
     remaining = {t: job.types.get(t, 0) - job.done_types.get(t, 0) for t in job.types}
     paces = []
     for name in names:
@@ -70,7 +69,7 @@ def provider_paces(engine: Engine, job: Job, names: Iterable[str]) -> list[Pace]
         keys = engine.settings.api_keys(name)
         if provider.requires_key and not keys:
             continue
-        windows = quota_windows(engine.settings, name, keyed=bool(keys))
+        windows = engine.pipelines[name].limiter.windows
         rates = [w.limit * 60.0 / w.seconds * max(1, len(keys)) for w in windows if w.sliding]
         if not rates:
             continue

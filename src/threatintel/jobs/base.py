@@ -47,7 +47,7 @@ GAP_STATUSES: Final = frozenset(
         SourceStatus.TIMEOUT.value,
         SourceStatus.ERROR.value,
         SourceStatus.CIRCUIT_OPEN.value,
-        "pending",
+        SourceStatus.PENDING.value,
     }
 )
 
