@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from threatintel.engine import Engine
     from threatintel.jobs import Job, JobStore
     from threatintel.jobs.runner import JobRunner
-    from threatintel.models import Enrichment
+    from threatintel.models import Analysis, Enrichment
     from threatintel.progress import BatchProgress
     from threatintel.settings import Settings
 
@@ -78,6 +78,20 @@ def open_store(settings: Settings) -> JobStore:
         )
     except ValueError:
         raise ConfigError("REDIS_URL/CACHE_BACKEND: the job store cannot be set up") from None
+
+
+def job_report(settings: Settings, job_id: str) -> Analysis:
+    """The job's stored results as one Analysis, ready for any report format."""
+    from threatintel.jobs.runner import job_analysis
+
+    async def assemble() -> Analysis:
+        store = open_store(settings)
+        try:
+            return await job_analysis(store, job_id)
+        finally:
+            await store.aclose()
+
+    return asyncio.run(assemble())
 
 
 class JsonlOutput:
@@ -187,17 +201,8 @@ def batch(
             err.print(f"interrupted; job {job_id} kept, resume it with: {resume_hint(job_id)}")
             raise typer.Exit(EXIT_INTERRUPTED) from None
     if fmt is not OutputFormat.jsonl:
-        from threatintel.jobs.runner import job_analysis
-
-        async def assemble() -> object:
-            store = open_store(settings)
-            try:
-                return await job_analysis(store, job.id)
-            finally:
-                await store.aclose()
-
-        analysis = asyncio.run(assemble())
-        show(analysis, fmt, output, settings=settings, wide=wide, include_private=include_private)  # type: ignore[arg-type]
+        analysis = job_report(settings, job.id)
+        show(analysis, fmt, output, settings=settings, wide=wide, include_private=include_private)
     elif output is not None and str(output) != "-":
         err.print(f"wrote {escape(visible(output))}")
 
@@ -232,13 +237,14 @@ async def _batch(
             err.print(f"job {job.id}")
             lines = _resume_lines(job, file)
             if resume is not None and job.gaps:
-                job = await _fill(runner, job)
+                err.print(f"asking again the sources that missed {job.gaps} lookups")
+                job = await runner.fill_gaps(job.id)
             writer = JsonlOutput(output) if fmt is OutputFormat.jsonl else None
             if writer is not None:
                 await writer.start(store.results(job.id))
             try:
                 with _display(engine, job, quiet) as progress:
-                    notice.progress = progress._display if progress is not None else None
+                    notice.progress = progress.bar if progress is not None else None
                     _wire(runner, writer, progress)
                     job = await runner.process(job.id, lines, takeover=resume is not None)
             finally:
@@ -267,11 +273,6 @@ def _resume_lines(job: Job, file: str | None) -> Iterator[str] | None:
             f" the job goes on with its first {job.lines_read} lines"
         )
     return iter(())
-
-
-async def _fill(runner: JobRunner, job: Job) -> Job:
-    err.print(f"asking again the sources that missed {job.gaps} lookups")
-    return await runner.fill_gaps(job.id)
 
 
 def _display(engine: Engine, job: Job, quiet: bool) -> AbstractContextManager[BatchProgress | None]:
@@ -398,20 +399,10 @@ def jobs_show(
     include_private: IncludePrivateOption = False,
 ) -> None:
     """Render a job's report from its stored results, in any format."""
-    from threatintel.jobs.runner import job_analysis
-
     settings = load_settings()
-
-    async def assemble() -> object:
-        store = open_store(settings)
-        try:
-            return await job_analysis(store, job_id)
-        finally:
-            await store.aclose()
-
     with errors_as_exit_codes():
-        analysis = asyncio.run(assemble())
-    show(analysis, fmt, output, settings=settings, wide=wide, include_private=include_private)  # type: ignore[arg-type]
+        analysis = job_report(settings, job_id)
+    show(analysis, fmt, output, settings=settings, wide=wide, include_private=include_private)
 
 
 def register(app: typer.Typer) -> None:

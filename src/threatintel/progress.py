@@ -121,10 +121,9 @@ class BatchProgress:
         self._clock = clock
         self._started = clock()
         self._this_run = 0
-        self._display = _Display(self.lines, console, auto_refresh=auto_refresh)
-        self._task = self._display.add_task(
-            "batch", total=job.total or None, completed=job.done, eta=""
-        )
+        #: The rich Progress drawing it (quota-wait lines print through its console).
+        self.bar = _Display(self.lines, console, auto_refresh=auto_refresh)
+        self._task = self.bar.add_task("batch", total=job.total or None, completed=job.done, eta="")
 
     def add_input(self, keys: Iterable[str]) -> None:
         """More input has been read: the new manifest keys (``type:value``)."""
@@ -136,7 +135,7 @@ class BatchProgress:
                 if kind in pace.serves:
                     pace.left += 1
         self.total += added
-        self._display.update(self._task, total=self.total)
+        self.bar.update(self._task, total=self.total)
 
     def advance(self, enrichment: Enrichment) -> None:
         self.done += 1
@@ -147,7 +146,7 @@ class BatchProgress:
         for pace in self.paces:
             if enrichment.indicator.type.value in pace.serves:
                 pace.left = max(0, pace.left - 1)
-        self._display.update(self._task, completed=self.done, eta=self.eta_text())
+        self.bar.update(self._task, completed=self.done, eta=self.eta_text())
 
     def rate(self) -> float:
         """Indicators per second stored by this run so far."""
@@ -179,13 +178,13 @@ class BatchProgress:
 
     def print(self, text: str) -> None:
         """A line above the bar (quota waits, notes)."""
-        self._display.console.print(text)
+        self.bar.console.print(text)
 
     def refresh(self) -> None:
-        self._display.refresh()
+        self.bar.refresh()
 
     def __enter__(self) -> BatchProgress:
-        self._display.start()
+        self.bar.start()
         return self
 
     def __exit__(
@@ -194,7 +193,7 @@ class BatchProgress:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._display.stop()
+        self.bar.stop()
 
 
 def verdict_summary(verdicts: Mapping[str, int]) -> str:
