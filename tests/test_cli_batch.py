@@ -191,7 +191,8 @@ def test_jobs_lists_in_80_columns_and_show_renders_any_format(
     sim: SimulatorServer, tmp_path: Path
 ) -> None:
     """`jobs` lists id, input, state, done/total and verdicts within 80 columns; `jobs show`
-    renders the stored results in a report format; stdin works as input."""
+    renders the stored results in a report format; `jobs delete` removes the job; stdin works
+    as input."""
     stdin = "".join(v + "\n" for v in VALUES[:6])
     made = runner.invoke(app, ["batch", "-", "--format", "json"], input=stdin, env=sim_env(sim))
     assert made.exit_code == 0, made.output
@@ -208,6 +209,11 @@ def test_jobs_lists_in_80_columns_and_show_renders_any_format(
     assert shown.exit_code == 0, shown.output
     assert all(v in shown.stdout for v in VALUES[:6])
 
+    deleted = runner.invoke(app, ["jobs", "delete", job_id], env=sim_env(sim))
+    assert deleted.exit_code == 0, deleted.output
+    gone = runner.invoke(app, ["jobs", "show", job_id], env=sim_env(sim))
+    assert gone.exit_code == 2 and f"no job '{job_id}'" in gone.stderr
+
 
 @pytest.mark.parametrize(
     "args",
@@ -215,6 +221,7 @@ def test_jobs_lists_in_80_columns_and_show_renders_any_format(
         ["batch"],
         ["batch", "--resume", "no-such-job"],
         ["jobs", "show", "nope"],
+        ["jobs", "delete", "nope"],
         ["batch", "-"],
         ["batch", "/no/such/file"],
     ],

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
+from support import REDIS_URL, redis_key_prefix
 from threatintel.engine import Engine
-from threatintel.jobs import JobState, MemoryJobStore, SQLiteJobStore
+from threatintel.jobs import JobState, JobStore, MemoryJobStore, SQLiteJobStore
 from threatintel.jobs.runner import JobRunner, gap_summary, job_analysis
 from threatintel.models import Enrichment
 from threatintel.simulator import SimulatorServer
@@ -88,36 +89,50 @@ async def test_a_resumed_job_never_asks_again_what_was_answered(
     assert sum(after.values()) - len(DOMAINS) <= 2
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+async def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
+    """The stores that outlive a process: the SQLite file, and the real Redis (skipped
+    with a reason when none runs)."""
+    if request.param == "sqlite":
+        store: JobStore = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+        yield store
+        await store.aclose()
+        return
+    from threatintel.jobs.redis import RedisJobStore
+
+    async with redis_key_prefix() as prefix:
+        store = RedisJobStore(REDIS_URL, prefix=prefix)
+        yield store
+        await store.aclose()
+
+
 async def test_a_spent_daily_quota_leaves_gaps_that_a_later_run_fills(
-    make_engine: Callable[..., Engine], sim: SimulatorServer, tmp_path: Path
+    make_engine: Callable[..., Engine], sim: SimulatorServer, shared_store: JobStore
 ) -> None:
     """VirusTotal's daily quota runs out mid-batch: the others go on, the job records which
     indicators miss VirusTotal and when it resets, and filling asks VirusTotal alone for them."""
-    store = SQLiteJobStore(tmp_path / "jobs.sqlite3")
-    try:
-        engine = make_engine(batch_size=6, cache_ttl=0, virustotal_daily_limit=5)
-        runner = JobRunner(engine, store)
-        job = await runner.create("iocs.txt", providers=["virustotal", "otx"])
-        job = await runner.process(job.id, lines_of(DOMAINS))
-        assert job.state is JobState.DONE and job.done == 23
-        assert job.gaps == 18
-        assert sim.log.count(vendor="virustotal") == 5
-        assert sim.log.count(vendor="otx") == 23  # the others went on at their own pace
-        (summary,) = await gap_summary(store, job.id)
-        assert (summary.provider, summary.count) == ("virustotal", 18)
-        assert summary.reset_at is not None and summary.reset_at > engine.clock.time()
-        gaps = {g.key async for g in store.gaps(job.id)}
+    store = shared_store
+    engine = make_engine(batch_size=6, cache_ttl=0, virustotal_daily_limit=5)
+    runner = JobRunner(engine, store)
+    job = await runner.create("iocs.txt", providers=["virustotal", "otx"])
+    job = await runner.process(job.id, lines_of(DOMAINS))
+    assert job.state is JobState.DONE and job.done == 23
+    assert job.gaps == 18
+    assert sim.log.count(vendor="virustotal") == 5
+    assert sim.log.count(vendor="otx") == 23  # the others went on at their own pace
+    (summary,) = await gap_summary(store, job.id)
+    assert (summary.provider, summary.count) == ("virustotal", 18)
+    assert summary.reset_at is not None and summary.reset_at > engine.clock.time()
+    gaps = {g.key async for g in store.gaps(job.id)}
 
-        sim.log.clear()  # a new day, or a paid key: the quota allows the rest
-        later = JobRunner(make_engine(cache_ttl=0, virustotal_daily_limit=1_000), store)
-        job = await later.fill_gaps(job.id)
-        assert job.gaps == 0 and job.done == 23
-        assert sim.log.count(vendor="otx") == 0  # only the missing source was asked
-        asked = {f"domain:{r.indicator}" for r in sim.log.filter(vendor="virustotal")}
-        assert asked == gaps
-        analysis = await job_analysis(store, job.id)
-        for enrichment in analysis.enrichments:
-            assert enrichment.sources["virustotal"].status.answered
-            assert enrichment.sources["otx"].status.answered
-    finally:
-        await store.aclose()
+    sim.log.clear()  # a new day, or a paid key: the quota allows the rest
+    later = JobRunner(make_engine(cache_ttl=0, virustotal_daily_limit=1_000), store)
+    job = await later.fill_gaps(job.id)
+    assert job.gaps == 0 and job.done == 23
+    assert sim.log.count(vendor="otx") == 0  # only the missing source was asked
+    asked = {f"domain:{r.indicator}" for r in sim.log.filter(vendor="virustotal")}
+    assert asked == gaps
+    analysis = await job_analysis(store, job.id)
+    for enrichment in analysis.enrichments:
+        assert enrichment.sources["virustotal"].status.answered
+        assert enrichment.sources["otx"].status.answered

@@ -323,7 +323,8 @@ def _when(epoch: float | None) -> str:
 
 jobs_app = typer.Typer(
     help="List batch jobs, or show one's report.\n\n`threatintel jobs` lists id, state, "
-    "done/total, verdicts, started, updated and input; `jobs show ID` renders a report.",
+    "done/total, verdicts, started, updated and input; `jobs show ID` renders a report; "
+    "`jobs delete ID` deletes a job before JOB_RETENTION does.",
     invoke_without_command=True,
     no_args_is_help=False,
 )
@@ -403,6 +404,24 @@ def jobs_show(
     with errors_as_exit_codes():
         analysis = job_report(settings, job_id)
     show(analysis, fmt, output, settings=settings, wide=wide, include_private=include_private)
+
+
+@jobs_app.command("delete")
+def jobs_delete(job_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Delete a job and its results now (they name an incident's indicators)."""
+    settings = load_settings()
+
+    async def delete() -> None:
+        store = open_store(settings)
+        try:
+            await store.get(job_id)  # UnknownJob: one line, exit 2
+            await store.delete(job_id)
+        finally:
+            await store.aclose()
+
+    with errors_as_exit_codes():
+        asyncio.run(delete())
+    err.print(f"deleted job {escape(visible(job_id))}")
 
 
 def register(app: typer.Typer) -> None:
