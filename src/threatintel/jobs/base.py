@@ -232,7 +232,9 @@ class JobStore(Protocol):
     ) -> None: ...
 
     async def claim(self, job_id: str, worker: str, *, now: float, lease: float) -> int | None:
-        """The first chunk neither done nor claimed by a live lease, now claimed; or None."""
+        """The first chunk neither done nor claimed by a live lease, now claimed until
+        ``now + lease``; or None. ``worker`` names the claimant for stores that keep it (none
+        does yet: a queue worker of issue 11 may want it in logs)."""
         ...
 
     async def release(self, job_id: str) -> None:
