@@ -116,6 +116,10 @@ def main() -> None:
         f"simulator requests: {requests:,}; child peak RSS over all runs: "
         f"{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MB"
     )
+    # Shared machines skew every figure: say how busy this one was.
+    table.append(
+        "load average (1/5/15 min) at the end: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
+    )
     text = "\n".join(table)
     print(text)
     if not args.no_save:
