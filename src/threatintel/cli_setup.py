@@ -96,7 +96,7 @@ async def check_keys(settings: Settings, keys: dict[str, list[str]]) -> dict[str
     """Check every given key with its service, all at once, over one HTTP client."""
     import asyncio
 
-    from threatintel.engine import build_client, build_providers
+    from threatintel.wiring import build_client, build_providers
 
     client = build_client(settings)
     try:
