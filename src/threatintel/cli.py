@@ -748,9 +748,9 @@ def simulate(
 
 
 # Newer command groups live in modules of their own, each adding itself here (issue 9).
-from threatintel import cli_cache, cli_repl, cli_setup  # noqa: E402 - they use the helpers above
+from threatintel import cli_cache, cli_jobs, cli_repl, cli_setup  # noqa: E402 - they use the helpers above
 
-for _module in (cli_cache, cli_repl, cli_setup):
+for _module in (cli_cache, cli_jobs, cli_repl, cli_setup):
     _module.register(app)
 
 
