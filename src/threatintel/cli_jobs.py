@@ -12,17 +12,15 @@ from cli.py by ``register(app)``; heavy modules load inside the commands.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, TextIO, TypeVar
 
 import typer
-from rich.markup import escape
 
 from threatintel._visible import visible
 from threatintel.cli import (
@@ -40,6 +38,7 @@ from threatintel.cli import (
     show,
     stdout_console,
 )
+from threatintel.cli_support import escape
 
 if TYPE_CHECKING:
     from threatintel.engine import Engine
@@ -48,6 +47,8 @@ if TYPE_CHECKING:
     from threatintel.models import Analysis, Enrichment
     from threatintel.progress import BatchProgress
     from threatintel.settings import Settings
+
+T = TypeVar("T")
 
 BatchFormatOption = Annotated[
     OutputFormat,
@@ -91,7 +92,7 @@ def job_report(settings: Settings, job_id: str) -> Analysis:
         finally:
             await store.aclose()
 
-    return asyncio.run(assemble())
+    return _run(assemble())
 
 
 class JsonlOutput:
@@ -190,7 +191,7 @@ def batch(
     state: dict[str, str] = {}
     with errors_as_exit_codes():
         try:
-            job = asyncio.run(
+            job = _run(
                 _batch(settings, state, file, description, resume, fmt, output, names, quiet)
             )
         except KeyboardInterrupt:
@@ -353,7 +354,7 @@ def jobs(ctx: typer.Context) -> None:
             await store.aclose()
 
     with errors_as_exit_codes():
-        found = asyncio.run(listing())
+        found = _run(listing())
     if not found:
         err.print("no jobs")
         return
@@ -420,7 +421,7 @@ def jobs_delete(job_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
             await store.aclose()
 
     with errors_as_exit_codes():
-        asyncio.run(delete())
+        _run(delete())
     err.print(f"deleted job {escape(visible(job_id))}")
 
 
@@ -431,3 +432,10 @@ def register(app: typer.Typer) -> None:
 
 
 __all__ = ["JsonlOutput", "batch", "jobs_app", "register"]
+
+
+def _run(main: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, imported with the first command that needs it (start-up: --help has none)."""
+    import asyncio
+
+    return asyncio.run(main)
