@@ -35,10 +35,11 @@ from typing import Any
 
 import httpx
 
-from threatintel.engine import USER_AGENT, Engine
+from threatintel.engine import Engine
 from threatintel.models import Enrichment
 from threatintel.quota import Window
 from threatintel.settings import Settings
+from threatintel.wiring import USER_AGENT
 
 
 def _count(counts: Counter[str], enrichment: Enrichment) -> None:

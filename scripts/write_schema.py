@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from threatintel.models import SCHEMA_VERSION
-from threatintel.reports.text import json_schema
+from threatintel.reports.jsondoc import json_schema
 
 target = Path(__file__).resolve().parents[1] / "docs" / "schema"
 path = target / f"analysis-{SCHEMA_VERSION}.schema.json"

@@ -55,17 +55,21 @@ class PtyProcess:
         )
         os.close(slave)
         self.output = ""
+        self._mark = 0  # where the next expect starts looking
 
     def expect(self, text: str, timeout: float = EXPECT_TIMEOUT) -> str:
-        """Read until ``text`` has appeared; everything read so far is in ``output``."""
+        """Read until ``text`` has appeared since the previous expect's match (as pexpect
+        does: a prompt seen before the last command does not count again); everything read so
+        far is in ``output``."""
         deadline = time.monotonic() + timeout
-        while text not in self.output:
+        while (found := self.output.find(text, self._mark)) < 0:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(f"never saw {text!r}; the terminal showed:\n{self.output}")
             ready, _, _ = select.select([self.master], [], [], left)
             if ready and not self._read():
                 raise AssertionError(f"exited before {text!r}; the terminal showed:\n{self.output}")
+        self._mark = found + len(text)
         return self.output
 
     def send(self, line: str) -> None:

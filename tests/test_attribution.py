@@ -15,6 +15,7 @@ from threatintel.attribution import (
     CONFIDENCE_CAP,
     DATA_FILE,
     INSUFFICIENT,
+    Attributor,
     _attack,
     attribute,
     evidenced_names,
@@ -434,6 +435,24 @@ def test_output_is_sorted_and_independent_of_input_order() -> None:
     assert forward == attribute(list(reversed(batch)))
     for candidate in forward.groups:
         assert candidate.indicators == sorted(candidate.indicators)
+
+
+def test_the_reducer_fed_one_by_one_matches_the_whole_batch() -> None:
+    """Attributor fed enrichment by enrichment, asked for a result midway, ends where
+    attribute() over the whole batch does."""
+    batch = [
+        enrichment("198.51.100.7", otx(adversaries=["TA505"], attack_ids=["T1105"])),
+        enrichment("198.51.100.9", otx(malware_families=["TrickBot"])),
+        enrichment("198.51.100.8", vt(threat_label="trojan.emotet/generic")),
+        enrichment("198.51.100.6", otx(malware_families=["Cobalt Strike"])),
+    ]
+    reducer = Attributor()
+    for item in batch[:2]:
+        reducer.add(item)
+    assert reducer.result() == attribute(batch[:2])
+    for item in batch[2:]:
+        reducer.add(item)
+    assert reducer.result() == attribute(batch)
 
 
 def test_attack_version_is_recorded_from_the_bundled_file() -> None:

@@ -122,6 +122,7 @@ def test_terminal_session_keeps_a_private_history_without_keys(
         # One write, as a terminal delivers a paste: the second line is waiting with the first.
         term.send_raw("C2 45.142.212[.]61\nalso 8.8.8.8\r")
         term.expect("2 indicators: ")
+        term.expect("threatintel> ")  # the paste's answer is complete
         term.send(f"lookup {TEST_KEYS['otx']}")
         term.expect("threatintel> ", timeout=30)
         term.send("help")

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from threatintel.engine import USER_AGENT, Engine
+from threatintel.engine import Engine
 from threatintel.models import SourceStatus
 from threatintel.settings import Settings
+from threatintel.wiring import USER_AGENT
 
 VT_BODY = json.dumps(
     {

@@ -17,8 +17,8 @@ from support import sim_env
 from threatintel.engine import Engine
 from threatintel.models import SCHEMA_VERSION, Analysis, Enrichment, Rejected
 from threatintel.reports import FORMATS, render, report_name, save
+from threatintel.reports.jsondoc import json_schema
 from threatintel.reports.tabular import safe_cell
-from threatintel.reports.text import json_schema
 from threatintel.simulator import SimulatorServer, demo_sample
 
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "docs" / "schema"

@@ -20,6 +20,7 @@ from threatintel.engine import Engine, LookupEvent
 from threatintel.intake import Intake
 from threatintel.models import Enrichment, SourceStatus
 from threatintel.quota import MemoryQuotaStore
+from threatintel.reports import FORMATS, render
 from threatintel.settings import Settings
 from threatintel.simulator import SimulatorServer, VendorConfig
 from threatintel.simulator import Window as SimWindow
@@ -218,3 +219,14 @@ async def test_a_hundred_thousand_lines_stream_in_bounded_memory(engine: Engine)
     assert intake.counts.lines == 100_000 and intake.counts.duplicates == 80_000
     # Holding the 20,000 enrichments alone would take about 180 MB.
     assert peak < 16 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+async def test_every_report_renders_a_pending_source(engine: Engine, fmt: str) -> None:
+    """An analysis cut by its deadline renders in every format, pending shown, nothing failed."""
+    analysis = await engine.analyze(["45.142.212.61", "evil-update.com"], deadline=0)
+    statuses = {r.status for e in analysis.enrichments for r in e.sources.values()}
+    assert statuses == {SourceStatus.PENDING, SourceStatus.NOT_APPLICABLE}
+    output = render(analysis, fmt)
+    if fmt in ("table", "json", "jsonl", "markdown", "csv"):
+        assert "pending" in output

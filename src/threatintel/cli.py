@@ -10,7 +10,6 @@ a traceback.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -24,10 +23,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from pydantic import SecretStr
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 try:  # Typer ≥ 0.20 vendors Click; its usage errors are raised from there.
     from typer._click import exceptions as click_exceptions
@@ -36,7 +31,6 @@ except ImportError:  # pragma: no cover - older Typer on real Click
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
     from click import get_current_context  # type: ignore[no-redef]
 
-from threatintel._redaction import fingerprint, redact_url
 from threatintel._version import __version__
 from threatintel._visible import visible
 from threatintel.cli_support import (
@@ -45,18 +39,22 @@ from threatintel.cli_support import (
     check_reports_dir,
     config_lines,
     endpoints_note,
+    escape,
+    lazy_console,
     quota_json,
     quota_wait_line,
     read_input,
     simulator_banner,
 )
 from threatintel.errors import ConfigError, RequestError, ThreatIntelError
-from threatintel.providers import PROVIDERS
 
-# The engine, settings, reports, attribution and the key guard are imported in the commands
-# that use them, not here: `threatintel version` and `--help` must not pay for them (issue 9,
-# start-up; tests/test_lazy_imports.py checks it).
+# The engine, settings, providers, reports, attribution, the key guard, asyncio, pydantic and
+# rich are imported in the commands that use them, not here: `threatintel version` and `--help`
+# must not pay for them (issue 9, start-up; tests/test_lazy_imports.py checks it).
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
     from threatintel.engine import ProviderQuota
     from threatintel.intake import Intake
     from threatintel.models import Analysis, Enrichment
@@ -82,15 +80,25 @@ PIPED_WIDTH = 160
 
 def stdout_console(width: int | None = None) -> Console:
     """stdout as it is now: ``width``, else a terminal's width, else COLUMNS, else PIPED_WIDTH."""
+    from rich.console import Console  # lazily: see the imports at the top
+
     console = Console(highlight=False, soft_wrap=False, width=width)
     if not console.is_terminal and not os.environ.get("COLUMNS", "").strip().isdigit():
         console = Console(highlight=False, soft_wrap=False, width=width or PIPED_WIDTH)
     return console
 
 
-out = stdout_console()
-# soft_wrap: an error stays on one line however narrow the terminal, for humans and for logs.
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+def stderr_console() -> Console:
+    """stderr; soft_wrap: an error stays on one line however narrow the terminal, for humans
+    and for logs."""
+    from rich.console import Console  # lazily: see the imports at the top
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+# Made on first use, when rich is imported: version and --help print nothing through them.
+out = lazy_console(stdout_console)
+err = lazy_console(stderr_console)
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG, EXIT_INTERRUPTED = 1, 2, 3, 130
 MAX_INPUT_BYTES = 64 * 1024 * 1024
@@ -164,6 +172,14 @@ def _progress(intake: Intake) -> tuple[Progress | None, Callable[[Enrichment], N
     would read it twice)."""
     if not err.is_terminal:
         return None, None
+    from rich.progress import (  # lazily: see the imports at the top
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     progress = Progress(
         TextColumn("analysing"),
         BarColumn(),
@@ -206,7 +222,9 @@ def run_analysis(
 ) -> Analysis:
     """One engine call for the values and the text together: parsed once, deduplicated
     across both, the text read as the lookups go."""
-    from threatintel.engine import Engine  # lazily: see the imports at the top
+    import asyncio  # lazily: see the imports at the top
+
+    from threatintel.engine import Engine
     from threatintel.resilience import BreakerState
 
     notice = QuotaWaitNotice()
@@ -274,9 +292,9 @@ def show(
 
     html/stix/misp with neither --output nor --save are only saved: they are files by nature.
     """
-    # Lazily (see the imports at the top); each renderer loads its own libraries (stix2, jinja2).
+    # Lazily (see the imports at the top); each renderer loads its own libraries (stix2, jinja2,
+    # rich for the table).
     from threatintel.reports import render, save
-    from threatintel.reports.text import analysis_table, skipped_line, summary_line, table_width
 
     options: dict[str, Any] = {
         "include_private": include_private,
@@ -292,6 +310,8 @@ def show(
         if not save_report and output is None:
             return
     if fmt is OutputFormat.table and output is None:
+        from threatintel.reports.text import analysis_table, skipped_line, summary_line, table_width
+
         # Made now, not at import: COLUMNS may have been set since (CliRunner sets it per run).
         screen = stdout_console()
         if wide:  # as wide as the table needs, past the terminal's edge if need be
@@ -348,7 +368,10 @@ ProvidersOption = Annotated[
         "--providers",
         "-p",
         metavar="NAME[,NAME]",
-        help=f"Sources to ask (repeat or comma-separate): {', '.join(PROVIDERS)}. Default: all.",
+        # Not listed here: the names live in the provider registry, and reading it would load
+        # every provider (and httpx) for each --help (issue 9, start-up).
+        help="Sources to ask, by name, repeated or separated by commas (an unknown name is "
+        "refused with the list of names). Default: all.",
     ),
 ]
 
@@ -453,6 +476,10 @@ def extract_command(
 
 
 def _masked(value: Any) -> Any:
+    from pydantic import SecretStr  # lazily: see the imports at the top
+
+    from threatintel._redaction import fingerprint
+
     if isinstance(value, SecretStr):
         return fingerprint(value)
     if isinstance(value, list):
@@ -470,6 +497,8 @@ def config(
 
     API keys appear only as fingerprints, REDIS_URL without its password.
     """
+    from threatintel._redaction import redact_url  # lazily: see the imports at the top
+
     settings = load_settings()
     shown = {name.upper(): _masked(getattr(settings, name)) for name in type(settings).model_fields}
     shown["SCORING"] = settings.scoring.model_dump()
@@ -508,7 +537,9 @@ def quota(
     Keys appear as fingerprints; a circuit column appears when this process's breaker for a
     provider is not closed.
     """
-    from threatintel.engine import Engine  # lazily: see the imports at the top
+    import asyncio  # lazily: see the imports at the top
+
+    from threatintel.engine import Engine
     from threatintel.reports.text import terminal_table
     from threatintel.resilience import BreakerState
 
@@ -717,9 +748,9 @@ def simulate(
 
 
 # Newer command groups live in modules of their own, each adding itself here (issue 9).
-from threatintel import cli_cache, cli_repl, cli_setup  # noqa: E402 - they use the helpers above
+from threatintel import cli_cache, cli_jobs, cli_repl, cli_setup  # noqa: E402 - they use the helpers above
 
-for _module in (cli_cache, cli_repl, cli_setup):
+for _module in (cli_cache, cli_jobs, cli_repl, cli_setup):
     _module.register(app)
 
 
@@ -732,6 +763,12 @@ class VisibleFormatter(logging.Formatter):
 
 def main() -> None:
     """Console entry point: usage errors become one line and exit code 2."""
+    # httpx imports its own command-line client (click, pygments, much of rich: ~35 ms, a
+    # tenth of a one-indicator run) whenever click is installed, and uvicorn installs it. This
+    # process never runs that client: marking the module absent makes httpx skip it (Python's
+    # import system treats a None entry as "cannot be imported"; httpx then keeps a stub).
+    # Only the CLI's own process, never a program that imports threatintel (issue 9, start-up).
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     try:
         try:
             _main()

@@ -132,7 +132,7 @@ def _no_shared_cache(settings: Settings) -> str | None:
 
 def _open(settings: Settings) -> Cache:
     from threatintel.clock import SystemClock
-    from threatintel.engine import build_cache
+    from threatintel.wiring import build_cache
 
     return build_cache(settings, SystemClock())
 

@@ -157,7 +157,7 @@ class Session:
         self.console.print("asking: " + ", ".join(chosen))
 
     def _json(self) -> None:
-        from threatintel.reports.text import render_json
+        from threatintel.reports.jsondoc import render_json
 
         if self.last is None:
             self.console.print("nothing yet: paste an indicator first")

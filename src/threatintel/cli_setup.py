@@ -78,8 +78,9 @@ async def check_key(provider: Provider, key: str) -> KeyCheck:
 
     account = getattr(provider, "account_limits", None)
     try:
-        if account is not None:
-            await account(key)
+        # None: no account endpoint, or it did not answer with limits (a refused key among
+        # other reasons); then one lookup tells which.
+        if account is not None and await account(key) is not None:
             return KeyCheck(Verdict.valid, "accepted (account read, no quota spent)")
         await provider.lookup(parse_indicator(PROBE_ADDRESS), key)
     except AuthenticationFailed as exc:
@@ -95,7 +96,7 @@ async def check_keys(settings: Settings, keys: dict[str, list[str]]) -> dict[str
     """Check every given key with its service, all at once, over one HTTP client."""
     import asyncio
 
-    from threatintel.engine import build_client, build_providers
+    from threatintel.wiring import build_client, build_providers
 
     client = build_client(settings)
     try:

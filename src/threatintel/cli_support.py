@@ -6,27 +6,23 @@ functions from events, settings and addresses to text, so they are tested withou
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import os
 import sys
 import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from urllib.parse import urlsplit
-
-from pydantic import TypeAdapter
 
 from threatintel._visible import visible
 from threatintel.errors import ThreatIntelError
-
-# quota.base, not the quota package (which loads its SQLite store and limiter), and the engine
-# for types only: the CLI imports this module for `version` and `--help` too (issue 9, start-up).
 from threatintel.quota.base import BLOCKED
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from threatintel.engine import ProviderQuota
     from threatintel.quota import QuotaWait
 
@@ -35,6 +31,38 @@ MAX_INPUT_BYTES = 64 * 1024 * 1024
 BLOCK = 64 * 1024
 #: Blocks read ahead of the engine (memory: READ_AHEAD × BLOCK).
 READ_AHEAD = 4
+
+
+class _LazyConsole:
+    """Stands in for a rich Console and builds it on first use (see ``lazy_console``)."""
+
+    __slots__ = ("_console", "_make")
+
+    def __init__(self, make: Callable[[], Console]) -> None:
+        self._make = make
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            self._console = self._make()
+        return getattr(self._console, name)
+
+
+def lazy_console(make: Callable[[], Console]) -> Console:
+    """A module-level console (``err = lazy_console(...)``) that loads rich when it first prints.
+
+    rich costs a noticeable share of a short run, and `threatintel version` and `--help` print
+    nothing through it (issue 9, start-up; tests/test_lazy_imports.py). The console is also made
+    later than at import, so it sees the terminal and COLUMNS of the run, not of the import.
+    """
+    return cast("Console", _LazyConsole(make))
+
+
+def escape(markup: str) -> str:
+    """rich's ``markup.escape``, loading rich only when something is printed through it."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(markup)
 
 
 class InputError(ThreatIntelError):
@@ -122,6 +150,8 @@ class TextInput:
         return self._chunks()
 
     async def _chunks(self) -> AsyncIterator[str]:
+        import asyncio  # here: `version` and `--help` import this module too (issue 9, start-up)
+
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         loop = asyncio.get_running_loop()
         blocks: asyncio.Queue[bytes | OSError] = asyncio.Queue()
@@ -279,14 +309,13 @@ def config_lines(shown: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-_DATETIME = TypeAdapter(datetime)
-
-
 def iso_utc(epoch: float | None) -> str | None:
     """An instant as the JSON reports write it (Pydantic's ISO 8601 with ``Z``), or None."""
     if not epoch:
         return None
-    value: str = _DATETIME.dump_python(datetime.fromtimestamp(epoch, UTC), mode="json")
+    from pydantic import TypeAdapter  # here: `version` and `--help` import this module too
+
+    value: str = TypeAdapter(datetime).dump_python(datetime.fromtimestamp(epoch, UTC), mode="json")
     return value
 
 

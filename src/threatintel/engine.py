@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,11 +32,10 @@ from typing import Any, Protocol
 import httpx
 
 from threatintel._keyguard import KEY_REASON, KeyGuard
-from threatintel._version import __version__
 from threatintel.attribution import Attributor
-from threatintel.cache import Cache, open_cache
+from threatintel.cache import Cache
 from threatintel.clock import Clock, SystemClock
-from threatintel.errors import ConfigError, InvalidIndicator, UnknownProvider
+from threatintel.errors import InvalidIndicator, UnknownProvider
 from threatintel.indicators import non_public_reason
 from threatintel.intake import Intake, Text, Values
 from threatintel.models import (
@@ -52,23 +50,24 @@ from threatintel.models import (
 from threatintel.pipeline import SourcePipeline, SourceStats
 from threatintel.providers import PROVIDERS, HttpProvider, Provider, QuotaWindow
 from threatintel.quota import (
-    FallbackQuotaStore,
     KeyUsage,
     LimitsProbe,
-    MemoryQuotaStore,
     QuotaStore,
     QuotaWaitHook,
     RateLimiter,
     Window,
 )
-from threatintel.quota.sqlite import SQLiteQuotaStore
 from threatintel.resilience import BreakerState, CircuitBreaker, RetryPolicy
 from threatintel.scoring import score
 from threatintel.settings import Settings
+from threatintel.wiring import (
+    build_cache,
+    build_client,
+    build_providers,
+    build_quota_store,
+)
 
 logger = logging.getLogger("threatintel.engine")
-
-USER_AGENT = f"threatintel/{__version__}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,50 +92,6 @@ ResultHook = Callable[[Enrichment], None]
 #: caller). It bounds memory; within it a slow provider never holds up the others, so it is
 #: set well above what the fastest provider gets through while the slowest waits for quota.
 DEFAULT_WINDOW = 1_000
-
-
-def build_client(settings: Settings, *, trust_env: bool = True) -> httpx.AsyncClient:
-    """The one pooled HTTP client for the process.
-
-    ``trust_env`` (httpx's default) makes it honour HTTPS_PROXY / NO_PROXY and SSL_CERT_FILE,
-    as corporate proxies and TLS inspection require. The simulator is on loopback and is
-    reached without them. A broken proxy URL or certificate file is a ConfigError.
-    The transports are aiohttp's (see threatintel._transport: httpcore's pool costs CPU per
-    request that grows with connections x waiters).
-    """
-    from threatintel._transport import AiohttpClient  # aiohttp itself loads on first request
-
-    try:
-        return AiohttpClient(
-            timeout=settings.request_timeout,
-            limits=httpx.Limits(
-                max_connections=max(10, settings.max_workers * 2),
-                max_keepalive_connections=max(10, settings.max_workers),
-            ),
-            headers={"user-agent": USER_AGENT},
-            follow_redirects=False,
-            trust_env=trust_env,
-        )
-    except (OSError, ValueError) as exc:
-        # e.g. SSL_CERT_FILE naming a missing file, or HTTPS_PROXY with an unknown scheme.
-        raise ConfigError(
-            f"cannot set up HTTP (check HTTPS_PROXY/HTTP_PROXY/SSL_CERT_FILE): {_safe(exc)}"
-        ) from None
-
-
-def build_providers(
-    settings: Settings, client: httpx.AsyncClient, *, include_raw: bool = False
-) -> dict[str, HttpProvider]:
-    providers: dict[str, HttpProvider] = {}
-    for name, cls in PROVIDERS.items():
-        providers[name] = cls(
-            client,
-            settings.base_url(name),
-            timeout=settings.request_timeout,
-            include_raw=include_raw,
-            **cls.options(settings),
-        )
-    return providers
 
 
 class Engine:
@@ -638,46 +593,6 @@ def _limits_probe(provider: Provider) -> LimitsProbe | None:
     if type(provider).account_limits is HttpProvider.account_limits:
         return None
     return provider.account_limits
-
-
-def build_cache(settings: Settings, clock: Clock) -> Cache:
-    backend = settings.resolved_cache_backend
-    redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
-    try:
-        return open_cache(
-            backend=backend, cache_dir=settings.cache_dir, redis_url=redis_url, clock=clock
-        )
-    except ValueError:
-        # The message could quote REDIS_URL, password included: name the setting only.
-        raise ConfigError("REDIS_URL/CACHE_BACKEND: the cache cannot be set up") from None
-
-
-QUOTA_FILENAME = "quota.sqlite3"
-
-
-def build_quota_store(settings: Settings, clock: Clock) -> QuotaStore:
-    """Redis when instances share quotas; else SQLite, which outlives the process (so short
-    CLI runs in a row share one budget). Either falls back to memory while unreachable."""
-    backend = settings.resolved_cache_backend
-    if backend == "memory":
-        return MemoryQuotaStore()
-    local = SQLiteQuotaStore(settings.cache_dir / QUOTA_FILENAME)
-    if backend == "redis" and settings.redis_url is not None:
-        from threatintel.quota.redis import RedisQuotaStore  # the redis client only when used
-
-        try:
-            shared = RedisQuotaStore(settings.redis_url.get_secret_value())
-        except ValueError:
-            raise ConfigError("REDIS_URL: not a usable Redis URL") from None
-        # While Redis is down, the local file keeps CLI runs from overspending in a row.
-        return FallbackQuotaStore(shared, clock=clock, fallback=local)
-    return FallbackQuotaStore(local, clock=clock)
-
-
-def _safe(exc: BaseException) -> str:
-    """An exception's text without anything that looks like credentials in a URL."""
-    text = " ".join(str(exc).split())[:200]
-    return re.sub(r"//[^/@\s]+@", "//***@", text)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,10 +28,36 @@ a vendor's raw body.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
-from typing import ClassVar
+from typing import TYPE_CHECKING, overload
 
-from threatintel.models import SourceStatus
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from threatintel.models import SourceStatus
+
+
+class _Status:
+    """A ProviderError class's SourceStatus, named by value and looked up on first read.
+
+    errors.py is imported by every command, `threatintel version` included, and must not load
+    the result models (pydantic) just to name a status: issue 9, start-up
+    (tests/test_lazy_imports.py checks it). Reads like a class attribute: ``RateLimited.status``
+    and ``exc.status`` are both the SourceStatus member.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> SourceStatus: ...
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> SourceStatus: ...
+    def __get__(self, instance: object, owner: type | None = None) -> SourceStatus:
+        from threatintel.models import SourceStatus
+
+        return SourceStatus(self.value)
 
 
 class ThreatIntelError(Exception):
@@ -72,7 +98,7 @@ class NoIndicators(RequestError):
 class ProviderError(ThreatIntelError):
     """A provider call failed; ``status`` says how the result reports it."""
 
-    status: ClassVar[SourceStatus] = SourceStatus.ERROR
+    status = _Status("error")
 
     def __init__(
         self,
@@ -101,13 +127,13 @@ class ProviderError(ThreatIntelError):
 class AuthenticationFailed(ProviderError):
     """The vendor rejected the key (missing, wrong, revoked, or not entitled)."""
 
-    status = SourceStatus.AUTH_FAILED
+    status = _Status("auth_failed")
 
 
 class RateLimited(ProviderError):
     """The vendor throttled us on a short window; ``retry_after`` seconds, when known."""
 
-    status = SourceStatus.RATE_LIMITED
+    status = _Status("rate_limited")
 
     def __init__(
         self,
@@ -132,7 +158,7 @@ class RateLimited(ProviderError):
 class QuotaExhausted(RateLimited):
     """A long-window (daily/monthly) quota is spent; ``reset_at`` says when it comes back."""
 
-    status = SourceStatus.QUOTA_EXHAUSTED
+    status = _Status("quota_exhausted")
 
 
 class BadRequest(ProviderError):
@@ -150,13 +176,13 @@ class ConnectionFailed(ProviderError):
 class ProviderTimeout(ProviderError):
     """No complete answer within the request timeout."""
 
-    status = SourceStatus.TIMEOUT
+    status = _Status("timeout")
 
 
 class CircuitOpen(ProviderError):
     """The provider's circuit breaker is open; the call was not made."""
 
-    status = SourceStatus.CIRCUIT_OPEN
+    status = _Status("circuit_open")
 
 
 class CacheError(ThreatIntelError):

@@ -121,27 +121,25 @@ class Intake:
 
     # --- reading ------------------------------------------------------------------------
     async def read(self, values: Values = (), text: Text | None = None) -> AsyncIterator[Indicator]:
-        """Each new indicator of ``values``, then of ``text`` (the engine's stream reads this)."""
-        done = 0
-        chunks = _items(values if not isinstance(values, str) else (values,))
-        async for value in chunks:
+        """Each new indicator of ``values``, then of ``text`` (the engine's stream reads this).
+
+        Other tasks get a turn every _YIELD_EVERY values or chunks, so lookups go on while a
+        big plain iterable is parsed.
+        """
+        steps = 0
+        async for value in _items((values,) if isinstance(values, str) else values):
             for indicator, _ in self.feed_value(value):
                 yield indicator
-                done += 1
-            done += 1
-            if done >= _YIELD_EVERY:
-                done = 0
+            steps += 1
+            if steps % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-        if text is None:
-            return
-        async for chunk in _items(text if not isinstance(text, str) else (text,)):
+        texts = () if text is None else (text,) if isinstance(text, str) else text
+        async for chunk in _items(texts):
             for indicator, _ in self.feed_text(chunk):
                 yield indicator
-                done += 1
-                if done >= _YIELD_EVERY:
-                    done = 0
-                    await asyncio.sleep(0)
-            done += 1
+            steps += 1
+            if steps % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
         for indicator, _ in self.finish():
             yield indicator
 

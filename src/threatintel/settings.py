@@ -205,6 +205,9 @@ class Settings(BaseSettings):
     reports_dir: Path = Path("./reports")
     redis_url: SecretStr | None = None
     negative_cache_ttl: int = Field(default=3_600, ge=0)
+    # Seconds a finished batch job (done, failed, cancelled) is kept after its last update;
+    # 0 keeps every job until deleted.
+    job_retention: int = Field(default=7 * 86_400, ge=0)
     virustotal_cache_ttl: int | None = Field(default=None, ge=0)
     otx_cache_ttl: int | None = Field(default=None, ge=0)
     abuseipdb_cache_ttl: int | None = Field(default=None, ge=0)

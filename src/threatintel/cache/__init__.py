@@ -16,22 +16,52 @@ across processes): see ``threatintel.cache.admin``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from threatintel.cache.admin import (
-    CacheAdmin,
-    CacheStats,
-    HitCounter,
-    ProviderCacheStats,
-    as_cache_admin,
-    as_hit_counter,
-)
-from threatintel.cache.base import Cache, CacheEntry, FlightLock, cache_key
-from threatintel.cache.layered import LayeredCache, as_flight_lock
-from threatintel.cache.memory import MemoryCache
-from threatintel.cache.redis import RedisCache
-from threatintel.cache.sqlite import DEFAULT_MAX_BYTES, SQLiteCache
-from threatintel.clock import Clock
+from threatintel._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from threatintel.cache.admin import (
+        CacheAdmin,
+        CacheStats,
+        HitCounter,
+        ProviderCacheStats,
+        as_cache_admin,
+        as_hit_counter,
+    )
+    from threatintel.cache.base import Cache, CacheEntry, FlightLock, cache_key
+    from threatintel.cache.layered import LayeredCache, as_flight_lock
+    from threatintel.cache.memory import MemoryCache
+    from threatintel.cache.redis import RedisCache
+    from threatintel.cache.sqlite import SQLiteCache
+    from threatintel.clock import Clock
+
+# Each name loads its module on first use (PEP 562), and open_cache imports only the backend it
+# builds: a run with the memory or SQLite cache loads no Redis code (issue 9, start-up).
+# Hidden from type checkers, which read the imports above and so still flag a misspelt name.
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        globals(),
+        {
+            **dict.fromkeys(
+                [
+                    "CacheAdmin",
+                    "CacheStats",
+                    "HitCounter",
+                    "ProviderCacheStats",
+                    "as_cache_admin",
+                    "as_hit_counter",
+                ],
+                "admin",
+            ),
+            **dict.fromkeys(["Cache", "CacheEntry", "FlightLock", "cache_key"], "base"),
+            **dict.fromkeys(["LayeredCache", "as_flight_lock"], "layered"),
+            "MemoryCache": "memory",
+            "RedisCache": "redis",
+            "SQLiteCache": "sqlite",
+        },
+    )
 
 __all__ = [
     "Cache",
@@ -63,23 +93,34 @@ def open_cache(
     redis_url: str | None,
     clock: Clock,
     memory_entries: int = 10_000,
-    sqlite_max_bytes: int = DEFAULT_MAX_BYTES,
+    sqlite_max_bytes: int | None = None,
 ) -> Cache:
     """Build the cache a setting names; nothing is opened or connected until first use.
 
-    ``sqlite_max_bytes`` bounds the values the SQLite file holds (see ``SQLiteCache``).
+    ``sqlite_max_bytes`` bounds the values the SQLite file holds (None: ``SQLiteCache``'s
+    ``DEFAULT_MAX_BYTES``).
     """
+    from threatintel.cache.memory import MemoryCache
+
     name = backend.strip().lower()
     if name == "memory":
         return MemoryCache(memory_entries, clock=clock)
     if name == "sqlite":
+        from threatintel.cache.sqlite import DEFAULT_MAX_BYTES, SQLiteCache
+
         back: Cache = SQLiteCache(
-            Path(cache_dir) / SQLITE_FILENAME, clock=clock, max_bytes=sqlite_max_bytes
+            Path(cache_dir) / SQLITE_FILENAME,
+            clock=clock,
+            max_bytes=DEFAULT_MAX_BYTES if sqlite_max_bytes is None else sqlite_max_bytes,
         )
     elif name == "redis":
         if not redis_url:
             raise ValueError("the redis cache backend needs a Redis URL")
+        from threatintel.cache.redis import RedisCache
+
         back = RedisCache(redis_url, clock=clock)
     else:
         raise ValueError(f"unknown cache backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    from threatintel.cache.layered import LayeredCache
+
     return LayeredCache(MemoryCache(memory_entries, clock=clock), back)

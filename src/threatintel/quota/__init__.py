@@ -20,40 +20,96 @@ with ``threatintel._redaction.fingerprint``, a leaf module (tests/test_layering.
 
 from __future__ import annotations
 
-from threatintel.quota.base import (
-    ANONYMOUS,
-    BLOCKED,
-    CONFIGURED,
-    DAY,
-    DEFAULT,
-    HOUR,
-    LEARNED,
-    MAX_BLOCK,
-    MINUTE,
-    MONTH,
-    Grant,
-    KeyUsage,
-    QuotaStore,
-    QuotaStoreUnavailable,
-    Window,
-    WindowUsage,
-    block_end,
-)
-from threatintel.quota.fallback import STORE_RETRY_AFTER, FallbackQuotaStore
-from threatintel.quota.limiter import (
-    DEFAULT_PENALTY,
-    LEARNED_TTL,
-    MAX_BLOCK_WAIT,
-    MAX_LEARNED_LIMIT,
-    MIN_WAIT,
-    NOTICE_AFTER,
-    LimitsProbe,
-    QuotaWait,
-    QuotaWaitHook,
-    RateLimiter,
-)
-from threatintel.quota.memory import MemoryQuotaStore
-from threatintel.quota.sqlite import SQLiteQuotaStore
+from typing import TYPE_CHECKING
+
+from threatintel._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from threatintel.quota.base import (
+        ANONYMOUS,
+        BLOCKED,
+        CONFIGURED,
+        DAY,
+        DEFAULT,
+        HOUR,
+        LEARNED,
+        MAX_BLOCK,
+        MINUTE,
+        MONTH,
+        Grant,
+        KeyUsage,
+        QuotaStore,
+        QuotaStoreUnavailable,
+        Window,
+        WindowUsage,
+        block_end,
+    )
+    from threatintel.quota.fallback import STORE_RETRY_AFTER, FallbackQuotaStore
+    from threatintel.quota.limiter import (
+        DEFAULT_PENALTY,
+        LEARNED_TTL,
+        MAX_BLOCK_WAIT,
+        MAX_LEARNED_LIMIT,
+        MIN_WAIT,
+        NOTICE_AFTER,
+        LimitsProbe,
+        QuotaWait,
+        QuotaWaitHook,
+        RateLimiter,
+    )
+    from threatintel.quota.memory import MemoryQuotaStore
+    from threatintel.quota.sqlite import SQLiteQuotaStore
+
+# Each name loads its module on first use (PEP 562): `threatintel version` reads BLOCKED from
+# quota.base and must not load the SQLite store and the limiter with it (issue 9, start-up).
+# Hidden from type checkers, which read the imports above and so still flag a misspelt name.
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        globals(),
+        {
+            **dict.fromkeys(
+                [
+                    "ANONYMOUS",
+                    "BLOCKED",
+                    "CONFIGURED",
+                    "DAY",
+                    "DEFAULT",
+                    "HOUR",
+                    "LEARNED",
+                    "MAX_BLOCK",
+                    "MINUTE",
+                    "MONTH",
+                    "Grant",
+                    "KeyUsage",
+                    "QuotaStore",
+                    "QuotaStoreUnavailable",
+                    "Window",
+                    "WindowUsage",
+                    "block_end",
+                ],
+                "base",
+            ),
+            **dict.fromkeys(["STORE_RETRY_AFTER", "FallbackQuotaStore"], "fallback"),
+            **dict.fromkeys(
+                [
+                    "DEFAULT_PENALTY",
+                    "LEARNED_TTL",
+                    "MAX_BLOCK_WAIT",
+                    "MAX_LEARNED_LIMIT",
+                    "MIN_WAIT",
+                    "NOTICE_AFTER",
+                    "LimitsProbe",
+                    "QuotaWait",
+                    "QuotaWaitHook",
+                    "RateLimiter",
+                ],
+                "limiter",
+            ),
+            "MemoryQuotaStore": "memory",
+            "SQLiteQuotaStore": "sqlite",
+        },
+    )
 
 __all__ = [
     "ANONYMOUS",

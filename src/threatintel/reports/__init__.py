@@ -8,8 +8,8 @@
 | format   | for                                   | module      |
 |----------|---------------------------------------|-------------|
 | table    | terminals                             | text.py     |
-| json     | SIEMs, scripts (docs/schema/)         | text.py     |
-| jsonl    | one enrichment per line               | text.py     |
+| json     | SIEMs, scripts (docs/schema/)         | jsondoc.py  |
+| jsonl    | one enrichment per line               | jsondoc.py  |
 | markdown | tickets                               | markdown.py |
 | csv      | spreadsheets                          | tabular.py  |
 | html     | briefings; one offline file           | html.py     |
@@ -74,9 +74,9 @@ FORMATS: dict[str, ReportFormat] = {
     f.name: f
     for f in (
         ReportFormat("table", "txt", "text/plain", "text", "render_table", TABLE_OPTIONS),
-        ReportFormat("json", "json", "application/json", "text", "render_json", is_json=True),
+        ReportFormat("json", "json", "application/json", "jsondoc", "render_json", is_json=True),
         ReportFormat(
-            "jsonl", "jsonl", "application/x-ndjson", "text", "render_jsonl", is_json=True
+            "jsonl", "jsonl", "application/x-ndjson", "jsondoc", "render_jsonl", is_json=True
         ),
         ReportFormat("markdown", "md", "text/markdown", "markdown", "render_markdown"),
         ReportFormat("csv", "csv", "text/csv", "tabular", "render_csv"),

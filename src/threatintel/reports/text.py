@@ -1,4 +1,4 @@
-"""Plain-text renderers: the terminal table, JSON and JSON Lines.
+"""The terminal table (JSON and JSON Lines are in jsondoc.py).
 
 The table is laid out for the width it is given (the terminal's, COLUMNS, or FILE_WIDTH for a
 file): a few wide columns, so a row stays readable at 80 columns.
@@ -15,8 +15,7 @@ AbuseIPDB 100% · IPinfo US AS14061"); a source that failed says why ("OTX error
 503"). Upstream text (pulse names, tags, reasons quoting adversary names) is attacker-influenced:
 URLs and domains in it are defanged (``audience.for_people``), control, bidi and zero-width
 characters are shown as escapes (``_visible``: "\\x1b]0;…") and rich markup in it is escaped, so it
-shows as text, never as styling, a link or a terminal command. JSON follows the versioned schema in
-docs/schema/.
+shows as text, never as styling, a link or a terminal command.
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ from rich.text import Text
 from threatintel._visible import one_line
 from threatintel._wording import plural
 from threatintel.models import (
-    SCHEMA_VERSION,
     Analysis,
     Enrichment,
     Rejected,
@@ -82,15 +80,6 @@ _FIXED_COLUMNS = len("suspicious") + len("score") + len("conf") + 3 * _GAP
 _TYPE_COLUMN = len("sha256")
 _INDENT = 2
 _SEPARATOR = " · "
-
-
-def render_json(analysis: Analysis) -> str:
-    return analysis.model_dump_json(indent=2, exclude_none=False) + "\n"
-
-
-def render_jsonl(analysis: Analysis) -> str:
-    """One enrichment per line (for SIEM pipelines and `jq -c`)."""
-    return "".join(e.model_dump_json() + "\n" for e in analysis.enrichments)
 
 
 def skipped_line(item: Rejected) -> str:
@@ -300,18 +289,3 @@ def render_table(analysis: Analysis, *, width: int = FILE_WIDTH, wide: bool = Fa
     for item in analysis.rejected:
         console.print(skipped_line(item))
     return buffer.getvalue()
-
-
-SCHEMA_ID = "https://threatintel.invalid/schema/analysis-{version}.json"
-
-
-def json_schema() -> dict[str, object]:
-    """The JSON Schema of `--format json` (docs/schema/analysis-<version>.schema.json).
-
-    JSON Lines output holds one `Enrichment` per line: `$defs/Enrichment` in the same file.
-    """
-    schema: dict[str, object] = Analysis.model_json_schema(mode="serialization")
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = SCHEMA_ID.format(version=SCHEMA_VERSION)
-    schema["title"] = f"threatintel analysis, schema version {SCHEMA_VERSION}"
-    return schema
