@@ -189,8 +189,6 @@ def warm(
     with errors_as_exit_codes():
         # TODO(issue 9): Engine.stream, once it lands, keeps memory flat for huge files.
         analysis = run_analysis(settings, [], text, selected or None)
-    if not analysis.enrichments:
-        fail("no indicators found in the input")
     sys.stdout.write(warm_summary(analysis) + "\n")
 
 
