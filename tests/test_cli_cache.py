@@ -62,6 +62,14 @@ def test_warm_reads_stdin(sim: SimulatorServer) -> None:
     assert result.stdout.startswith("1 indicator: ")
 
 
+def test_warm_without_indicators_is_one_line_and_asks_nobody(sim: SimulatorServer) -> None:
+    """Input with no indicator exits 2 with one line naming what was skipped; nothing is asked."""
+    result = runner.invoke(app, ["cache", "warm", "-"], input="999.1.1.1 only\n", env=sim_env(sim))
+    assert result.exit_code == 2
+    assert "no indicators found in the input (999.1.1.1:" in " ".join(result.stderr.split())
+    assert len(sim.log) == 0
+
+
 def test_stats_show_entries_and_a_hit_rate_across_runs(
     sim: SimulatorServer, tmp_path: Path
 ) -> None:

@@ -127,6 +127,7 @@ def test_terminal_session_keeps_a_private_history_without_keys(
         term.expect("threatintel> ", timeout=30)
         term.send("help")
         term.expect("extract TEXT")
+        term.expect("threatintel> ")  # Ctrl-D at the prompt, as a user would press it
         term.send_eof()
         assert term.wait() == 0
     history = tmp_path / "state" / "threatintel" / "history"

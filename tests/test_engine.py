@@ -10,7 +10,7 @@ import pytest
 import threatintel
 from support import TEST_KEYS, sim_settings
 from threatintel.engine import Engine
-from threatintel.errors import ConfigError, RequestError, UnknownProvider
+from threatintel.errors import ConfigError, NoIndicators, RequestError, UnknownProvider
 from threatintel.indicators import parse_indicator
 from threatintel.models import Indicator, IndicatorType, SourceResult, SourceStatus
 from threatintel.providers.virustotal import url_id
@@ -352,11 +352,23 @@ async def test_free_text_is_extracted_with_rejects(engine: Engine) -> None:
     assert "invoice.pdf" in reasons
 
 
-async def test_garbage_values_are_rejected_with_a_reason(engine: Engine) -> None:
-    """A value that is no indicator is listed in rejected with its reason, and nothing is asked."""
-    analysis = await engine.analyze(["not an indicator at all", "999.1.1.1"])
-    assert analysis.enrichments == []
-    assert {r.candidate for r in analysis.rejected} >= {"not an indicator at all", "999.1.1.1"}
+async def test_garbage_values_are_rejected_with_a_reason(
+    engine: Engine, sim: SimulatorServer
+) -> None:
+    """Input with no indicator is a request error listing each rejected value and its reason;
+    nothing is asked."""
+    with pytest.raises(NoIndicators) as caught:
+        await engine.analyze(["not an indicator at all", "999.1.1.1"])
+    assert {r.candidate for r in caught.value.rejected} >= {"not an indicator at all", "999.1.1.1"}
+    assert isinstance(caught.value, RequestError) and "999.1.1.1" in str(caught.value)
+    assert len(sim.log) == 0
+
+
+async def test_one_indicator_among_garbage_is_analysed(engine: Engine) -> None:
+    """One usable value is enough: the rest are listed as rejected, no error."""
+    analysis = await engine.analyze(["not an indicator at all", "8.8.8.8"])
+    assert [e.indicator.value for e in analysis.enrichments] == ["8.8.8.8"]
+    assert [r.candidate for r in analysis.rejected] == ["not an indicator at all"]
 
 
 async def test_provider_selection(engine: Engine, sim: SimulatorServer) -> None:

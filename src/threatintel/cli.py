@@ -427,9 +427,6 @@ def analyze(
         if saves_report(fmt, output, save_report):
             check_reports_dir(settings.reports_dir)
         analysis = run_analysis(settings, values, text, selected or None, include_raw=raw)
-    if not analysis.enrichments:
-        reasons = "; ".join(f"{r.candidate}: {r.reason}" for r in analysis.rejected[:3])
-        fail("no indicators found in the input" + (f" ({reasons})" if reasons else ""))
     show(
         analysis,
         fmt,

@@ -20,7 +20,9 @@ from threatintel._wording import plural
 
 if TYPE_CHECKING:
     from threatintel.cache import Cache, CacheStats
-    from threatintel.models import Analysis
+    from threatintel.cli import QuotaWaitNotice
+    from threatintel.cli_support import TextInput
+    from threatintel.models import Enrichment
     from threatintel.settings import Settings
 
 cache_app = typer.Typer(
@@ -48,25 +50,50 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * DURATION_UNITS[match.group(2).lower()]
 
 
-def warm_summary(analysis: Analysis) -> str:
-    """One line: indicators, lookups made, answers already cached, lookups that failed."""
-    fetched = cached = 0
-    failed: Counter[str] = Counter()
-    for enrichment in analysis.enrichments:
+class WarmTally:
+    """What a warm run did, counted as enrichments stream by (none of them is kept)."""
+
+    def __init__(self) -> None:
+        self.indicators = self.fetched = self.cached = 0
+        self.failed: Counter[str] = Counter()
+
+    def add(self, enrichment: Enrichment) -> None:
+        self.indicators += 1
         for result in enrichment.sources.values():
             if result.cached:
-                cached += 1
+                self.cached += 1
             elif result.status.answered:
-                fetched += 1
+                self.fetched += 1
             elif result.status.failed:
-                failed[f"{result.source} {result.status.value}"] += 1
-    line = (
-        f"{plural(len(analysis.enrichments), 'indicator')}: {plural(fetched, 'answer')} looked"
-        f" up, {cached} already cached, {sum(failed.values())} failed"
-    )
-    if failed:
-        line += " (" + ", ".join(f"{what} {n}" for what, n in failed.most_common()) + ")"
-    return line
+                self.failed[f"{result.source} {result.status.value}"] += 1
+
+    def line(self) -> str:
+        """One line: indicators, lookups made, answers already cached, lookups that failed."""
+        line = (
+            f"{plural(self.indicators, 'indicator')}: {plural(self.fetched, 'answer')} looked"
+            f" up, {self.cached} already cached, {sum(self.failed.values())} failed"
+        )
+        if self.failed:
+            line += " (" + ", ".join(f"{what} {n}" for what, n in self.failed.most_common()) + ")"
+        return line
+
+
+async def warm_cache(
+    settings: Settings, text: TextInput, providers: list[str] | None, notice: QuotaWaitNotice
+) -> WarmTally:
+    """Stream ``text``'s indicators through the engine, counting; memory stays flat however
+    long the file. NoIndicators when it holds none."""
+    from threatintel.engine import Engine
+    from threatintel.errors import NoIndicators
+
+    tally = WarmTally()
+    async with Engine(settings, on_quota_wait=notice) as engine:
+        with engine.intake() as intake:
+            async for enrichment in engine.stream(text=text, providers=providers, intake=intake):
+                tally.add(enrichment)
+            if not intake.counts.indicators:
+                raise NoIndicators(intake.rejected)
+    return tally
 
 
 def human_bytes(size: int) -> str:
@@ -175,23 +202,22 @@ def warm(
     Later runs answer them from the cache.
     Prints one line: indicators, lookups made, answers already cached, lookups that failed.
     """
-    from threatintel.cli import err, errors_as_exit_codes, fail, load_settings, run_analysis
-    from threatintel.cli_support import read_input
+    import asyncio
+
+    from threatintel.cli import QuotaWaitNotice, err, errors_as_exit_codes, fail, load_settings
+    from threatintel.cli_support import TextInput
 
     selected = [p.strip() for item in providers or [] for p in item.split(",") if p.strip()]
     with errors_as_exit_codes():
-        text = read_input(source)
+        text = TextInput.open(source)
     settings = load_settings()
     if settings.cache_ttl == 0:
         fail("CACHE_TTL=0 turns the cache off: there is nothing to warm")
     if settings.resolved_cache_backend == "memory":
         err.print("note: CACHE_BACKEND=memory: the answers are gone when this command exits")
     with errors_as_exit_codes():
-        # TODO(issue 9): Engine.stream, once it lands, keeps memory flat for huge files.
-        analysis = run_analysis(settings, [], text, selected or None)
-    if not analysis.enrichments:
-        fail("no indicators found in the input")
-    sys.stdout.write(warm_summary(analysis) + "\n")
+        tally = asyncio.run(warm_cache(settings, text, selected or None, QuotaWaitNotice()))
+    sys.stdout.write(tally.line() + "\n")
 
 
 @cache_app.command("stats")

@@ -182,6 +182,7 @@ class Session:
     def _analyse(self, text: str) -> None:
         from rich.markup import escape
 
+        from threatintel.errors import NoIndicators
         from threatintel.reports.text import analysis_table, skipped_line, summary_line
 
         lines = text.splitlines()
@@ -189,12 +190,15 @@ class Session:
             work = self.engine.analyze(lines, providers=self.providers)
         else:
             work = self.engine.analyze_text(text, providers=self.providers)
-        analysis = self.runner.run(work)
-        for item in analysis.rejected:
-            self.console.print(escape(skipped_line(item)), soft_wrap=False)
-        if not analysis.enrichments:
+        try:
+            analysis = self.runner.run(work)
+        except NoIndicators as exc:
+            for item in exc.rejected:
+                self.console.print(escape(skipped_line(item)), soft_wrap=False)
             self.console.print("no indicators found (type help for what works)")
             return
+        for item in analysis.rejected:
+            self.console.print(escape(skipped_line(item)), soft_wrap=False)
         self.last = analysis
         width = self.console.width
         self.console.print(analysis_table(analysis, width=width))

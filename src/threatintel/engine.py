@@ -35,7 +35,7 @@ from threatintel._keyguard import KEY_REASON, KeyGuard
 from threatintel.attribution import Attributor
 from threatintel.cache import Cache
 from threatintel.clock import Clock, SystemClock
-from threatintel.errors import InvalidIndicator, UnknownProvider
+from threatintel.errors import InvalidIndicator, NoIndicators, UnknownProvider
 from threatintel.indicators import non_public_reason
 from threatintel.intake import Intake, Text, Values
 from threatintel.models import (
@@ -306,7 +306,8 @@ class Engine:
         intake: Intake | None = None,
     ) -> Analysis:
         """Analyse explicit values (raw, defanged, or pasted lines) and free text, together:
-        the stream collected, in input order, with its attribution."""
+        the stream collected, in input order, with its attribution. NoIndicators (a
+        RequestError listing what was skipped) when the input held no indicator at all."""
         names = self.select(providers)
         started = utcnow()
         owned = intake is None
@@ -322,6 +323,8 @@ class Engine:
         finally:
             if owned:
                 intake.close()
+        if not collected and not intake.counts.indicators:
+            raise NoIndicators(intake.rejected)
         collected.sort(key=lambda item: item[0])
         return Analysis(
             enrichments=[enrichment for _, enrichment in collected],

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, overload
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from threatintel.models import SourceStatus
+    from threatintel.models import Rejected, SourceStatus
 
 
 class _Status:
@@ -92,7 +92,12 @@ class InvalidIndicator(RequestError):
 
 
 class NoIndicators(RequestError):
-    """The input held no indicator at all."""
+    """The input held no indicator at all; ``rejected`` says what was skipped and why."""
+
+    def __init__(self, rejected: Sequence[Rejected] = ()) -> None:
+        self.rejected = list(rejected)
+        reasons = "; ".join(f"{r.candidate}: {r.reason}" for r in self.rejected[:3])
+        super().__init__("no indicators found in the input" + (f" ({reasons})" if reasons else ""))
 
 
 class ProviderError(ThreatIntelError):
