@@ -94,7 +94,8 @@ async def test_a_dead_service_opens_quickly_and_costs_seconds(sim: SimulatorServ
     """A service failing every call opens after CIRCUIT_MIN_CALLS calls and costs seconds."""
     sim.config.virustotal = VendorConfig(fault_rate=1.0, fault_kinds=(FaultKind.SERVER_ERROR,))
     clock = LockstepClock(START)
-    settings = sim_settings(sim, max_retries=DEFAULT_MAX_RETRIES)
+    # Ten in flight, as the bound below was drawn for: each worker slot admits one attempt.
+    settings = sim_settings(sim, max_retries=DEFAULT_MAX_RETRIES, max_workers=10)
     async with Engine(
         settings, clock=clock, cache=MemoryCache(clock=clock), quota_store=MemoryQuotaStore()
     ) as engine:

@@ -190,7 +190,7 @@ class Settings(BaseSettings):
     # --- request behaviour -----------------------------------------------------------------
     request_timeout: float = Field(default=10.0, gt=0, le=300)
     max_retries: int = Field(default=DEFAULT_MAX_RETRIES, ge=0, le=20)
-    max_workers: int = Field(default=10, ge=1, le=1000)
+    max_workers: int = Field(default=50, ge=1, le=1000)
     batch_size: int = Field(default=100, ge=1, le=100_000)
     cache_ttl: int = Field(default=86_400, ge=0, description="0 disables caching")
     compress_responses: bool = True
