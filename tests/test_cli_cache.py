@@ -194,3 +194,14 @@ def test_clear_asks_on_a_terminal(sim: SimulatorServer, tmp_path: Path) -> None:
         term.expect("nothing removed")
         assert term.wait() == 0
     assert stats(sim)["otx"]["entries"] == 3
+
+
+@pytest.mark.parametrize("command", [["cache", "warm"], ["extract"]])
+def test_no_file_on_a_terminal_is_a_usage_error(
+    sim: SimulatorServer, tmp_path: Path, command: list[str]
+) -> None:
+    """With no FILE and stdin a terminal, the command says what to give instead of waiting."""
+    with PtyProcess(command, env=sim_env(sim), cwd=tmp_path) as term:
+        code = term.wait()
+    assert code == 2, term.output
+    assert "give a FILE, or pipe text in" in term.output

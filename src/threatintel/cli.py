@@ -45,6 +45,7 @@ from threatintel.cli_support import (
     quota_wait_line,
     read_input,
     simulator_banner,
+    stdin_unless_terminal,
 )
 from threatintel.errors import ConfigError, RequestError, ThreatIntelError
 
@@ -444,8 +445,9 @@ def analyze(
 @app.command("extract")
 def extract_command(
     source: Annotated[
-        str, typer.Argument(metavar="FILE", help="A file of free text, or '-' for stdin.")
-    ] = "-",
+        str | None,
+        typer.Argument(metavar="FILE", help="A file of free text; '-' or none: stdin."),
+    ] = None,
     fmt: Annotated[
         ExtractFormat, typer.Option("--format", metavar="text|json", help="Output format.")
     ] = ExtractFormat.text,
@@ -461,7 +463,8 @@ def extract_command(
 
     guard = KeyGuard(load_settings(announce=False))
     with errors_as_exit_codes():
-        extraction = guard.screen_extraction(extract(read_input(source)))
+        text = read_input(stdin_unless_terminal(source, "threatintel extract"))
+        extraction = guard.screen_extraction(extract(text))
     if not extraction.indicators:
         for item in extraction.rejected:
             err.print(skipped_line(item))

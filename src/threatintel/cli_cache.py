@@ -163,8 +163,11 @@ ProviderOption = Annotated[
 @cache_app.command("warm")
 def warm(
     source: Annotated[
-        str, typer.Argument(metavar="FILE", help="A file of indicators or free text; '-': stdin.")
-    ] = "-",
+        str | None,
+        typer.Argument(
+            metavar="FILE", help="A file of indicators or free text; '-' or none: stdin."
+        ),
+    ] = None,
     providers: Annotated[
         list[str] | None,
         typer.Option("--providers", "-p", metavar="NAMES", help="Only these (comma-separated)."),
@@ -176,11 +179,11 @@ def warm(
     Prints one line: indicators, lookups made, answers already cached, lookups that failed.
     """
     from threatintel.cli import err, errors_as_exit_codes, fail, load_settings, run_analysis
-    from threatintel.cli_support import read_input
+    from threatintel.cli_support import read_input, stdin_unless_terminal
 
     selected = [p.strip() for item in providers or [] for p in item.split(",") if p.strip()]
     with errors_as_exit_codes():
-        text = read_input(source)
+        text = read_input(stdin_unless_terminal(source, "threatintel cache warm"))
     settings = load_settings()
     if settings.cache_ttl == 0:
         fail("CACHE_TTL=0 turns the cache off: there is nothing to warm")

@@ -80,6 +80,16 @@ class InputError(ThreatIntelError):
     """An input cannot be read or holds nothing, or an output path cannot be written."""
 
 
+def stdin_unless_terminal(source: str | None, example: str) -> str:
+    """FILE as given; left out, stdin when something is piped in. Left out on a terminal it is
+    an InputError, not a silent wait for typing that a new user takes for a hang."""
+    if source is not None:
+        return source
+    if sys.stdin is not None and sys.stdin.isatty():
+        raise InputError(f"give a FILE, or pipe text in: cat iocs.txt | {example}")
+    return "-"
+
+
 def read_input(source: str) -> str:
     """Read a file, or stdin for '-'; refuse binary floods and empty inputs (InputError)."""
     text = TextInput.open(source)
