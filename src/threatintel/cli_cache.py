@@ -20,7 +20,7 @@ from threatintel._wording import plural
 
 if TYPE_CHECKING:
     from threatintel.cache import Cache, CacheStats
-    from threatintel.models import Analysis
+    from threatintel.models import Enrichment
     from threatintel.settings import Settings
 
 cache_app = typer.Typer(
@@ -48,25 +48,32 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * DURATION_UNITS[match.group(2).lower()]
 
 
-def warm_summary(analysis: Analysis) -> str:
-    """One line: indicators, lookups made, answers already cached, lookups that failed."""
-    fetched = cached = 0
-    failed: Counter[str] = Counter()
-    for enrichment in analysis.enrichments:
+class WarmTally:
+    """What `cache warm` prints, counted one enrichment at a time (none of them kept)."""
+
+    def __init__(self) -> None:
+        self.indicators = self.fetched = self.cached = 0
+        self.failed: Counter[str] = Counter()
+
+    def add(self, enrichment: Enrichment) -> None:
+        self.indicators += 1
         for result in enrichment.sources.values():
             if result.cached:
-                cached += 1
+                self.cached += 1
             elif result.status.answered:
-                fetched += 1
+                self.fetched += 1
             elif result.status.failed:
-                failed[f"{result.source} {result.status.value}"] += 1
-    line = (
-        f"{plural(len(analysis.enrichments), 'indicator')}: {plural(fetched, 'answer')} looked"
-        f" up, {cached} already cached, {sum(failed.values())} failed"
-    )
-    if failed:
-        line += " (" + ", ".join(f"{what} {n}" for what, n in failed.most_common()) + ")"
-    return line
+                self.failed[f"{result.source} {result.status.value}"] += 1
+
+    def line(self) -> str:
+        """One line: indicators, lookups made, answers already cached, lookups that failed."""
+        line = (
+            f"{plural(self.indicators, 'indicator')}: {plural(self.fetched, 'answer')} looked"
+            f" up, {self.cached} already cached, {sum(self.failed.values())} failed"
+        )
+        if self.failed:
+            line += " (" + ", ".join(f"{what} {n}" for what, n in self.failed.most_common()) + ")"
+        return line
 
 
 def human_bytes(size: int) -> str:
@@ -178,23 +185,24 @@ def warm(
     Later runs answer them from the cache.
     Prints one line: indicators, lookups made, answers already cached, lookups that failed.
     """
-    from threatintel.cli import err, errors_as_exit_codes, fail, load_settings, run_analysis
-    from threatintel.cli_support import read_input, stdin_unless_terminal
+    from threatintel.cli import err, errors_as_exit_codes, fail, load_settings, run_stream
+    from threatintel.cli_support import TextInput, stdin_unless_terminal
 
     selected = [p.strip() for item in providers or [] for p in item.split(",") if p.strip()]
     with errors_as_exit_codes():
-        text = read_input(stdin_unless_terminal(source, "threatintel cache warm"))
+        # Read as the lookups go, no enrichment kept: memory stays flat for a feed dump.
+        text = TextInput.open(stdin_unless_terminal(source, "threatintel cache warm"))
     settings = load_settings()
     if settings.cache_ttl == 0:
         fail("CACHE_TTL=0 turns the cache off: there is nothing to warm")
     if settings.resolved_cache_backend == "memory":
         err.print("note: CACHE_BACKEND=memory: the answers are gone when this command exits")
+    tally = WarmTally()
     with errors_as_exit_codes():
-        # TODO(issue 9): Engine.stream, once it lands, keeps memory flat for huge files.
-        analysis = run_analysis(settings, [], text, selected or None)
-    if not analysis.enrichments:
+        run_stream(settings, text, selected or None, tally.add)
+    if not tally.indicators:
         fail("no indicators found in the input")
-    sys.stdout.write(warm_summary(analysis) + "\n")
+    sys.stdout.write(tally.line() + "\n")
 
 
 @cache_app.command("stats")
