@@ -32,7 +32,8 @@ EXPECT_TIMEOUT = 30.0
 
 
 class PtyProcess:
-    """``threatintel ARGS`` with a terminal (80 columns) as stdin, stdout and stderr."""
+    """``threatintel ARGS`` with a terminal (80 columns) as stdin, stdout and stderr; TERM is
+    dumb unless ``env`` sets it."""
 
     def __init__(self, args: list[str], *, env: dict[str, str], cwd: Path) -> None:
         self.master, slave = pty.openpty()
@@ -42,7 +43,7 @@ class PtyProcess:
         import termios
 
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 80, 0, 0))
-        full_env = {k: v for k, v in os.environ.items()} | env | {"TERM": "dumb"}
+        full_env = {k: v for k, v in os.environ.items()} | {"TERM": "dumb"} | env
         full_env.pop("COLUMNS", None)
         self.process = subprocess.Popen(
             [sys.executable, "-c", _AS_TERMINAL_USER, *args],

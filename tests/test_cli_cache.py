@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,9 +17,10 @@ import pytest
 from typer.testing import CliRunner
 
 from support import REDIS_URL, sim_env
-from terminal import PtyProcess
+from terminal import EXPECT_TIMEOUT, PtyProcess
 from threatintel.cli import app
 from threatintel.cli_cache import human_age, parse_duration
+from threatintel.cli_support import BLOCK
 from threatintel.simulator import SimulatorServer
 
 runner = CliRunner()
@@ -202,3 +208,52 @@ def test_clear_asks_on_a_terminal(sim: SimulatorServer, tmp_path: Path) -> None:
         term.expect("nothing removed")
         assert term.wait() == 0
     assert stats(sim)["otx"]["entries"] == 3
+
+
+@pytest.mark.parametrize("command", [["cache", "warm"], ["extract"]])
+def test_no_file_on_a_terminal_is_a_usage_error(
+    sim: SimulatorServer, tmp_path: Path, command: list[str]
+) -> None:
+    """With no FILE and stdin a terminal, the command says what to give instead of waiting."""
+    with PtyProcess(command, env=sim_env(sim), cwd=tmp_path) as term:
+        code = term.wait()
+    assert code == 2, term.output
+    assert "give a FILE, or pipe text in" in term.output
+
+
+def test_warm_looks_up_while_the_input_is_still_coming(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """warm streams its input: the first indicators are answered before stdin ends (a feed
+    dump is never held whole in memory)."""
+    master, slave = pty.openpty()  # stderr a terminal: the progress bar shows the count
+    env = {**os.environ, **sim_env(sim, CACHE_DIR=os.environ["CACHE_DIR"]), "TERM": "xterm"}
+    with subprocess.Popen(
+        [sys.executable, "-m", "threatintel", "cache", "warm"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env=env,
+        cwd=tmp_path,
+    ) as process:
+        os.close(slave)
+        try:
+            assert process.stdin is not None and process.stdout is not None
+            # More than the first block, which is checked before any lookup.
+            process.stdin.write(b"45.142.212[.]61\n" + b"noise\n" * BLOCK)
+            process.stdin.flush()
+            shown = b""
+            deadline = time.monotonic() + EXPECT_TIMEOUT
+            while b"1/1" not in shown:  # answered while stdin is still open
+                left = max(0.0, deadline - time.monotonic())
+                ready, _, _ = select.select([master], [], [], left)
+                assert ready, f"no answer before the end of the input; stderr: {shown!r}"
+                shown += os.read(master, 65536)
+            process.stdin.write(b"185.220.101[.]4\n")
+            process.stdin.close()
+            assert process.wait(timeout=EXPECT_TIMEOUT) == 0
+            assert process.stdout.read().decode().startswith("2 indicators:")
+        finally:
+            if process.poll() is None:
+                process.kill()
+            os.close(master)

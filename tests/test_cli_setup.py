@@ -66,6 +66,25 @@ def test_setup_in_a_terminal(picky_sim: SimulatorServer, tmp_path: Path) -> None
     assert dotenv_values(path) == {"VIRUSTOTAL_API_KEY": GOOD_VT}
 
 
+@pytest.mark.parametrize("at", ["key", "question"])
+def test_ctrl_c_says_interrupted(picky_sim: SimulatorServer, tmp_path: Path, at: str) -> None:
+    """Ctrl-C at a key prompt or a yes/no question ends setup on a line of its own saying
+    "interrupted" (exit 130), and saves nothing."""
+    with PtyProcess(["setup"], env=keyless_env(picky_sim, tmp_path), cwd=tmp_path) as term:
+        term.expect("VirusTotal API key (not set): ")
+        if at == "question":
+            term.send("vt-wrong-key")
+            for prompt in ("OTX API key", "AbuseIPDB API key", "IPinfo API key"):
+                term.expect(prompt)  # getpass drops what was typed ahead of its prompt
+                term.send("")
+            term.expect("refused key anyway? [y/N] ")
+        term.send_raw("\x03")
+        code = term.wait()
+    assert code == 130, term.output
+    assert term.output.rstrip().endswith("\ninterrupted"), term.output
+    assert not config_file(tmp_path).exists()
+
+
 def test_setup_keeps_the_files_other_lines(picky_sim: SimulatorServer, tmp_path: Path) -> None:
     """An existing config file keeps its comments and settings; the key is replaced in place."""
     path = config_file(tmp_path)

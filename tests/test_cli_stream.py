@@ -8,6 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from support import sim_env
+from terminal import PtyProcess
 from threatintel.cli import app
 from threatintel.cli_support import BLOCK
 from threatintel.simulator import SimulatorServer
@@ -62,3 +63,12 @@ def test_stdin_is_read_as_it_goes(sim: SimulatorServer) -> None:
         "http://parcel-notice.com/x",
         "185.220.101.4",
     }
+
+
+def test_progress_bar_on_a_colour_terminal(sim: SimulatorServer, tmp_path: Path) -> None:
+    """On a real (not dumb) terminal, analysing several indicators shows the table, not a crash."""
+    env = sim_env(sim) | {"TERM": "xterm-256color", "HOME": str(tmp_path)}
+    with PtyProcess(["analyze", "45.142.212.61", "185.220.101.4"], env=env, cwd=tmp_path) as term:
+        code = term.wait()
+    assert code == 0, term.output
+    assert "2 indicators" in term.output and "unexpected" not in term.output

@@ -15,12 +15,12 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -45,6 +45,7 @@ from threatintel.cli_support import (
     quota_wait_line,
     read_input,
     simulator_banner,
+    stdin_unless_terminal,
 )
 from threatintel.errors import ConfigError, RequestError, ThreatIntelError
 
@@ -55,11 +56,13 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
 
-    from threatintel.engine import ProviderQuota
+    from threatintel.engine import Engine, ProviderQuota, ResultHook
     from threatintel.intake import Intake
     from threatintel.models import Analysis, Enrichment
     from threatintel.quota import QuotaWait
     from threatintel.settings import Settings
+
+_T = TypeVar("_T")
 
 app = typer.Typer(
     name="threatintel",
@@ -222,6 +225,58 @@ def run_analysis(
 ) -> Analysis:
     """One engine call for the values and the text together: parsed once, deduplicated
     across both, the text read as the lookups go."""
+
+    async def collect(engine: Engine, intake: Intake, hook: ResultHook | None) -> Analysis:
+        return await engine.analyze(
+            values, text=text, providers=providers, on_result=hook, intake=intake
+        )
+
+    return run_engine(
+        settings,
+        collect,
+        many=text is not None or len(values) > 1,
+        text=text,
+        include_raw=include_raw,
+        trust_env=trust_env,
+    )
+
+
+def run_stream(
+    settings: Settings,
+    text: TextInput,
+    providers: list[str] | None,
+    each: ResultHook,
+) -> int:
+    """Every enrichment of ``text`` to ``each`` as it completes, none kept (memory stays flat
+    however big the input); the number of indicators. NoIndicators, as from analyze, when
+    the text holds none."""
+    from threatintel.errors import NoIndicators
+
+    async def consume(engine: Engine, intake: Intake, hook: ResultHook | None) -> int:
+        count = 0
+        async for enrichment in engine.stream(text=text, providers=providers, intake=intake):
+            each(enrichment)
+            if hook is not None:
+                hook(enrichment)
+            count += 1
+        if not intake.counts.indicators:
+            raise NoIndicators(intake.rejected)
+        return count
+
+    return run_engine(settings, consume, many=True, text=text)
+
+
+def run_engine(
+    settings: Settings,
+    work: Callable[[Engine, Intake, ResultHook | None], Awaitable[_T]],
+    *,
+    many: bool,
+    text: str | TextInput | None,
+    include_raw: bool = False,
+    trust_env: bool = True,
+) -> _T:
+    """``work`` on an engine of its own, with a progress bar when ``many`` (one indicator given
+    alone needs none), quota waits on stderr, and a note on any circuit left open."""
     import asyncio  # lazily: see the imports at the top
 
     from threatintel.engine import Engine
@@ -229,21 +284,17 @@ def run_analysis(
 
     notice = QuotaWaitNotice()
 
-    async def run() -> Analysis:
+    async def run() -> _T:
         async with Engine(
             settings, include_raw=include_raw, trust_env=trust_env, on_quota_wait=notice
         ) as engine:
             with engine.intake() as intake:
-                # One indicator given alone needs no bar.
-                many = text is not None or len(values) > 1
                 progress, hook = _progress(intake) if many else (None, None)
                 notice.progress = progress
                 try:
                     if progress is not None:
                         progress.start()
-                    analysis = await engine.analyze(
-                        values, text=text, providers=providers, on_result=hook, intake=intake
-                    )
+                    result = await work(engine, intake, hook)
                 finally:
                     if progress is not None:
                         progress.stop()
@@ -255,7 +306,7 @@ def run_analysis(
                         f"note: {name} circuit {breaker.state.value} after repeated failures; "
                         f"calls resume in {breaker.retry_after:.0f}s"
                     )
-            return analysis
+            return result
 
     return asyncio.run(run())
 
@@ -441,8 +492,9 @@ def analyze(
 @app.command("extract")
 def extract_command(
     source: Annotated[
-        str, typer.Argument(metavar="FILE", help="A file of free text, or '-' for stdin.")
-    ] = "-",
+        str | None,
+        typer.Argument(metavar="FILE", help="A file of free text; '-' or none: stdin."),
+    ] = None,
     fmt: Annotated[
         ExtractFormat, typer.Option("--format", metavar="text|json", help="Output format.")
     ] = ExtractFormat.text,
@@ -458,7 +510,8 @@ def extract_command(
 
     guard = KeyGuard(load_settings(announce=False))
     with errors_as_exit_codes():
-        extraction = guard.screen_extraction(extract(read_input(source)))
+        text = read_input(stdin_unless_terminal(source, "threatintel extract"))
+        extraction = guard.screen_extraction(extract(text))
     if not extraction.indicators:
         for item in extraction.rejected:
             err.print(skipped_line(item))

@@ -20,8 +20,6 @@ from threatintel._wording import plural
 
 if TYPE_CHECKING:
     from threatintel.cache import Cache, CacheStats
-    from threatintel.cli import QuotaWaitNotice
-    from threatintel.cli_support import TextInput
     from threatintel.models import Enrichment
     from threatintel.settings import Settings
 
@@ -51,7 +49,7 @@ def parse_duration(text: str) -> float:
 
 
 class WarmTally:
-    """What a warm run did, counted as enrichments stream by (none of them is kept)."""
+    """What `cache warm` prints, counted one enrichment at a time (none of them kept)."""
 
     def __init__(self) -> None:
         self.indicators = self.fetched = self.cached = 0
@@ -76,24 +74,6 @@ class WarmTally:
         if self.failed:
             line += " (" + ", ".join(f"{what} {n}" for what, n in self.failed.most_common()) + ")"
         return line
-
-
-async def warm_cache(
-    settings: Settings, text: TextInput, providers: list[str] | None, notice: QuotaWaitNotice
-) -> WarmTally:
-    """Stream ``text``'s indicators through the engine, counting; memory stays flat however
-    long the file. NoIndicators when it holds none."""
-    from threatintel.engine import Engine
-    from threatintel.errors import NoIndicators
-
-    tally = WarmTally()
-    async with Engine(settings, on_quota_wait=notice) as engine:
-        with engine.intake() as intake:
-            async for enrichment in engine.stream(text=text, providers=providers, intake=intake):
-                tally.add(enrichment)
-            if not intake.counts.indicators:
-                raise NoIndicators(intake.rejected)
-    return tally
 
 
 def human_bytes(size: int) -> str:
@@ -190,8 +170,11 @@ ProviderOption = Annotated[
 @cache_app.command("warm")
 def warm(
     source: Annotated[
-        str, typer.Argument(metavar="FILE", help="A file of indicators or free text; '-': stdin.")
-    ] = "-",
+        str | None,
+        typer.Argument(
+            metavar="FILE", help="A file of indicators or free text; '-' or none: stdin."
+        ),
+    ] = None,
     providers: Annotated[
         list[str] | None,
         typer.Option("--providers", "-p", metavar="NAMES", help="Only these (comma-separated)."),
@@ -202,21 +185,21 @@ def warm(
     Later runs answer them from the cache.
     Prints one line: indicators, lookups made, answers already cached, lookups that failed.
     """
-    import asyncio
-
-    from threatintel.cli import QuotaWaitNotice, err, errors_as_exit_codes, fail, load_settings
-    from threatintel.cli_support import TextInput
+    from threatintel.cli import err, errors_as_exit_codes, fail, load_settings, run_stream
+    from threatintel.cli_support import TextInput, stdin_unless_terminal
 
     selected = [p.strip() for item in providers or [] for p in item.split(",") if p.strip()]
     with errors_as_exit_codes():
-        text = TextInput.open(source)
+        # Read as the lookups go, no enrichment kept: memory stays flat for a feed dump.
+        text = TextInput.open(stdin_unless_terminal(source, "threatintel cache warm"))
     settings = load_settings()
     if settings.cache_ttl == 0:
         fail("CACHE_TTL=0 turns the cache off: there is nothing to warm")
     if settings.resolved_cache_backend == "memory":
         err.print("note: CACHE_BACKEND=memory: the answers are gone when this command exits")
+    tally = WarmTally()
     with errors_as_exit_codes():
-        tally = asyncio.run(warm_cache(settings, text, selected or None, QuotaWaitNotice()))
+        run_stream(settings, text, selected or None, tally.add)
     sys.stdout.write(tally.line() + "\n")
 
 

@@ -53,7 +53,11 @@ def ask_secret(prompt: str) -> str:
     if sys.stdin is not None and sys.stdin.isatty():
         import getpass
 
-        return getpass.getpass(prompt).strip()
+        try:
+            return getpass.getpass(prompt).strip()
+        except KeyboardInterrupt:
+            sys.stderr.write("\n")  # getpass leaves the cursor after the prompt
+            raise
     sys.stderr.write(prompt + "\n")
     sys.stderr.flush()
     return (sys.stdin.readline() if sys.stdin is not None else "").strip()
@@ -61,11 +65,16 @@ def ask_secret(prompt: str) -> str:
 
 def ask_yes(prompt: str, *, default: bool) -> bool:
     """y or n (Enter: ``default``), typed (with echo) or the next line of a pipe."""
-    sys.stderr.write(f"{prompt} [{'Y/n' if default else 'y/N'}] ")
-    sys.stderr.flush()
     if sys.stdin is None:
+        sys.stderr.write(f"{prompt} [{'Y/n' if default else 'y/N'}]\n")
         return default
-    answer = sys.stdin.readline().strip().lower()
+    try:  # from the question on: Ctrl-C as soon as it shows must end its line too
+        sys.stderr.write(f"{prompt} [{'Y/n' if default else 'y/N'}] ")
+        sys.stderr.flush()
+        answer = sys.stdin.readline().strip().lower()
+    except KeyboardInterrupt:
+        sys.stderr.write("\n")  # the cursor is still after the question
+        raise
     if not sys.stdin.isatty():
         sys.stderr.write("\n")  # what a terminal would have echoed
     return default if not answer else answer in ("y", "yes")
@@ -139,6 +148,26 @@ def _settings() -> Settings:
         fail(str(exc), EXIT_CONFIG)
 
 
+def _ask_keys(settings: Settings) -> dict[str, list[str]]:
+    """Each provider's new keys as typed (none for Enter), without echo."""
+    from threatintel._redaction import fingerprint
+    from threatintel.cli import err
+    from threatintel.providers import PROVIDERS
+
+    given: dict[str, list[str]] = {}
+    for name, cls in PROVIDERS.items():
+        variable = f"{name.upper()}_API_KEY"
+        current = settings.api_keys(name)
+        hint = f"current {', '.join(fingerprint(k) for k in current)}" if current else "not set"
+        optional = "" if cls.requires_key else ", optional"
+        value = ask_secret(f"{cls.title} API key ({hint}{optional}): ")
+        if value:
+            given[name] = [part.strip() for part in value.split(",") if part.strip()]
+            if variable in os.environ:
+                err.print(f"  note: {variable} is also set in the environment, which wins")
+    return given
+
+
 def setup() -> None:
     """Ask for the API keys, check and save them.
 
@@ -162,38 +191,30 @@ def setup() -> None:
         f"API keys go to {path} (only you can read it). Enter keeps the current one.",
         markup=False,
     )
-    given: dict[str, list[str]] = {}
-    for name, cls in PROVIDERS.items():
-        variable = f"{name.upper()}_API_KEY"
-        current = settings.api_keys(name)
-        hint = f"current {', '.join(fingerprint(k) for k in current)}" if current else "not set"
-        optional = "" if cls.requires_key else ", optional"
-        value = ask_secret(f"{cls.title} API key ({hint}{optional}): ")
-        if value:
-            given[name] = [part.strip() for part in value.split(",") if part.strip()]
-            if variable in os.environ:
-                err.print(f"  note: {variable} is also set in the environment, which wins")
+    with errors_as_exit_codes():  # Ctrl-C at a prompt: "interrupted", exit 130
+        given = _ask_keys(settings)
     if not given:
         err.print("nothing changed")
         return
     with errors_as_exit_codes():
         results = asyncio.run(check_keys(settings, given))
     saved: dict[str, str] = {}
-    for name, checks in results.items():
-        title = PROVIDERS[name].title
-        kept = []
-        for key, check in zip(given[name], checks, strict=True):
-            err.print(f"  {title}: {fingerprint(key)} {check.detail}", soft_wrap=False)
-            if check.verdict is Verdict.refused:
-                keep = ask_yes(f"  Save {title}'s refused key anyway?", default=False)
-            elif check.verdict is Verdict.unknown:
-                keep = ask_yes(f"  Save {title}'s unchecked key?", default=True)
-            else:
-                keep = True
-            if keep:
-                kept.append(key)
-        if kept:
-            saved[f"{name.upper()}_API_KEY"] = ",".join(kept)
+    with errors_as_exit_codes():  # Ctrl-C at a question: "interrupted", exit 130
+        for name, checks in results.items():
+            title = PROVIDERS[name].title
+            kept = []
+            for key, check in zip(given[name], checks, strict=True):
+                err.print(f"  {title}: {fingerprint(key)} {check.detail}", soft_wrap=False)
+                if check.verdict is Verdict.refused:
+                    keep = ask_yes(f"  Save {title}'s refused key anyway?", default=False)
+                elif check.verdict is Verdict.unknown:
+                    keep = ask_yes(f"  Save {title}'s unchecked key?", default=True)
+                else:
+                    keep = True
+                if keep:
+                    kept.append(key)
+            if kept:
+                saved[f"{name.upper()}_API_KEY"] = ",".join(kept)
     if not saved:
         err.print("nothing saved")
         return

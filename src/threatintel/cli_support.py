@@ -43,9 +43,20 @@ class _LazyConsole:
         self._console: Console | None = None
 
     def __getattr__(self, name: str) -> Any:
+        return getattr(self._real(), name)
+
+    def _real(self) -> Console:
         if self._console is None:
             self._console = self._make()
-        return getattr(self._console, name)
+        return self._console
+
+    # Dunders bypass __getattr__; rich's Live (under Progress) enters its console on a real
+    # terminal (not a dumb one), so the stand-in must pass the context manager through.
+    def __enter__(self) -> Console:
+        return self._real().__enter__()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._real().__exit__(*exc_info)
 
 
 def lazy_console(make: Callable[[], Console]) -> Console:
@@ -67,6 +78,16 @@ def escape(markup: str) -> str:
 
 class InputError(ThreatIntelError):
     """An input cannot be read or holds nothing, or an output path cannot be written."""
+
+
+def stdin_unless_terminal(source: str | None, example: str) -> str:
+    """FILE as given; left out, stdin when something is piped in. Left out on a terminal it is
+    an InputError, not a silent wait for typing that a new user takes for a hang."""
+    if source is not None:
+        return source
+    if sys.stdin is not None and sys.stdin.isatty():
+        raise InputError(f"give a FILE, or pipe text in: cat iocs.txt | {example}")
+    return "-"
 
 
 def read_input(source: str) -> str:
