@@ -373,10 +373,13 @@ def test_simulator_banner_is_ready_to_paste() -> None:
         f"export OTX_BASE_URL={base}/otx/api/v1",
         f"export ABUSEIPDB_BASE_URL={base}/abuseipdb/api/v2",
         f"export IPINFO_BASE_URL={base}/ipinfo",
-        "export VIRUSTOTAL_API_KEY=sim OTX_API_KEY=sim IPINFO_API_KEY=sim"
-        "   # any non-empty key is accepted",
+        "export VIRUSTOTAL_API_KEY=sim",
+        "export OTX_API_KEY=sim",
+        "export IPINFO_API_KEY=sim",
     ]
+    assert "# any non-empty key is accepted:" in banner
     assert "# ABUSEIPDB_API_KEY: this scenario accepts only the keys it lists" in banner
+    assert max(len(line) for line in banner.splitlines()) <= 80
 
 
 def free_port() -> int:
@@ -430,3 +433,15 @@ def test_simulate_on_a_busy_port_is_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "cannot run the simulator" in one_line(result.stderr)
     assert result.stdout == ""
+
+
+def test_quota_counts_stay_short_and_read_right() -> None:
+    """Quota counts fit five characters and a million reads 1M, not 1000k."""
+    from threatintel.cli import _count
+
+    assert [_count(n) for n in (99_999, 300_000, 1_000_000, 9_500_000)] == [
+        "99999",
+        "300k",
+        "1M",
+        "9M",
+    ]

@@ -567,7 +567,7 @@ def _count(number: int) -> str:
     quota --json has them exactly."""
     if number < 100_000:
         return str(number)
-    if number < 10_000_000:
+    if number < 1_000_000:
         return f"{number // 1000}k"
     return f"{number // 1_000_000}M"
 

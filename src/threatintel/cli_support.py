@@ -347,15 +347,17 @@ def simulator_banner(url: str, base_urls: Mapping[str, str], keyed: Mapping[str,
     non-empty key works, and the banner suggests ``sim``).
     """
     lines = [
-        f"threatintel simulator: fake VirusTotal, OTX, AbuseIPDB and IPinfo on {url}",
-        "Its answers are made up. Ctrl-C stops it. To point threatintel at it, paste into a shell:",
+        "threatintel simulator: fake VirusTotal, OTX, AbuseIPDB and IPinfo",
+        f"on {url}. Its answers are made up. Ctrl-C stops it.",
+        "To point threatintel at it, paste:",
         "",
         *(f"export {name.upper()}_BASE_URL={base}" for name, base in base_urls.items()),
     ]
     open_vendors = [name for name in base_urls if not keyed.get(name)]
     if open_vendors:
-        keys = " ".join(f"{name.upper()}_API_KEY=sim" for name in open_vendors)
-        lines.append(f"export {keys}   # any non-empty key is accepted")
+        # One line per key: one for all four is wider than an 80-column terminal.
+        lines.append("# any non-empty key is accepted:")
+        lines += [f"export {name.upper()}_API_KEY=sim" for name in open_vendors]
     lines += [
         f"# {name.upper()}_API_KEY: this scenario accepts only the keys it lists"
         for name in base_urls
