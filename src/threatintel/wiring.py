@@ -42,9 +42,13 @@ def build_client(settings: Settings, *, trust_env: bool = True) -> httpx.AsyncCl
     ``trust_env`` (httpx's default) makes it honour HTTPS_PROXY / NO_PROXY and SSL_CERT_FILE,
     as corporate proxies and TLS inspection require. The simulator is on loopback and is
     reached without them. A broken proxy URL or certificate file is a ConfigError.
+    The transports are aiohttp's (see threatintel._transport: httpcore's pool costs CPU per
+    request that grows with connections x waiters).
     """
+    from threatintel._transport import AiohttpClient  # aiohttp itself loads on first request
+
     try:
-        return httpx.AsyncClient(
+        return AiohttpClient(
             timeout=settings.request_timeout,
             # MAX_WORKERS calls in flight per provider: a connection for each, so none of
             # them queues in the pool behind another provider's calls.

@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from pathlib import Path
+from random import Random
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ from threatintel.simulator import (
     Simulator,
     SimulatorConfig,
     Truth,
+    VendorConfig,
     demo_sample,
 )
 from threatintel.simulator.bodies import sample
@@ -126,6 +128,20 @@ def test_config_load_reads_vendor_settings(tmp_path: Path) -> None:
     path.write_text("[vendors.otx]\nspeed = 1\n")
     with pytest.raises(ScenarioError):
         SimulatorConfig.load(path)
+
+
+def test_latency_jitter_stays_within_its_bounds_and_varies(tmp_path: Path) -> None:
+    """A delay is latency +- jitter, drawn afresh per answer; jitter above latency is refused."""
+    path = tmp_path / "s.toml"
+    path.write_text("[vendors.ipinfo]\nlatency = 0.1\njitter = 0.03\n")
+    config = SimulatorConfig.load(path)
+    rng = Random(1)
+    delays = [config.ipinfo.delay(rng) for _ in range(200)]
+    assert all(0.07 <= d <= 0.13 for d in delays)
+    assert max(delays) - min(delays) > 0.03
+    assert config.otx.delay(rng) == 0.0
+    with pytest.raises(ValueError, match="jitter"):
+        VendorConfig(latency=0.01, jitter=0.02)
 
 
 @pytest.mark.skipif(not CONTRACTS.is_dir(), reason="shared contracts not present")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -78,6 +79,8 @@ class Simulator:
         # Read the clock through the config so a test may swap it after construction.
         self.quotas = QuotaTracker(clock=lambda: self.config.clock())
         self.faults = FaultInjector(seed=self.config.seed)
+        # Latency jitter draws from its own stream so that they never shift the fault draws.
+        self._jitter = random.Random(f"{self.config.seed}:jitter")
         self.hangs = Hangs()
         self._urls_lock = threading.Lock()
         self._urls: dict[str, str] = {}
@@ -124,8 +127,9 @@ class Simulator:
 
     async def serve(self, vendor: str, request: Request, handler: Handler) -> Response:
         vendor_config = self.config.vendor(vendor)
-        if vendor_config.latency > 0:
-            await asyncio.sleep(vendor_config.latency)
+        delay = vendor_config.delay(self._jitter)
+        if delay > 0:
+            await asyncio.sleep(delay)
         outcome = await handler(self, request)
         fault: FaultKind | None = None
         if outcome.served:

@@ -4,6 +4,7 @@
     config.virustotal.keys = {"vt-key"}                 # None (default): any non-empty key
     config.virustotal.windows = (Window.per_minute(2),)
     config.otx.fault_rate = 0.2                          # changes apply to the next request
+    config.ipinfo.latency, config.ipinfo.jitter = 0.1, 0.03   # 100 ms +- 30 ms per answer
 
 The objects are mutable on purpose: a test changes faults or quotas while a server runs, and the
 app reads the configuration afresh for every request.
@@ -16,6 +17,7 @@ import tomllib
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from random import Random
 from typing import Any
 
 from threatintel.simulator.faults import ALL_FAULTS, FaultKind, fault_kinds
@@ -46,6 +48,7 @@ class VendorConfig:
     keys: Collection[str] | None = None  # None: accept any non-empty key
     windows: tuple[Window, ...] = ()
     latency: float = 0.0  # seconds added to every answer
+    jitter: float = 0.0  # +- seconds around latency, uniform (benchmarks: 0.1 +- 0.03)
     fault_rate: float = 0.0  # 0..1, the share of eligible requests that fail
     fault_kinds: tuple[FaultKind, ...] = ALL_FAULTS
     retry_after: bool = False  # add Retry-After to 429s (AbuseIPDB always sends it)
@@ -62,8 +65,16 @@ class VendorConfig:
             raise ValueError("fault_rate must be between 0 and 1")
         if self.latency < 0:
             raise ValueError("latency must be >= 0")
+        if not 0 <= self.jitter <= self.latency:
+            raise ValueError("jitter must be between 0 and latency")
         if self.account_answer not in ACCOUNT_ANSWERS:
             raise ValueError(f"account_answer must be one of {list(ACCOUNT_ANSWERS)}")
+
+    def delay(self, rng: Random) -> float:
+        """Seconds to wait before answering: latency, moved by up to +-jitter."""
+        if self.jitter == 0:
+            return self.latency
+        return self.latency + rng.uniform(-self.jitter, self.jitter)
 
     def windows_for(self, key: str) -> tuple[Window, ...]:
         """The quota windows of ``key``: its own if it has some, else the vendor's."""
@@ -119,7 +130,7 @@ class SimulatorConfig:
         return config
 
 
-_VENDOR_KEYS = frozenset({"keys", "latency", "fault_rate", "fault_kinds", "retry_after"})
+_VENDOR_KEYS = frozenset({"keys", "latency", "jitter", "fault_rate", "fault_kinds", "retry_after"})
 
 
 def _apply_vendor(name: str, target: VendorConfig, settings: Any) -> None:
@@ -130,6 +141,7 @@ def _apply_vendor(name: str, target: VendorConfig, settings: Any) -> None:
             keys=settings.get("keys", target.keys),
             windows=target.windows,
             latency=float(settings.get("latency", target.latency)),
+            jitter=float(settings.get("jitter", target.jitter)),
             fault_rate=float(settings.get("fault_rate", target.fault_rate)),
             fault_kinds=tuple(settings.get("fault_kinds", target.fault_kinds)),
             retry_after=bool(settings.get("retry_after", target.retry_after)),

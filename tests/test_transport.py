@@ -1,0 +1,61 @@
+"""The engine's HTTP transport (aiohttp under httpx's interface) reports failures as httpx does.
+
+providers/base.py reads httpx's exception classes to tell a request that never left the
+machine (refunded) from one the vendor may have counted (charged); these checks drive the
+engine's own client against the simulator's faults over loopback.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from support import sim_settings
+from threatintel._transport import AiohttpClient
+from threatintel.engine import Engine, ProviderQuota
+from threatintel.models import SourceStatus
+from threatintel.simulator import FaultKind, SimulatorServer, VendorConfig
+
+IP = "45.142.212.61"
+RETRYING = {"max_retries": 3, "retry_backoff_base": 0, "retry_backoff_cap": 0}
+
+
+def spent(report: list[ProviderQuota], provider: str) -> list[int]:
+    (row,) = [q for q in report if q.provider == provider]
+    return [window.used for key in row.keys for window in key.windows]
+
+
+async def test_the_engine_client_is_the_aiohttp_transport(sim: SimulatorServer) -> None:
+    """Engine.from_settings builds its client on aiohttp, and a lookup through it succeeds."""
+    async with Engine(sim_settings(sim, cache_backend="memory")) as engine:
+        analysis = await engine.analyze([IP], providers=["virustotal"])
+        assert isinstance(engine.client, AiohttpClient)
+    assert analysis.enrichments[0].sources["virustotal"].status.answered
+
+
+async def test_a_reset_mid_answer_stays_charged_on_every_try(sim: SimulatorServer) -> None:
+    """A connection broken after the request was sent is a failure the vendor may have counted."""
+    sim.config.virustotal = VendorConfig(fault_rate=1.0, fault_kinds=(FaultKind.RESET,))
+    settings = sim_settings(sim, cache_backend="sqlite", **RETRYING)
+    async with Engine(settings) as engine:
+        analysis = await engine.analyze([IP], providers=["virustotal"])
+        after = await engine.quota()
+    result = analysis.enrichments[0].sources["virustotal"]
+    assert result.status is SourceStatus.ERROR
+    assert sim.log.count(vendor="virustotal") == 4
+    assert spent(after, "virustotal") == [4, 4, 4]
+
+
+async def test_a_hung_answer_is_a_read_timeout(sim: SimulatorServer) -> None:
+    """An answer that never comes is httpx's ReadTimeout (sent), not a connect timeout."""
+    sim.config.virustotal = VendorConfig(fault_rate=1.0, fault_kinds=(FaultKind.HANG,))
+    settings = sim_settings(sim, cache_backend="memory", request_timeout=0.3)
+    async with Engine(settings) as engine:
+        url = f"{sim.base_urls['virustotal']}/ip_addresses/{IP}"
+        request = engine.client.build_request("GET", url, headers={"x-apikey": "k"})
+        try:
+            await engine.client.send(request)
+        except httpx.TimeoutException as exc:
+            error: Exception = exc
+        else:  # pragma: no cover - the assertion below reports it
+            error = AssertionError("no timeout")
+    assert type(error) is httpx.ReadTimeout
