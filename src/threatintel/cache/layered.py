@@ -26,10 +26,18 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Sequence
 from typing import Final
 
 from threatintel.cache.admin import CacheStats, as_cache_admin, as_hit_counter
-from threatintel.cache.base import Cache, CacheBase, CacheEntry, FlightLock, check_ttl
+from threatintel.cache.base import (
+    Cache,
+    CacheBase,
+    CacheEntry,
+    FlightLock,
+    check_ttl,
+    get_many,
+)
 from threatintel.cache.memory import MemoryCache
 from threatintel.errors import CacheError
 
@@ -100,6 +108,25 @@ class LayeredCache(CacheBase):
             return None
         self.front.put_entry(key, entry)
         return entry
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, CacheEntry]:
+        """``get`` for many keys: the front's entries, then one read of the back for the rest."""
+        found = await self.front.get_many(keys)
+        missing = [key for key in keys if key not in found]
+        if not missing or not self._back_due():
+            return found
+        try:
+            entries = await get_many(self.back, missing)
+        except CacheError as exc:
+            self._back_failed(exc)
+            return found
+        self._back_answered()
+        now = self.front.clock.time()
+        for key, entry in entries.items():
+            if not entry.expired(now):
+                self.front.put_entry(key, entry)
+                found[key] = entry
+        return found
 
     async def set(self, key: str, value: bytes, *, ttl: float) -> None:
         await self.front.set(key, value, ttl=ttl)

@@ -11,6 +11,7 @@ Everything runs on the event loop without awaiting, so no lock is needed.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Final
 
 from threatintel.cache.admin import CacheStats, LookupCounts, StatsBuilder, provider_prefix
@@ -70,6 +71,15 @@ class MemoryCache(CacheBase):
             return None
         self._entries.move_to_end(key)
         return entry
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, CacheEntry]:
+        """The live entries among ``keys``, as ``get`` would return them one by one."""
+        found: dict[str, CacheEntry] = {}
+        for key in keys:
+            entry = await self.get(key)
+            if entry is not None:
+                found[key] = entry
+        return found
 
     async def set(self, key: str, value: bytes, *, ttl: float) -> None:
         now = self.clock.time()
