@@ -52,6 +52,7 @@ class LayeredCache(CacheBase):
     """A ``MemoryCache`` in front of a shared ``Cache``; survives the shared one failing."""
 
     __slots__ = (
+        "_counter",
         "_healthy",
         "_lock",
         "_log",
@@ -79,6 +80,9 @@ class LayeredCache(CacheBase):
         self.retry_after = retry_after
         self._log = logging.getLogger(logger_name)
         self._lock = as_flight_lock(back)
+        # Looked up once: isinstance against a runtime_checkable Protocol inspects every
+        # member, and note_lookup runs on every lookup.
+        self._counter = as_hit_counter(back)
         self._healthy = True
         self._retry_at = 0.0
 
@@ -178,11 +182,11 @@ class LayeredCache(CacheBase):
         return await admin.remove(provider=provider, older_than=older_than)
 
     def note_lookup(self, provider: str, *, hit: bool) -> int:
-        counter = as_hit_counter(self.back) or self.front
+        counter = self._counter or self.front
         return counter.note_lookup(provider, hit=hit)
 
     async def save_lookups(self) -> None:
-        counter = as_hit_counter(self.back)
+        counter = self._counter
         if counter is None or not self._back_due():
             return  # kept by the back until it answers again
         try:
