@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import resource
 import statistics
@@ -148,6 +149,11 @@ def main() -> None:
     hot.add_argument("indicator")
     hot.add_argument("--rounds", type=int, default=200)
     args = parser.parse_args()
+    # The collector paced as in the CLI's own process, when this version paces it.
+    with contextlib.suppress(ImportError):
+        from threatintel._gc import tune_collector
+
+        tune_collector()
     if args.mode == "analyze":
         out = asyncio.run(analyze(args))
     else:

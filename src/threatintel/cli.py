@@ -31,6 +31,7 @@ except ImportError:  # pragma: no cover - older Typer on real Click
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
     from click import get_current_context  # type: ignore[no-redef]
 
+from threatintel._gc import tune_collector
 from threatintel._version import __version__
 from threatintel._visible import visible
 from threatintel.cli_support import (
@@ -766,6 +767,7 @@ def main() -> None:
     # import system treats a None entry as "cannot be imported"; httpx then keeps a stub).
     # Only the CLI's own process, never a program that imports threatintel (issue 9, start-up).
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+    tune_collector()  # likewise this process's only: full collections rarer (see _gc)
     try:
         try:
             _main()
