@@ -22,9 +22,18 @@ issue 9) for bench_transport.py's comparison.
 
 from __future__ import annotations
 
+import contextlib
+
+# Set up as the CLI's own process is (httpx's command-line client left out, the collector's
+# pace), before httpx is imported and when this version does it, so that the figures are
+# those of `threatintel analyze`.
+with contextlib.suppress(ImportError):
+    from threatintel._process import prepare
+
+    prepare()
+
 import argparse
 import asyncio
-import contextlib
 import json
 import resource
 import statistics
@@ -149,11 +158,6 @@ def main() -> None:
     hot.add_argument("indicator")
     hot.add_argument("--rounds", type=int, default=200)
     args = parser.parse_args()
-    # The collector paced as in the CLI's own process, when this version paces it.
-    with contextlib.suppress(ImportError):
-        from threatintel._gc import tune_collector
-
-        tune_collector()
     if args.mode == "analyze":
         out = asyncio.run(analyze(args))
     else:
