@@ -22,6 +22,16 @@ issue 9) for bench_transport.py's comparison.
 
 from __future__ import annotations
 
+import contextlib
+
+# Set up as the CLI's own process is (httpx's command-line client left out, the collector's
+# pace), before httpx is imported and when this version does it, so that the figures are
+# those of `threatintel analyze`.
+with contextlib.suppress(ImportError):
+    from threatintel._process import prepare
+
+    prepare()
+
 import argparse
 import asyncio
 import json

@@ -282,3 +282,23 @@ def test_usage_errors_are_one_line_from_the_entry_point(args: tuple[str, ...]) -
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert result.stderr.startswith("error:")
+
+
+def _thresholds(code: str) -> tuple[int, int, int]:
+    script = "import atexit, gc, sys\natexit.register(lambda: print(*gc.get_threshold()))\n" + code
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    young, middle, old = (int(n) for n in done.stdout.split()[-3:])
+    return young, middle, old
+
+
+def test_the_cli_process_makes_full_collections_rarer() -> None:
+    """The CLI's process raises the full-collection threshold; importing the library does not."""
+    cli = _thresholds(
+        "sys.argv = ['threatintel', 'version']\nfrom threatintel.cli import main\nmain()"
+    )
+    library = _thresholds("import threatintel.engine")
+    assert cli[2] >= 100
+    assert library[2] < 100
+    assert cli[:2] == library[:2]

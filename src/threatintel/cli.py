@@ -31,6 +31,7 @@ except ImportError:  # pragma: no cover - older Typer on real Click
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
     from click import get_current_context  # type: ignore[no-redef]
 
+from threatintel._process import prepare as prepare_process
 from threatintel._version import __version__
 from threatintel._visible import visible
 from threatintel.cli_support import (
@@ -813,12 +814,9 @@ class VisibleFormatter(logging.Formatter):
 
 def main() -> None:
     """Console entry point: usage errors become one line and exit code 2."""
-    # httpx imports its own command-line client (click, pygments, much of rich: ~35 ms, a
-    # tenth of a one-indicator run) whenever click is installed, and uvicorn installs it. This
-    # process never runs that client: marking the module absent makes httpx skip it (Python's
-    # import system treats a None entry as "cannot be imported"; httpx then keeps a stub).
-    # Only the CLI's own process, never a program that imports threatintel (issue 9, start-up).
-    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+    # httpx's command-line client left unimported, full collections rarer: this process's
+    # settings only, never a program's that imports threatintel (issue 9; see _process).
+    prepare_process()
     try:
         try:
             _main()

@@ -34,8 +34,9 @@ import httpx
 from threatintel._keyguard import KEY_REASON, KeyGuard
 from threatintel.attribution import Attributor
 from threatintel.cache import Cache
+from threatintel.cache.base import get_many
 from threatintel.clock import Clock, SystemClock
-from threatintel.errors import InvalidIndicator, NoIndicators, UnknownProvider
+from threatintel.errors import CacheError, InvalidIndicator, NoIndicators, UnknownProvider
 from threatintel.indicators import non_public_reason
 from threatintel.intake import Intake, Text, Values
 from threatintel.models import (
@@ -47,7 +48,7 @@ from threatintel.models import (
     SourceStatus,
     utcnow,
 )
-from threatintel.pipeline import SourcePipeline, SourceStats
+from threatintel.pipeline import CacheRead, SourcePipeline, SourceStats
 from threatintel.providers import PROVIDERS, HttpProvider, Provider, QuotaWindow
 from threatintel.quota import (
     KeyUsage,
@@ -439,7 +440,10 @@ class Engine:
         decided = {name: self._decide(name, indicator) for name in names}
         asked = [name for name, result in decided.items() if result is None]
         if due is None:
-            answers = await asyncio.gather(*(self._source(n, indicator) for n in asked))
+            reads = await self._read_cache(indicator, asked)
+            answers = await asyncio.gather(
+                *(self._source(n, indicator, reads.get(n)) for n in asked)
+            )
             found = dict(zip(asked, answers, strict=True))
             return [decided[n] or found[n] for n in names]
         left = due - self.clock.time()
@@ -469,6 +473,27 @@ class Engine:
                 results.append(_pending(name, started=True))
         return results
 
+    async def _read_cache(self, indicator: Indicator, names: list[str]) -> dict[str, CacheRead]:
+        """The cache entries of all of ``indicator``'s sources in one read (one SQLite query
+        or Redis round trip instead of one per source); {} when the read fails, and then each
+        lookup reads for itself. Misses go on to each pipeline's single flight as before."""
+        keys: dict[str, str] = {}
+        cache: Cache | None = None
+        for name in names:
+            pipeline = self.pipelines[name]
+            if pipeline.cache is None or (cache is not None and pipeline.cache is not cache):
+                continue  # not cached, or (never so far) a cache of its own: it reads itself
+            cache = pipeline.cache
+            keys[name] = pipeline.cache_key(indicator)
+        if cache is None or len(keys) < 2:
+            return {}
+        try:
+            entries = await get_many(cache, list(keys.values()))
+        except CacheError as exc:  # a bare backend; the layered cache never raises
+            logger.debug("cache read failed: %s", exc)
+            return {}
+        return {name: (key, entries.get(key)) for name, key in keys.items()}
+
     def _decide(self, name: str, indicator: Indicator) -> SourceResult | None:
         """A source's answer when no lookup is needed (or allowed), else None: ask it."""
         provider = self.providers[name]
@@ -494,12 +519,16 @@ class Engine:
             )
         return None
 
-    async def _source(self, name: str, indicator: Indicator) -> SourceResult:
-        """Ask one provider (``_decide`` said it must be asked)."""
+    async def _source(
+        self, name: str, indicator: Indicator, read: CacheRead | None = None
+    ) -> SourceResult:
+        """Ask one provider (``_decide`` said it must be asked); ``read``: its cache entry,
+        when ``_read_cache`` already read it."""
         pipeline = self.pipelines[name]
         deadline: float | None = None
         while True:
-            result = await self._lookup_source(pipeline, indicator)
+            result = await self._lookup_source(pipeline, indicator, read)
+            read = None  # a second try reads the cache afresh
             if result.status is not SourceStatus.CIRCUIT_OPEN:
                 return result
             # Refused by an open breaker: if its probe is due within CIRCUIT_PROBE_WAIT, wait
@@ -509,11 +538,13 @@ class Engine:
             if not await pipeline.breaker.wait(deadline - self.clock.time()):
                 return result
 
-    async def _lookup_source(self, pipeline: SourcePipeline, indicator: Indicator) -> SourceResult:
+    async def _lookup_source(
+        self, pipeline: SourcePipeline, indicator: Indicator, read: CacheRead | None = None
+    ) -> SourceResult:
         """The single seam every provider call passes through (cache, limits, retries...)."""
         started = time.perf_counter()
         try:
-            result = await pipeline.lookup(indicator)
+            result = await pipeline.lookup(indicator, read=read)
         except Exception as exc:  # a bug in a parser must not sink the batch
             logger.error(
                 "%s lookup failed unexpectedly (%s)",

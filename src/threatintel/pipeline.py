@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from threatintel.cache import (
     Cache,
+    CacheEntry,
     FlightLock,
     HitCounter,
     as_flight_lock,
@@ -62,6 +63,9 @@ PEER_POLL_MAX = 2.0
 DEFAULT_PEER_WAIT = 600.0
 #: HTTP calls in flight to one provider at once (the engine passes MAX_WORKERS).
 DEFAULT_MAX_INFLIGHT = 10
+
+#: A cache read made ahead of a lookup: the key, and the live entry under it or None.
+CacheRead = tuple[str, CacheEntry | None]
 
 
 @dataclass(slots=True)
@@ -154,9 +158,19 @@ class SourcePipeline:
             self.name, indicator.type.value, indicator.value, scope=self.provider.cache_scope
         )
 
-    async def lookup(self, indicator: Indicator) -> SourceResult:
-        key = self.cache_key(indicator)
-        cached = await self._from_cache(key)
+    async def lookup(self, indicator: Indicator, *, read: CacheRead | None = None) -> SourceResult:
+        """This provider's answer about ``indicator``.
+
+        ``read`` is the cache read for this lookup, ``(key, entry or None)``, when the caller
+        already made it (the engine reads all of an indicator's sources in one go); None: read
+        the cache here.
+        """
+        if read is None:
+            key = self.cache_key(indicator)
+            cached = await self._from_cache(key)
+        else:
+            key, entry = read
+            cached = self._decode(entry) if entry is not None else None
         if self._counter is not None:
             await count_lookup(self._counter, self.name, hit=cached is not None)
         if cached is not None:
@@ -359,6 +373,10 @@ class SourcePipeline:
             return None
         if entry is None:
             return None
+        return self._decode(entry)
+
+    def _decode(self, entry: CacheEntry) -> SourceResult | None:
+        """A cached answer as this lookup's result, or None (a miss) if it is unreadable."""
         try:
             result = decode_answer(entry.value, with_raw=self.include_raw)
         except ValueError:

@@ -11,6 +11,7 @@ import pytest
 
 import threatintel.cache
 from threatintel.cache import (
+    FRONT_MAX_BYTES,
     CacheEntry,
     LayeredCache,
     MemoryCache,
@@ -98,12 +99,14 @@ async def test_open_cache_builds_each_backend(tmp_path: Path, clock: VirtualCloc
     """Each backend name gives the documented stack; nothing connects until first use."""
     memory = open_cache(backend="memory", cache_dir=tmp_path, redis_url=None, clock=clock)
     assert isinstance(memory, MemoryCache)
+    assert memory.max_bytes is None  # the only store: bounded by entries alone
 
     sqlite = open_cache(backend="sqlite", cache_dir=tmp_path / "d", redis_url=None, clock=clock)
     assert isinstance(sqlite, LayeredCache)
     assert isinstance(sqlite.back, SQLiteCache)
     assert sqlite.back.path == tmp_path / "d" / "threatintel.sqlite3"
     assert sqlite.back.max_bytes == 256 * 1024 * 1024
+    assert sqlite.front.max_bytes == FRONT_MAX_BYTES == 4 * 1024 * 1024
     await sqlite.aclose()
 
     small = open_cache(

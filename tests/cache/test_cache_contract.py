@@ -8,6 +8,7 @@ import random
 import pytest
 
 from threatintel.cache import Cache, cache_key
+from threatintel.cache.base import get_many
 from threatintel.clock import VirtualClock
 
 
@@ -113,3 +114,29 @@ async def test_fractional_ttl(cache: Cache, clock: VirtualClock) -> None:
     assert await cache.get("k") is not None
     clock.advance(0.25)
     assert await cache.get("k") is None
+
+
+async def test_get_many_returns_live_entries_only(cache: Cache, clock: VirtualClock) -> None:
+    """get_many answers each live key with its entry and leaves out absent and expired keys."""
+    await cache.set("short", b"s", ttl=5)
+    await cache.set("long", b"l", ttl=60)
+    clock.advance(10)
+    found = await get_many(cache, ["short", "long", "never-set", "long"])
+    assert set(found) == {"long"}
+    assert found["long"].value == b"l"
+    assert found["long"].stored_at == clock.time() - 10
+    assert found["long"].expires_at == clock.time() + 50
+    assert await get_many(cache, []) == {}
+
+
+async def test_get_many_is_the_backends_own(cache: Cache) -> None:
+    """Every backend reads many keys in one call of its own, and agrees with get key by key."""
+    keys = [f"k{i}" for i in range(1200)]  # more than one SQLite query's worth of parameters
+    for i, key in enumerate(keys[::2]):
+        await cache.set(key, f"v{i}".encode(), ttl=60)
+    many = getattr(cache, "get_many", None)
+    assert many is not None
+    found = await many(keys)
+    assert set(found) == set(keys[::2])
+    for key in keys[:50]:
+        assert found.get(key) == await cache.get(key)

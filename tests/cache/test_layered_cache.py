@@ -144,6 +144,38 @@ async def test_back_hit_fills_the_front_with_the_remaining_ttl(clock: VirtualClo
     assert await front.get("k") is None
 
 
+async def test_get_many_reads_the_back_once_for_the_front_misses(clock: VirtualClock) -> None:
+    """get_many answers front hits itself, reads the back only for the rest and fills the front."""
+    back = FlakyBack(clock)
+    front = MemoryCache(clock=clock)
+    cache = LayeredCache(front, back)
+    await front.set("front", b"f", ttl=100)
+    await back.set("back", b"b", ttl=100)
+    clock.advance(30)
+    calls = back.calls
+    found = await cache.get_many(["front", "back", "nowhere"])
+    assert {k: e.value for k, e in found.items()} == {"front": b"f", "back": b"b"}
+    # FlakyBack has no get_many of its own: one get per key the front did not have.
+    assert back.calls == calls + 2
+    copied = await front.get("back")
+    assert copied is not None and copied.ttl_left(clock.time()) == 70
+
+
+async def test_get_many_with_the_back_down_answers_from_the_front(
+    clock: VirtualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When the back fails, get_many returns the front's entries, logs one warning, never raises."""
+    back = FlakyBack(clock, failures=1000)
+    cache = LayeredCache(MemoryCache(clock=clock), back, logger_name=LOGGER)
+    await cache.front.set("front", b"f", ttl=100)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        first = await cache.get_many(["front", "back"])
+        second = await cache.get_many(["front", "back"])
+    assert set(first) == set(second) == {"front"}
+    assert not cache.back_healthy
+    assert len(messages(caplog, logging.WARNING)) == 1
+
+
 async def test_set_and_delete_reach_both_layers(clock: VirtualClock) -> None:
     """Writes land in front and back; a delete removes the key from both."""
     back = FlakyBack(clock)

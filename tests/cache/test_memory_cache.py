@@ -78,3 +78,47 @@ def test_sizes_must_be_positive() -> None:
         MemoryCache(0)
     with pytest.raises(ValueError, match="sweep_every"):
         MemoryCache(10, sweep_every=0)
+    with pytest.raises(ValueError, match="max_bytes"):
+        MemoryCache(10, max_bytes=0)
+
+
+async def test_max_bytes_evicts_least_recently_used_until_the_values_fit(
+    clock: VirtualClock,
+) -> None:
+    """With max_bytes, the least recently used entries go until the values fit in it."""
+    cache = MemoryCache(100, clock=clock, max_bytes=10)
+    await cache.set("a", b"aaaa", ttl=60)
+    await cache.set("b", b"bbbb", ttl=60)
+    await cache.get("a")  # b is now the least recently used
+    await cache.set("c", b"cccc", ttl=60)
+    assert await cache.get("b") is None
+    assert await cache.get("a") is not None and await cache.get("c") is not None
+    assert cache.value_bytes == 8
+
+
+async def test_max_bytes_counts_replaced_deleted_and_expired_values(clock: VirtualClock) -> None:
+    """Replacing, deleting, expiring and clearing entries give their bytes back to the budget."""
+    cache = MemoryCache(100, clock=clock, max_bytes=10)
+    await cache.set("a", b"aaaaaaaa", ttl=60)
+    await cache.set("a", b"aa", ttl=60)
+    await cache.set("b", b"bbbbbbbb", ttl=5)
+    assert cache.value_bytes == 10 and len(cache) == 2
+    await cache.delete("a")
+    clock.advance(5)
+    assert cache.sweep() == 1
+    assert cache.value_bytes == 0
+    await cache.set("c", b"c" * 10, ttl=60)
+    assert cache.value_bytes == 10
+    cache.clear()
+    assert cache.value_bytes == 0
+
+
+async def test_a_value_larger_than_max_bytes_is_not_held(clock: VirtualClock) -> None:
+    """A value bigger than the whole budget is not stored and pushes nothing else out."""
+    cache = MemoryCache(100, clock=clock, max_bytes=10)
+    await cache.set("small", b"s", ttl=60)
+    await cache.set("small2", b"old", ttl=60)
+    await cache.set("small2", b"x" * 11, ttl=60)
+    assert await cache.get("small2") is None  # not an old value served as the new one
+    assert await cache.get("small") is not None
+    assert cache.value_bytes == 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, Protocol, Self, runtime_checkable
@@ -111,6 +112,27 @@ class Cache(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+
+async def get_many(cache: Cache, keys: Sequence[str]) -> dict[str, CacheEntry]:
+    """The live entries among ``keys`` (absent and expired ones left out), keyed by key.
+
+    One round trip where the backend offers a ``get_many`` of its own (SQLite: one query;
+    Redis: one pipeline; the layered cache: its front, then one read of the back for the
+    rest), else one ``get`` per key. Raises ``CacheError`` like ``get``.
+    """
+    # getattr, not a runtime_checkable Protocol: isinstance against one costs more than the
+    # read it would save.
+    many = getattr(cache, "get_many", None)
+    if many is not None:
+        found: dict[str, CacheEntry] = await many(keys)
+        return found
+    found = {}
+    for key in keys:
+        entry = await cache.get(key)
+        if entry is not None:
+            found[key] = entry
+    return found
 
 
 @runtime_checkable

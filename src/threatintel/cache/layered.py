@@ -26,10 +26,18 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Sequence
 from typing import Final
 
 from threatintel.cache.admin import CacheStats, as_cache_admin, as_hit_counter
-from threatintel.cache.base import Cache, CacheBase, CacheEntry, FlightLock, check_ttl
+from threatintel.cache.base import (
+    Cache,
+    CacheBase,
+    CacheEntry,
+    FlightLock,
+    check_ttl,
+    get_many,
+)
 from threatintel.cache.memory import MemoryCache
 from threatintel.errors import CacheError
 
@@ -44,6 +52,7 @@ class LayeredCache(CacheBase):
     """A ``MemoryCache`` in front of a shared ``Cache``; survives the shared one failing."""
 
     __slots__ = (
+        "_counter",
         "_healthy",
         "_lock",
         "_log",
@@ -71,6 +80,9 @@ class LayeredCache(CacheBase):
         self.retry_after = retry_after
         self._log = logging.getLogger(logger_name)
         self._lock = as_flight_lock(back)
+        # Looked up once: isinstance against a runtime_checkable Protocol inspects every
+        # member, and note_lookup runs on every lookup.
+        self._counter = as_hit_counter(back)
         self._healthy = True
         self._retry_at = 0.0
 
@@ -100,6 +112,25 @@ class LayeredCache(CacheBase):
             return None
         self.front.put_entry(key, entry)
         return entry
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, CacheEntry]:
+        """``get`` for many keys: the front's entries, then one read of the back for the rest."""
+        found = await self.front.get_many(keys)
+        missing = [key for key in keys if key not in found]
+        if not missing or not self._back_due():
+            return found
+        try:
+            entries = await get_many(self.back, missing)
+        except CacheError as exc:
+            self._back_failed(exc)
+            return found
+        self._back_answered()
+        now = self.front.clock.time()
+        for key, entry in entries.items():
+            if not entry.expired(now):
+                self.front.put_entry(key, entry)
+                found[key] = entry
+        return found
 
     async def set(self, key: str, value: bytes, *, ttl: float) -> None:
         await self.front.set(key, value, ttl=ttl)
@@ -151,11 +182,11 @@ class LayeredCache(CacheBase):
         return await admin.remove(provider=provider, older_than=older_than)
 
     def note_lookup(self, provider: str, *, hit: bool) -> int:
-        counter = as_hit_counter(self.back) or self.front
+        counter = self._counter or self.front
         return counter.note_lookup(provider, hit=hit)
 
     async def save_lookups(self) -> None:
-        counter = as_hit_counter(self.back)
+        counter = self._counter
         if counter is None or not self._back_due():
             return  # kept by the back until it answers again
         try:

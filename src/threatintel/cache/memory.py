@@ -2,7 +2,9 @@
 
     cache = MemoryCache(max_entries=10_000, clock=VirtualClock())
 
-Bounded: once ``max_entries`` are held, a new key evicts the least recently used one. Expired
+Bounded: once ``max_entries`` are held, a new key evicts the least recently used one; with
+``max_bytes``, least recently used entries also go until the values fit in it (a value larger
+than ``max_bytes`` is not held at all). Expired
 entries are dropped when they are read, and by a sweep over the whole table that runs every
 ``sweep_every`` sets (and sooner when the table is full, so expired entries go before live ones).
 Everything runs on the event loop without awaiting, so no lock is needed.
@@ -11,6 +13,7 @@ Everything runs on the event loop without awaiting, so no lock is needed.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Final
 
 from threatintel.cache.admin import CacheStats, LookupCounts, StatsBuilder, provider_prefix
@@ -28,11 +31,13 @@ class MemoryCache(CacheBase):
     """A bounded LRU of ``CacheEntry`` with per-entry TTL, read against an injected clock."""
 
     __slots__ = (
+        "_bytes",
         "_counted_since",
         "_entries",
         "_lookups",
         "_sets_since_sweep",
         "clock",
+        "max_bytes",
         "max_entries",
         "sweep_every",
     )
@@ -43,12 +48,18 @@ class MemoryCache(CacheBase):
         *,
         clock: Clock = SYSTEM_CLOCK,
         sweep_every: int = DEFAULT_SWEEP_EVERY,
+        max_bytes: int | None = None,
     ) -> None:
+        """``max_bytes`` bounds the values held (their lengths summed); None: no bound."""
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError("max_bytes must be at least 1")
         if sweep_every < 1:
             raise ValueError("sweep_every must be at least 1")
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._bytes = 0
         self.sweep_every = sweep_every
         self.clock = clock
         self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
@@ -66,10 +77,19 @@ class MemoryCache(CacheBase):
         if entry is None:
             return None
         if entry.expired(self.clock.time()):
-            del self._entries[key]
+            self._drop(key)
             return None
         self._entries.move_to_end(key)
         return entry
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, CacheEntry]:
+        """The live entries among ``keys``, as ``get`` would return them one by one."""
+        found: dict[str, CacheEntry] = {}
+        for key in keys:
+            entry = await self.get(key)
+            if entry is not None:
+                found[key] = entry
+        return found
 
     async def set(self, key: str, value: bytes, *, ttl: float) -> None:
         now = self.clock.time()
@@ -83,31 +103,53 @@ class MemoryCache(CacheBase):
         """
         entries = self._entries
         self._sets_since_sweep += 1
-        if key not in entries and len(entries) >= self.max_entries:
+        self._drop(key)  # a replaced entry's bytes no longer count; the new one goes last
+        if len(entries) >= self.max_entries:
             if self._sets_since_sweep * _FULL_SWEEP_FRACTION >= self.max_entries:
                 self.sweep()
             while len(entries) >= self.max_entries:
-                entries.popitem(last=False)
+                self._drop_oldest()
         elif self._sets_since_sweep >= self.sweep_every:
             self.sweep()
+        size = len(entry.value)
+        if self.max_bytes is not None:
+            if size > self.max_bytes:
+                return  # it would push out everything else and still not fit
+            while entries and self._bytes + size > self.max_bytes:
+                self._drop_oldest()
         entries[key] = entry
-        entries.move_to_end(key)
+        self._bytes += size
+
+    def _drop(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._bytes -= len(entry.value)
+
+    def _drop_oldest(self) -> None:
+        _, entry = self._entries.popitem(last=False)
+        self._bytes -= len(entry.value)
+
+    @property
+    def value_bytes(self) -> int:
+        """Bytes of values held, expired ones not yet swept included."""
+        return self._bytes
 
     async def delete(self, key: str) -> None:
-        self._entries.pop(key, None)
+        self._drop(key)
 
     def sweep(self) -> int:
         """Drop every expired entry now; returns how many went."""
         now = self.clock.time()
         expired = [key for key, entry in self._entries.items() if entry.expired(now)]
         for key in expired:
-            del self._entries[key]
+            self._drop(key)
         self._sets_since_sweep = 0
         return len(expired)
 
     def clear(self) -> None:
         """Forget everything."""
         self._entries.clear()
+        self._bytes = 0
         self._sets_since_sweep = 0
 
     async def aclose(self) -> None:
@@ -139,7 +181,7 @@ class MemoryCache(CacheBase):
             if key.startswith(prefix) and (cutoff is None or entry.stored_at <= cutoff)
         ]
         for key in doomed:
-            del self._entries[key]
+            self._drop(key)
         if older_than is None:
             self._lookups.forget(provider)
         return len(doomed)

@@ -36,7 +36,7 @@ import logging
 import math
 import secrets
 import struct
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
@@ -258,6 +258,26 @@ class RedisCache(CacheBase):
         if entry is None or entry.expired(self.clock.time()):
             return None
         return entry
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, CacheEntry]:
+        """The live entries among ``keys``, in one pipelined round trip (GETRANGE per key,
+        bounded like ``get``, rather than MGET, which would read oversized values whole)."""
+        if not keys:
+            return {}
+        with self._translated("get"):
+            pipe = self._redis().pipeline(transaction=False)
+            for key in keys:
+                pipe.getrange(self.prefix + key, 0, self.max_entry_bytes)
+            replies = await pipe.execute()
+            if len(replies) != len(keys) or not all(isinstance(r, bytes) for r in replies):
+                raise TypeError(f"unexpected reply to get: {_shape(replies)}")
+        now = self.clock.time()
+        found: dict[str, CacheEntry] = {}
+        for key, raw in zip(keys, replies, strict=True):
+            entry = _decode(raw, self.max_entry_bytes)
+            if entry is not None and not entry.expired(now):
+                found[key] = entry
+        return found
 
     async def set(self, key: str, value: bytes, *, ttl: float) -> None:
         ms = _milliseconds(ttl)

@@ -22,6 +22,7 @@ Every sqlite3 or OS error becomes ``CacheError`` here, naming the file (never it
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import Final
@@ -38,6 +39,8 @@ DEFAULT_PURGE_EVERY: Final = 500
 #: The oldest rows are looked at this many at a time when trimming to ``max_bytes``.
 TRIM_BATCH: Final = 500
 LOGGER_NAME: Final = "threatintel.cache"
+#: Keys per query in ``get_many``: below SQLite's oldest bound on parameters (999).
+MAX_KEYS_PER_READ: Final = 500
 
 _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, value BLOB NOT NULL,"
@@ -118,6 +121,12 @@ class SQLiteCache(CacheBase):
 
     async def get(self, key: str) -> CacheEntry | None:
         return await self._worker.run(_get, key, self.clock.time())
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, CacheEntry]:
+        """The live entries among ``keys``, read in one trip to the worker thread."""
+        if not keys:
+            return {}
+        return await self._worker.run(_get_many, list(dict.fromkeys(keys)), self.clock.time())
 
     async def set(self, key: str, value: bytes, *, ttl: float) -> None:
         now = self.clock.time()
@@ -264,6 +273,21 @@ def _get(conn: sqlite3.Connection, key: str, now: float) -> CacheEntry | None:
         # write that contends for the file's lock.
         return None
     return CacheEntry(bytes(row[0]), float(row[1]), float(row[2]))
+
+
+def _get_many(conn: sqlite3.Connection, keys: list[str], now: float) -> dict[str, CacheEntry]:
+    found: dict[str, CacheEntry] = {}
+    for start in range(0, len(keys), MAX_KEYS_PER_READ):
+        chunk = keys[start : start + MAX_KEYS_PER_READ]
+        rows = conn.execute(
+            "SELECT key, value, stored_at, expires_at FROM entries"
+            f" WHERE key IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        )
+        for key, value, stored_at, expires_at in rows:
+            if expires_at > now:  # expired rows are left for the purge, as in _get
+                found[str(key)] = CacheEntry(bytes(value), float(stored_at), float(expires_at))
+    return found
 
 
 def _delete(conn: sqlite3.Connection, key: str) -> None:
