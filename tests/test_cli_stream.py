@@ -72,3 +72,18 @@ def test_progress_bar_on_a_colour_terminal(sim: SimulatorServer, tmp_path: Path)
         code = term.wait()
     assert code == 0, term.output
     assert "2 indicators" in term.output and "unexpected" not in term.output
+
+
+def test_deadline_answers_with_pending_instead_of_waiting_for_quota(sim: SimulatorServer) -> None:
+    """--deadline returns while VirusTotal waits a minute for quota: its lookups show as pending,
+    the other sources' answers are there."""
+    # MAX_QUOTA_WAIT unset, as for a user: VirusTotal's lookups would wait for their minute.
+    env = sim_env(sim, VIRUSTOTAL_RATE_LIMIT="1", CACHE_BACKEND="memory")
+    del env["MAX_QUOTA_WAIT"]
+    args = ["analyze", "8.8.8.8", "1.1.1.1", "9.9.9.9", "--deadline", "3", "--format", "json"]
+    result = runner.invoke(app, args, env=env)
+    assert result.exit_code == 0, result.output
+    enrichments = json.loads(result.stdout)["enrichments"]
+    vt = [e["sources"]["virustotal"]["status"] for e in enrichments]
+    assert vt.count("pending") >= 2  # one slot a minute: at most one answered
+    assert all(e["sources"]["abuseipdb"]["status"] == "ok" for e in enrichments)

@@ -223,13 +223,19 @@ def run_analysis(
     *,
     include_raw: bool = False,
     trust_env: bool = True,
+    deadline: float | None = None,
 ) -> Analysis:
     """One engine call for the values and the text together: parsed once, deduplicated
-    across both, the text read as the lookups go."""
+    across both, the text read as the lookups go; ``deadline`` seconds at most."""
 
     async def collect(engine: Engine, intake: Intake, hook: ResultHook | None) -> Analysis:
         return await engine.analyze(
-            values, text=text, providers=providers, on_result=hook, intake=intake
+            values,
+            text=text,
+            providers=providers,
+            on_result=hook,
+            intake=intake,
+            deadline=deadline,
         )
 
     return run_engine(
@@ -457,6 +463,16 @@ def analyze(
             "reporting quota_exhausted (also QUOTA_WAIT_FOR_RESET=true).",
         ),
     ] = False,
+    deadline: Annotated[
+        float | None,
+        typer.Option(
+            "--deadline",
+            metavar="SECONDS",
+            min=0,
+            help="Answer within SECONDS: sources still waiting for quota or upstream then "
+            "show as pending (ask again later; answers that arrived are cached).",
+        ),
+    ] = None,
 ) -> None:
     """Analyse indicators from arguments, a file or stdin.
 
@@ -478,7 +494,9 @@ def analyze(
     with errors_as_exit_codes():
         if saves_report(fmt, output, save_report):
             check_reports_dir(settings.reports_dir)
-        analysis = run_analysis(settings, values, text, selected or None, include_raw=raw)
+        analysis = run_analysis(
+            settings, values, text, selected or None, include_raw=raw, deadline=deadline
+        )
     show(
         analysis,
         fmt,
