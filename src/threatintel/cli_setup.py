@@ -204,7 +204,10 @@ def setup() -> None:
             title = PROVIDERS[name].title
             kept = []
             for key, check in zip(given[name], checks, strict=True):
-                err.print(f"  {title}: {fingerprint(key)} {check.detail}", soft_wrap=False)
+                # The detail may quote the vendor's message: text, never markup.
+                err.print(
+                    f"  {title}: {fingerprint(key)} {check.detail}", soft_wrap=False, markup=False
+                )
                 if check.verdict is Verdict.refused:
                     keep = ask_yes(f"  Save {title}'s refused key anyway?", default=False)
                 elif check.verdict is Verdict.unknown:
