@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import resource
 import subprocess
@@ -28,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from simbench import mixed_indicators  # bench/ is on the path when a script runs
 
 from threatintel.cache import MemoryCache
 from threatintel.cli import simulator_settings
@@ -82,22 +83,6 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def mixed(n: int) -> list[str]:
-    """IPs, domains, URLs and hashes in turn (the shape of tests/test_faults.py's batches)."""
-    values = []
-    for i in range(n):
-        kind = i % 4
-        if kind == 0:
-            values.append(f"45.{i // 250 + 20}.{i % 250 + 1}.9")
-        elif kind == 1:
-            values.append(f"host{i}.parcel-notice{i % 7}.com")
-        elif kind == 2:
-            values.append(f"http://files{i}.update-mirror{i % 5}.net/get/{i}.bin")
-        else:
-            values.append(hashlib.sha256(f"sample-{i}".encode()).hexdigest())
-    return values
-
-
 def settings_for(urls: dict[str, str], **overrides: Any) -> Settings:
     """The demo's settings (the simulator's endpoints, no quotas, memory cache), no retries."""
     values: dict[str, Any] = {"max_retries": 0, "max_quota_wait": 0}
@@ -117,7 +102,7 @@ async def throughput(urls: dict[str, str], n: int, workers: int) -> dict[str, fl
     ) as engine:
         cpu, wall = time.process_time(), time.perf_counter()
         done = 0
-        async for _ in engine.stream(mixed(n)):
+        async for _ in engine.stream(mixed_indicators(n)):
             done += 1
         wall = time.perf_counter() - wall
         cpu = time.process_time() - cpu
