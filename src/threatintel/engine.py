@@ -46,6 +46,8 @@ from threatintel.models import (
     Rejected,
     SourceResult,
     SourceStatus,
+    Verdict,
+    VerdictLabel,
     utcnow,
 )
 from threatintel.pipeline import CacheRead, SourcePipeline, SourceStats
@@ -121,6 +123,15 @@ class Engine:
         # Our own keys never become indicators, whatever the input holds.
         self._keyguard = KeyGuard(settings)
         self.clock: Clock = clock if clock is not None else SystemClock()
+        # The stores first, then the HTTP client: a REDIS_URL or CACHE_BACKEND they refuse
+        # (ConfigError) then leaves no client behind to close, and each store opens its file or
+        # connection on first use only, so one built before a later failure holds nothing.
+        self._owns_quota_store = quota_store is None
+        self.quota_store = (
+            quota_store if quota_store is not None else build_quota_store(settings, self.clock)
+        )
+        self._owns_cache = cache is None
+        self.cache = cache if cache is not None else build_cache(settings, self.clock)
         self._owns_client = client is None
         self.client = client if client is not None else build_client(settings, trust_env=trust_env)
         self.providers: dict[str, Provider] = dict(
@@ -131,12 +142,6 @@ class Engine:
             else build_providers(settings, self.client, include_raw=True)
         )
         self._on_lookup = on_lookup
-        self._owns_cache = cache is None
-        self.cache = cache if cache is not None else build_cache(settings, self.clock)
-        self._owns_quota_store = quota_store is None
-        self.quota_store = (
-            quota_store if quota_store is not None else build_quota_store(settings, self.clock)
-        )
         retry = RetryPolicy(
             settings.max_retries,
             backoff_base=settings.retry_backoff_base,
@@ -430,8 +435,17 @@ class Engine:
     ) -> Enrichment:
         results = await self._sources(indicator, names, due)
         sources = {result.source: result for result in results}
-        verdict = score(indicator, sources, self.settings.scoring)
-        return Enrichment(indicator=indicator, sources=sources, verdict=verdict)
+        try:
+            verdict = score(indicator, sources, self.settings.scoring)
+            return Enrichment(indicator=indicator, sources=sources, verdict=verdict)
+        except Exception as exc:  # a bug in scoring must not sink the batch: failures are data
+            logger.error(
+                "scoring an indicator (%s) failed unexpectedly (%s)",
+                indicator.type.value,
+                type(exc).__name__,
+                exc_info=logger.isEnabledFor(logging.DEBUG),
+            )
+            return Enrichment(indicator=indicator, sources=sources, verdict=_unscored())
 
     async def _sources(
         self, indicator: Indicator, names: list[str], due: float | None
@@ -634,6 +648,14 @@ class _End:
     """The reader's last word: how many indicators it started."""
 
     count: int
+
+
+def _unscored() -> Verdict:
+    """The verdict of an indicator whose scoring failed (a bug): it claims nothing, and its
+    sources are kept as they came back."""
+    return Verdict(
+        label=VerdictLabel.UNKNOWN, score=0, confidence=0, reasons=["internal error while scoring"]
+    )
 
 
 def _pending(name: str, *, started: bool) -> SourceResult:

@@ -103,17 +103,17 @@ def build_quota_store(settings: Settings, clock: Clock) -> QuotaStore:
     backend = settings.resolved_cache_backend
     if backend == "memory":
         return MemoryQuotaStore()
-    local = SQLiteQuotaStore(settings.cache_dir / QUOTA_FILENAME)
     if backend == "redis" and settings.redis_url is not None:
         from threatintel.quota.redis import RedisQuotaStore  # the redis client only when used
 
-        try:
+        try:  # before the local store: a refused URL leaves nothing built
             shared = RedisQuotaStore(settings.redis_url.get_secret_value())
         except ValueError:
             raise ConfigError("REDIS_URL: not a usable Redis URL") from None
         # While Redis is down, the local file keeps CLI runs from overspending in a row.
+        local = SQLiteQuotaStore(settings.cache_dir / QUOTA_FILENAME)
         return FallbackQuotaStore(shared, clock=clock, fallback=local)
-    return FallbackQuotaStore(local, clock=clock)
+    return FallbackQuotaStore(SQLiteQuotaStore(settings.cache_dir / QUOTA_FILENAME), clock=clock)
 
 
 def _safe(exc: BaseException) -> str:
