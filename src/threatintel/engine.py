@@ -51,21 +51,15 @@ from threatintel.models import (
     utcnow,
 )
 from threatintel.pipeline import CacheRead, SourcePipeline, SourceStats
-from threatintel.providers import PROVIDERS, HttpProvider, Provider, QuotaWindow
-from threatintel.quota import (
-    KeyUsage,
-    LimitsProbe,
-    QuotaStore,
-    QuotaWaitHook,
-    RateLimiter,
-    Window,
-)
+from threatintel.providers import Provider
+from threatintel.quota import KeyUsage, QuotaStore, QuotaWaitHook, Window
 from threatintel.resilience import BreakerState, CircuitBreaker, RetryPolicy
 from threatintel.scoring import score
 from threatintel.settings import Settings
 from threatintel.wiring import (
     build_cache,
     build_client,
+    build_limiter,
     build_providers,
     build_quota_store,
 )
@@ -150,25 +144,15 @@ class Engine:
         )
         self.pipelines: dict[str, SourcePipeline] = {}
         for name, provider in self.providers.items():
-            keys = [k.get_secret_value() for k in settings.api_keys(name)]
-            given = (windows or {}).get(name)
-            limiter = RateLimiter(
+            limiter = build_limiter(
+                settings,
                 name,
-                keys or [None],
-                given or quota_windows(settings, name, keyed=bool(keys)),
+                provider,
                 self.quota_store,
                 self.clock,
-                wait_for_reset=settings.quota_wait_for_reset,
-                max_wait=settings.max_quota_wait,
-                margin=settings.rate_limit_margin,
+                windows=(windows or {}).get(name),
                 on_wait=on_quota_wait,
-                setting_names=_quota_settings().get(name, {}),
-                # Windows given by the caller, and limits the user set, are never relearned.
-                pinned=_pinned(settings, name, keyed=bool(keys), given=given),
-                learn=_limits_probe(provider),
             )
-            if isinstance(provider, HttpProvider):
-                provider.on_limits = limiter.learned
             breaker = CircuitBreaker(
                 name,
                 failure_rate=settings.circuit_failure_rate,
@@ -592,55 +576,6 @@ class ProviderQuota:
     breaker_retry_after: float
     keys: list[KeyUsage]
     degraded: bool = False  # the shared quota store is unreachable: local numbers
-
-
-def _vendor_windows(provider: str, *, keyed: bool) -> tuple[QuotaWindow, ...]:
-    cls = PROVIDERS.get(provider)
-    return cls.quota_windows(keyed=keyed) if cls is not None else ()
-
-
-def _quota_settings() -> dict[str, dict[str, str]]:
-    """Per registered provider (read now: one registered after import counts too), the
-    variable holding each window's limit, for quota-wait messages."""
-    return {
-        name: {w.name: w.setting.upper() for w in (*cls.anonymous_windows, *cls.windows)}
-        for name, cls in PROVIDERS.items()
-    }
-
-
-#: The variable that sets each vendor window's limit, per provider and window name; read from
-#: the registry (each provider class declares its windows and their settings).
-QUOTA_SETTINGS: dict[str, dict[str, str]] = _quota_settings()
-
-
-def quota_windows(settings: Settings, provider: str, *, keyed: bool) -> list[Window]:
-    """Every window the vendor enforces, from the settings (free-tier defaults), or from the
-    provider's own default for a setting Settings does not have (a plug-in provider)."""
-    return [
-        w.window(getattr(settings, w.setting, None) or w.default)
-        for w in _vendor_windows(provider, keyed=keyed)
-    ]
-
-
-def _pinned(
-    settings: Settings, provider: str, *, keyed: bool, given: Sequence[Window] | None
-) -> frozenset[str]:
-    """The windows whose limit learning must not change: all of them when the caller chose
-    the windows, else those whose setting the user set (configured beats learned)."""
-    if given:
-        return frozenset(w.name for w in given)
-    return frozenset(
-        w.name for w in _vendor_windows(provider, keyed=keyed) if settings.configured(w.setting)
-    )
-
-
-def _limits_probe(provider: Provider) -> LimitsProbe | None:
-    """The provider's account endpoint as the limiter's probe, if it has one."""
-    if not isinstance(provider, HttpProvider):
-        return None
-    if type(provider).account_limits is HttpProvider.account_limits:
-        return None
-    return provider.account_limits
 
 
 @dataclass(frozen=True, slots=True)
