@@ -31,7 +31,7 @@ from typing import Any
 from simbench import mixed_indicators  # bench/ is on the path when a script runs
 
 from threatintel.cache import MemoryCache
-from threatintel.cli import simulator_settings
+from threatintel.cli_sim import simulator_settings
 from threatintel.engine import Engine, LookupEvent
 from threatintel.models import SourceStatus
 from threatintel.quota import MemoryQuotaStore

@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 
 from support import sim_env, stderr_lines
 from threatintel import __version__
-from threatintel.cli import QuotaWaitNotice, app
+from threatintel.cli import app
+from threatintel.cli_run import QuotaWaitNotice
 from threatintel.cli_support import config_value, quota_wait_line, simulator_banner
 from threatintel.quota import BLOCKED, QuotaWait
 from threatintel.simulator import SimulatorServer

@@ -13,7 +13,7 @@ import pytest
 from support import TEST_KEYS, sim_settings
 from threatintel._redaction import fingerprint
 from threatintel.clock import LockstepClock, VirtualClock
-from threatintel.engine import QUOTA_SETTINGS, Engine, quota_windows
+from threatintel.engine import Engine
 from threatintel.quota import (
     BLOCKED,
     NOTICE_AFTER,
@@ -25,6 +25,7 @@ from threatintel.quota import (
 from threatintel.settings import Settings
 from threatintel.simulator import SimulatorServer, VendorConfig
 from threatintel.simulator import Window as SimWindow
+from threatintel.wiring import QUOTA_SETTINGS, quota_windows
 
 START = 1_700_000_000.0
 VT_KEY = fingerprint(TEST_KEYS["virustotal"])

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import pytest
 
 from support import sim_settings
-from threatintel.engine import QUOTA_SETTINGS, Engine, quota_windows
+from threatintel.engine import Engine
 from threatintel.findings import Finding
 from threatintel.models import Indicator, IndicatorType, SourceResult, SourceStatus
 from threatintel.policy import ScoringPolicy
@@ -26,6 +26,7 @@ from threatintel.providers.base import Json
 from threatintel.quota import DEFAULT, Window
 from threatintel.reports import render
 from threatintel.simulator import SimulatorServer
+from threatintel.wiring import QUOTA_SETTINGS, quota_windows
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "threatintel"
 #: Where vendor names may be listed: the providers themselves and the simulator of the four.

@@ -165,7 +165,7 @@ def test_saved_reports_are_the_owners_alone(tmp_path: Path) -> None:
 
 def test_every_format_is_registered_once() -> None:
     """The CLI's --format choices and the registry agree."""
-    from threatintel.cli import OutputFormat
+    from threatintel.cli_options import OutputFormat
 
     assert {f.value for f in OutputFormat} == set(FORMATS)
 

@@ -14,13 +14,12 @@ import json
 import logging
 import os
 import sys
-import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -34,6 +33,15 @@ except ImportError:  # pragma: no cover - older Typer on real Click
 from threatintel._process import prepare as prepare_process
 from threatintel._version import __version__
 from threatintel._visible import visible
+from threatintel.cli_options import (
+    FormatOption,
+    IncludePrivateOption,
+    OutputFormat,
+    OutputOption,
+    ProvidersOption,
+    SaveOption,
+    WideOption,
+)
 from threatintel.cli_support import (
     TextInput,
     check_output,
@@ -43,9 +51,7 @@ from threatintel.cli_support import (
     escape,
     lazy_console,
     quota_json,
-    quota_wait_line,
     read_input,
-    simulator_banner,
     stdin_unless_terminal,
 )
 from threatintel.errors import ConfigError, RequestError, ThreatIntelError
@@ -55,15 +61,9 @@ from threatintel.errors import ConfigError, RequestError, ThreatIntelError
 # must not pay for them (issue 9, start-up; tests/test_lazy_imports.py checks it).
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.progress import Progress
 
-    from threatintel.engine import Engine, ProviderQuota, ResultHook
-    from threatintel.intake import Intake
-    from threatintel.models import Analysis, Enrichment
-    from threatintel.quota import QuotaWait
+    from threatintel.engine import ProviderQuota
     from threatintel.settings import Settings
-
-_T = TypeVar("_T")
 
 app = typer.Typer(
     name="threatintel",
@@ -106,21 +106,6 @@ err = lazy_console(stderr_console)
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG, EXIT_INTERRUPTED = 1, 2, 3, 130
 MAX_INPUT_BYTES = 64 * 1024 * 1024
-
-
-class OutputFormat(StrEnum):
-    table = "table"
-    json = "json"
-    jsonl = "jsonl"
-    markdown = "markdown"
-    csv = "csv"
-    html = "html"
-    stix = "stix"
-    misp = "misp"
-
-
-#: Formats meant as files: without --output they are saved under REPORTS_DIR.
-FILE_FORMATS = frozenset({OutputFormat.html, OutputFormat.stix, OutputFormat.misp})
 
 
 class ExtractFormat(StrEnum):
@@ -170,270 +155,6 @@ def load_settings(*, announce: bool = True, **overrides: Any) -> Settings:
     return settings
 
 
-def _progress(intake: Intake) -> tuple[Progress | None, Callable[[Enrichment], None] | None]:
-    """A bar counting enrichments against the indicators found so far: the input is read as
-    the lookups go, so the total grows until the reading ends (parsing it first to count
-    would read it twice)."""
-    if not err.is_terminal:
-        return None, None
-    from rich.progress import (  # lazily: see the imports at the top
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    progress = Progress(
-        TextColumn("analysing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    )
-    task = progress.add_task("analyse", total=None)
-
-    def advance(_: Enrichment) -> None:
-        progress.update(task, advance=1, total=intake.counts.indicators)
-
-    return progress, advance
-
-
-class QuotaWaitNotice:
-    """The CLI's QuotaWait subscriber: one line on stderr per wait episode.
-
-    Printed through the progress bar's console while one is shown, so the line lands above the
-    bar instead of through it.
-    """
-
-    def __init__(self, progress: Progress | None = None) -> None:
-        self.progress = progress
-
-    def __call__(self, event: QuotaWait) -> None:
-        console = self.progress.console if self.progress is not None else err
-        console.print(escape(quota_wait_line(event)))
-
-
-def run_analysis(
-    settings: Settings,
-    values: list[str],
-    text: str | TextInput | None,
-    providers: list[str] | None,
-    *,
-    include_raw: bool = False,
-    trust_env: bool = True,
-    deadline: float | None = None,
-) -> Analysis:
-    """One engine call for the values and the text together: parsed once, deduplicated
-    across both, the text read as the lookups go; ``deadline`` seconds at most."""
-
-    async def collect(engine: Engine, intake: Intake, hook: ResultHook | None) -> Analysis:
-        return await engine.analyze(
-            values,
-            text=text,
-            providers=providers,
-            on_result=hook,
-            intake=intake,
-            deadline=deadline,
-        )
-
-    return run_engine(
-        settings,
-        collect,
-        many=text is not None or len(values) > 1,
-        text=text,
-        include_raw=include_raw,
-        trust_env=trust_env,
-    )
-
-
-def run_stream(
-    settings: Settings,
-    text: TextInput,
-    providers: list[str] | None,
-    each: ResultHook,
-) -> int:
-    """Every enrichment of ``text`` to ``each`` as it completes, none kept (memory stays flat
-    however big the input); the number of indicators. NoIndicators, as from analyze, when
-    the text holds none."""
-    from threatintel.errors import NoIndicators
-
-    async def consume(engine: Engine, intake: Intake, hook: ResultHook | None) -> int:
-        count = 0
-        async for enrichment in engine.stream(text=text, providers=providers, intake=intake):
-            each(enrichment)
-            if hook is not None:
-                hook(enrichment)
-            count += 1
-        if not intake.counts.indicators:
-            raise NoIndicators(intake.rejected)
-        return count
-
-    return run_engine(settings, consume, many=True, text=text)
-
-
-def run_engine(
-    settings: Settings,
-    work: Callable[[Engine, Intake, ResultHook | None], Awaitable[_T]],
-    *,
-    many: bool,
-    text: str | TextInput | None,
-    include_raw: bool = False,
-    trust_env: bool = True,
-) -> _T:
-    """``work`` on an engine of its own, with a progress bar when ``many`` (one indicator given
-    alone needs none), quota waits on stderr, and a note on any circuit left open."""
-    import asyncio  # lazily: see the imports at the top
-
-    from threatintel.engine import Engine
-    from threatintel.resilience import BreakerState
-
-    notice = QuotaWaitNotice()
-
-    async def run() -> _T:
-        async with Engine(
-            settings, include_raw=include_raw, trust_env=trust_env, on_quota_wait=notice
-        ) as engine:
-            with engine.intake() as intake:
-                progress, hook = _progress(intake) if many else (None, None)
-                notice.progress = progress
-                try:
-                    if progress is not None:
-                        progress.start()
-                    result = await work(engine, intake, hook)
-                finally:
-                    if progress is not None:
-                        progress.stop()
-                    if isinstance(text, TextInput):
-                        text.close()  # read to its end, or left early by an error
-            for name, breaker in engine.breakers.items():
-                if breaker.state is not BreakerState.CLOSED:
-                    err.print(
-                        f"note: {name} circuit {breaker.state.value} after repeated failures; "
-                        f"calls resume in {breaker.retry_after:.0f}s"
-                    )
-            return result
-
-    return asyncio.run(run())
-
-
-def emit(text: str, output: Path | None) -> None:
-    if output is None or str(output) == "-":
-        sys.stdout.write(text)
-        return
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text, encoding="utf-8", newline="")
-    except OSError as exc:
-        fail(f"cannot write {output}: {exc.strerror or 'I/O error'}", EXIT_FAILURE)
-    err.print(f"wrote {escape(visible(output))}")
-
-
-def saves_report(fmt: OutputFormat, output: Path | None, save_report: bool) -> bool:
-    """Whether a report goes under REPORTS_DIR: --save, or a file format with no --output."""
-    return save_report or (fmt in FILE_FORMATS and output is None)
-
-
-def show(
-    analysis: Analysis,
-    fmt: OutputFormat,
-    output: Path | None,
-    *,
-    settings: Settings,
-    save_report: bool = False,
-    title: str | None = None,
-    wide: bool = False,
-    include_private: bool = False,
-) -> None:
-    """Print the report (or write it to ``output``); with --save also keep a copy.
-
-    html/stix/misp with neither --output nor --save are only saved: they are files by nature.
-    """
-    # Lazily (see the imports at the top); each renderer loads its own libraries (stix2, jinja2,
-    # rich for the table).
-    from threatintel.reports import render, save
-
-    options: dict[str, Any] = {
-        "include_private": include_private,
-        "internal_domains": settings.internal_domains,
-        "wide": wide,
-    }
-    if saves_report(fmt, output, save_report):
-        try:
-            path = save(analysis, fmt.value, settings.reports_dir, **options)
-        except OSError as exc:
-            fail(f"cannot write to {settings.reports_dir}: {exc.strerror or 'I/O error'}", 1)
-        err.print(f"saved {escape(visible(path))}", soft_wrap=False)
-        if not save_report and output is None:
-            return
-    if fmt is OutputFormat.table and output is None:
-        from threatintel.reports.text import analysis_table, skipped_line, summary_line, table_width
-
-        # Made now, not at import: COLUMNS may have been set since (CliRunner sets it per run).
-        screen = stdout_console()
-        if wide:  # as wide as the table needs, past the terminal's edge if need be
-            screen = stdout_console(table_width(screen.width, wide))
-        screen.print(analysis_table(analysis, title=title, width=screen.width, wide=wide))
-        screen.print(escape(summary_line(analysis)))
-        for item in analysis.rejected:
-            err.print(skipped_line(item), soft_wrap=False)
-        return
-    emit(render(analysis, fmt.value, **options), output)
-
-
-OutputOption = Annotated[
-    Path | None,
-    typer.Option("--output", "-o", metavar="PATH", help="Write to this file ('-' for stdout)."),
-]
-SaveOption = Annotated[
-    bool,
-    typer.Option(
-        "--save",
-        help="Also keep a copy under REPORTS_DIR with a unique name (the report is still "
-        "printed, or written to --output).",
-    ),
-]
-WideOption = Annotated[
-    bool,
-    typer.Option(
-        "--wide",
-        help="Table: one column per source and every reason, at least 160 columns wide.",
-    ),
-]
-IncludePrivateOption = Annotated[
-    bool,
-    typer.Option(
-        "--include-private",
-        help="html/stix/misp: keep private addresses and internal names, which these formats "
-        "(made for sharing) leave out by default.",
-    ),
-]
-FormatOption = Annotated[
-    OutputFormat,
-    typer.Option(
-        "--format",
-        metavar="FORMAT",
-        help="table, json, jsonl, markdown, csv, html, stix or misp (html/stix/misp are saved "
-        "under REPORTS_DIR unless --output is given).",
-    ),
-]
-
-
-ProvidersOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--providers",
-        "-p",
-        metavar="NAME[,NAME]",
-        # Not listed here: the names live in the provider registry, and reading it would load
-        # every provider (and httpx) for each --help (issue 9, start-up).
-        help="Sources to ask, by name, repeated or separated by commas (an unknown name is "
-        "refused with the list of names). Default: all.",
-    ),
-]
-
-
 @app.command()
 def analyze(
     values: Annotated[
@@ -478,6 +199,8 @@ def analyze(
 
     Give indicators as arguments, free text with --file FILE, or stdin with --file -.
     """
+    from threatintel.cli_run import run_analysis, saves_report, show  # lazily: see the top
+
     values = list(values or [])
     if values == ["-"] and file is None:
         values, file = [], "-"
@@ -708,118 +431,11 @@ def _root(
     context.obj = {"env_file": env_file}
 
 
-#: The demo's simulator enforces no quotas, so neither does the demo's engine.
-DEMO_LIMIT = 1_000_000
+# Newer commands live in modules of their own, each adding itself here (issue 9); the
+# simulator's first, where its commands were listed when they lived in this module.
+from threatintel import cli_cache, cli_jobs, cli_repl, cli_setup, cli_sim  # noqa: E402 - they use the helpers above
 
-
-def simulator_settings(base_urls: dict[str, str], **overrides: Any) -> Settings:
-    """Settings that point every provider at a simulator, with obviously fake keys.
-
-    The cache stays in memory: a demo must not leave files in the user's directory, and a
-    second run should ask the simulator again.
-    """
-    values: dict[str, Any] = {"cache_backend": "memory"}
-    for name, url in base_urls.items():
-        values[f"{name}_base_url"] = url
-        values[f"{name}_api_key"] = f"simulated-{name}-key"
-    from threatintel.providers import PROVIDERS  # lazily: see the imports at the top
-
-    for cls in PROVIDERS.values():
-        for window in (*cls.windows, *cls.anonymous_windows):
-            values[window.setting] = DEMO_LIMIT
-    return load_settings(announce=False, **(values | overrides))
-
-
-@app.command()
-def demo(
-    fmt: FormatOption = OutputFormat.table,
-    wide: WideOption = False,
-    include_private: IncludePrivateOption = False,
-    output: OutputOption = None,
-    save_report: SaveOption = False,
-) -> None:
-    """Analyse a sample against the built-in simulator.
-
-    No keys and no network: every answer comes from the simulator on 127.0.0.1.
-    """
-    from threatintel.simulator import SimulatorConfig, SimulatorServer, demo_sample
-    from threatintel.simulator.config import DEMO_LATENCY
-
-    with errors_as_exit_codes():
-        check_output(output)
-    config = SimulatorConfig.load(None)
-    for name, vendor in config.vendors().items():
-        # The demo shows the analysis, not quota handling: no windows, a realistic latency.
-        vendor.windows = ()
-        vendor.latency = DEMO_LATENCY.get(name, 0.05)
-    err.print(
-        "[bold]Demo:[/] every answer below comes from threatintel's built-in SIMULATOR of "
-        "VirusTotal, OTX, AbuseIPDB and IPinfo on 127.0.0.1 - not from the real services.",
-        soft_wrap=False,
-    )
-    with SimulatorServer(config) as sim, errors_as_exit_codes():
-        settings = simulator_settings(sim.base_urls)
-        if saves_report(fmt, output, save_report):
-            check_reports_dir(settings.reports_dir)
-        # The simulator is on loopback: a corporate HTTP(S)_PROXY must not capture its traffic.
-        analysis = run_analysis(settings, [], demo_sample(), None, trust_env=False)
-    show(
-        analysis,
-        fmt,
-        output,
-        settings=settings,
-        save_report=save_report,
-        title="threatintel demo (answers from the simulator)",
-        wide=wide,
-        include_private=include_private,
-    )
-
-
-@app.command()
-def simulate(
-    host: Annotated[
-        str, typer.Option(metavar="ADDRESS", help="Loopback address to listen on.")
-    ] = "127.0.0.1",
-    port: Annotated[
-        int, typer.Option(metavar="PORT", help="Port to listen on (0: any free port).")
-    ] = 8900,
-    scenario: Annotated[
-        Path | None,
-        typer.Option(metavar="FILE", help="Scenario TOML file (truth per indicator)."),
-    ] = None,
-) -> None:
-    """Run the simulator of the four services on loopback.
-
-    It prints the *_BASE_URL and *_API_KEY variables to paste into a shell, then serves until
-    Ctrl-C.
-    """
-    from threatintel.simulator import SimulatorConfig, SimulatorServer
-
-    if not 0 <= port < 65536:
-        fail(f"--port must be between 0 and 65535, not {port}")
-    if scenario is not None and not scenario.is_file():
-        fail(f"cannot read scenario {scenario}: no such file")
-    try:
-        sim_config = SimulatorConfig.load(scenario)
-        server = SimulatorServer(sim_config, host=host, port=port).start()
-    except (ValueError, OSError, RuntimeError) as exc:  # a bad scenario, host or busy port
-        fail(f"cannot run the simulator on {host}:{port}: {exc}")
-    try:
-        keyed = {name: vendor.keys is not None for name, vendor in sim_config.vendors().items()}
-        # Printed once it listens, so whoever reads it can use the URLs at once.
-        sys.stdout.write(simulator_banner(server.url, server.base_urls, keyed))
-        sys.stdout.flush()
-        threading.Event().wait()  # serve until Ctrl-C
-    except KeyboardInterrupt:
-        pass  # Ctrl-C is how a simulator is meant to stop: not an error
-    finally:
-        server.stop()
-
-
-# Newer command groups live in modules of their own, each adding itself here (issue 9).
-from threatintel import cli_cache, cli_jobs, cli_repl, cli_setup  # noqa: E402 - they use the helpers above
-
-for _module in (cli_cache, cli_jobs, cli_repl, cli_setup):
+for _module in (cli_sim, cli_cache, cli_jobs, cli_repl, cli_setup):
     _module.register(app)
 
 

@@ -185,7 +185,8 @@ def warm(
     Later runs answer them from the cache.
     Prints one line: indicators, lookups made, answers already cached, lookups that failed.
     """
-    from threatintel.cli import err, errors_as_exit_codes, fail, load_settings, run_stream
+    from threatintel.cli import err, errors_as_exit_codes, fail, load_settings
+    from threatintel.cli_run import run_stream
     from threatintel.cli_support import TextInput, stdin_unless_terminal
 
     selected = [p.strip() for item in providers or [] for p in item.split(",") if p.strip()]

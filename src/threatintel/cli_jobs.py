@@ -25,18 +25,18 @@ import typer
 from threatintel._visible import visible
 from threatintel.cli import (
     EXIT_INTERRUPTED,
-    IncludePrivateOption,
-    OutputFormat,
-    OutputOption,
-    ProvidersOption,
-    QuotaWaitNotice,
-    WideOption,
     err,
     errors_as_exit_codes,
     fail,
     load_settings,
-    show,
     stdout_console,
+)
+from threatintel.cli_options import (
+    IncludePrivateOption,
+    OutputFormat,
+    OutputOption,
+    ProvidersOption,
+    WideOption,
 )
 from threatintel.cli_support import escape
 
@@ -202,6 +202,8 @@ def batch(
             err.print(f"interrupted; job {job_id} kept, resume it with: {resume_hint(job_id)}")
             raise typer.Exit(EXIT_INTERRUPTED) from None
     if fmt is not OutputFormat.jsonl:
+        from threatintel.cli_run import show  # lazily: it imports cli.py, which imports us
+
         analysis = job_report(settings, job.id)
         show(analysis, fmt, output, settings=settings, wide=wide, include_private=include_private)
     elif output is not None and str(output) != "-":
@@ -219,6 +221,7 @@ async def _batch(
     names: list[str],
     quiet: bool,
 ) -> Job:
+    from threatintel.cli_run import QuotaWaitNotice
     from threatintel.cli_support import InputError
     from threatintel.engine import Engine
     from threatintel.jobs.runner import JobRunner
@@ -401,6 +404,8 @@ def jobs_show(
     include_private: IncludePrivateOption = False,
 ) -> None:
     """Render a job's report from its stored results, in any format."""
+    from threatintel.cli_run import show
+
     settings = load_settings()
     with errors_as_exit_codes():
         analysis = job_report(settings, job_id)

@@ -310,7 +310,7 @@ def run_session(
     import asyncio
 
     from threatintel._keyguard import KeyGuard
-    from threatintel.cli import QuotaWaitNotice
+    from threatintel.cli_run import QuotaWaitNotice
     from threatintel.engine import Engine
 
     guard = KeyGuard(settings)

@@ -46,24 +46,20 @@ from threatintel.models import (
     Rejected,
     SourceResult,
     SourceStatus,
+    Verdict,
+    VerdictLabel,
     utcnow,
 )
 from threatintel.pipeline import CacheRead, SourcePipeline, SourceStats
-from threatintel.providers import PROVIDERS, HttpProvider, Provider, QuotaWindow
-from threatintel.quota import (
-    KeyUsage,
-    LimitsProbe,
-    QuotaStore,
-    QuotaWaitHook,
-    RateLimiter,
-    Window,
-)
+from threatintel.providers import Provider
+from threatintel.quota import KeyUsage, QuotaStore, QuotaWaitHook, Window
 from threatintel.resilience import BreakerState, CircuitBreaker, RetryPolicy
 from threatintel.scoring import score
 from threatintel.settings import Settings
 from threatintel.wiring import (
     build_cache,
     build_client,
+    build_limiter,
     build_providers,
     build_quota_store,
 )
@@ -121,6 +117,15 @@ class Engine:
         # Our own keys never become indicators, whatever the input holds.
         self._keyguard = KeyGuard(settings)
         self.clock: Clock = clock if clock is not None else SystemClock()
+        # The stores first, then the HTTP client: a REDIS_URL or CACHE_BACKEND they refuse
+        # (ConfigError) then leaves no client behind to close, and each store opens its file or
+        # connection on first use only, so one built before a later failure holds nothing.
+        self._owns_quota_store = quota_store is None
+        self.quota_store = (
+            quota_store if quota_store is not None else build_quota_store(settings, self.clock)
+        )
+        self._owns_cache = cache is None
+        self.cache = cache if cache is not None else build_cache(settings, self.clock)
         self._owns_client = client is None
         self.client = client if client is not None else build_client(settings, trust_env=trust_env)
         self.providers: dict[str, Provider] = dict(
@@ -131,12 +136,6 @@ class Engine:
             else build_providers(settings, self.client, include_raw=True)
         )
         self._on_lookup = on_lookup
-        self._owns_cache = cache is None
-        self.cache = cache if cache is not None else build_cache(settings, self.clock)
-        self._owns_quota_store = quota_store is None
-        self.quota_store = (
-            quota_store if quota_store is not None else build_quota_store(settings, self.clock)
-        )
         retry = RetryPolicy(
             settings.max_retries,
             backoff_base=settings.retry_backoff_base,
@@ -145,25 +144,15 @@ class Engine:
         )
         self.pipelines: dict[str, SourcePipeline] = {}
         for name, provider in self.providers.items():
-            keys = [k.get_secret_value() for k in settings.api_keys(name)]
-            given = (windows or {}).get(name)
-            limiter = RateLimiter(
+            limiter = build_limiter(
+                settings,
                 name,
-                keys or [None],
-                given or quota_windows(settings, name, keyed=bool(keys)),
+                provider,
                 self.quota_store,
                 self.clock,
-                wait_for_reset=settings.quota_wait_for_reset,
-                max_wait=settings.max_quota_wait,
-                margin=settings.rate_limit_margin,
+                windows=(windows or {}).get(name),
                 on_wait=on_quota_wait,
-                setting_names=_quota_settings().get(name, {}),
-                # Windows given by the caller, and limits the user set, are never relearned.
-                pinned=_pinned(settings, name, keyed=bool(keys), given=given),
-                learn=_limits_probe(provider),
             )
-            if isinstance(provider, HttpProvider):
-                provider.on_limits = limiter.learned
             breaker = CircuitBreaker(
                 name,
                 failure_rate=settings.circuit_failure_rate,
@@ -430,8 +419,17 @@ class Engine:
     ) -> Enrichment:
         results = await self._sources(indicator, names, due)
         sources = {result.source: result for result in results}
-        verdict = score(indicator, sources, self.settings.scoring)
-        return Enrichment(indicator=indicator, sources=sources, verdict=verdict)
+        try:
+            verdict = score(indicator, sources, self.settings.scoring)
+            return Enrichment(indicator=indicator, sources=sources, verdict=verdict)
+        except Exception as exc:  # a bug in scoring must not sink the batch: failures are data
+            logger.error(
+                "scoring an indicator (%s) failed unexpectedly (%s)",
+                indicator.type.value,
+                type(exc).__name__,
+                exc_info=logger.isEnabledFor(logging.DEBUG),
+            )
+            return Enrichment(indicator=indicator, sources=sources, verdict=_unscored())
 
     async def _sources(
         self, indicator: Indicator, names: list[str], due: float | None
@@ -580,60 +578,19 @@ class ProviderQuota:
     degraded: bool = False  # the shared quota store is unreachable: local numbers
 
 
-def _vendor_windows(provider: str, *, keyed: bool) -> tuple[QuotaWindow, ...]:
-    cls = PROVIDERS.get(provider)
-    return cls.quota_windows(keyed=keyed) if cls is not None else ()
-
-
-def _quota_settings() -> dict[str, dict[str, str]]:
-    """Per registered provider (read now: one registered after import counts too), the
-    variable holding each window's limit, for quota-wait messages."""
-    return {
-        name: {w.name: w.setting.upper() for w in (*cls.anonymous_windows, *cls.windows)}
-        for name, cls in PROVIDERS.items()
-    }
-
-
-#: The variable that sets each vendor window's limit, per provider and window name; read from
-#: the registry (each provider class declares its windows and their settings).
-QUOTA_SETTINGS: dict[str, dict[str, str]] = _quota_settings()
-
-
-def quota_windows(settings: Settings, provider: str, *, keyed: bool) -> list[Window]:
-    """Every window the vendor enforces, from the settings (free-tier defaults), or from the
-    provider's own default for a setting Settings does not have (a plug-in provider)."""
-    return [
-        w.window(getattr(settings, w.setting, None) or w.default)
-        for w in _vendor_windows(provider, keyed=keyed)
-    ]
-
-
-def _pinned(
-    settings: Settings, provider: str, *, keyed: bool, given: Sequence[Window] | None
-) -> frozenset[str]:
-    """The windows whose limit learning must not change: all of them when the caller chose
-    the windows, else those whose setting the user set (configured beats learned)."""
-    if given:
-        return frozenset(w.name for w in given)
-    return frozenset(
-        w.name for w in _vendor_windows(provider, keyed=keyed) if settings.configured(w.setting)
-    )
-
-
-def _limits_probe(provider: Provider) -> LimitsProbe | None:
-    """The provider's account endpoint as the limiter's probe, if it has one."""
-    if not isinstance(provider, HttpProvider):
-        return None
-    if type(provider).account_limits is HttpProvider.account_limits:
-        return None
-    return provider.account_limits
-
-
 @dataclass(frozen=True, slots=True)
 class _End:
     """The reader's last word: how many indicators it started."""
 
     count: int
+
+
+def _unscored() -> Verdict:
+    """The verdict of an indicator whose scoring failed (a bug): it claims nothing, and its
+    sources are kept as they came back."""
+    return Verdict(
+        label=VerdictLabel.UNKNOWN, score=0, confidence=0, reasons=["internal error while scoring"]
+    )
 
 
 def _pending(name: str, *, started: bool) -> SourceResult:

@@ -5,13 +5,16 @@ the quota store, each from the settings (a caller may hand the Engine its own in
     providers = build_providers(settings, client)
     cache = build_cache(settings, clock)             # SQLite by default, Redis, or memory
     quota_store = build_quota_store(settings, clock)
+    limiter = build_limiter(settings, "otx", providers["otx"], quota_store, clock)
 
-Apart from engine.py, which schedules lookups, because these only open resources.
+Apart from engine.py, which schedules lookups, because these only build and open things; the
+limiter's windows, limits and their variable names come from the provider registry.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import httpx
 
@@ -19,18 +22,29 @@ from threatintel._version import __version__
 from threatintel.cache import Cache, open_cache
 from threatintel.clock import Clock
 from threatintel.errors import ConfigError
-from threatintel.providers import PROVIDERS, HttpProvider
-from threatintel.quota import FallbackQuotaStore, MemoryQuotaStore, QuotaStore
+from threatintel.providers import PROVIDERS, HttpProvider, Provider, QuotaWindow
+from threatintel.quota import (
+    FallbackQuotaStore,
+    LimitsProbe,
+    MemoryQuotaStore,
+    QuotaStore,
+    QuotaWaitHook,
+    RateLimiter,
+    Window,
+)
 from threatintel.quota.sqlite import SQLiteQuotaStore
 from threatintel.settings import Settings
 
 __all__ = [
     "QUOTA_FILENAME",
+    "QUOTA_SETTINGS",
     "USER_AGENT",
     "build_cache",
     "build_client",
+    "build_limiter",
     "build_providers",
     "build_quota_store",
+    "quota_windows",
 ]
 
 USER_AGENT = f"threatintel/{__version__}"
@@ -103,17 +117,99 @@ def build_quota_store(settings: Settings, clock: Clock) -> QuotaStore:
     backend = settings.resolved_cache_backend
     if backend == "memory":
         return MemoryQuotaStore()
-    local = SQLiteQuotaStore(settings.cache_dir / QUOTA_FILENAME)
     if backend == "redis" and settings.redis_url is not None:
         from threatintel.quota.redis import RedisQuotaStore  # the redis client only when used
 
-        try:
+        try:  # before the local store: a refused URL leaves nothing built
             shared = RedisQuotaStore(settings.redis_url.get_secret_value())
         except ValueError:
             raise ConfigError("REDIS_URL: not a usable Redis URL") from None
         # While Redis is down, the local file keeps CLI runs from overspending in a row.
+        local = SQLiteQuotaStore(settings.cache_dir / QUOTA_FILENAME)
         return FallbackQuotaStore(shared, clock=clock, fallback=local)
-    return FallbackQuotaStore(local, clock=clock)
+    return FallbackQuotaStore(SQLiteQuotaStore(settings.cache_dir / QUOTA_FILENAME), clock=clock)
+
+
+def build_limiter(
+    settings: Settings,
+    name: str,
+    provider: Provider,
+    store: QuotaStore,
+    clock: Clock,
+    *,
+    windows: Sequence[Window] | None = None,
+    on_wait: QuotaWaitHook | None = None,
+) -> RateLimiter:
+    """The quota limiter of one provider: its keys, the vendor's windows (or ``windows``, the
+    caller's), learning limits from the vendor's account endpoint where it has one."""
+    keys = [k.get_secret_value() for k in settings.api_keys(name)]
+    limiter = RateLimiter(
+        name,
+        keys or [None],
+        windows or quota_windows(settings, name, keyed=bool(keys)),
+        store,
+        clock,
+        wait_for_reset=settings.quota_wait_for_reset,
+        max_wait=settings.max_quota_wait,
+        margin=settings.rate_limit_margin,
+        on_wait=on_wait,
+        setting_names=_quota_settings().get(name, {}),
+        # Windows given by the caller, and limits the user set, are never relearned.
+        pinned=_pinned(settings, name, keyed=bool(keys), given=windows),
+        learn=_limits_probe(provider),
+    )
+    if isinstance(provider, HttpProvider):
+        provider.on_limits = limiter.learned
+    return limiter
+
+
+def _vendor_windows(provider: str, *, keyed: bool) -> tuple[QuotaWindow, ...]:
+    cls = PROVIDERS.get(provider)
+    return cls.quota_windows(keyed=keyed) if cls is not None else ()
+
+
+def _quota_settings() -> dict[str, dict[str, str]]:
+    """Per registered provider (read now: one registered after import counts too), the
+    variable holding each window's limit, for quota-wait messages."""
+    return {
+        name: {w.name: w.setting.upper() for w in (*cls.anonymous_windows, *cls.windows)}
+        for name, cls in PROVIDERS.items()
+    }
+
+
+#: The variable that sets each vendor window's limit, per provider and window name; read from
+#: the registry (each provider class declares its windows and their settings).
+QUOTA_SETTINGS: dict[str, dict[str, str]] = _quota_settings()
+
+
+def quota_windows(settings: Settings, provider: str, *, keyed: bool) -> list[Window]:
+    """Every window the vendor enforces, from the settings (free-tier defaults), or from the
+    provider's own default for a setting Settings does not have (a plug-in provider)."""
+    return [
+        w.window(getattr(settings, w.setting, None) or w.default)
+        for w in _vendor_windows(provider, keyed=keyed)
+    ]
+
+
+def _pinned(
+    settings: Settings, provider: str, *, keyed: bool, given: Sequence[Window] | None
+) -> frozenset[str]:
+    """The windows whose limit learning must not change: all of them when the caller chose
+    the windows, else those whose setting the user set (configured beats learned)."""
+    if given:
+        return frozenset(w.name for w in given)
+    return frozenset(
+        w.name for w in _vendor_windows(provider, keyed=keyed) if settings.configured(w.setting)
+    )
+
+
+def _limits_probe(provider: Provider) -> LimitsProbe | None:
+    """The provider's account endpoint as the limiter's probe, if it has one."""
+    if not isinstance(provider, HttpProvider):
+        return None
+    if type(provider).account_limits is HttpProvider.account_limits:
+        return None
+    return provider.account_limits
 
 
 def _safe(exc: BaseException) -> str:
