@@ -437,7 +437,7 @@ class Engine:
         self, indicator: Indicator, names: list[str], due: float | None
     ) -> list[SourceResult]:
         """Every source's answer; with a deadline, PENDING for those still waiting at it."""
-        decided = {name: self._decide(name, indicator) for name in names}
+        decided = self._decide(indicator, names)
         asked = [name for name, result in decided.items() if result is None]
         if due is None:
             reads = await self._read_cache(indicator, asked)
@@ -494,30 +494,40 @@ class Engine:
             return {}
         return {name: (key, entries.get(key)) for name, key in keys.items()}
 
-    def _decide(self, name: str, indicator: Indicator) -> SourceResult | None:
-        """A source's answer when no lookup is needed (or allowed), else None: ask it."""
-        provider = self.providers[name]
-        if not indicator.queryable or indicator.type not in provider.supports:
-            return SourceResult(
-                source=name,
-                status=SourceStatus.NOT_APPLICABLE,
-                message=f"{provider.title} does not look up {indicator.type.value} indicators",
-            )
-        if not self.settings.query_private:
-            reason = non_public_reason(indicator, self.settings.internal_domains)
+    def _decide(self, indicator: Indicator, names: list[str]) -> dict[str, SourceResult | None]:
+        """Each source's answer when no lookup is needed (or allowed), else None: ask it.
+        Whether the indicator is public is checked once for all of them, and only when one
+        of them looks it up (an address or host check is the dearest part of a warm lookup)."""
+        decided: dict[str, SourceResult | None] = {}
+        checked = self.settings.query_private
+        reason: str | None = None
+        for name in names:
+            provider = self.providers[name]
+            if not indicator.queryable or indicator.type not in provider.supports:
+                decided[name] = SourceResult(
+                    source=name,
+                    status=SourceStatus.NOT_APPLICABLE,
+                    message=f"{provider.title} does not look up {indicator.type.value} indicators",
+                )
+                continue
+            if not checked:
+                reason = non_public_reason(indicator, self.settings.internal_domains)
+                checked = True
             if reason:
-                return SourceResult(
+                decided[name] = SourceResult(
                     source=name,
                     status=SourceStatus.NOT_QUERIED_PRIVATE,
                     message=f"not sent to third parties: {reason}",
                 )
-        if provider.requires_key and not self.settings.api_keys(name):
-            return SourceResult(
-                source=name,
-                status=SourceStatus.NOT_CONFIGURED,
-                message=f"no {name.upper()}_API_KEY configured",
-            )
-        return None
+            elif provider.requires_key and not self.settings.api_keys(name):
+                decided[name] = SourceResult(
+                    source=name,
+                    status=SourceStatus.NOT_CONFIGURED,
+                    message=f"no {name.upper()}_API_KEY configured",
+                )
+            else:
+                decided[name] = None
+        return decided
 
     async def _source(
         self, name: str, indicator: Indicator, read: CacheRead | None = None
