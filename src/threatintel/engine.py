@@ -34,7 +34,7 @@ import httpx
 from threatintel._keyguard import KEY_REASON, KeyGuard
 from threatintel.attribution import Attributor
 from threatintel.cache import Cache
-from threatintel.cache.base import get_many
+from threatintel.cache.batched import BatchedReads
 from threatintel.clock import Clock, SystemClock
 from threatintel.errors import CacheError, InvalidIndicator, NoIndicators, UnknownProvider
 from threatintel.indicators import non_public_reason
@@ -133,6 +133,8 @@ class Engine:
         self._on_lookup = on_lookup
         self._owns_cache = cache is None
         self.cache = cache if cache is not None else build_cache(settings, self.clock)
+        # Lookups started together read the cache together: one query per loop turn.
+        self._reads = BatchedReads(self.cache)
         self._owns_quota_store = quota_store is None
         self.quota_store = (
             quota_store if quota_store is not None else build_quota_store(settings, self.clock)
@@ -474,21 +476,20 @@ class Engine:
         return results
 
     async def _read_cache(self, indicator: Indicator, names: list[str]) -> dict[str, CacheRead]:
-        """The cache entries of all of ``indicator``'s sources in one read (one SQLite query
-        or Redis round trip instead of one per source); {} when the read fails, and then each
-        lookup reads for itself. Misses go on to each pipeline's single flight as before."""
+        """The cache entries of all of ``indicator``'s sources, read together with those of
+        the other indicators started in the same loop turn (one SQLite query or Redis round
+        trip for them all, not one per source); {} when the read fails, and then each lookup
+        reads for itself. Misses go on to each pipeline's single flight as before."""
         keys: dict[str, str] = {}
-        cache: Cache | None = None
         for name in names:
             pipeline = self.pipelines[name]
-            if pipeline.cache is None or (cache is not None and pipeline.cache is not cache):
+            if pipeline.cache is not self.cache:
                 continue  # not cached, or (never so far) a cache of its own: it reads itself
-            cache = pipeline.cache
             keys[name] = pipeline.cache_key(indicator)
-        if cache is None or len(keys) < 2:
+        if not keys:
             return {}
         try:
-            entries = await get_many(cache, list(keys.values()))
+            entries = await self._reads.get_many(list(keys.values()))
         except CacheError as exc:  # a bare backend; the layered cache never raises
             logger.debug("cache read failed: %s", exc)
             return {}
