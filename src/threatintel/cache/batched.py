@@ -23,8 +23,8 @@ from threatintel.cache.base import Cache, CacheEntry, get_many
 
 __all__ = ["MAX_BATCH_KEYS", "BatchedReads"]
 
-#: The most keys one shared read asks for; the callers past it wait for the next read (a
-#: window of 1,000 indicators asks for ~2,800 keys: a few reads, each a bounded query).
+#: The most keys one shared read asks for; the callers past it wait for the next read (the
+#: engine's window of 250 indicators asks for ~700 keys at most: one read per loop turn).
 MAX_BATCH_KEYS: Final = 1_000
 
 _Waiter = tuple[Sequence[str], "asyncio.Future[dict[str, CacheEntry]]"]
