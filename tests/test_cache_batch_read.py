@@ -1,12 +1,18 @@
-"""The engine reads all of an indicator's cached answers in one cache read (Cache.get_many)."""
+"""The engine reads the cached answers of the indicators it starts together in one cache read
+(Cache.get_many through BatchedReads)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+
+import pytest
 
 from support import sim_settings
 from threatintel.cache import CacheEntry, MemoryCache
+from threatintel.cache.batched import BatchedReads
 from threatintel.engine import Engine
+from threatintel.errors import CacheError
 from threatintel.quota import MemoryQuotaStore
 from threatintel.simulator import SimulatorServer
 
@@ -36,9 +42,9 @@ class CountingCache(MemoryCache):
             self._batching = False
 
 
-async def test_warm_indicator_is_answered_from_one_cache_read(sim: SimulatorServer) -> None:
-    """A warm run reads each indicator's sources in one get_many, sends nothing upstream, and
-    still counts every source's lookup as a hit."""
+async def test_warm_indicators_are_answered_from_one_cache_read(sim: SimulatorServer) -> None:
+    """A warm run reads all its indicators' sources in one get_many, sends nothing upstream,
+    and still counts every source's lookup as a hit."""
     cache = CountingCache()
     async with Engine(sim_settings(sim), cache=cache, quota_store=MemoryQuotaStore()) as cold:
         first = await cold.analyze(VALUES)
@@ -51,8 +57,68 @@ async def test_warm_indicator_is_answered_from_one_cache_read(sim: SimulatorServ
     assert len(sim.log) == calls
     assert all(r.cached for results in asked for r in results)
     assert cache.gets == 0
-    assert sorted(cache.batches) == sorted(len(results) for results in asked)
+    assert cache.batches == [sum(len(results) for results in asked)]
     assert sum(hits.values()) == sum(len(results) for results in asked)
     counted = {p.provider: p.hits for p in (await cache.stats()).providers}
     assert sum(counted.values()) == sum(len(results) for results in asked)
     assert [e.indicator for e in first.enrichments] == [e.indicator for e in again.enrichments]
+
+
+class FailingCache(CountingCache):
+    """A cache whose batched reads fail as a broken backend's do."""
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, CacheEntry]:
+        self.batches.append(len(keys))
+        raise CacheError("the back is down")
+
+
+async def test_reads_asked_in_one_loop_turn_share_one_get_many() -> None:
+    """Callers of one loop turn share a single read, each getting only its own keys' live
+    entries (absent keys left out), and a later caller gets a read of its own."""
+    cache = CountingCache()
+    await cache.set("a", b"1", ttl=60)
+    await cache.set("b", b"2", ttl=60)
+    reads = BatchedReads(cache)
+    first, second, third = await asyncio.gather(
+        reads.get_many(["a", "x"]), reads.get_many(["b"]), reads.get_many(["a", "b"])
+    )
+    assert cache.batches == [3]  # "a", "x", "b" once each
+    assert {k: e.value for k, e in first.items()} == {"a": b"1"}
+    assert {k: e.value for k, e in second.items()} == {"b": b"2"}
+    assert set(third) == {"a", "b"}
+    assert set(await reads.get_many(["b"])) == {"b"}
+    assert cache.batches == [3, 1]
+
+
+async def test_a_batch_is_split_at_max_keys_without_splitting_a_caller() -> None:
+    """Past max_keys the waiting callers are read in several batches, each caller's keys in
+    one of them, and every caller still gets its entries."""
+    cache = CountingCache()
+    for key in "abcde":
+        await cache.set(key, key.encode(), ttl=60)
+    reads = BatchedReads(cache, max_keys=3)
+    answers = await asyncio.gather(
+        reads.get_many(["a", "b"]), reads.get_many(["c", "d"]), reads.get_many(["e"])
+    )
+    assert cache.batches == [2, 3]
+    assert [sorted(answer) for answer in answers] == [["a", "b"], ["c", "d"], ["e"]]
+
+
+async def test_a_failed_read_reaches_every_caller_and_a_cancelled_one_is_skipped() -> None:
+    """A CacheError of the shared read is raised to each caller of that read; a caller
+    cancelled before the read ends does not stop the others from being answered."""
+    reads = BatchedReads(FailingCache())
+    results = await asyncio.gather(
+        reads.get_many(["a"]), reads.get_many(["b"]), return_exceptions=True
+    )
+    assert [type(r) for r in results] == [CacheError, CacheError]
+    cache = CountingCache()
+    await cache.set("b", b"2", ttl=60)
+    reads = BatchedReads(cache)
+    gone = asyncio.create_task(reads.get_many(["a"]))
+    kept = asyncio.create_task(reads.get_many(["b"]))
+    await asyncio.sleep(0)  # both are waiting for the shared read
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert set(await kept) == {"b"}

@@ -91,6 +91,16 @@ def one_line(text: object, limit: int | None = None) -> str:
     text = str(text)
     if limit is not None:
         text = text[: limit * 4]
+    if (
+        text.isprintable()  # so its only whitespace is " " (every other kind is not printable)
+        and (limit is None or len(text) <= limit)
+        and "  " not in text
+        and text[:1] != " "
+        and text[-1:] != " "
+    ):
+        # Already one visible line: the common case for vendor names, tags and labels, which
+        # scoring clips by the tens per indicator (~80,000 per 10,000 warm indicators).
+        return text
     flat = " ".join(visible(text).split())
     if limit is None or len(flat) <= limit:
         return flat
