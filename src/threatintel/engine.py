@@ -24,7 +24,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
@@ -43,7 +43,6 @@ from threatintel.models import (
     Analysis,
     Enrichment,
     Indicator,
-    Rejected,
     SourceResult,
     SourceStatus,
     Verdict,
@@ -256,13 +255,6 @@ class Engine:
             raise UnknownProvider(unknown[0], list(self.providers))
         wanted = {n.lower() for n in given}
         return [n for n in self.providers if n in wanted]
-
-    def collect(self, values: Iterable[str]) -> tuple[dict[Indicator, list[str]], list[Rejected]]:
-        """Parse explicit values (each may be defanged, or a pasted line holding several);
-        a value holding a configured API key is rejected, the key never echoed."""
-        with self.intake() as intake:
-            found = [indicator for indicator, _ in intake.feed_values(values)]
-            return {indicator: intake.claim(indicator) for indicator in found}, intake.rejected
 
     def intake(self, **options: Any) -> Intake:
         """A fresh Intake screening for this engine's keys (``Intake``'s options apply)."""

@@ -165,6 +165,7 @@ class RateLimiter:
     __slots__ = (
         "_acquiring",
         "_announced",
+        "_ask_limits",
         "_block_horizon",
         "_clock",
         "_counted",
@@ -175,7 +176,6 @@ class RateLimiter:
         "_loaded",
         "_on_wait",
         "_pinned",
-        "_probe",
         "_probes",
         "_probing",
         "_setting_names",
@@ -261,7 +261,7 @@ class RateLimiter:
         # Limits learned per bucket (window name → limit), and the probes asked per bucket.
         self._pinned = frozenset(pinned)
         self._learned: dict[str, dict[str, int]] = {}
-        self._probe = learn
+        self._ask_limits = learn
         self._probes: dict[str, asyncio.Task[bool]] = {}
         self._loaded: set[str] = set()  # buckets whose kept limits were read from the store
         self._dirty: set[str] = set()  # buckets with limits to write to the store
@@ -464,7 +464,7 @@ class RateLimiter:
     async def _learn_limits(self, asked: set[str]) -> bool:
         """Ask the vendor, once per key and process, for the limits of every key not yet asked
         by this acquire; True if any limit changed (waiters share the one request per key)."""
-        if self._probe is None or {w.name for w in self.windows} <= self._pinned:
+        if self._ask_limits is None or {w.name for w in self.windows} <= self._pinned:
             return False  # nothing to ask for, or nothing the answer could change
         changed = False
         for key, bucket in self._keys:
@@ -481,9 +481,9 @@ class RateLimiter:
         return changed
 
     async def _ask(self, key: str) -> bool:
-        assert self._probe is not None
+        assert self._ask_limits is not None
         try:
-            limits = await self._probe(key)
+            limits = await self._ask_limits(key)
         except Exception as exc:  # a probe is a bonus: defaults stay, the lookup goes on
             logger.debug(
                 "%s %s: limits unknown (%s)", self.provider, _label(key), type(exc).__name__
