@@ -364,6 +364,18 @@ async def test_garbage_values_are_rejected_with_a_reason(
     assert len(sim.log) == 0
 
 
+async def test_a_stream_of_nothing_is_the_same_request_error(
+    engine: Engine, sim: SimulatorServer
+) -> None:
+    """Engine.stream, the verb every door uses, raises NoIndicators listing what was skipped
+    when its text holds no indicator, as analyze does; nothing is asked."""
+    with pytest.raises(NoIndicators) as caught:
+        async for _ in engine.stream(text=["prose only\n", "and 999.1.1.1\n"]):
+            pass
+    assert [r.candidate for r in caught.value.rejected] == ["999.1.1.1"]
+    assert len(sim.log) == 0
+
+
 async def test_one_indicator_among_garbage_is_analysed(engine: Engine) -> None:
     """One usable value is enough: the rest are listed as rejected, no error."""
     analysis = await engine.analyze(["not an indicator at all", "8.8.8.8"])

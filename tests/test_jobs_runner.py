@@ -12,6 +12,7 @@ import pytest
 
 from support import REDIS_URL, redis_key_prefix
 from threatintel.engine import Engine
+from threatintel.errors import NoIndicators
 from threatintel.jobs import JobState, JobStore, MemoryJobStore, SQLiteJobStore
 from threatintel.jobs.runner import JobRunner, gap_summary, job_analysis
 from threatintel.models import Enrichment
@@ -87,6 +88,19 @@ async def test_a_resumed_job_never_asks_again_what_was_answered(
         assert after[value] == before[value] == 1, value
     # Only lookups in flight at the stop can have been asked twice (the cache is off here).
     assert sum(after.values()) - len(DOMAINS) <= 2
+
+
+async def test_a_job_of_nothing_is_the_engines_no_indicators_error(
+    make_engine: Callable[..., Engine], sim: SimulatorServer
+) -> None:
+    """Input without an indicator stops the job with NoIndicators listing what was skipped,
+    the error the engine's stream gives, so every door that runs jobs reports it alike."""
+    runner = JobRunner(make_engine(cache_ttl=0), MemoryJobStore())
+    job = await runner.create("iocs.txt")
+    with pytest.raises(NoIndicators) as caught:
+        await runner.process(job.id, ["nothing to see here\n", "999.1.1.1\n"])
+    assert [r.candidate for r in caught.value.rejected] == ["999.1.1.1"]
+    assert len(sim.log) == 0
 
 
 @pytest.fixture(params=["sqlite", "redis"])

@@ -222,8 +222,8 @@ async def _batch(
     quiet: bool,
 ) -> Job:
     from threatintel.cli_run import QuotaWaitNotice
-    from threatintel.cli_support import InputError
     from threatintel.engine import Engine
+    from threatintel.errors import NoIndicators
     from threatintel.jobs.runner import JobRunner
 
     store = open_store(settings)
@@ -251,12 +251,13 @@ async def _batch(
                     notice.progress = progress.bar if progress is not None else None
                     _wire(runner, writer, progress)
                     job = await runner.process(job.id, lines, takeover=resume is not None)
+            except NoIndicators:  # the runner decides it; a new job of nothing is not kept
+                if resume is None:
+                    await store.delete(job.id)
+                raise
             finally:
                 if writer is not None:
                     writer.close()
-            if job.total == 0 and resume is None:
-                await store.delete(job.id)
-                raise InputError("no indicators found in the input")
             await _report(store, job)
             return job
     finally:

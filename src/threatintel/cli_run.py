@@ -115,9 +115,8 @@ def run_stream(
     each: ResultHook,
 ) -> int:
     """Every enrichment of ``text`` to ``each`` as it completes, none kept (memory stays flat
-    however big the input); the number of indicators. NoIndicators, as from analyze, when
-    the text holds none."""
-    from threatintel.errors import NoIndicators
+    however big the input); the number of indicators. NoIndicators, from the engine's
+    stream, when the text holds none."""
 
     async def consume(engine: Engine, intake: Intake, hook: ResultHook | None) -> int:
         count = 0
@@ -126,8 +125,6 @@ def run_stream(
             if hook is not None:
                 hook(enrichment)
             count += 1
-        if not intake.counts.indicators:
-            raise NoIndicators(intake.rejected)
         return count
 
     return run_engine(settings, consume, many=True, text=text)

@@ -36,7 +36,7 @@ from threatintel.attribution import Attributor
 from threatintel.cache import Cache
 from threatintel.cache.batched import BatchedReads
 from threatintel.clock import Clock, SystemClock
-from threatintel.errors import CacheError, InvalidIndicator, NoIndicators, UnknownProvider
+from threatintel.errors import CacheError, InvalidIndicator, UnknownProvider
 from threatintel.indicators import non_public_reason
 from threatintel.intake import Intake, Text, Values
 from threatintel.models import (
@@ -269,6 +269,7 @@ class Engine:
         providers: Sequence[str] | None = None,
         deadline: float | None = None,
         intake: Intake | None = None,
+        allow_empty: bool = False,
     ) -> AsyncIterator[Enrichment]:
         """Each distinct indicator of ``values`` then ``text``, enriched, as soon as done.
 
@@ -277,9 +278,13 @@ class Engine:
         most ``window`` indicators in flight, with every spelling seen for the indicator.
         ``deadline`` (seconds) bounds the call: sources still waiting then are PENDING, and
         their lookups go on to fill the cache. Pass an ``intake`` to read the rejected
-        candidates and counts afterwards. UnknownProvider before any lookup.
+        candidates and counts afterwards. UnknownProvider before any lookup; NoIndicators (a
+        RequestError listing what was skipped) once the input is read, if it held no
+        indicator at all: this is the one place that decides it, for every door alike.
+        ``allow_empty`` is for a caller feeding indicators it checked itself (a job's manifest).
         """
-        async for _, enrichment in self._stream(values, text, providers, deadline, intake):
+        streamed = self._stream(values, text, providers, deadline, intake, allow_empty)
+        async for _, enrichment in streamed:
             yield enrichment
 
     async def analyze(
@@ -310,8 +315,6 @@ class Engine:
         finally:
             if owned:
                 intake.close()
-        if not collected and not intake.counts.indicators:
-            raise NoIndicators(intake.rejected)
         collected.sort(key=lambda item: item[0])
         return Analysis(
             enrichments=[enrichment for _, enrichment in collected],
@@ -352,6 +355,7 @@ class Engine:
         providers: Sequence[str] | None,
         deadline: float | None,
         intake: Intake | None,
+        allow_empty: bool = False,
     ) -> AsyncIterator[tuple[int, Enrichment]]:
         """(input position, enrichment) in completion order; the window bounds what is held.
 
@@ -382,6 +386,8 @@ class Engine:
                     tasks.add(task)
                     task.add_done_callback(functools.partial(finished, count))
                     count += 1
+                if not allow_empty:
+                    intake.require()  # NoIndicators
             except Exception as exc:  # an input that fails to read ends the stream with it
                 done.put_nowait(exc)
             else:

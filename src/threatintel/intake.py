@@ -44,7 +44,7 @@ from types import TracebackType
 from typing import TypeVar
 
 from threatintel._keyguard import KeyGuard
-from threatintel.errors import InvalidIndicator
+from threatintel.errors import InvalidIndicator, NoIndicators
 from threatintel.indicators import extract, parse_indicator
 from threatintel.models import Indicator, Rejected
 
@@ -261,6 +261,12 @@ class Intake:
     def claim(self, indicator: Indicator) -> list[str]:
         """The spellings seen for ``indicator``, forgotten here: later ones are only counted."""
         return self._spellings.pop((indicator.type.value, indicator.value), [])
+
+    def require(self) -> None:
+        """NoIndicators, listing what was skipped, if nothing read so far was an indicator: the
+        one test of an empty request (the engine's stream, and a job's input, use it)."""
+        if not self.counts.indicators:
+            raise NoIndicators(self.rejected)
 
     @property
     def rejected(self) -> list[Rejected]:

@@ -106,6 +106,7 @@ class JobRunner:
 
         Lines the job already read (``Job.lines_read``, from a run that died while reading)
         are skipped, so resuming with the same file goes on where the input stopped.
+        NoIndicators (the job left unsealed) when the job holds none once the input is read.
         """
         job = await self.store.get(job_id)
         size = self.engine.settings.batch_size
@@ -134,6 +135,8 @@ class JobRunner:
                     break
             pending.extend(indicator for indicator, _ in intake.finish())
             await self._append(job_id, intake, pending, max(number, job.lines_read), rejected)
+            if not (await self.store.get(job_id)).total:
+                intake.require()  # NoIndicators, as the engine's stream decides it
         await self.store.seal(job_id, now=self._now())
         self._fed.set()
         return await self.store.get(job_id)
@@ -177,7 +180,9 @@ class JobRunner:
         try:
             if lines is not None and not job.sealed:
                 feeder = asyncio.create_task(self.ingest(job_id, lines))
-            stream = self.engine.stream(self._indicators(job_id, feeder), providers=names)
+            stream = self.engine.stream(
+                self._indicators(job_id, feeder), providers=names, allow_empty=True
+            )
             await self._write(job_id, stream, self._with_spellings, self._completed)
             if feeder is not None:
                 await feeder
@@ -313,7 +318,7 @@ class JobRunner:
                     enrichment = Enrichment.model_validate_json(body)
                     stored[enrichment.indicator] = enrichment
             selected = self.engine.select(list(providers))
-            stream = self.engine.stream(list(stored), providers=selected)
+            stream = self.engine.stream(list(stored), providers=selected, allow_empty=True)
 
             def merged(
                 fresh: Enrichment, stored: dict[Indicator, Enrichment] = stored
