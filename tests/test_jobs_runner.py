@@ -7,17 +7,22 @@ import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from support import REDIS_URL, redis_key_prefix
+from support import REDIS_URL, redis_key_prefix, sim_settings
+from threatintel.clock import LockstepClock
 from threatintel.engine import Engine
 from threatintel.errors import NoIndicators
 from threatintel.jobs import JobState, JobStore, MemoryJobStore, SQLiteJobStore
 from threatintel.jobs.runner import JobRunner, gap_summary, job_analysis
 from threatintel.models import Enrichment
-from threatintel.simulator import SimulatorServer
+from threatintel.quota import MemoryQuotaStore
+from threatintel.simulator import SimulatorServer, VendorConfig
+from threatintel.simulator import Window as SimWindow
 
+START = 1_700_000_000.0
 DOMAINS = [f"host{i}.example-{i % 7}.com" for i in range(23)]
 
 
@@ -150,3 +155,66 @@ async def test_a_spent_daily_quota_leaves_gaps_that_a_later_run_fills(
     for enrichment in analysis.enrichments:
         assert enrichment.sources["virustotal"].status.answered
         assert enrichment.sources["otx"].status.answered
+
+
+def slow_virustotal(sim: SimulatorServer, clock: LockstepClock, **extra: Any) -> Engine:
+    """An engine whose VirusTotal allows 4 lookups a minute on both sides, waiting for its
+    slots in the virtual time of ``clock`` (shared with the simulator)."""
+    sim.config.clock = clock
+    sim.config.virustotal = VendorConfig(windows=(SimWindow.per_minute(4),))
+    settings = sim_settings(
+        sim, virustotal_rate_limit=4, max_quota_wait=None, cache_backend="memory", **extra
+    )
+    return Engine(settings, clock=clock, quota_store=MemoryQuotaStore())
+
+
+async def test_a_job_running_longer_than_its_lease_is_not_taken_over(sim: SimulatorServer) -> None:
+    """Twelve lookups at 4 a minute take minutes of (virtual) time against a 30 s lease: the
+    runner renews it meanwhile, so another runner asking at 45 s and 100 s gets no chunk."""
+    clock = LockstepClock(START)
+    store = MemoryJobStore()
+    async with slow_virustotal(sim, clock, batch_size=100) as engine:
+        runner = JobRunner(engine, store, lease=30)
+        job = await runner.create("iocs.txt", providers=["virustotal"])
+        rival: list[tuple[float, int | None, int]] = []
+
+        async def other_runner() -> None:
+            for at in (45.0, 100.0):
+                await clock.sleep(START + at - clock.time())
+                seq = await store.claim(job.id, "rival", now=clock.time(), lease=30)
+                rival.append((at, seq, (await store.get(job.id)).done))
+
+        watchers: list[asyncio.Task[None]] = []
+        # Started once lookups wait on the clock for VirusTotal's next minute (a sleeper on its
+        # own would move a lockstep clock at once).
+        runner.on_result = lambda _: (
+            watchers or watchers.append(asyncio.create_task(other_runner()))
+        )
+        done = await runner.process(job.id, [f"45.10.{i}.9\n" for i in range(1, 13)])
+        for watcher in watchers:  # done by now, unless the job ended early (then it fails)
+            watcher.cancel()
+    assert [(at, seq) for at, seq, _ in rival] == [(45.0, None), (100.0, None)]
+    assert done.state is JobState.DONE and done.done == 12
+    assert clock.time() - START > 100  # it did run past the lease, several times over
+    assert all(answered < 12 for _, _, answered in rival)  # the job was still running
+
+
+async def test_a_dead_runners_job_is_taken_over_once_its_lease_ends(sim: SimulatorServer) -> None:
+    """A runner killed mid-job stops renewing: another process's runner (no takeover) gets its
+    chunk once the lease has run out, not before, and finishes the job."""
+    store = MemoryJobStore()
+    lines = [f"45.11.{i}.9\n" for i in range(1, 7)]
+    async with slow_virustotal(sim, LockstepClock(START), batch_size=100) as engine:
+        runner = JobRunner(engine, store, lease=30)
+        job = await runner.create("iocs.txt", providers=["virustotal"])
+        task = asyncio.ensure_future(runner.process(job.id, lines))
+        runner.on_result = lambda _: task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        died = engine.clock.time()
+    assert await store.claim(job.id, "early", now=died + 29, lease=30) is None
+    clock = LockstepClock(died + 31)
+    async with slow_virustotal(sim, clock, batch_size=100) as engine:
+        later = JobRunner(engine, store, lease=30, worker="later")
+        finished = await later.process(job.id, lines)
+    assert finished.state is JobState.DONE and finished.done == 6

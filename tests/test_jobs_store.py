@@ -111,6 +111,20 @@ async def test_claims_hand_out_each_chunk_once_until_the_lease_ends(store: JobSt
     assert (got.chunks, got.chunks_done) == (2, 1)
 
 
+async def test_a_renewed_lease_keeps_a_chunk_from_other_runners(store: JobStore) -> None:
+    """Renewing extends a live chunk's lease past its first end; a done chunk stays done."""
+    job = await store.create("x", providers=[], now=NOW)
+    await store.append(job.id, [(ind("a.com"), "a.com")], lines_read=1, now=NOW)
+    await store.append(job.id, [(ind("b.com"), "b.com")], lines_read=2, now=NOW)
+    assert await store.claim(job.id, "w1", now=NOW, lease=60) == 0
+    assert await store.claim(job.id, "w1", now=NOW, lease=60) == 1
+    await store.complete(job.id, 1, now=NOW + 30)
+    await store.renew(job.id, [0, 1], now=NOW + 40, lease=60)
+    assert await store.claim(job.id, "w2", now=NOW + 90, lease=60) is None
+    assert await store.claim(job.id, "w2", now=NOW + 101, lease=60) == 0  # renewals stopped
+    assert (await store.get(job.id)).chunks_done == 1
+
+
 async def test_rows_are_idempotent_and_counters_exact(store: JobStore) -> None:
     """Writing a row twice (a chunk re-run) or with a new verdict leaves exact counts."""
     job = await store.create("x", providers=[], now=NOW)

@@ -237,6 +237,11 @@ class JobStore(Protocol):
         does yet: a queue worker of issue 11 may want it in logs)."""
         ...
 
+    async def renew(self, job_id: str, chunks: Sequence[int], *, now: float, lease: float) -> None:
+        """Extend the claims on ``chunks`` (those not done) to ``now + lease``: their runner
+        is alive and still working on them, however long its lookups wait."""
+        ...
+
     async def release(self, job_id: str) -> None:
         """Forget every claim on the job's chunks (its one runner died and starts again)."""
         ...

@@ -115,6 +115,12 @@ class MemoryJobStore:
                 return seq
         return None
 
+    async def renew(self, job_id: str, chunks: Sequence[int], *, now: float, lease: float) -> None:
+        record = self._get(job_id)
+        for seq in chunks:
+            if not record.chunks[seq].done:
+                record.chunks[seq].claimed_until = now + lease
+
     async def release(self, job_id: str) -> None:
         for chunk in self._get(job_id).chunks:
             chunk.claimed_until = 0.0

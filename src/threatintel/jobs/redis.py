@@ -100,6 +100,18 @@ end
 return -1
 """
 
+# KEYS: chunks. ARGV: lease end, then the seqs to renew; a chunk done meanwhile stays done
+# (one script, so a renewal never lands between our own HGET and a completion).
+RENEW_LUA: Final = """
+for i = 2, #ARGV do
+  local state = redis.call('HGET', KEYS[1], ARGV[i])
+  if state and state ~= 'done' then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[1])
+  end
+end
+return 0
+"""
+
 # KEYS: meta, m, r, v, n, g, gk. ARGV: key, type, verdict, body, now, then (provider, gap
 # JSON) per gap. A key outside the manifest is ignored.
 PUT_LUA: Final = """
@@ -148,7 +160,7 @@ def _translated() -> Iterator[None]:
 class RedisJobStore:
     """A ``JobStore`` in Redis (see the module docstring for the layout)."""
 
-    __slots__ = ("_append", "_claim", "_put", "client", "prefix")
+    __slots__ = ("_append", "_claim", "_put", "_renew", "client", "prefix")
 
     def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX) -> None:
         self.prefix = prefix
@@ -162,6 +174,7 @@ class RedisJobStore:
         self._append = self.client.register_script(APPEND_LUA)
         self._claim = self.client.register_script(CLAIM_LUA)
         self._put = self.client.register_script(PUT_LUA)
+        self._renew = self.client.register_script(RENEW_LUA)
 
     def _key(self, job_id: str, part: str) -> str:
         return f"{self.prefix}{{{job_id}}}:{part}"
@@ -285,6 +298,15 @@ class RedisJobStore:
                 keys=self._keys(job_id, "meta", "chunks"), args=[repr(now), repr(now + lease)]
             )
         return None if int(seq) < 0 else int(seq)
+
+    async def renew(self, job_id: str, chunks: Sequence[int], *, now: float, lease: float) -> None:
+        if not chunks:
+            return
+        with _translated():
+            await self._renew(
+                keys=[self._key(job_id, "chunks")],
+                args=[repr(now + lease), *(str(seq) for seq in chunks)],
+            )
 
     async def release(self, job_id: str) -> None:
         key = self._key(job_id, "chunks")

@@ -35,6 +35,7 @@ from threatintel.jobs.base import (
     Job,
     JobState,
     JobStore,
+    JobStoreError,
     ResultRow,
 )
 from threatintel.models import Analysis, Enrichment, Indicator
@@ -50,6 +51,10 @@ WRITE_BATCH = 200
 
 #: Shorter leases would let a runner re-claim its own chunks in a loop.
 MIN_LEASE = 1.0
+
+#: A runner renews its chunks' leases this often, as a fraction of the lease: two renewals
+#: can fail or come late before a live runner's chunks look abandoned.
+RENEW_EVERY = 1 / 3
 
 #: Input lines read per trip to the reading thread.
 READ_BLOCK = 1_000
@@ -177,6 +182,7 @@ class JobRunner:
         names = self.engine.select(job.providers or None)
         await self.store.set_state(job_id, JobState.RUNNING, now=self._now())
         feeder: asyncio.Task[Job] | None = None
+        keepalive = asyncio.create_task(self._keep_leases(job_id))
         try:
             if lines is not None and not job.sealed:
                 feeder = asyncio.create_task(self.ingest(job_id, lines))
@@ -201,7 +207,27 @@ class JobRunner:
                 self.store.set_state(job_id, state, now=self._now(), message=message)
             )
             raise
+        finally:
+            keepalive.cancel()
         return await self.store.get(job_id)
+
+    async def _keep_leases(self, job_id: str) -> None:
+        """Renew the leases of the chunks in flight while the job runs, however long its
+        lookups wait for quota, so no other runner takes over a live runner's chunks; a
+        runner that dies stops renewing, and its chunks are free once their lease ends."""
+        # A participant of a lockstep clock (a no-op on the system clock): its renewals then
+        # come in time order with every other wait, never skipped by a jump past them.
+        with self.engine.clock.participant():
+            while True:
+                await self.engine.clock.sleep(self.lease * RENEW_EVERY)
+                if not self._held:
+                    continue
+                try:
+                    await self.store.renew(
+                        job_id, sorted(self._held), now=self._now(), lease=self.lease
+                    )
+                except JobStoreError as exc:  # a blip: the next renewal comes well in time
+                    logger.warning("renewing the leases of job %s failed: %s", job_id, exc)
 
     async def _indicators(
         self, job_id: str, feeder: asyncio.Task[Job] | None

@@ -123,6 +123,16 @@ class SQLiteJobStore:
     async def claim(self, job_id: str, worker: str, *, now: float, lease: float) -> int | None:
         return await self._worker.run(_claim, job_id, now, lease)
 
+    async def renew(self, job_id: str, chunks: Sequence[int], *, now: float, lease: float) -> None:
+        for seq in chunks:  # a runner holds a few chunks at a time: one statement each
+            await self._worker.run(
+                _execute,
+                "UPDATE chunks SET claimed_until = ? WHERE job = ? AND seq = ? AND done = 0",
+                now + lease,
+                job_id,
+                seq,
+            )
+
     async def release(self, job_id: str) -> None:
         await self._worker.run(
             _execute, "UPDATE chunks SET claimed_until = 0 WHERE job = ?", job_id
