@@ -234,3 +234,35 @@ def test_bad_batch_requests_are_one_line_exit_2(sim: SimulatorServer, args: list
     shown = result.stderr.splitlines()
     lines = [line for line in shown if not line.startswith(("note:", "point", "job "))]
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+
+
+def test_resume_reuses_the_format_and_output_the_job_was_started_with(
+    sim: SimulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--resume ID` alone writes the report in the job's first --format to its first -o path
+    (absolute, so another working directory does not matter); a new --format given on resume
+    wins and, without -o, goes to stdout rather than over the old format's file."""
+    source = tmp_path / "iocs.txt"
+    source.write_text("".join(v + "\n" for v in VALUES[:8]), encoding="utf-8")
+    env = sim_env(sim, VIRUSTOTAL_DAILY_LIMIT="3", CACHE_TTL="0")
+    monkeypatch.chdir(tmp_path)
+    first = runner.invoke(app, ["batch", str(source), "--format", "csv", "-o", "out.csv"], env=env)
+    assert first.exit_code == 0, first.output
+    job_id = first.stderr.split("job ", 1)[1].split()[0]
+    (tmp_path / "out.csv").unlink()
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    env = sim_env(sim, VIRUSTOTAL_DAILY_LIMIT="1000", CACHE_TTL="0")
+    again = runner.invoke(app, ["batch", "--resume", job_id], env=env)
+    assert again.exit_code == 0, again.output
+    assert again.stdout == ""
+    written = (tmp_path / "out.csv").read_text(encoding="utf-8")
+    assert written.startswith("indicator") or "," in written.splitlines()[0]
+    assert all(v in written for v in VALUES[:8])
+
+    other = runner.invoke(app, ["batch", "--resume", job_id, "--format", "json"], env=env)
+    assert other.exit_code == 0, other.output
+    assert len(json.loads(other.stdout)["enrichments"]) == 8
+    assert (tmp_path / "out.csv").read_text(encoding="utf-8") == written

@@ -214,3 +214,34 @@ async def test_sqlite_file_is_private(tmp_path: Path) -> None:
 def test_indicator_key_is_type_and_value() -> None:
     """Rows are keyed by the normalised indicator, whatever its spelling."""
     assert indicator_key(ind("hxxp://EVIL[.]com:80/x")) == indicator_key(ind("http://evil.com/x"))
+
+
+async def test_a_jobs_options_are_kept_with_it(store: JobStore) -> None:
+    """What a job was submitted with (format, output path) comes back on every read."""
+    job = await store.create("x", providers=[], now=NOW, options={"format": "csv", "output": "/o"})
+    plain = await store.create("y", providers=[], now=NOW)
+    assert (await store.get(job.id)).options == {"format": "csv", "output": "/o"}
+    assert (await store.get(plain.id)).options == {}
+
+
+async def test_a_job_file_from_before_options_still_opens(tmp_path: Path) -> None:
+    """A jobs file whose table has no options column gains it; its jobs read with none."""
+    import sqlite3
+
+    path = tmp_path / "jobs.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE jobs (id TEXT PRIMARY KEY, input TEXT NOT NULL,"
+            " providers TEXT NOT NULL, state TEXT NOT NULL, created_at REAL NOT NULL,"
+            " updated_at REAL NOT NULL, sealed INTEGER NOT NULL DEFAULT 0,"
+            " lines_read INTEGER NOT NULL DEFAULT 0, rejected INTEGER NOT NULL DEFAULT 0,"
+            " message TEXT)"
+        )
+        conn.execute("INSERT INTO jobs VALUES ('old', 'x', '[]', 'done', 1, 1, 1, 0, 0, NULL)")
+    store = SQLiteJobStore(path)
+    try:
+        assert (await store.get("old")).options == {}
+        made = await store.create("y", providers=[], now=NOW, options={"format": "json"})
+        assert (await store.get(made.id)).options == {"format": "json"}
+    finally:
+        await store.aclose()

@@ -51,12 +51,14 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 BatchFormatOption = Annotated[
-    OutputFormat,
+    OutputFormat | None,
     typer.Option(
         "--format",
         metavar="FORMAT",
         help="jsonl (the default: each enrichment written as it completes) or any report "
-        "format, assembled from the job's stored results at the end.",
+        "format, assembled from the job's stored results at the end. A resumed job keeps the "
+        "format and --output it was started with unless given again.",
+        show_default=False,
     ),
 ]
 
@@ -166,7 +168,7 @@ def batch(
             "--resume", metavar="ID", help="Continue job ID where it stopped (and fill its gaps)."
         ),
     ] = None,
-    fmt: BatchFormatOption = OutputFormat.jsonl,
+    fmt: BatchFormatOption = None,
     output: OutputOption = None,
     providers: ProvidersOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
@@ -183,10 +185,13 @@ def batch(
 
     if file is None and resume is None:
         fail("give a FILE (or '-' for stdin), or --resume ID")
-    with errors_as_exit_codes():
-        check_output(output)
-    description = _check_input(file) if file is not None else None
     settings = load_settings()
+    with errors_as_exit_codes():
+        if resume is not None:
+            fmt, output = _submitted_with(settings, resume, fmt, output)
+        check_output(output)
+    fmt = fmt or OutputFormat.jsonl
+    description = _check_input(file) if file is not None else None
     names = [n for value in providers or [] for n in value.split(",") if n.strip()]
     state: dict[str, str] = {}
     with errors_as_exit_codes():
@@ -208,6 +213,36 @@ def batch(
         show(analysis, fmt, output, settings=settings, wide=wide, include_private=include_private)
     elif output is not None and str(output) != "-":
         err.print(f"wrote {escape(visible(output))}")
+
+
+def _submitted_with(
+    settings: Settings, job_id: str, fmt: OutputFormat | None, output: Path | None
+) -> tuple[OutputFormat | None, Path | None]:
+    """The format and output path job ``job_id`` was submitted with, where not given again;
+    a new format does not inherit the old one's output path (it would overwrite it).
+    UnknownJob if there is no such job."""
+
+    async def read() -> Job:
+        store = open_store(settings)
+        try:
+            return await store.get(job_id)
+        finally:
+            await store.aclose()
+
+    options = _run(read()).options
+    stored = OutputFormat(options["format"]) if "format" in options else None
+    if output is None and "output" in options and fmt in (None, stored):
+        output = Path(options["output"])
+    return fmt or stored, output
+
+
+def _options(fmt: OutputFormat, output: Path | None) -> dict[str, str]:
+    """What a resume reuses: the format, and the output path (absolute: a resume may run
+    from another directory)."""
+    options = {"format": fmt.value}
+    if output is not None:
+        options["output"] = "-" if str(output) == "-" else str(output.absolute())
+    return options
 
 
 async def _batch(
@@ -234,7 +269,9 @@ async def _batch(
                 await store.cleanup(now=engine.clock.time(), retention=settings.job_retention)
             runner = JobRunner(engine, store)
             if resume is None:
-                job = await runner.create(description or "stdin", providers=names)
+                job = await runner.create(
+                    description or "stdin", providers=names, options=_options(fmt, output)
+                )
             else:
                 job = await store.get(resume)
             state["id"] = job.id

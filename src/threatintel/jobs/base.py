@@ -122,6 +122,9 @@ class Job:
     verdicts: Mapping[str, int] = field(default_factory=dict)
     types: Mapping[str, int] = field(default_factory=dict)  # manifest indicators per type
     done_types: Mapping[str, int] = field(default_factory=dict)  # answered ones per type
+    # What the submitter asked for besides the input (the CLI keeps its report format and
+    # output path here, so a resume need not be told them again).
+    options: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -199,7 +202,14 @@ class ResultRow:
 class JobStore(Protocol):
     """Where jobs live. Times are the caller's clock; every write is idempotent per row."""
 
-    async def create(self, input: str, *, providers: Sequence[str], now: float) -> Job: ...
+    async def create(
+        self,
+        input: str,
+        *,
+        providers: Sequence[str],
+        now: float,
+        options: Mapping[str, str] | None = None,
+    ) -> Job: ...
 
     async def get(self, job_id: str) -> Job:
         """The job's record and counters; UnknownJob if there is none."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from threatintel.jobs.base import (
@@ -54,8 +54,23 @@ class MemoryJobStore:
     def _touch(self, record: _Job, now: float, **changes: object) -> None:
         record.job = dataclasses.replace(record.job, updated_at=now, **changes)  # type: ignore[arg-type]
 
-    async def create(self, input: str, *, providers: Sequence[str], now: float) -> Job:
-        job = Job(new_job_id(now), input, tuple(providers), JobState.QUEUED, now, now)
+    async def create(
+        self,
+        input: str,
+        *,
+        providers: Sequence[str],
+        now: float,
+        options: Mapping[str, str] | None = None,
+    ) -> Job:
+        job = Job(
+            new_job_id(now),
+            input,
+            tuple(providers),
+            JobState.QUEUED,
+            now,
+            now,
+            options=dict(options or {}),
+        )
         self._jobs[job.id] = _Job(job)
         return job
 

@@ -23,7 +23,7 @@ becomes JobStoreError (the URL, which may hold a password, is never quoted).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -188,8 +188,23 @@ class RedisJobStore:
             raise UnknownJob(job_id)
         return meta
 
-    async def create(self, input: str, *, providers: Sequence[str], now: float) -> Job:
-        job = Job(new_job_id(now), input, tuple(providers), JobState.QUEUED, now, now)
+    async def create(
+        self,
+        input: str,
+        *,
+        providers: Sequence[str],
+        now: float,
+        options: Mapping[str, str] | None = None,
+    ) -> Job:
+        job = Job(
+            new_job_id(now),
+            input,
+            tuple(providers),
+            JobState.QUEUED,
+            now,
+            now,
+            options=dict(options or {}),
+        )
         with _translated():
             await self.client.hset(
                 self._key(job.id, "meta"),
@@ -203,6 +218,7 @@ class RedisJobStore:
                     "lines_read": "0",
                     "rejected": "0",
                     "chunks": "0",
+                    "options": json.dumps(job.options),
                 },
             )
             await self.client.zadd(self.prefix + "index", {job.id: now})
@@ -242,6 +258,7 @@ class RedisJobStore:
             verdicts=group("v:"),
             types=types,
             done_types=done_types,
+            options=json.loads(meta.get("options") or "{}"),
         )
 
     async def jobs(self) -> list[Job]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -100,10 +100,17 @@ class JobRunner:
     def _now(self) -> float:
         return self.engine.clock.time()
 
-    async def create(self, input: str, *, providers: Sequence[str] | None = None) -> Job:
-        """A new, empty job; RequestError for an unknown provider name."""
+    async def create(
+        self,
+        input: str,
+        *,
+        providers: Sequence[str] | None = None,
+        options: Mapping[str, str] | None = None,
+    ) -> Job:
+        """A new, empty job; RequestError for an unknown provider name. ``options`` are kept
+        with it for whoever resumes it (``Job.options``)."""
         names = self.engine.select(providers) if providers else []
-        return await self.store.create(input, providers=names, now=self._now())
+        return await self.store.create(input, providers=names, now=self._now(), options=options)
 
     # --- input ------------------------------------------------------------------------------
     async def ingest(self, job_id: str, lines: Iterable[str]) -> Job:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -48,7 +48,8 @@ _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, input TEXT NOT NULL,"
     " providers TEXT NOT NULL, state TEXT NOT NULL, created_at REAL NOT NULL,"
     " updated_at REAL NOT NULL, sealed INTEGER NOT NULL DEFAULT 0,"
-    " lines_read INTEGER NOT NULL DEFAULT 0, rejected INTEGER NOT NULL DEFAULT 0, message TEXT)",
+    " lines_read INTEGER NOT NULL DEFAULT 0, rejected INTEGER NOT NULL DEFAULT 0, message TEXT,"
+    " options TEXT NOT NULL DEFAULT '{}')",
     "CREATE TABLE IF NOT EXISTS manifest (job TEXT NOT NULL, key TEXT NOT NULL,"
     " chunk INTEGER NOT NULL, pos INTEGER NOT NULL, type TEXT NOT NULL,"
     " indicator TEXT NOT NULL, spellings TEXT NOT NULL, PRIMARY KEY (job, key))",
@@ -70,6 +71,9 @@ _TABLES: Final = ("gaps", "results", "chunks", "manifest")
 def _create_tables(conn: sqlite3.Connection) -> None:
     for statement in _SCHEMA:
         conn.execute(statement)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    if "options" not in columns:  # a file from before jobs kept their options
+        conn.execute("ALTER TABLE jobs ADD COLUMN options TEXT NOT NULL DEFAULT '{}'")
 
 
 class SQLiteJobStore:
@@ -88,8 +92,23 @@ class SQLiteJobStore:
             thread_name="threatintel-jobs",
         )
 
-    async def create(self, input: str, *, providers: Sequence[str], now: float) -> Job:
-        job = Job(new_job_id(now), input, tuple(providers), JobState.QUEUED, now, now)
+    async def create(
+        self,
+        input: str,
+        *,
+        providers: Sequence[str],
+        now: float,
+        options: Mapping[str, str] | None = None,
+    ) -> Job:
+        job = Job(
+            new_job_id(now),
+            input,
+            tuple(providers),
+            JobState.QUEUED,
+            now,
+            now,
+            options=dict(options or {}),
+        )
         await self._worker.run(_insert_job, job)
         return job
 
@@ -236,8 +255,8 @@ def _execute(conn: sqlite3.Connection, sql: str, *args: Any) -> None:
 def _insert_job(conn: sqlite3.Connection, job: Job) -> None:
     with transaction(conn):
         conn.execute(
-            "INSERT INTO jobs (id, input, providers, state, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO jobs (id, input, providers, state, created_at, updated_at, options)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 job.id,
                 job.input,
@@ -245,6 +264,7 @@ def _insert_job(conn: sqlite3.Connection, job: Job) -> None:
                 job.state.value,
                 job.created_at,
                 job.updated_at,
+                json.dumps(job.options),
             ),
         )
 
@@ -252,7 +272,7 @@ def _insert_job(conn: sqlite3.Connection, job: Job) -> None:
 def _require(conn: sqlite3.Connection, job_id: str) -> tuple[Any, ...]:
     row = conn.execute(
         "SELECT id, input, providers, state, created_at, updated_at, sealed, lines_read,"
-        " rejected, message FROM jobs WHERE id = ?",
+        " rejected, message, options FROM jobs WHERE id = ?",
         (job_id,),
     ).fetchone()
     if row is None:
@@ -288,6 +308,7 @@ def _read_job(conn: sqlite3.Connection, job_id: str) -> Job:
         lines_read=row[7],
         rejected=row[8],
         message=row[9],
+        options=json.loads(row[10]),
         total=sum(types.values()),
         done=sum(done_types.values()),
         chunks=chunks,
