@@ -76,6 +76,28 @@ def test_help_at_80_columns_is_whole(command: list[str]) -> None:
             assert f"{name} {first_line}" in flat
 
 
+def _every_command() -> list[list[str]]:
+    """The path of every command and sub-command, from the click tree Typer builds."""
+    found: list[list[str]] = []
+
+    def walk(command: object, path: list[str]) -> None:
+        found.append(path)
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    walk(get_command(app), [])
+    return found
+
+
+@pytest.mark.parametrize("command", _every_command(), ids=lambda c: " ".join(c) or "top")
+def test_help_names_arguments_by_metavar_not_python_type(command: list[str]) -> None:
+    """No --help at 80 columns shows a Python type such as <list[str]> or <str>: arguments
+    are named by their metavar (INDICATOR, FILE, ID)."""
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+    assert result.exit_code == 0
+    assert not re.search(r"<(list\[|str>|int>|float>)", result.stdout), result.stdout
+
+
 # --- one clear line and a documented exit code ----------------------------------------------
 
 

@@ -34,6 +34,7 @@ from threatintel._process import prepare as prepare_process
 from threatintel._version import __version__
 from threatintel._visible import visible
 from threatintel.cli_options import (
+    Command,
     FormatOption,
     IncludePrivateOption,
     OutputFormat,
@@ -155,7 +156,7 @@ def load_settings(*, announce: bool = True, **overrides: Any) -> Settings:
     return settings
 
 
-@app.command()
+@app.command(cls=Command)
 def analyze(
     values: Annotated[
         list[str] | None,
@@ -231,7 +232,7 @@ def analyze(
     )
 
 
-@app.command("extract")
+@app.command("extract", cls=Command)
 def extract_command(
     source: Annotated[
         str | None,

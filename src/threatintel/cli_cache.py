@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Final
 import typer
 
 from threatintel._wording import plural
+from threatintel.cli_options import Command
 
 if TYPE_CHECKING:
     from threatintel.cache import Cache, CacheStats
@@ -167,7 +168,7 @@ ProviderOption = Annotated[
 ]
 
 
-@cache_app.command("warm")
+@cache_app.command("warm", cls=Command)
 def warm(
     source: Annotated[
         str | None,

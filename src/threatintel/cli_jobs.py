@@ -32,6 +32,7 @@ from threatintel.cli import (
     stdout_console,
 )
 from threatintel.cli_options import (
+    Command,
     IncludePrivateOption,
     OutputFormat,
     OutputOption,
@@ -430,7 +431,7 @@ def _short(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%m-%d %H:%M")
 
 
-@jobs_app.command("show")
+@jobs_app.command("show", cls=Command)
 def jobs_show(
     job_id: Annotated[str, typer.Argument(metavar="ID")],
     fmt: Annotated[
@@ -450,7 +451,7 @@ def jobs_show(
     show(analysis, fmt, output, settings=settings, wide=wide, include_private=include_private)
 
 
-@jobs_app.command("delete")
+@jobs_app.command("delete", cls=Command)
 def jobs_delete(job_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Delete a job and its results now (they name an incident's indicators)."""
     settings = load_settings()
@@ -470,7 +471,7 @@ def jobs_delete(job_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add `batch` and `jobs` to the CLI."""
-    app.command("batch")(batch)
+    app.command("batch", cls=Command)(batch)
     app.add_typer(jobs_app, name="jobs")
 
 

@@ -1,5 +1,6 @@
 """The options several commands share (analyze, demo, batch, jobs show): report format,
-output path, --save, --wide, --include-private, --providers.
+output path, --save, --wide, --include-private, --providers; and ``Command``, the command
+class of every command that takes an argument.
 
 A module of their own, importing nothing of ours, so that a command module (cli_sim, which
 bench scripts import directly) can use them without importing cli.py, whose bottom imports the
@@ -10,9 +11,30 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import typer.core
+
+
+class _Argument(typer.core.TyperArgument):
+    """An argument that --help names by its metavar alone."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:  # Typer's vendored click.Context
+        return None if self.metavar is not None else super().display_type_rich(ctx)
+
+
+class Command(typer.core.TyperCommand):
+    """Typer's command, whose --help shows an argument as its metavar (``INDICATOR``, ``FILE``)
+    without the Python type Typer adds after it (``INDICATOR <list[str]>``): the metavar says
+    what to give, the type says nothing to a user. Use as ``@app.command(cls=Command)``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            # Typer builds its own argument objects and offers no hook for their class.
+            if type(param) is typer.core.TyperArgument:
+                param.__class__ = _Argument
 
 
 class OutputFormat(StrEnum):
