@@ -249,6 +249,36 @@ def test_binary_input_is_refused(tmp_path: Path) -> None:
     assert "binary" in result.stderr
 
 
+@pytest.mark.parametrize("command", ["extract", "batch"])
+def test_a_stray_nul_in_a_text_file_is_a_separator_said_in_one_line(
+    sim: SimulatorServer, tmp_path: Path, command: str
+) -> None:
+    """One NUL in a log does not make the whole file binary: the indicators on both sides
+    are read (the URL does not swallow it) and one note line says so."""
+    log = tmp_path / "proxy.log"
+    log.write_bytes(b"seen 45.142.0.9\x00hxxp://bad-site[.]com/x\x00 then\n")
+    args = ["extract", str(log)] if command == "extract" else ["batch", str(log), "-q"]
+    result = runner.invoke(app, args, env=sim_env(sim))
+    assert result.exit_code == 0, result.output
+    assert "45.142.0.9" in result.stdout and "http://bad-site.com/x" in result.stdout
+    assert "%00" not in result.stdout
+    notes = [line for line in result.stderr.splitlines() if "NUL" in line]
+    assert notes == [f"note: {log} holds 2 NUL bytes near its start; read as separators"]
+
+
+@pytest.mark.parametrize("command", ["analyze", "batch"])
+def test_a_utf16_export_is_refused_with_how_to_convert_it(tmp_path: Path, command: str) -> None:
+    """A UTF-16 file (every other byte a NUL) is named as UTF-16 with the iconv line, not
+    called binary, in one line and exit 2."""
+    export = tmp_path / "export.txt"
+    export.write_text("8.8.8.8\nevil.example.com\n" * 20, encoding="utf-16")
+    args = ["analyze", "-f", str(export)] if command == "analyze" else ["batch", str(export)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "UTF-16" in line and "iconv -f UTF-16 -t UTF-8" in line
+
+
 # --- real processes -----------------------------------------------------------------------
 
 

@@ -148,13 +148,19 @@ def _check_input(source: str) -> str:
     if source == "-":
         return "stdin"
     path = Path(source)
+    from threatintel.cli_support import BLOCK, input_problem, nul_note
+
     try:
         with path.open("rb") as handle:
-            head = handle.read(8192)
+            head = handle.read(BLOCK)
     except OSError as exc:
         fail(f"cannot read {source}: {exc.strerror or 'I/O error'}")
-    if b"\x00" in head:
-        fail(f"{source} looks binary: give a text file of indicators")
+    problem = input_problem(source, head)
+    if problem:
+        fail(problem)
+    note = nul_note(source, head)
+    if note:
+        err.print(escape(note))
     return str(path.resolve())
 
 

@@ -90,6 +90,42 @@ def stdin_unless_terminal(source: str | None, example: str) -> str:
     return "-"
 
 
+#: Bytes found in text only by accident: the C0 controls but tab, newlines, form feed and ESC.
+_CONTROL = bytes(sorted(set(range(32)) - {9, 10, 12, 13, 27})) + b"\x7f"
+#: A first block with a larger share of them is binary (an executable, an archive): its junk
+#: "indicators" would spend quota. A log with one stray NUL stays text.
+BINARY_SHARE = 0.10
+
+
+def input_problem(name: str, head: bytes) -> str | None:
+    """Why an input whose first block is ``head`` is refused as not text, or None: one with
+    NUL bytes and more than BINARY_SHARE of control bytes (a stray NUL is a separator).
+
+    UTF-16 (a Windows export) is named as such, with the way to convert it: its every other
+    byte is a NUL, so it would otherwise read as binary.
+    """
+    if 0 not in head:  # control bytes without a NUL: hostile text, shown escaped, not binary
+        return None
+    odd = len(head) - len(head.translate(None, _CONTROL))
+    if odd <= len(head) * BINARY_SHARE:
+        return None
+    shown = visible(name)
+    nuls = sorted((head[::2].count(0), head[1::2].count(0)))
+    # UTF-16 of mostly ASCII: NULs on one side of each pair only (a binary has them on both).
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff") or (nuls[1] > len(head) / 5 and nuls[0] <= 1):
+        return f"{shown} looks like UTF-16 text: convert it first (iconv -f UTF-16 -t UTF-8)"
+    return f"{shown} looks like a binary file, not text; extract its strings first"
+
+
+def nul_note(name: str, head: bytes) -> str | None:
+    """The one line saying that stray NUL bytes of a text input are read as separators."""
+    count = head.count(0)
+    if not count:
+        return None
+    what = "a NUL byte" if count == 1 else f"{count} NUL bytes"
+    return f"note: {visible(name)} holds {what} near its start; read as separators"
+
+
 def read_input(source: str) -> str:
     """Read a file, or stdin for '-'; refuse binary floods and empty inputs (InputError)."""
     text = TextInput.open(source)
@@ -103,7 +139,8 @@ def read_input(source: str) -> str:
         raise InputError(
             f"{text.name} is larger than {MAX_INPUT_BYTES // (1024 * 1024)} MiB; split it"
         )
-    return data.decode("utf-8", errors="replace")
+    # A stray NUL is a separator, as the intake reads it (else it would end up inside a URL).
+    return data.decode("utf-8", errors="replace").replace("\0", " ")
 
 
 class TextInput:
@@ -156,9 +193,12 @@ class TextInput:
         return text
 
     def _problem(self) -> str | None:
-        if b"\x00" in self.first:
-            # Binary files (executables, archives) yield junk "indicators" that would spend quota.
-            return f"{self.name} looks like a binary file, not text; extract its strings first"
+        problem = input_problem(self.name, self.first)
+        if problem:
+            return problem
+        note = nul_note(self.name, self.first)
+        if note:
+            sys.stderr.write(note + "\n")
         if len(self.first) < BLOCK and not self.first.decode("utf-8", "replace").strip():
             return f"{self.name} is empty" if not self.first else f"{self.name} holds only blanks"
         return None

@@ -181,6 +181,8 @@ class Intake:
         """Extract from a chunk of free text; a line split across chunks is read whole."""
         if not chunk:
             return
+        if "\0" in chunk:  # a stray NUL (a log, a truncated record): a separator, as a space
+            chunk = chunk.replace("\0", " ")
         if "\n" not in chunk:
             self._partial.append(chunk)
             self._partial_len += len(chunk)
