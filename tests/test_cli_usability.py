@@ -68,8 +68,9 @@ def test_help_at_80_columns_is_whole(command: list[str]) -> None:
     group = get_command(app)
     target = group.commands[command[0]] if command else group  # type: ignore[attr-defined]
     for param in target.params:
-        if getattr(param, "help", None):
-            assert " ".join(param.help.split()) in flat, param.name
+        help_text = getattr(param, "help", None)
+        if help_text:
+            assert " ".join(help_text.split()) in flat, param.name
     if not command:
         for name, sub in group.commands.items():  # type: ignore[attr-defined]
             first_line = (sub.help or "").strip().splitlines()[0]

@@ -9,6 +9,7 @@ import ssl
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,9 +62,9 @@ async def proxy() -> AsyncIterator[RecordingProxy]:
         yield recorder
 
 
-def vt_only(**overrides: object) -> Settings:
+def vt_only(**overrides: Any) -> Settings:
     # The .test host is never resolved: with a proxy set, httpx hands the name to the proxy.
-    values: dict[str, object] = {
+    values: dict[str, Any] = {
         "virustotal_api_key": "VT-PROXY-TEST-KEY",
         "virustotal_base_url": "https://www.virustotal.test/api/v3",
         "request_timeout": 2,

@@ -185,11 +185,14 @@ async def test_a_job_running_longer_than_its_lease_is_not_taken_over(sim: Simula
                 rival.append((at, seq, (await store.get(job.id)).done))
 
         watchers: list[asyncio.Task[None]] = []
+
         # Started once lookups wait on the clock for VirusTotal's next minute (a sleeper on its
         # own would move a lockstep clock at once).
-        runner.on_result = lambda _: (
-            watchers or watchers.append(asyncio.create_task(other_runner()))
-        )
+        def start_the_rival(_: Enrichment) -> None:
+            if not watchers:
+                watchers.append(asyncio.create_task(other_runner()))
+
+        runner.on_result = start_the_rival
         done = await runner.process(job.id, [f"45.10.{i}.9\n" for i in range(1, 13)])
         for watcher in watchers:  # done by now, unless the job ended early (then it fails)
             watcher.cancel()
@@ -208,7 +211,11 @@ async def test_a_dead_runners_job_is_taken_over_once_its_lease_ends(sim: Simulat
         runner = JobRunner(engine, store, lease=30)
         job = await runner.create("iocs.txt", providers=["virustotal"])
         task = asyncio.ensure_future(runner.process(job.id, lines))
-        runner.on_result = lambda _: task.cancel()
+
+        def die(_: Enrichment) -> None:
+            task.cancel()
+
+        runner.on_result = die
         with pytest.raises(asyncio.CancelledError):
             await task
         died = engine.clock.time()

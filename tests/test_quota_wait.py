@@ -6,7 +6,7 @@ VirusTotal queue passes in virtual time and no test sleeps.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -64,7 +64,8 @@ async def test_a_queue_for_virustotal_is_announced_once_with_its_numbers(
         QuotaWait(
             provider="virustotal",
             key_fingerprint=VT_KEY,
-            seconds=pytest.approx(61.0),  # the minute plus RATE_LIMIT_MARGIN's 1 s
+            # The minute plus RATE_LIMIT_MARGIN's 1 s (approx compares equal to a float).
+            seconds=cast(float, pytest.approx(61.0)),
             window="minute",
             limit=4,
             setting_name="VIRUSTOTAL_RATE_LIMIT",

@@ -228,7 +228,7 @@ def test_invalid_parameters_are_refused() -> None:
     """A rate outside (0, 1], fewer than one call or a non-positive cool-down is a bug."""
     for bad in ({"failure_rate": 0}, {"failure_rate": 1.5}, {"min_calls": 0}, {"reset_after": 0}):
         with pytest.raises(ValueError):
-            CircuitBreaker("vt", **bad)  # type: ignore[arg-type]
+            CircuitBreaker("vt", **bad)
 
 
 # --- retry policy --------------------------------------------------------------------------

@@ -75,7 +75,10 @@ def test_one_engine_and_a_few_pulses_on_well_known_infrastructure_is_harmless() 
 
 # The recorded VirusTotal figures for 1.1.1.1, and the pulses OTX collects on any resolver:
 # big lists (sandbox traffic, "hosts contacted by Emotet") that name malware, not the resolver.
-RESOLVER_VT = {"reputation": 134, "flagged_by": ("CRDF", "Cyble", "ESTsecurity", "Webroot")}
+RESOLVER_VT: dict[str, Any] = {
+    "reputation": 134,
+    "flagged_by": ("CRDF", "Cyble", "ESTsecurity", "Webroot"),
+}
 RESOLVER_PULSES = otx(
     50, adversaries=("TA505",), malware=("Emotet", "Qakbot"), attack_ids=("T1071",), size=2000
 )
