@@ -20,8 +20,9 @@ from hostile import HUGE, HostileServer
 from support import TEST_KEYS
 from threatintel.models import Indicator, IndicatorType, SourceStatus
 from threatintel.providers import PROVIDERS
-from threatintel.providers.base import MAX_LIST, MAX_RAW_DEPTH, MAX_RETRY_AFTER
+from threatintel.providers.base import MAX_RAW_DEPTH, MAX_RETRY_AFTER
 from threatintel.providers.otx import MAX_PULSES
+from threatintel.providers.values import MAX_LIST
 from threatintel.providers.virustotal import MAX_ENGINES
 from threatintel.quota import MAX_BLOCK
 

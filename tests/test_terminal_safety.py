@@ -23,7 +23,7 @@ from threatintel.cli import app
 from threatintel.cli_support import endpoints_note
 from threatintel.indicators import extract
 from threatintel.models import Analysis, Rejected
-from threatintel.providers.base import as_asn, as_country
+from threatintel.providers.values import as_asn, as_country
 from threatintel.reports import render
 from threatintel.simulator import SimulatorServer
 from threatintel.simulator.scenario import Scenario

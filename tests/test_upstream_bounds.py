@@ -11,15 +11,14 @@ from redis.asyncio import Redis
 
 from support import REDIS_URL, redis_key_prefix
 from threatintel.providers.base import (
-    MAX_LIST,
     MAX_RAW_BYTES,
     MAX_RAW_DEPTH,
     MAX_RETRY_AFTER,
-    Kept,
     json_depth,
     kept_raw,
     parse_retry_after,
 )
+from threatintel.providers.values import MAX_LIST, Kept
 from threatintel.quota import MAX_BLOCK, QuotaStore, Window
 from threatintel.quota.redis import RedisQuotaStore
 from threatintel.quota.sqlite import SQLiteQuotaStore

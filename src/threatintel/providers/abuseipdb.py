@@ -23,14 +23,12 @@ from threatintel.providers.base import (
     Call,
     HttpProvider,
     Json,
-    as_int,
-    as_str,
     error_json,
-    from_iso,
     parse_retry_after,
     quota_error,
 )
 from threatintel.providers.facts import Limits, QuotaWindow
+from threatintel.providers.values import as_int, as_str, from_iso
 from threatintel.quota.base import Window
 
 DEFAULT_MAX_AGE_DAYS = 90

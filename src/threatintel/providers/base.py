@@ -19,10 +19,10 @@ retries: the engine wraps those around ``lookup``.
 
 Upstream bodies are attacker-influenced. Parsing runs on the event loop, where no deadline can
 interrupt it, so its time is bounded by construction rather than by a worker thread: the body is
-capped (MAX_BODY_BYTES, counted as it is decompressed), every pass over it is linear (``Kept``
-deduplicates with sets) and every list kept is capped, so the slowest parse is that of the
-largest body (about 0.3 s for 6 MB of OTX pulses, ``bench/bench_hostile.py``). A thread would
-bound the wait but not the CPU, and it could not be stopped.
+capped (MAX_BODY_BYTES, counted as it is decompressed), every pass over it is linear (``Kept``,
+in ``providers.values``, deduplicates with sets) and every list kept is capped, so the slowest
+parse is that of the largest body (about 0.3 s for 6 MB of OTX pulses, ``bench/bench_hostile.py``).
+A thread would bound the wait but not the CPU, and it could not be stopped.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import logging
 import math
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
@@ -70,10 +70,6 @@ MAX_RETRY_AFTER = 24 * 3600.0
 #: note. JSON serialisers recurse, so a 900-deep body that parsed would break them later.
 MAX_RAW_DEPTH = 64
 MAX_RAW_BYTES = 2 * 1024 * 1024
-#: How many entries of one list a result keeps (engines, families, pulses' tags...). The
-#: rest is counted in ``SourceResult.truncated``: a hostile answer with 40,000 entries must
-#: neither slow every later step nor fill the report.
-MAX_LIST = 50
 #: The content codings we ask for and decode ourselves, chunk by chunk, under MAX_BODY_BYTES.
 ACCEPT_ENCODING = "gzip, deflate"
 _DECODE_CHUNK = 64 * 1024
@@ -219,113 +215,6 @@ def kept_raw(body: Json, size: int) -> Json:
     if json_depth(body, stop=MAX_RAW_DEPTH) > MAX_RAW_DEPTH:
         return {"omitted": f"the body nests deeper than {MAX_RAW_DEPTH} levels"}
     return body
-
-
-def from_unix(value: Any) -> datetime | None:
-    """VirusTotal's integer Unix seconds → aware UTC datetime."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        return None
-    try:
-        return datetime.fromtimestamp(value, UTC)
-    except (OverflowError, OSError, ValueError):
-        return None
-
-
-def from_iso(value: Any) -> datetime | None:
-    """ISO-8601 → aware UTC datetime; OTX's naive strings are UTC (contracts §2.5.8)."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
-
-
-def as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
-
-
-MAX_ASN = 2**32 - 1
-
-
-def as_asn(value: Any) -> int | None:
-    """An AS number (an int, or ASCII digits with or without "AS") in 0..2³²-1, else None."""
-    if isinstance(value, str):
-        digits = value[2:] if value[:2].upper() == "AS" else value
-        value = int(digits) if digits.isascii() and digits.isdigit() and len(digits) <= 10 else None
-    number = as_int(value)
-    return number if number is not None and 0 <= number <= MAX_ASN else None
-
-
-def as_country(value: Any) -> str | None:
-    """An ISO 3166-1 alpha-2 code ("US"), else None: nothing else is shown as a country."""
-    if isinstance(value, str) and len(value) == 2 and value.isascii() and value.isalpha():
-        return value.upper()
-    return None
-
-
-def as_str(value: Any, *, limit: int = 200) -> str | None:
-    """A short, single-line string from an upstream value (attacker-influenced text)."""
-    if not isinstance(value, str):
-        return None
-    text = " ".join(value.split())
-    if not text:
-        return None
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-class Kept:
-    """The lists one parse keeps, each capped at MAX_LIST, with what was dropped counted.
-
-    Deduplication is by set, so a hostile list of 40,000 entries costs linear time::
-
-        kept = Kept()
-        engines = kept.unique("flagged_by", names)      # at most MAX_LIST, first seen first
-        result = provider.result(..., truncated=kept.dropped)
-    """
-
-    __slots__ = ("dropped",)
-
-    def __init__(self) -> None:
-        self.dropped: dict[str, int] = {}
-
-    def unique(
-        self, field: str, values: Iterable[str | None], *, limit: int = MAX_LIST
-    ) -> list[str]:
-        out: list[str] = []
-        seen: set[str] = set()
-        extra = 0
-        for value in values:
-            if not value or value in seen:
-                continue
-            seen.add(value)
-            if len(out) < limit:
-                out.append(value)
-            else:
-                extra += 1
-        if extra:
-            self.dropped[field] = self.dropped.get(field, 0) + extra
-        return out
-
-    def strings(self, field: str, values: Any, *, limit: int = MAX_LIST) -> list[str]:
-        """Unique short strings from an upstream list; anything not a string is skipped."""
-        if not isinstance(values, list):
-            return []
-        return self.unique(field, (as_str(value) for value in values), limit=limit)
-
-
-def str_list(values: Any, *, limit: int = MAX_LIST) -> list[str]:
-    """Unique short strings from a list, in order; anything that is not a string is skipped."""
-    return Kept().strings("", values, limit=limit)
 
 
 class HttpProvider:

@@ -9,17 +9,9 @@ import httpx
 
 from threatintel.errors import AuthenticationFailed, BadRequest, UpstreamError
 from threatintel.models import IP_TYPES, Geo, Indicator, IndicatorType, SourceResult, SourceStatus
-from threatintel.providers.base import (
-    Call,
-    HttpProvider,
-    Json,
-    as_asn,
-    as_country,
-    as_str,
-    parse_retry_after,
-    quota_error,
-)
+from threatintel.providers.base import Call, HttpProvider, Json, parse_retry_after, quota_error
 from threatintel.providers.facts import QuotaWindow, Role
+from threatintel.providers.values import as_asn, as_country, as_str
 from threatintel.quota.base import Window
 
 

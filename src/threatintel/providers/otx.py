@@ -19,18 +19,9 @@ from threatintel.models import (
     SourceResult,
     SourceStatus,
 )
-from threatintel.providers.base import (
-    Call,
-    HttpProvider,
-    Json,
-    Kept,
-    as_asn,
-    as_country,
-    as_int,
-    as_str,
-    from_iso,
-)
+from threatintel.providers.base import Call, HttpProvider, Json
 from threatintel.providers.facts import QuotaWindow
+from threatintel.providers.values import Kept, as_asn, as_country, as_int, as_str, from_iso
 from threatintel.quota.base import Window
 
 # Slug casing matters: IPv4/IPv6 capitalised, the rest lower-case (contracts §2.5.1).

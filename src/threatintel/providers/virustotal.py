@@ -33,18 +33,20 @@ from threatintel.providers.base import (
     Call,
     HttpProvider,
     Json,
+    error_json,
+    map_transport_errors,
+    parse_retry_after,
+)
+from threatintel.providers.facts import Limits, QuotaWindow
+from threatintel.providers.values import (
     Kept,
     as_asn,
     as_country,
     as_int,
     as_str,
-    error_json,
     from_unix,
-    map_transport_errors,
-    parse_retry_after,
     str_list,
 )
-from threatintel.providers.facts import Limits, QuotaWindow
 from threatintel.quota.base import Window
 
 _COLLECTIONS: dict[IndicatorType, str] = {
