@@ -82,7 +82,9 @@ async def test_a_resumed_job_never_asks_again_what_was_answered(
         await task
     stopped = await store.get(job.id)
     assert stopped.state is JobState.CANCELLED
-    assert stopped.done == 10
+    # Results are stored (and reported) a write at a time, so the cancel may land after an
+    # eleventh: whatever was reported is exactly what was stored.
+    assert stopped.done == len(answered) >= 10
     before = requests_per_indicator(sim)
 
     again = JobRunner(make_engine(batch_size=4, cache_ttl=0), store)
