@@ -118,7 +118,8 @@ def test_subcommand_loads_only_what_typer_itself_needs(tmp_path: Path, args: lis
 
 def test_one_lookup_loads_only_its_renderer(tmp_path: Path, sim: SimulatorServer) -> None:
     """One `analyze --format json` loads the engine and the JSON renderer, and no other
-    renderer, nor httpx's command-line client, stix2, jinja2, the simulator or a Redis client."""
+    renderer, nor httpx's command-line client, aiohttp, stix2, jinja2, the simulator or a
+    Redis client."""
     env = sim_env(sim, CACHE_BACKEND="memory", HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path))
     loaded = loaded_by(tmp_path, "analyze", "45.20.1.9", "--format", "json", env=env)
     assert {"threatintel.engine", "threatintel.reports.jsondoc", "httpx"} <= loaded
@@ -135,9 +136,20 @@ def test_one_lookup_loads_only_its_renderer(tmp_path: Path, sim: SimulatorServer
         "httpx._main",  # httpx's own command-line client, with click and pygments
         "click",
         "pygments",
+        "aiohttp",  # a handful of lookups goes through httpx's own transport (SMALL_RUN)
         *LIBRARIES_OF_OTHER_COMMANDS,
     )
     assert top_level(loaded, unused) == []
+
+
+def test_more_lookups_than_a_handful_load_aiohttp(tmp_path: Path, sim: SimulatorServer) -> None:
+    """`analyze` given more than SMALL_RUN indicators goes through aiohttp's pool."""
+    from threatintel.wiring import SMALL_RUN
+
+    env = sim_env(sim, CACHE_BACKEND="memory", HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path))
+    values = [f"45.20.1.{n}" for n in range(1, SMALL_RUN + 2)]
+    loaded = loaded_by(tmp_path, "analyze", *values, "--format", "json", env=env)
+    assert "aiohttp" in loaded
 
 
 @pytest.mark.parametrize("fmt", ["json", "jsonl"])

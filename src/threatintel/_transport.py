@@ -1,6 +1,7 @@
 """httpx's interface over aiohttp's connection pool: the engine's HTTP client.
 
     client = AiohttpClient(timeout=30, limits=httpx.Limits(max_connections=50), trust_env=True)
+    client = HttpcoreClient(...)  # httpx's own pool, for a handful of lookups (wiring.SMALL_RUN)
 
 Why not httpx's own transport: httpcore 1.0's pool walks every connection for every queued
 request and every idle connection at each request's start and end, so its CPU per request grows
@@ -87,8 +88,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def __init__(
         self, ssl_context: ssl.SSLContext, limits: httpx.Limits, proxy: httpx.Proxy | None = None
     ) -> None:
-        if proxy is not None and proxy.url.scheme not in ("http", "https"):
-            raise ValueError(f"unsupported proxy scheme {proxy.url.scheme!r}")
+        if proxy is not None:
+            _check_proxy(proxy)
         self._ssl = ssl_context
         self._limits = limits
         self._proxy = proxy
@@ -170,6 +171,23 @@ class AiohttpClient(httpx.AsyncClient):
         self, proxy: httpx.Proxy, **options: Any
     ) -> httpx.AsyncBaseTransport:
         return _aiohttp_transport(proxy, **options)
+
+
+class HttpcoreClient(httpx.AsyncClient):
+    """httpx's own client (httpcore's pool), refusing the proxies AiohttpClient refuses, so that
+    whether a proxy works never depends on how many indicators a run has."""
+
+    def _init_proxy_transport(  # type: ignore[override]
+        self, proxy: httpx.Proxy, **options: Any
+    ) -> httpx.AsyncBaseTransport:
+        _check_proxy(proxy)
+        return super()._init_proxy_transport(proxy, **options)
+
+
+def _check_proxy(proxy: httpx.Proxy) -> None:
+    """HTTP(S) proxies only: aiohttp speaks no SOCKS."""
+    if proxy.url.scheme not in ("http", "https"):
+        raise ValueError(f"unsupported proxy scheme {proxy.url.scheme!r}")
 
 
 def _aiohttp_transport(

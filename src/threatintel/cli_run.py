@@ -105,6 +105,8 @@ def run_analysis(
         text=text,
         include_raw=include_raw,
         trust_env=trust_env,
+        # Known up front only without text: a handful spares the import of aiohttp (SMALL_RUN).
+        indicators=len(values) if text is None else None,
     )
 
 
@@ -138,20 +140,28 @@ def run_engine(
     text: str | TextInput | None,
     include_raw: bool = False,
     trust_env: bool = True,
+    indicators: int | None = None,
 ) -> _T:
     """``work`` on an engine of its own, with a progress bar when ``many`` (one indicator given
-    alone needs none), quota waits on stderr, and a note on any circuit left open."""
+    alone needs none), quota waits on stderr, and a note on any circuit left open.
+    ``indicators``: how many the run looks up, when known before it starts (the HTTP client
+    is chosen by it: ``wiring.build_client``)."""
     import asyncio  # lazily: see the module docstring
 
     from threatintel.engine import Engine
     from threatintel.resilience import BreakerState
+    from threatintel.wiring import build_client
 
     notice = QuotaWaitNotice()
 
     async def run() -> _T:
-        async with Engine(
-            settings, include_raw=include_raw, trust_env=trust_env, on_quota_wait=notice
-        ) as engine:
+        client = build_client(settings, trust_env=trust_env, indicators=indicators)
+        async with (
+            client,
+            Engine(
+                settings, client=client, include_raw=include_raw, on_quota_wait=notice
+            ) as engine,
+        ):
             with engine.intake() as intake:
                 progress, hook = _progress(intake) if many else (None, None)
                 notice.progress = progress
