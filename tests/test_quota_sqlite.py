@@ -169,6 +169,53 @@ async def test_random_histories_get_identical_answers(path: Path) -> None:
     assert set(kinds) == {"granted", "wait", "day", "month", BLOCKED}
 
 
+def grant_totals(path: Path) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]:
+    """(The kept per-window totals, the grants in the file), read as another process would."""
+    conn = sqlite3.connect(path)
+    try:
+        kept = {(b, w): n for b, w, n in conn.execute("SELECT * FROM grant_rows") if n}
+        actual = conn.execute("SELECT bucket, window_name, count(*) FROM grants GROUP BY 1, 2")
+        return kept, {(b, w): n for b, w, n in actual}
+    finally:
+        conn.close()
+
+
+async def test_kept_window_totals_match_the_grants(path: Path) -> None:
+    """Per-window row totals stay equal to the grants in the file through grants, refunds and
+    purges of expired rows."""
+    rng = random.Random(7)
+    windows = [Window.per_minute(4), Window.per_hour(30, seconds=900.0)]
+    async with SQLiteQuotaStore(path, purge_every=7) as store:
+        now = NOON
+        for _ in range(400):
+            now += rng.choice([0.0, 1.0, 15.0, 60.0, 200.0])
+            bucket = rng.choice(["vt:a", "vt:b", "otx:c"])
+            grant = await store.acquire(bucket, windows, now)
+            if grant.granted and rng.random() < 0.2:
+                await store.refund(bucket, windows, grant)
+        kept, actual = grant_totals(path)
+        assert kept == actual
+        assert len(actual) >= 3  # several windows held rows to compare
+
+
+async def test_a_file_from_before_the_totals_is_counted_once(path: Path) -> None:
+    """A file whose grants were written before the per-window totals existed still refuses a
+    full window: the totals are counted from its grants when it is opened."""
+    async with SQLiteQuotaStore(path) as store:
+        for offset in range(4):
+            assert await store.acquire("vt:a", MINUTE_4, NOON + offset) == Grant(True)
+    conn = sqlite3.connect(path)
+    try:  # what an older version left: the grants, no totals
+        conn.executescript(
+            "DROP TRIGGER grant_added; DROP TRIGGER grant_removed; DROP TABLE grant_rows;"
+        )
+    finally:
+        conn.close()
+    async with SQLiteQuotaStore(path) as store:
+        assert await store.acquire("vt:a", MINUTE_4, NOON + 10) == Grant(False, wait=50.0)
+    assert grant_totals(path)[0] == {("vt:a", "minute"): 4}
+
+
 # --- persistence and sharing ----------------------------------------------------------------
 
 
