@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import pytest
 
 from support import sim_settings
 from threatintel.cache import CacheEntry, MemoryCache
 from threatintel.cache.batched import BatchedReads
-from threatintel.engine import Engine
+from threatintel.engine import Engine, LookupEvent
 from threatintel.errors import CacheError
+from threatintel.models import Analysis, Enrichment
 from threatintel.quota import MemoryQuotaStore
 from threatintel.simulator import SimulatorServer
 
@@ -62,6 +64,82 @@ async def test_warm_indicators_are_answered_from_one_cache_read(sim: SimulatorSe
     counted = {p.provider: p.hits for p in (await cache.stats()).providers}
     assert sum(counted.values()) == sum(len(results) for results in asked)
     assert [e.indicator for e in first.enrichments] == [e.indicator for e in again.enrichments]
+
+
+def _seen(analysis: Analysis) -> list[Enrichment]:
+    """The enrichments less what differs from one run to the next by the clock alone: the age
+    of a cached answer, the time on a status made without a lookup (not applicable...)."""
+    epoch = datetime(2000, 1, 1, tzinfo=UTC)
+    out = []
+    for enrichment in analysis.enrichments:
+        sources = {
+            name: result.model_copy(
+                update={"cache_age": None} if result.cached else {"fetched_at": epoch}
+            )
+            for name, result in enrichment.sources.items()
+        }
+        out.append(enrichment.model_copy(update={"sources": sources}))
+    return out
+
+
+async def test_an_indicator_the_cache_answers_whole_comes_out_as_lookups_one_by_one_give_it(
+    sim: SimulatorServer,
+) -> None:
+    """An indicator whose every source is in the cache gets the enrichment, lookup events and
+    hit counts that lookups reading the cache one source at a time give, and asks nothing
+    upstream."""
+    cache = CountingCache()
+    async with Engine(sim_settings(sim), cache=cache, quota_store=MemoryQuotaStore()) as cold:
+        await cold.analyze(VALUES)
+    calls = len(sim.log)
+    runs = []
+    # No deadline: one read for the batch, then the whole-hit path. A deadline: a task per
+    # source, each reading the cache itself.
+    for deadline in (None, 600.0):
+        events: list[LookupEvent] = []
+        before = {p.provider: p.hits for p in (await cache.stats()).providers}
+        async with Engine(
+            sim_settings(sim), cache=cache, quota_store=MemoryQuotaStore(), on_lookup=events.append
+        ) as warm:
+            analysis = await warm.analyze(VALUES, deadline=deadline)
+            stats = [(n, s.cache_hits, s.cache_misses, s.upstream_calls, s.statuses)
+                     for n, s in warm.stats.items()]  # fmt: skip
+        after = {p.provider: p.hits for p in (await cache.stats()).providers}
+        hits = {name: after[name] - before.get(name, 0) for name in after}
+        seen = sorted((e.provider, e.indicator_type, e.status, e.cached) for e in events)
+        runs.append((_seen(analysis), seen, stats, hits))
+    assert len(sim.log) == calls
+    assert runs[0] == runs[1]
+    enrichments, seen, _, hits = runs[0]
+    answered = [r for e in enrichments for r in e.sources.values() if r.status.answered]
+    assert answered and all(r.cached for r in answered)
+    assert len(seen) == sum(hits.values()) == len(answered)
+
+
+async def test_an_indicator_the_cache_answers_in_part_asks_for_the_rest_alone(
+    sim: SimulatorServer,
+) -> None:
+    """When the cache holds some of an indicator's sources, only the missing ones are asked
+    upstream, and the others are answered from the cache and counted as hits."""
+    cache = CountingCache()
+    async with Engine(sim_settings(sim), cache=cache, quota_store=MemoryQuotaStore()) as cold:
+        first = await cold.analyze(VALUES[:1])
+        await cache.delete(cold.pipelines["otx"].cache_key(first.enrichments[0].indicator))
+    calls = len(sim.log)
+    async with Engine(sim_settings(sim), cache=cache, quota_store=MemoryQuotaStore()) as warm:
+        again = await warm.analyze(VALUES[:1])
+        stats = warm.stats
+    sources = again.enrichments[0].sources
+    records = sim.log.records()
+    asked = [(r.vendor, r.path) for r in records[calls:]]
+    assert asked == [(r.vendor, r.path) for r in records[:calls] if r.vendor == "otx"]
+    assert {n for n, r in sources.items() if r.status.answered and not r.cached} == {"otx"}
+    assert {n: s.cache_misses for n, s in stats.items() if s.cache_misses} == {"otx": 1}
+    assert (
+        sum(s.cache_hits for s in stats.values())
+        == sum(1 for r in sources.values() if r.cached)
+        == 3
+    )
 
 
 class FailingCache(CountingCache):

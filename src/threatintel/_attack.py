@@ -56,7 +56,10 @@ class _Attack:
 
 def _fold(text: str) -> str:
     """Case, width, punctuation and spaces folded away: "APT 28", "apt-28" and "APT28" agree."""
-    return "".join(ch for ch in unicodedata.normalize("NFKC", text).casefold() if ch.isalnum())
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    if folded.isalnum():  # the common case (apt28, emotet, t1071): nothing to drop
+        return folded
+    return "".join(ch for ch in folded if ch.isalnum())
 
 
 def _index(table: dict[str, list[_Hit]], name: str, hit: _Hit) -> None:

@@ -368,10 +368,10 @@ class Engine:
         intake = self.intake() if intake is None else intake
         due = None if deadline is None else self.clock.time() + max(0.0, deadline)
         slots = asyncio.Semaphore(self.window)
-        done: asyncio.Queue[tuple[int, Enrichment] | _End | BaseException] = asyncio.Queue()
-        tasks: set[asyncio.Task[Enrichment]] = set()
+        done: asyncio.Queue[tuple[int, _Assessed] | _End | BaseException] = asyncio.Queue()
+        tasks: set[asyncio.Task[_Assessed]] = set()
 
-        def finished(index: int, task: asyncio.Task[Enrichment]) -> None:
+        def finished(index: int, task: asyncio.Task[_Assessed]) -> None:
             tasks.discard(task)
             if not task.cancelled():
                 error = task.exception()
@@ -382,7 +382,7 @@ class Engine:
             try:
                 async for indicator in intake.read(values, text):
                     await slots.acquire()
-                    task = asyncio.create_task(self._enrich(indicator, names, due))
+                    task = asyncio.create_task(self._assess(indicator, names, due))
                     tasks.add(task)
                     task.add_done_callback(functools.partial(finished, count))
                     count += 1
@@ -404,11 +404,17 @@ class Engine:
                     continue
                 if isinstance(item, BaseException):
                     raise item
-                index, enrichment = item
+                index, assessed = item
                 given += 1
                 slots.release()
-                inputs = intake.claim(enrichment.indicator)
-                yield index, enrichment.model_copy(update={"inputs": inputs})
+                indicator = assessed.indicator
+                # Built here, not in the task: the spellings are those seen until now.
+                inputs = intake.claim(indicator)
+                sources, verdict = assessed.sources, assessed.verdict
+                enrichment = Enrichment(
+                    indicator=indicator, inputs=inputs, sources=sources, verdict=verdict
+                )
+                yield index, enrichment
         finally:
             reader.cancel()
             for task in tasks:
@@ -420,11 +426,15 @@ class Engine:
     async def _enrich(
         self, indicator: Indicator, names: list[str], due: float | None
     ) -> Enrichment:
+        assessed = await self._assess(indicator, names, due)
+        return Enrichment(indicator=indicator, sources=assessed.sources, verdict=assessed.verdict)
+
+    async def _assess(self, indicator: Indicator, names: list[str], due: float | None) -> _Assessed:
+        """What an Enrichment holds but its spellings: every source's answer and the verdict."""
         results = await self._sources(indicator, names, due)
         sources = {result.source: result for result in results}
         try:
             verdict = score(indicator, sources, self.settings.scoring)
-            return Enrichment(indicator=indicator, sources=sources, verdict=verdict)
         except Exception as exc:  # a bug in scoring must not sink the batch: failures are data
             logger.error(
                 "scoring an indicator (%s) failed unexpectedly (%s)",
@@ -432,7 +442,8 @@ class Engine:
                 type(exc).__name__,
                 exc_info=logger.isEnabledFor(logging.DEBUG),
             )
-            return Enrichment(indicator=indicator, sources=sources, verdict=_unscored())
+            verdict = _unscored()
+        return _Assessed(indicator, sources, verdict)
 
     async def _sources(
         self, indicator: Indicator, names: list[str], due: float | None
@@ -442,10 +453,16 @@ class Engine:
         asked = [name for name, result in decided.items() if result is None]
         if due is None:
             reads = await self._read_cache(indicator, asked)
-            answers = await asyncio.gather(
-                *(self._source(n, indicator, reads.get(n)) for n in asked)
-            )
-            found = dict(zip(asked, answers, strict=True))
+            if all(reads.get(n, _MISS)[1] is not None for n in asked):
+                # The cache answered every source: no lookup waits for anything, so each runs
+                # to its end in turn here, in the order gather would have run them, without
+                # a task apiece (the dearest part of a warm run).
+                found = {n: await self._source(n, indicator, reads[n]) for n in asked}
+            else:
+                answers = await asyncio.gather(
+                    *(self._source(n, indicator, reads.get(n)) for n in asked)
+                )
+                found = dict(zip(asked, answers, strict=True))
             return [decided[n] or found[n] for n in names]
         left = due - self.clock.time()
         if left <= 0:
@@ -475,10 +492,11 @@ class Engine:
         return results
 
     async def _read_cache(self, indicator: Indicator, names: list[str]) -> dict[str, CacheRead]:
-        """The cache entries of all of ``indicator``'s sources, read together with those of
+        """The cached answers of all of ``indicator``'s sources, read together with those of
         the other indicators started in the same loop turn (one SQLite query or Redis round
         trip for them all, not one per source); {} when the read fails, and then each lookup
-        reads for itself. Misses go on to each pipeline's single flight as before."""
+        reads for itself. Misses (an unreadable entry is one) go on to each pipeline's single
+        flight as before."""
         keys: dict[str, str] = {}
         for name in names:
             pipeline = self.pipelines[name]
@@ -492,7 +510,11 @@ class Engine:
         except CacheError as exc:  # a bare backend; the layered cache never raises
             logger.debug("cache read failed: %s", exc)
             return {}
-        return {name: (key, entries.get(key)) for name, key in keys.items()}
+        reads: dict[str, CacheRead] = {}
+        for name, key in keys.items():
+            entry = entries.get(key)
+            reads[name] = (key, None if entry is None else self.pipelines[name].answer(entry))
+        return reads
 
     def _decide(self, indicator: Indicator, names: list[str]) -> dict[str, SourceResult | None]:
         """Each source's answer when no lookup is needed (or allowed), else None: ask it.
@@ -591,10 +613,23 @@ class ProviderQuota:
 
 
 @dataclass(frozen=True, slots=True)
+class _Assessed:
+    """An indicator looked up and scored, before the stream adds its spellings."""
+
+    indicator: Indicator
+    sources: dict[str, SourceResult]
+    verdict: Verdict
+
+
+@dataclass(frozen=True, slots=True)
 class _End:
     """The reader's last word: how many indicators it started."""
 
     count: int
+
+
+#: What ``_sources`` takes for a source ``_read_cache`` did not read: no cached answer.
+_MISS: CacheRead = ("", None)
 
 
 def _unscored() -> Verdict:

@@ -12,6 +12,7 @@ rule; every number is a ScoringPolicy field. Each provider class names its evalu
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -458,7 +459,12 @@ def _ago(days: int) -> str:
 def clip(text: str | None, limit: int = NAME_MAX) -> str:
     """One short printable line: vendor and attacker strings must not carry layout or bulk."""
     # Hidden characters show as escapes (``_visible``): a reason is read by people.
-    return one_line(text, limit) if text else ""
+    return _clipped(text, limit) if text else ""
+
+
+#: The same engine, family and technique names come back on indicator after indicator
+#: (~80,000 clips per 10,000 warm indicators, a few hundred distinct): each is clipped once.
+_clipped = functools.lru_cache(maxsize=4096)(one_line)
 
 
 def _unique(names: Iterable[str]) -> list[str]:

@@ -295,10 +295,14 @@ def non_public_reason(
             host = parsed.host if isinstance(parsed, Indicator) else None
         if not host:
             return "URL without a usable host"
-        try:
-            return address_reason(ipaddress.ip_address(host))
-        except ValueError:
-            return host_reason(host, internal_domains)
+        # Only a host with a colon (IPv6) or ending in a digit (IPv4) can be an address:
+        # the others skip ip_address, whose two failed parses cost more than the whole check.
+        if ":" in host or host[-1].isdigit():
+            try:
+                return address_reason(ipaddress.ip_address(host))
+            except ValueError:
+                pass
+        return host_reason(host, internal_domains)
     if kind is _T.ASN and value[2:].isdigit():
         return asn_reason(int(value[2:]))
     return None

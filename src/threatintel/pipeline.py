@@ -64,8 +64,9 @@ DEFAULT_PEER_WAIT = 600.0
 #: HTTP calls in flight to one provider at once (the engine passes MAX_WORKERS).
 DEFAULT_MAX_INFLIGHT = 10
 
-#: A cache read made ahead of a lookup: the key, and the live entry under it or None.
-CacheRead = tuple[str, CacheEntry | None]
+#: A cache read made ahead of a lookup: the key, and the answer cached under it (``answer``
+#: decoded the live entry) or None, a miss.
+CacheRead = tuple[str, SourceResult | None]
 
 
 @dataclass(slots=True)
@@ -161,16 +162,15 @@ class SourcePipeline:
     async def lookup(self, indicator: Indicator, *, read: CacheRead | None = None) -> SourceResult:
         """This provider's answer about ``indicator``.
 
-        ``read`` is the cache read for this lookup, ``(key, entry or None)``, when the caller
-        already made it (the engine reads all of an indicator's sources in one go); None: read
-        the cache here.
+        ``read`` is the cache read for this lookup, ``(key, cached answer or None)``, when the
+        caller already made it (the engine reads all of an indicator's sources in one go and
+        decodes them with ``answer``); None: read the cache here.
         """
         if read is None:
             key = self.cache_key(indicator)
             cached = await self._from_cache(key)
         else:
-            key, entry = read
-            cached = self._decode(entry) if entry is not None else None
+            key, cached = read
         if self._counter is not None:
             await count_lookup(self._counter, self.name, hit=cached is not None)
         if cached is not None:
@@ -373,18 +373,16 @@ class SourcePipeline:
             return None
         if entry is None:
             return None
-        return self._decode(entry)
+        return self.answer(entry)
 
-    def _decode(self, entry: CacheEntry) -> SourceResult | None:
+    def answer(self, entry: CacheEntry) -> SourceResult | None:
         """A cached answer as this lookup's result, or None (a miss) if it is unreadable."""
+        age = round(entry.age(self.clock.time()), 3)
         try:
-            result = decode_answer(entry.value, with_raw=self.include_raw)
+            return decode_answer(entry.value, with_raw=self.include_raw, age=age)
         except ValueError:
             logger.warning("%s: ignoring an unreadable cache entry", self.name)
             return None
-        return result.model_copy(
-            update={"cached": True, "cache_age": round(entry.age(self.clock.time()), 3)}
-        )
 
     async def _store(self, key: str, result: SourceResult) -> None:
         if self.cache is None:

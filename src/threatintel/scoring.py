@@ -222,9 +222,17 @@ def _private_reasons(results: list[tuple[str, SourceResult]]) -> list[str]:
 
 def _ordered(sources: Mapping[str, SourceResult]) -> list[str]:
     """Evidence sources in registry order, then context sources, then any others."""
-    roles = {name: cls.role for name, cls in PROVIDERS.items()}
-    known = [n for n in PROVIDERS if n in sources and roles[n] == "evidence"]
-    known += [n for n in PROVIDERS if n in sources and roles[n] == "context"]
+    evidence: list[str] = []
+    context: list[str] = []
+    for name, cls in PROVIDERS.items():
+        if name in sources:
+            if cls.role == "evidence":
+                evidence.append(name)
+            elif cls.role == "context":
+                context.append(name)
+    known = evidence + context
+    if len(known) == len(sources):
+        return known
     return known + sorted(name for name in sources if name not in known)
 
 

@@ -29,23 +29,43 @@ MAX_RAW_BYTES: Final = 32 * 1024 * 1024
 
 def encode_answer(result: SourceResult) -> bytes:
     """The bytes to cache for ``result``, its vendor body (``raw``) included when it has one."""
-    head = result.model_dump_json(exclude={"raw"}).encode()
+    # Fields left at their defaults are left out (the reader fills them in): a typical
+    # answer's JSON halves, and a warm run validates each answer's JSON on every hit.
+    head = result.model_dump_json(exclude={"raw"}, exclude_defaults=True).encode()
     if result.raw is None:
         return head
     body = json.dumps(result.raw, ensure_ascii=False, separators=(",", ":")).encode()
     return head + SEPARATOR + zlib.compress(body)
 
 
-def decode_answer(value: bytes, *, with_raw: bool) -> SourceResult:
-    """The result stored in ``value``, with its vendor body only when ``with_raw``.
+def decode_answer(value: bytes, *, with_raw: bool, age: float | None = None) -> SourceResult:
+    """The result stored in ``value``, with its vendor body only when ``with_raw``; given an
+    ``age`` (seconds), marked as an answer from the cache that old (``cached``, ``cache_age``).
 
     Raises ValueError for anything that is not a value ``encode_answer`` wrote.
     """
     head, _, packed = value.partition(SEPARATOR)
     result = SourceResult.model_validate_json(head)
-    if not with_raw or not packed:
-        return result
-    return result.model_copy(update={"raw": _inflate(packed)})
+    update: dict[str, Any] = {}
+    if age is not None:
+        update["cached"] = True
+        update["cache_age"] = age
+    if with_raw and packed:
+        update["raw"] = _inflate(packed)
+    if update:
+        _amend(result, update)
+    return result
+
+
+def _amend(result: SourceResult, update: dict[str, Any]) -> None:
+    """What ``model_copy(update=update)`` does to its copy, done to ``result`` itself.
+
+    Only for a result validated a moment ago, that nobody else holds yet: frozen means
+    "never changed once handed out". Copying a whole result costs almost half as much as
+    validating it, and every cache hit would pay it (a warm run has tens of thousands).
+    """
+    result.__dict__.update(update)
+    result.__pydantic_fields_set__.update(update)
 
 
 def _inflate(packed: bytes) -> dict[str, Any]:
