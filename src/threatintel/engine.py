@@ -24,10 +24,10 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 
@@ -39,6 +39,14 @@ from threatintel.clock import Clock, SystemClock
 from threatintel.errors import CacheError, InvalidIndicator, UnknownProvider
 from threatintel.indicators import non_public_reason
 from threatintel.intake import Intake, Text, Values
+from threatintel.lookups import (
+    LookupEvent,
+    LookupHook,
+    ProviderQuota,
+    ResultHook,
+    pending,
+    unscored,
+)
 from threatintel.models import (
     Analysis,
     Enrichment,
@@ -46,13 +54,12 @@ from threatintel.models import (
     SourceResult,
     SourceStatus,
     Verdict,
-    VerdictLabel,
     utcnow,
 )
 from threatintel.pipeline import CacheRead, SourcePipeline, SourceStats
 from threatintel.providers import Provider
-from threatintel.quota import KeyUsage, QuotaStore, QuotaWaitHook, Window
-from threatintel.resilience import BreakerState, CircuitBreaker, RetryPolicy
+from threatintel.quota import QuotaStore, QuotaWaitHook, Window
+from threatintel.resilience import CircuitBreaker, RetryPolicy
 from threatintel.scoring import score
 from threatintel.settings import Settings
 from threatintel.wiring import (
@@ -65,24 +72,8 @@ from threatintel.wiring import (
 
 logger = logging.getLogger("threatintel.engine")
 
+__all__ = ["DEFAULT_WINDOW", "Engine", "LookupEvent", "LookupHook", "ProviderQuota", "ResultHook"]
 
-@dataclass(frozen=True, slots=True)
-class LookupEvent:
-    """One provider call as seen by the engine, for logs and metrics hooks."""
-
-    provider: str
-    indicator_type: str
-    status: SourceStatus
-    duration: float
-    cached: bool = False
-
-
-class LookupHook(Protocol):
-    def __call__(self, event: LookupEvent) -> None: ...
-
-
-#: Called with each enrichment as soon as it is complete (progress bars, streaming output).
-ResultHook = Callable[[Enrichment], None]
 
 #: Indicators in flight at once in one stream (looked up, or answered and not yet taken by the
 #: caller). It bounds memory; within it a slow provider never holds up the others, so it is
@@ -442,7 +433,7 @@ class Engine:
                 type(exc).__name__,
                 exc_info=logger.isEnabledFor(logging.DEBUG),
             )
-            verdict = _unscored()
+            verdict = unscored()
         return _Assessed(indicator, sources, verdict)
 
     async def _sources(
@@ -467,7 +458,7 @@ class Engine:
         left = due - self.clock.time()
         if left <= 0:
             # Read after the deadline: not started at all, so nothing outlives the call.
-            return [decided[n] or _pending(n, started=False) for n in names]
+            return [decided[n] or pending(n, started=False) for n in names]
         tasks = {n: asyncio.create_task(self._source(n, indicator)) for n in asked}
         try:
             with contextlib.suppress(TimeoutError):
@@ -481,14 +472,14 @@ class Engine:
         for name in names:
             lookup = tasks.get(name)
             if lookup is None:
-                results.append(decided[name] or _pending(name, started=False))
+                results.append(decided[name] or pending(name, started=False))
             elif lookup.done():
                 results.append(lookup.result())
             else:
                 # The lookup goes on (its flight is shared and cached); we stop waiting.
                 self._background.add(lookup)
                 lookup.add_done_callback(self._background.discard)
-                results.append(_pending(name, started=True))
+                results.append(pending(name, started=True))
         return results
 
     async def _read_cache(self, indicator: Indicator, names: list[str]) -> dict[str, CacheRead]:
@@ -601,18 +592,6 @@ class Engine:
 
 
 @dataclass(frozen=True, slots=True)
-class ProviderQuota:
-    """One provider's budget and health, for `threatintel quota` and /health."""
-
-    provider: str
-    configured: bool
-    breaker: BreakerState
-    breaker_retry_after: float
-    keys: list[KeyUsage]
-    degraded: bool = False  # the shared quota store is unreachable: local numbers
-
-
-@dataclass(frozen=True, slots=True)
 class _Assessed:
     """An indicator looked up and scored, before the stream adds its spellings."""
 
@@ -630,20 +609,3 @@ class _End:
 
 #: What ``_sources`` takes for a source ``_read_cache`` did not read: no cached answer.
 _MISS: CacheRead = ("", None)
-
-
-def _unscored() -> Verdict:
-    """The verdict of an indicator whose scoring failed (a bug): it claims nothing, and its
-    sources are kept as they came back."""
-    return Verdict(
-        label=VerdictLabel.UNKNOWN, score=0, confidence=0, reasons=["internal error while scoring"]
-    )
-
-
-def _pending(name: str, *, started: bool) -> SourceResult:
-    message = (
-        "no answer yet at the caller's deadline; the lookup goes on and its answer is cached"
-        if started
-        else "not asked: the caller's deadline had passed"
-    )
-    return SourceResult(source=name, status=SourceStatus.PENDING, message=message)
