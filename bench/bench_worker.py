@@ -94,6 +94,10 @@ async def analyze(args: argparse.Namespace) -> dict[str, Any]:
             follow_redirects=False,
         )
     async with Engine(settings, windows=windows, client=client) as engine:
+        with contextlib.suppress(ImportError):  # as `threatintel analyze` does (cli_run)
+            from threatintel._process import settle
+
+            settle()
         profiler = None
         if args.profile is not None:
             import cProfile

@@ -323,6 +323,21 @@ def _thresholds(code: str) -> tuple[int, int, int]:
     return young, middle, old
 
 
+def _frozen(code: str) -> int:
+    script = "import gc\n" + code + "\nprint(gc.get_freeze_count())"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    return int(done.stdout.split()[-1])
+
+
+def test_start_up_leaves_the_collectors_sight_only_in_the_cli_process() -> None:
+    """settle() freezes start-up's objects once prepare() made the process the CLI's, else not."""
+    settle = "from threatintel._process import prepare, settle\nimport threatintel.engine\n"
+    assert _frozen(settle + "prepare()\nsettle()") > 10_000
+    assert _frozen(settle + "settle()") == 0
+
+
 def test_the_cli_process_makes_full_collections_rarer() -> None:
     """The CLI's process raises the full-collection threshold; importing the library does not."""
     cli = _thresholds(

@@ -272,6 +272,9 @@ async def _batch(
     notice = QuotaWaitNotice()
     try:
         async with Engine(settings, on_quota_wait=notice) as engine:
+            from threatintel._process import settle
+
+            settle()  # start-up is over: see _process
             if settings.job_retention:
                 await store.cleanup(now=engine.clock.time(), retention=settings.job_retention)
             runner = JobRunner(engine, store)

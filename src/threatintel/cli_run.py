@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from threatintel._process import settle as settle_process
 from threatintel._visible import visible
 from threatintel.cli import EXIT_FAILURE, err, fail, stdout_console
 from threatintel.cli_options import FILE_FORMATS, OutputFormat
@@ -162,6 +163,7 @@ def run_engine(
                 settings, client=client, include_raw=include_raw, on_quota_wait=notice
             ) as engine,
         ):
+            settle_process()  # start-up is over: see _process
             with engine.intake() as intake:
                 progress, hook = _progress(intake) if many else (None, None)
                 notice.progress = progress
