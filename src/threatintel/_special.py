@@ -62,6 +62,12 @@ _V6_RANGES = [
         ("100::/64", "discard-only range (RFC 6666)"),
     ]
 ]
+# The same tables as (first address, netmask, reason) integers, for address_reason: an address
+# is tested against every range, and two integer operations cost a tenth of ``ip in net``.
+_MASKS = {
+    version: [(int(net.network_address), int(net.netmask), reason) for net, reason in ranges]
+    for version, ranges in ((4, _V4_RANGES), (6, _V6_RANGES))
+}
 # IPv6 prefixes that carry an IPv4 address: (prefix, how to name it, bits below the IPv4 part).
 _V6_EMBEDDING = [
     (IPv6Network("::ffff:0:0/96"), "IPv4-mapped", 0),
@@ -103,11 +109,9 @@ def address_reason(ip: IPv4Address | IPv6Address) -> str | None:
         return f"{inner[0]} {reason}" if reason else None
     if ip.is_unspecified:
         return "unspecified address"
-    ranges: Sequence[tuple[IPv4Network | IPv6Network, str]] = (
-        _V4_RANGES if ip.version == 4 else _V6_RANGES
-    )
-    for net, reason in ranges:
-        if ip in net:
+    number = int(ip)
+    for first, mask, reason in _MASKS[ip.version]:
+        if number & mask == first:
             return reason
     if isinstance(ip, IPv6Address) and ip not in _GLOBAL_UNICAST:
         return "reserved address (outside global unicast 2000::/3)"
