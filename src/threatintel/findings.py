@@ -126,10 +126,14 @@ def _vt_detections(
         finding.add("VirusTotal has no engine results for it", group=ANSWER)
         return
     # flagged_by mixes malicious and suspicious engines, so trusted hits count at most m times.
-    trusted = {name.casefold() for name in policy.vt_trusted_engines}
-    hits = [name for name in det.flagged_by if name.casefold() in trusted]
+    trusted = _folded(policy.vt_trusted_engines)
+    hits = [name for name in det.flagged_by if name.casefold() in trusted] if trusted else []
     effective = m + (policy.vt_trusted_engine_weight - 1) * min(len(hits), m)
-    shown = [f"{n} [trusted]" if n in hits else n for n in dict.fromkeys([*hits, *det.flagged_by])]
+    if hits:
+        names = dict.fromkeys([*hits, *det.flagged_by])
+        shown = [f"{n} [trusted]" if n in hits else n for n in names]
+    else:
+        shown = list(dict.fromkeys(det.flagged_by))
     engines = f" ({join_names(shown, 3, limit=40)})" if shown else ""
     sus_points = min(s * policy.vt_suspicious_engine_points, policy.vt_suspicious_max_points)
     extra = f" (+{s} suspicious)" if s and m else ""
@@ -465,6 +469,12 @@ def clip(text: str | None, limit: int = NAME_MAX) -> str:
 #: The same engine, family and technique names come back on indicator after indicator
 #: (~80,000 clips per 10,000 warm indicators, a few hundred distinct): each is clipped once.
 _clipped = functools.lru_cache(maxsize=4096)(one_line)
+
+
+@functools.lru_cache(maxsize=16)
+def _folded(names: tuple[str, ...]) -> frozenset[str]:
+    """A policy's name list, case-folded once rather than on every indicator."""
+    return frozenset(name.casefold() for name in names)
 
 
 def _unique(names: Iterable[str]) -> list[str]:
