@@ -78,6 +78,8 @@ def score(
         status = result.status
         display = step.display
         if step.role == "context":
+            if status not in _HEARD:
+                continue  # not asked (an IPinfo lookup of a domain): no context to add
             found, line = network(display, result, policy)
             known_good.benign += found.benign
             known_good.vouches += found.vouches
