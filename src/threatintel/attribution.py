@@ -33,6 +33,7 @@ under 20 are dropped and at most 5 are kept. "Insufficient evidence" is a common
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from collections import defaultdict
@@ -173,18 +174,35 @@ def _observations(enrichments: Iterable[Enrichment]) -> Iterator[_Seen]:
         indicator = enrichment.indicator.value
         for name in sorted(enrichment.sources):
             result = enrichment.sources[name]
-            if result.status is not SourceStatus.OK:
-                continue
+            if result.status is not SourceStatus.OK or not (
+                result.threat_label
+                or result.pulses
+                or result.adversaries
+                or result.malware_families
+                or result.attack_ids
+                or result.tags
+            ):
+                continue  # nothing named: most answers on a warm run
+            # Plain loops, not comprehensions: most of these lists are empty on most answers.
             named: list[tuple[str, str | None, str | None]] = []
+            add = named.append
             for pulse in result.pulses:
-                named.append((ADVERSARY, pulse.adversary, pulse.name))
-                named += [(FAMILY, value, pulse.name) for value in pulse.malware_families]
-                named += [(TECHNIQUE, value, pulse.name) for value in pulse.attack_ids]
+                title = pulse.name
+                add((ADVERSARY, pulse.adversary, title))
+                for item in pulse.malware_families:
+                    add((FAMILY, item, title))
+                for item in pulse.attack_ids:
+                    add((TECHNIQUE, item, title))
             # The aggregate lists also hold OTX's "related" names, which belong to no pulse.
-            named += [(ADVERSARY, value, None) for value in result.adversaries]
-            named += [(FAMILY, value, None) for value in result.malware_families]
-            named += [(TECHNIQUE, value, None) for value in result.attack_ids]
-            named += [(LABEL, result.threat_label, None), *((TAG, t, None) for t in result.tags)]
+            for item in result.adversaries:
+                add((ADVERSARY, item, None))
+            for item in result.malware_families:
+                add((FAMILY, item, None))
+            for item in result.attack_ids:
+                add((TECHNIQUE, item, None))
+            add((LABEL, result.threat_label, None))
+            for item in result.tags:
+                add((TAG, item, None))
             seen: set[tuple[str, str]] = set()
             for kind, value, detail in named:
                 if value and value.strip() and (kind, value) not in seen:
@@ -218,13 +236,20 @@ def _match_software(attack: _Attack, text: str, kind: str) -> list[_Hit]:
     return [_Hit(h.attack_id, h.how, 1 / len(hits)) for h in hits.values()]
 
 
-def _match(attack: _Attack, seen: _Seen) -> list[_Hit]:
-    if len(seen.value) > MAX_MATCH_LENGTH:
+@functools.lru_cache(maxsize=4096)
+def _hits(kind: str, value: str) -> list[_Hit]:
+    """What one name matches (shared: not to be changed). The same labels, tags and families
+    come back on indicator after indicator, so each distinct one is matched once."""
+    return _match(_attack(), kind, value)
+
+
+def _match(attack: _Attack, kind: str, value: str) -> list[_Hit]:
+    if len(value) > MAX_MATCH_LENGTH:
         return []
-    if seen.kind == ADVERSARY:
-        return attack.group_names.get(_fold(seen.value), [])
-    if seen.kind == TECHNIQUE:
-        technique = seen.value.strip().upper()
+    if kind == ADVERSARY:
+        return attack.group_names.get(_fold(value), [])
+    if kind == TECHNIQUE:
+        technique = value.strip().upper()
         if not _TECHNIQUE_ID.fullmatch(technique):
             return []
         if technique in attack.techniques:
@@ -232,7 +257,7 @@ def _match(attack: _Attack, seen: _Seen) -> list[_Hit]:
         if technique in attack.revoked_techniques:
             return [_Hit(attack.revoked_techniques[technique], f"revoked {technique}")]
         return []
-    return _match_software(attack, seen.value, seen.kind)
+    return _match_software(attack, value, kind)
 
 
 # --- scoring --------------------------------------------------------------------------------
@@ -416,7 +441,7 @@ class Attributor:
         self._observed = True
         attack = _attack()
         for seen in itertools.chain((first,), observations):
-            hits = _match(attack, seen)
+            hits = _hits(seen.kind, seen.value)
             if not hits:
                 # Tags are mostly file traits and categories: listing them would bury the
                 # real misses.

@@ -126,10 +126,14 @@ def _vt_detections(
         finding.add("VirusTotal has no engine results for it", group=ANSWER)
         return
     # flagged_by mixes malicious and suspicious engines, so trusted hits count at most m times.
-    trusted = {name.casefold() for name in policy.vt_trusted_engines}
-    hits = [name for name in det.flagged_by if name.casefold() in trusted]
+    trusted = _folded(policy.vt_trusted_engines)
+    hits = [name for name in det.flagged_by if name.casefold() in trusted] if trusted else []
     effective = m + (policy.vt_trusted_engine_weight - 1) * min(len(hits), m)
-    shown = [f"{n} [trusted]" if n in hits else n for n in dict.fromkeys([*hits, *det.flagged_by])]
+    if hits:
+        names = dict.fromkeys([*hits, *det.flagged_by])
+        shown = [f"{n} [trusted]" if n in hits else n for n in names]
+    else:
+        shown = list(dict.fromkeys(det.flagged_by))
     engines = f" ({join_names(shown, 3, limit=40)})" if shown else ""
     sus_points = min(s * policy.vt_suspicious_engine_points, policy.vt_suspicious_max_points)
     extra = f" (+{s} suspicious)" if s and m else ""
@@ -226,7 +230,16 @@ def otx(
             finding.add("in no OTX pulses", -SILENT_RANK)
         return finding
 
-    about = [p for p in result.pulses if _about(p, indicator, policy)]
+    names: frozenset[str] | None = None  # the indicator's spellings, once it takes them
+    about = []
+    for pulse in result.pulses:
+        size = pulse.indicator_count
+        if size is not None and size > policy.otx_subject_max_indicators:
+            if names is None:
+                names = _names(indicator)
+            if names.isdisjoint(_words(pulse.name)):
+                continue
+        about.append(pulse)
     context = count - len(about)
     if not about:
         points = min(context * policy.otx_context_pulse_points, policy.otx_context_max_points)
@@ -298,16 +311,20 @@ def _otx_subject(
     finding.add(text, points)
 
 
-def _about(pulse: Pulse, indicator: Indicator, policy: ScoringPolicy) -> bool:
-    """A pulse is about the indicator when it is a short list, or its name names it."""
-    size = pulse.indicator_count
-    if size is None or size <= policy.otx_subject_max_indicators:
-        return True
-    names = {
-        n.casefold() for n in (indicator.value, indicator.host, indicator.registrable_domain) if n
-    }
-    words = {word.strip(_PUNCTUATION).casefold() for word in pulse.name.split()}
-    return bool(names & words)
+# A pulse is about the indicator when it is a short list, or its name names it (otx() above).
+
+
+def _names(indicator: Indicator) -> frozenset[str]:
+    """The spellings of the indicator a pulse's name may use, case-folded."""
+    spellings = (indicator.value, indicator.host, indicator.registrable_domain)
+    return frozenset(n.casefold() for n in spellings if n)
+
+
+@functools.lru_cache(maxsize=4096)
+def _words(title: str) -> frozenset[str]:
+    """A pulse name's words, case-folded: the same pulses come back on indicator after
+    indicator, so each name is split once."""
+    return frozenset(word.strip(_PUNCTUATION).casefold() for word in title.split())
 
 
 _PUNCTUATION = "\"'()[]{}<>,;:!?"
@@ -467,17 +484,22 @@ def clip(text: str | None, limit: int = NAME_MAX) -> str:
 _clipped = functools.lru_cache(maxsize=4096)(one_line)
 
 
+@functools.lru_cache(maxsize=16)
+def _folded(names: tuple[str, ...]) -> frozenset[str]:
+    """A policy's name list, case-folded once rather than on every indicator."""
+    return frozenset(name.casefold() for name in names)
+
+
 def _unique(names: Iterable[str]) -> list[str]:
     seen: dict[str, str] = {}
     for name in names:
-        clipped = clip(name)
+        clipped = _clipped(name, NAME_MAX) if name else ""  # clip(), without a call per name
         if clipped and clipped.casefold() not in seen:
             seen[clipped.casefold()] = clipped
     return list(seen.values())
 
 
 def join_names(names: Iterable[str], shown: int, *, limit: int = NAME_MAX) -> str:
-    unique = [n for n in (clip(name, limit) for name in names) if n]
-    unique = list(dict.fromkeys(unique))
+    unique = list(dict.fromkeys([n for name in names if name and (n := _clipped(name, limit))]))
     more = len(unique) - shown
     return ", ".join(unique[:shown]) + (f", +{more} more" if more > 0 else "")
