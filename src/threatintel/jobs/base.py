@@ -126,6 +126,26 @@ class Job:
     # output path here, so a resume need not be told them again).
     options: Mapping[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def queued(
+        cls,
+        input: str,
+        providers: Sequence[str],
+        *,
+        now: float,
+        options: Mapping[str, str] | None = None,
+    ) -> Job:
+        """A new job's record, as every store creates it: a fresh id, queued, nothing done."""
+        return cls(
+            new_job_id(now),
+            input,
+            tuple(providers),
+            JobState.QUEUED,
+            now,
+            now,
+            options=dict(options or {}),
+        )
+
     @property
     def finished(self) -> bool:
         return self.state in FINISHED

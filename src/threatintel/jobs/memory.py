@@ -17,7 +17,6 @@ from threatintel.jobs.base import (
     UnknownJob,
     add_spelling,
     indicator_key,
-    new_job_id,
 )
 from threatintel.models import Indicator
 
@@ -62,15 +61,7 @@ class MemoryJobStore:
         now: float,
         options: Mapping[str, str] | None = None,
     ) -> Job:
-        job = Job(
-            new_job_id(now),
-            input,
-            tuple(providers),
-            JobState.QUEUED,
-            now,
-            now,
-            options=dict(options or {}),
-        )
+        job = Job.queued(input, providers, now=now, options=options)
         self._jobs[job.id] = _Job(job)
         return job
 

@@ -43,7 +43,6 @@ from threatintel.jobs.base import (
     UnknownJob,
     clip_spelling,
     indicator_key,
-    new_job_id,
 )
 from threatintel.models import Indicator
 
@@ -196,15 +195,7 @@ class RedisJobStore:
         now: float,
         options: Mapping[str, str] | None = None,
     ) -> Job:
-        job = Job(
-            new_job_id(now),
-            input,
-            tuple(providers),
-            JobState.QUEUED,
-            now,
-            now,
-            options=dict(options or {}),
-        )
+        job = Job.queued(input, providers, now=now, options=options)
         with _translated():
             await self.client.hset(
                 self._key(job.id, "meta"),

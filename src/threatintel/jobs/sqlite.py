@@ -38,7 +38,6 @@ from threatintel.jobs.base import (
     UnknownJob,
     add_spelling,
     indicator_key,
-    new_job_id,
 )
 from threatintel.models import Indicator
 
@@ -100,15 +99,7 @@ class SQLiteJobStore:
         now: float,
         options: Mapping[str, str] | None = None,
     ) -> Job:
-        job = Job(
-            new_job_id(now),
-            input,
-            tuple(providers),
-            JobState.QUEUED,
-            now,
-            now,
-            options=dict(options or {}),
-        )
+        job = Job.queued(input, providers, now=now, options=options)
         await self._worker.run(_insert_job, job)
         return job
 
