@@ -70,18 +70,9 @@ def resume_hint(job_id: str) -> str:
 
 def open_store(settings: Settings) -> JobStore:
     """The job store beside the cache: Redis when REDIS_URL is set, else the SQLite file."""
-    from threatintel.errors import ConfigError
-    from threatintel.jobs import open_job_store
+    from threatintel.jobs import job_store_for
 
-    redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
-    try:
-        return open_job_store(
-            backend=settings.resolved_cache_backend,
-            cache_dir=settings.cache_dir,
-            redis_url=redis_url,
-        )
-    except ValueError:
-        raise ConfigError("REDIS_URL/CACHE_BACKEND: the job store cannot be set up") from None
+    return job_store_for(settings)
 
 
 def job_report(settings: Settings, job_id: str) -> Analysis:

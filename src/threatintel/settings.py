@@ -32,7 +32,14 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import platformdirs
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
@@ -247,6 +254,23 @@ class Settings(BaseSettings):
     # --- verdicts -------------------------------------------------------------------------
     scoring: ScoringPolicy = Field(default_factory=ScoringPolicy)
 
+    # --- servers (`threatintel server`) ---------------------------------------------------
+    # The bearer token every HTTP request but /health must carry (the API and /mcp alike).
+    # Without it the server binds only to loopback.
+    threatintel_api_token: SecretStr | None = None
+    # Requests per minute one client (its token, else its address) may make to the HTTP
+    # API and /mcp; shared through REDIS_URL across instances. 0 turns the limit off.
+    api_rate_limit: int = Field(default=120, ge=0, le=1_000_000, description="per minute")
+    # The synchronous endpoints' caps: indicators per request and request body bytes.
+    api_max_indicators: int = Field(default=1_000, ge=1, le=100_000)
+    api_max_body: int = Field(default=1_048_576, ge=1_024, le=1_073_741_824)
+    # A job's body may be larger (POST /api/v1/jobs): it is read as a stream.
+    api_max_job_body: int = Field(default=20_971_520, ge=1_024, le=10_737_418_240)
+
+    # --- logs (stderr) --------------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
     _split_keys = field_validator(
         "virustotal_api_key",
         "otx_api_key",
@@ -255,6 +279,15 @@ class Settings(BaseSettings):
         "internal_domains",
         mode="before",
     )(_split_commas)
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _log_case(cls, value: Any, info: ValidationInfo) -> Any:
+        # LOG_LEVEL=info and LOG_FORMAT=JSON are what people write.
+        if isinstance(value, str):
+            value = value.strip()
+            return value.upper() if info.field_name == "log_level" else value.lower()
+        return value
 
     @field_validator("virustotal_api_key", "otx_api_key", "abuseipdb_api_key", "ipinfo_api_key")
     @classmethod

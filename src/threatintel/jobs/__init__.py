@@ -20,7 +20,7 @@ claims a chunk, runs it and writes its rows idempotently; resuming runs the chun
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from threatintel.jobs.base import (
     DEFAULT_LEASE,
@@ -40,6 +40,9 @@ from threatintel.jobs.base import (
 from threatintel.jobs.memory import MemoryJobStore
 from threatintel.jobs.sqlite import FILENAME, SQLiteJobStore
 
+if TYPE_CHECKING:
+    from threatintel.settings import Settings
+
 __all__ = [
     "DEFAULT_LEASE",
     "FINISHED",
@@ -56,6 +59,7 @@ __all__ = [
     "SQLiteJobStore",
     "UnknownJob",
     "indicator_key",
+    "job_store_for",
     "open_job_store",
 ]
 
@@ -76,3 +80,19 @@ def open_job_store(*, backend: str, cache_dir: str | Path, redis_url: str | None
 
         return RedisJobStore(redis_url)
     raise ValueError(f"unknown job store backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+
+
+def job_store_for(settings: Settings) -> JobStore:
+    """The job store beside the cache: Redis when REDIS_URL is set, else the SQLite file.
+    ConfigError (naming the settings, never the URL) when it cannot be set up."""
+    from threatintel.errors import ConfigError
+
+    redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
+    try:
+        return open_job_store(
+            backend=settings.resolved_cache_backend,
+            cache_dir=settings.cache_dir,
+            redis_url=redis_url,
+        )
+    except ValueError:
+        raise ConfigError("REDIS_URL/CACHE_BACKEND: the job store cannot be set up") from None

@@ -1,0 +1,363 @@
+"""Service: what the server doors (MCP, HTTP) ask of one engine.
+
+    async with Service(settings) as service:
+        analysis = await service.analyze(["8.8.8.8"], deadline=20)   # pending sources, not a hang
+        job = await service.submit(text=big_text)                    # runs here in the background
+        job = await service.wait(job.id, timeout=30, on_progress=...)
+        body = await service.report(job.id, "markdown")
+        status = await service.status()
+
+One Service per process holds one engine (one cache, one limiter, one set of breakers) and one
+job store, so every door gives the same answers and spends the same budget. It knows nothing of
+MCP or HTTP: adapters translate its answers and its errors (``RequestError`` subclasses say what
+the caller got wrong; ``UnknownJob`` names a job that is not there).
+
+A job submitted here runs in this process as an asyncio task over ``JobRunner``, the same runner
+the CLI's ``batch`` uses; its progress and results live in the job store, so with REDIS_URL any
+instance answers for a job that another runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from threatintel._keyguard import KeyGuard
+from threatintel.engine import Engine
+from threatintel.errors import RequestError
+from threatintel.indicators import extract
+from threatintel.jobs import JobState, JobStore, JobStoreError, job_store_for
+from threatintel.jobs.base import Job
+from threatintel.jobs.runner import JobRunner, job_analysis
+from threatintel.models import Analysis, Enrichment, Extraction, Indicator
+from threatintel.settings import Settings
+
+logger = logging.getLogger("threatintel.service")
+
+#: How often a waiter re-reads a job that runs in another process.
+REMOTE_POLL = 0.5
+
+ProgressHook = Callable[[Job], object]
+
+
+# --- status -------------------------------------------------------------------------------
+class WindowStatus(BaseModel):
+    window: str
+    limit: int
+    used: int
+    remaining: int
+    resets_at: datetime | None = None
+    limit_from: str = Field(description="configured | learned | default")
+
+
+class KeyStatus(BaseModel):
+    key: str = Field(description="the key's fingerprint, or 'anonymous'; never the key")
+    blocked_until: datetime | None = None
+    windows: list[WindowStatus] = Field(default_factory=list)
+
+
+class CacheCounts(BaseModel):
+    entries: int = 0
+    hits: int = 0
+    misses: int = 0
+    hit_rate: float | None = None
+
+
+class ProviderStatus(BaseModel):
+    provider: str
+    title: str
+    configured: bool
+    circuit: Literal["closed", "open", "half_open"]
+    circuit_retry_after: float = Field(0.0, description="seconds until an open circuit is tried")
+    shared_store_reachable: bool = True
+    keys: list[KeyStatus] = Field(default_factory=list)
+    cache: CacheCounts = Field(default_factory=CacheCounts)
+
+
+class ServiceStatus(BaseModel):
+    providers: list[ProviderStatus]
+    cache: str = Field(description="where answers are cached")
+    jobs_running_here: int = 0
+
+
+def _when(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+
+
+@dataclass(slots=True)
+class _Running:
+    task: asyncio.Task[Job]
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Service:
+    """One engine and one job store behind every server door (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        engine: Engine | None = None,
+        store: JobStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self._owns_store = store is None
+        self.jobs = store if store is not None else job_store_for(settings)
+        self._owns_engine = engine is None
+        # Stores open on first use: an Engine refusing its settings leaves nothing to close.
+        self.engine = engine if engine is not None else Engine(settings)
+        self._guard = KeyGuard(settings)
+        self._running: dict[str, _Running] = {}
+
+    async def __aenter__(self) -> Service:
+        if self.settings.job_retention:
+            try:
+                await self.jobs.cleanup(
+                    now=self.engine.clock.time(), retention=self.settings.job_retention
+                )
+            except JobStoreError as exc:  # a server starts anyway; /ready says what is wrong
+                logger.warning("old jobs not cleaned up: %s", exc)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop this process's jobs (they stay resumable, marked cancelled) and close up."""
+        for running in self._running.values():
+            running.task.cancel()
+        await asyncio.gather(*(r.task for r in self._running.values()), return_exceptions=True)
+        self._running.clear()
+        if self._owns_engine:
+            await self.engine.aclose()
+        if self._owns_store:
+            await self.jobs.aclose()
+
+    # --- synchronous answers ----------------------------------------------------------------
+    async def analyze(
+        self,
+        values: Iterable[str | Indicator] = (),
+        *,
+        text: str | None = None,
+        providers: Sequence[str] | None = None,
+        deadline: float | None = None,
+    ) -> Analysis:
+        """Values and text analysed together, within ``deadline`` seconds (sources still
+        waiting then are ``pending``). NoIndicators / UnknownProvider as the engine raises."""
+        return await self.engine.analyze(
+            list(values), text=text, providers=providers, deadline=deadline
+        )
+
+    async def lookup(
+        self,
+        value: str,
+        *,
+        providers: Sequence[str] | None = None,
+        deadline: float | None = None,
+    ) -> Enrichment:
+        """One indicator, as given (raw or defanged); NoIndicators saying why when ``value``
+        is not one that can be looked up."""
+        analysis = await self.analyze([value], providers=providers, deadline=deadline)
+        return analysis.enrichments[0]
+
+    def extract(self, text: str) -> Extraction:
+        """The indicators in ``text`` (refanged, typed) and the rejected candidates; nothing
+        is looked up. Our own keys are never returned as indicators."""
+        return self._guard.screen_extraction(extract(text))
+
+    # --- jobs ---------------------------------------------------------------------------------
+    async def submit(
+        self,
+        values: Iterable[str] = (),
+        *,
+        text: str | None = None,
+        providers: Sequence[str] | None = None,
+        label: str = "api",
+        on_progress: ProgressHook | None = None,
+    ) -> Job:
+        """A new job over ``values`` (one per line) then ``text``, started in this process.
+        RequestError for an unknown provider or for input without any indicator."""
+        lines = [value.replace("\n", " ") + "\n" for value in values]
+        if text:
+            lines.extend(text.splitlines(keepends=True))
+        if not lines:
+            raise RequestError("nothing to analyse: give indicators or text")
+        job = await JobRunner(self.engine, self.jobs).create(label, providers=providers)
+        running = _Running(asyncio.create_task(self._run(job.id, lines)))
+        self._running[job.id] = running
+        running.task.add_done_callback(lambda _: self._finished(job.id))
+        return job
+
+    async def _run(self, job_id: str, lines: list[str]) -> Job:
+        running = self._running.get(job_id)
+
+        def stored(_: Enrichment) -> None:
+            if running is not None:
+                running.changed.set()
+
+        runner = JobRunner(self.engine, self.jobs, on_result=stored)
+        try:
+            return await runner.process(job_id, lines)
+        except RequestError as exc:  # no indicator in the input: the job says so
+            await self.jobs.set_state(
+                job_id, JobState.FAILED, now=self.engine.clock.time(), message=str(exc)
+            )
+            return await self.jobs.get(job_id)
+        except Exception:
+            logger.exception("job %s stopped", job_id)
+            raise
+
+    def _finished(self, job_id: str) -> None:
+        running = self._running.pop(job_id, None)
+        if running is not None:
+            running.changed.set()  # a waiter reads the final state from the store
+
+    async def job(self, job_id: str) -> Job:
+        """The job's record and counters; UnknownJob when there is none."""
+        return await self.jobs.get(job_id)
+
+    async def cancel(self, job_id: str) -> Job:
+        """Stop a job running in this process, or mark one running elsewhere cancelled."""
+        running = self._running.get(job_id)
+        if running is not None:
+            running.task.cancel()
+            await asyncio.gather(running.task, return_exceptions=True)
+        else:
+            job = await self.jobs.get(job_id)
+            if not job.finished:
+                await self.jobs.set_state(job_id, JobState.CANCELLED, now=self.engine.clock.time())
+        return await self.jobs.get(job_id)
+
+    async def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,
+        on_progress: ProgressHook | None = None,
+    ) -> Job:
+        """The job once finished, or as it stands after ``timeout`` seconds; ``on_progress``
+        gets the job at each change (each stored result here, each poll for a remote job)."""
+        loop = asyncio.get_running_loop()
+        until = None if timeout is None else loop.time() + timeout
+        while True:
+            job = await self.jobs.get(job_id)
+            if on_progress is not None:
+                on_progress(job)
+            left = None if until is None else until - loop.time()
+            if job.finished or (left is not None and left <= 0):
+                return job
+            running = self._running.get(job_id)
+            step = REMOTE_POLL if left is None else min(REMOTE_POLL, left)
+            if running is None:
+                await asyncio.sleep(step)
+                continue
+            running.changed.clear()
+            try:
+                async with asyncio.timeout(left):
+                    await running.changed.wait()
+            except TimeoutError:
+                pass
+
+    async def results(self, job_id: str) -> Analysis:
+        """The job's stored results as one Analysis (every format renders it)."""
+        return await job_analysis(self.jobs, job_id)
+
+    async def report(self, job_id: str, fmt: str) -> str:
+        """The job's results in one of ``reports.FORMATS``; ValueError for an unknown one."""
+        from threatintel.reports import FORMATS, render
+
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+        analysis = await self.results(job_id)
+        return render(analysis, fmt, internal_domains=self.settings.internal_domains)
+
+    # --- health -------------------------------------------------------------------------------
+    async def status(self) -> ServiceStatus:
+        """Sources configured, quota left per key (fingerprints), circuits, cache counts."""
+        from threatintel.cache.admin import as_cache_admin
+
+        counts: dict[str, CacheCounts] = {}
+        where = type(self.engine.cache).__name__
+        admin = as_cache_admin(self.engine.cache)
+        if admin is not None:
+            stats = await admin.stats()
+            where = stats.where
+            for p in stats.providers:
+                counts[p.provider] = CacheCounts(
+                    entries=p.entries, hits=p.hits, misses=p.misses, hit_rate=p.hit_rate
+                )
+        providers = []
+        for q in await self.engine.quota():
+            providers.append(
+                ProviderStatus(
+                    provider=q.provider,
+                    title=self.engine.providers[q.provider].title,
+                    configured=q.configured,
+                    circuit=q.breaker.value,
+                    circuit_retry_after=round(q.breaker_retry_after, 1),
+                    shared_store_reachable=not q.degraded,
+                    keys=[
+                        KeyStatus(
+                            key=k.key,
+                            blocked_until=_when(k.blocked_until),
+                            windows=[
+                                WindowStatus(
+                                    window=w.window,
+                                    limit=w.limit,
+                                    used=w.used,
+                                    remaining=w.remaining,
+                                    resets_at=_when(w.reset_at),
+                                    limit_from=w.source,
+                                )
+                                for w in k.windows
+                            ],
+                        )
+                        for k in q.keys
+                    ],
+                    cache=counts.get(q.provider, CacheCounts()),
+                )
+            )
+        return ServiceStatus(providers=providers, cache=where, jobs_running_here=len(self._running))
+
+    async def ready(self) -> list[str]:
+        """Why this instance cannot serve yet (empty when it can): the job store must answer
+        and at least one source must be configured with its circuit not open."""
+        from threatintel.jobs import UnknownJob
+
+        problems: list[str] = []
+        try:
+            await self.jobs.get("readiness-probe")
+        except UnknownJob:
+            pass  # the store answered
+        except Exception as exc:  # any store failure: the probe only needs to know
+            problems.append(f"job store unreachable ({type(exc).__name__})")
+        usable = [
+            q.provider
+            for q in await self.engine.quota()
+            if q.configured and q.breaker.value != "open"
+        ]
+        if not usable:
+            problems.append("no source is usable (none configured, or every circuit open)")
+        return problems
+
+
+__all__ = [
+    "CacheCounts",
+    "KeyStatus",
+    "ProviderStatus",
+    "Service",
+    "ServiceStatus",
+    "WindowStatus",
+]
