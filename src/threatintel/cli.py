@@ -434,9 +434,16 @@ def _root(
 
 # Newer commands live in modules of their own, each adding itself here (issue 9); the
 # simulator's first, where its commands were listed when they lived in this module.
-from threatintel import cli_cache, cli_jobs, cli_repl, cli_setup, cli_sim  # noqa: E402 - they use the helpers above
+from threatintel import (  # noqa: E402 - they use the helpers above
+    cli_cache,
+    cli_jobs,
+    cli_repl,
+    cli_server,
+    cli_setup,
+    cli_sim,
+)
 
-for _module in (cli_sim, cli_cache, cli_jobs, cli_repl, cli_setup):
+for _module in (cli_sim, cli_cache, cli_jobs, cli_repl, cli_setup, cli_server):
     _module.register(app)
 
 

@@ -36,6 +36,7 @@ from threatintel.indicators import extract
 from threatintel.jobs import JobState, JobStore, JobStoreError, job_store_for
 from threatintel.jobs.base import Job
 from threatintel.jobs.runner import JobRunner, job_analysis
+from threatintel.metrics import Metrics
 from threatintel.models import Analysis, Enrichment, Extraction, Indicator
 from threatintel.settings import Settings
 
@@ -111,8 +112,11 @@ class Service:
         self._owns_store = store is None
         self.jobs = store if store is not None else job_store_for(settings)
         self._owns_engine = engine is None
+        self.metrics = Metrics()
         # Stores open on first use: an Engine refusing its settings leaves nothing to close.
-        self.engine = engine if engine is not None else Engine(settings)
+        self.engine = (
+            engine if engine is not None else Engine(settings, on_lookup=self.metrics.on_lookup)
+        )
         self._guard = KeyGuard(settings)
         self._running: dict[str, _Running] = {}
 
