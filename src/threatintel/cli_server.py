@@ -23,10 +23,14 @@ def server(
         Literal["stdio", "http"],
         typer.Option(help="stdio for desktop MCP clients; http for the HTTP API with MCP at /mcp."),
     ] = "stdio",
-    host: Annotated[str, typer.Option(help="Address to bind (http).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to bind (http).", min=0, max=65535)] = 8000,
+    host: Annotated[str, typer.Option(metavar="HOST", help="Address to bind (http).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="PORT", help="Port to bind (http).", min=0, max=65535)] = 8000,
 ) -> None:
-    """Serve threatintel to MCP clients (stdio) or over HTTP (API, /mcp, /health, /metrics)."""
+    """Serve MCP over stdio, or the HTTP API with MCP at /mcp.
+
+    Desktop MCP clients launch `threatintel server`; shared deployments run
+    `threatintel server --transport http --host 0.0.0.0 --port 8000` with THREATINTEL_API_TOKEN.
+    """
     import anyio
 
     from threatintel.cli import errors_as_exit_codes, load_settings
