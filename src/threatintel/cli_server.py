@@ -23,8 +23,12 @@ def server(
         Literal["stdio", "http"],
         typer.Option(help="stdio for desktop MCP clients; http for the HTTP API with MCP at /mcp."),
     ] = "stdio",
-    host: Annotated[str, typer.Option(metavar="HOST", help="Address to bind (http).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(metavar="PORT", help="Port to bind (http).", min=0, max=65535)] = 8000,
+    host: Annotated[
+        str, typer.Option(metavar="HOST", help="Address to bind (http).")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(metavar="PORT", help="Port to bind (http).", min=0, max=65535)
+    ] = 8000,
 ) -> None:
     """Serve MCP over stdio, or the HTTP API with MCP at /mcp.
 
