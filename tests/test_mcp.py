@@ -335,7 +335,9 @@ async def test_hostile_upstream_text_reaches_the_model_defanged_and_capped(
     assert r"hxxp://evil\[.\]example/x" in answers[1].content[0].text  # type: ignore[union-attr]
 
 
-async def test_errors_reach_the_client_as_one_safe_sentence(mcp: FastMCP) -> None:
+async def test_errors_reach_the_client_as_one_safe_sentence(
+    sim: SimulatorServer, mcp: FastMCP
+) -> None:
     """The caller's mistakes come back as their own sentence, an unknown job names the id,
     and nothing carries a traceback or a key."""
     async with Client(mcp) as client:
@@ -349,13 +351,18 @@ async def test_errors_reach_the_client_as_one_safe_sentence(mcp: FastMCP) -> Non
             await client.call_tool(
                 "analyze_iocs", {"iocs": [{"value": TEST_KEYS["virustotal"], "type": "ip"}]}
             )
+        with pytest.raises(ToolError) as too_many:
+            many = " ".join(f"45.{i // 250}.{i % 250}.1" for i in range(1_001))
+            await client.call_tool("analyze_iocs", {"ioc_string": many})
         with pytest.raises(MCPError) as resource:
             await client.read_resource("threatintel://jobs/20240101-000000-abcdef/report.csv")
     assert "no indicators found in the input (not an indicator:" in str(nothing.value)
     assert "no indicators" in str(empty.value)
     assert "no job '20240101-000000-abcdef'" in str(unknown.value)
     assert "no job" in str(resource.value)
-    for error in (nothing, empty, unknown, key, resource):
+    assert "more than 1,000 indicators: use submit_batch" in str(too_many.value)
+    assert sim.log.count() == 0  # refused before any lookup
+    for error in (nothing, empty, unknown, key, too_many, resource):
         text = str(error.value)
         assert "Traceback" not in text and "\n" not in text
         assert all(k not in text for k in TEST_KEYS.values())

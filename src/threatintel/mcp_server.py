@@ -163,11 +163,10 @@ def lookup_text(safe: Enrichment, deadline: float) -> str:
         *[f"- {reason}" for reason in verdict.reasons],
         "",
     ]
+    facts = views.indicator_row(safe).facts
     for name, result in safe.sources.items():
         if result.status.answered:
-            lines.append(
-                f"- {name}: {result.status.value}; {views.indicator_row(safe).facts[name]}"
-            )
+            lines.append(f"- {name}: {result.status.value}; {facts[name]}")
         elif result.status.failed or result.status.value == "pending":
             lines.append(f"- {name}: {views.failure_sentence(result)}")
         else:
@@ -236,6 +235,9 @@ def build_mcp(service: ServiceSource, *, tasks_url: str = "memory://") -> FastMC
             values, rejected = views.typed_values(iocs or [], KeyGuard(svc.settings).scrub)
             if not values and not ioc_string:
                 raise NoIndicators(rejected)
+            found = len(svc.extract(ioc_string).indicators) if ioc_string else 0
+            if len(values) + found > MAX_IOCS:  # refused before any quota is spent
+                raise ToolError(f"more than {MAX_IOCS:,} indicators: use submit_batch instead")
             done = 0
 
             def one_more(_: Enrichment) -> None:
@@ -247,8 +249,6 @@ def build_mcp(service: ServiceSource, *, tasks_url: str = "memory://") -> FastMC
                 analysis = await svc.analyze(
                     values, text=ioc_string, deadline=deadline_seconds, on_result=one_more
                 )
-        if len(analysis.enrichments) > MAX_IOCS:
-            raise ToolError(f"more than {MAX_IOCS:,} indicators: use submit_batch instead")
         analysis = analysis.model_copy(update={"rejected": [*rejected, *analysis.rejected]})
         safe = views.model_safe(analysis)
         view = views.analysis_view(safe, deadline_seconds)
