@@ -42,6 +42,7 @@ from threatintel._keyguard import KeyGuard
 from threatintel._visible import one_line
 from threatintel.errors import NoIndicators, RequestError
 from threatintel.jobs.base import Job, JobStoreError
+from threatintel.mcp_views import MAX_VALUE
 from threatintel.models import Analysis, Enrichment, Extraction
 from threatintel.reports.audience import defang_text
 from threatintel.service import Service, ServiceStatus
@@ -86,6 +87,16 @@ Deadline = Annotated[
             "waiting for quota then come back 'pending' and keep filling the cache."
         ),
     ),
+]
+
+#: A batch's input: as many indicators or as much text as the HTTP API's job body allows.
+BatchIocs = Annotated[
+    list[Annotated[str, Field(max_length=MAX_VALUE)]] | None,
+    Field(max_length=100_000, description="Indicators, one per item (raw or defanged)."),
+]
+BatchText = Annotated[
+    str | None,
+    Field(max_length=20_000_000, description="Free text to find indicators in."),
 ]
 
 
@@ -279,7 +290,7 @@ def build_mcp(service: ServiceSource, *, tasks_url: str = "memory://") -> FastMC
         value: Annotated[
             str,
             Field(
-                max_length=views.MAX_VALUE,
+                max_length=MAX_VALUE,
                 description="One IP, domain, URL or hash (raw or defanged).",
             ),
         ],
@@ -300,14 +311,8 @@ def build_mcp(service: ServiceSource, *, tasks_url: str = "memory://") -> FastMC
 
     @mcp.tool(annotations=STARTS_JOB, title="Submit a batch job")
     async def submit_batch(
-        iocs: Annotated[
-            list[Annotated[str, Field(max_length=views.MAX_VALUE)]] | None,
-            Field(max_length=100_000, description="Indicators, one per item (raw or defanged)."),
-        ] = None,
-        text: Annotated[
-            str | None,
-            Field(max_length=20_000_000, description="Free text to find indicators in."),
-        ] = None,
+        iocs: BatchIocs = None,
+        text: BatchText = None,
     ) -> views.JobView:
         """Start a batch job over many indicators and return its id at once; poll
         batch_status, then read batch_results. The same jobs as the CLI's `batch`."""
@@ -367,13 +372,8 @@ def build_mcp(service: ServiceSource, *, tasks_url: str = "memory://") -> FastMC
         task=True,
     )
     async def analyze_batch(
-        iocs: Annotated[
-            list[Annotated[str, Field(max_length=views.MAX_VALUE)]] | None,
-            Field(max_length=100_000, description="Indicators, one per item (raw or defanged)."),
-        ] = None,
-        text: Annotated[
-            str | None, Field(max_length=20_000_000, description="Free text to find indicators in.")
-        ] = None,
+        iocs: BatchIocs = None,
+        text: BatchText = None,
         deadline_seconds: Deadline = DEFAULT_DEADLINE,
         ctx: Context | None = None,
     ) -> views.JobView:
