@@ -104,6 +104,7 @@ async def test_tools_are_listed_with_schemas_and_annotations(mcp: FastMCP) -> No
     assert props["output_format"]["enum"] == ["markdown", "json", "html"]
     assert props["deadline_seconds"]["default"] == DEFAULT_DEADLINE
     assert props["deadline_seconds"]["maximum"] == 120
+    assert props["deadline_seconds"]["minimum"] == 1
     assert "pending" in props["deadline_seconds"]["description"]
     assert "ctx" not in props
     item = json.dumps(analyze.input_schema)

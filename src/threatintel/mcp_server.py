@@ -80,7 +80,7 @@ INSTRUCTIONS = (
 Deadline = Annotated[
     float,
     Field(
-        ge=0,
+        ge=1,
         le=MAX_DEADLINE,
         description=(
             f"Answer within this many seconds (default {DEFAULT_DEADLINE:g}): sources still "
