@@ -297,8 +297,14 @@ class Service:
         counts: dict[str, CacheCounts] = {}
         where = type(self.engine.cache).__name__
         admin = as_cache_admin(self.engine.cache)
+        stats = None
         if admin is not None:
-            stats = await admin.stats()
+            try:
+                stats = await admin.stats()
+            except Exception as exc:  # a status report still answers with the store down
+                logger.warning("cache statistics unavailable: %s", type(exc).__name__)
+                where = "unreachable"
+        if stats is not None:
             where = stats.where
             for p in stats.providers:
                 counts[p.provider] = CacheCounts(
