@@ -426,3 +426,5 @@ async def test_store_failures_are_a_sentence_or_masked(sim: SimulatorServer) -> 
     assert submit.content[0].text == "the job store is unavailable; try again later"  # type: ignore[union-attr]
     assert status.structured_content is not None
     assert status.structured_content["cache"] == "unreachable"
+    shown = submit.content[0].text + str(status.structured_content)  # type: ignore[union-attr]
+    assert ":pw@" not in shown and "127.0.0.1:1" not in shown
