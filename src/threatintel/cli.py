@@ -56,6 +56,8 @@ from threatintel.cli_support import (
     stdin_unless_terminal,
 )
 from threatintel.errors import ConfigError, RequestError, ThreatIntelError
+from threatintel.logs import configure as configure_logs
+from threatintel.logs import configured as logs_configured
 
 # The engine, settings, providers, reports, attribution, the key guard, asyncio, pydantic and
 # rich are imported in the commands that use them, not here: `threatintel version` and `--help`
@@ -151,6 +153,8 @@ def load_settings(*, announce: bool = True, **overrides: Any) -> Settings:
         settings = Settings.load(env_file=env_file_option(), **overrides)
     except ConfigError as exc:
         fail(str(exc), EXIT_CONFIG)
+    if logs_configured():  # by _main: LOG_LEVEL / LOG_FORMAT may come from .env too
+        configure_logs(settings, server=False)
     if announce and (line := endpoints_note(settings.custom_endpoints())):
         err.print(escape(line), soft_wrap=False)  # wrapped to the terminal, like "skipped"
     return settings
@@ -447,13 +451,6 @@ for _module in (cli_sim, cli_cache, cli_jobs, cli_repl, cli_setup, cli_server):
     _module.register(app)
 
 
-class VisibleFormatter(logging.Formatter):
-    """Log lines on stderr quote store and upstream errors: their text is shown, never obeyed."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return visible(super().format(record), lines=True)
-
-
 def main() -> None:
     """Console entry point: usage errors become one line and exit code 2."""
     # httpx's command-line client left unimported, full collections rarer: this process's
@@ -474,9 +471,9 @@ def main() -> None:
 
 
 def _main() -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(VisibleFormatter("%(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    # Lines on stderr, at WARNING unless LOG_LEVEL is set; load_settings() looks again once
+    # .env and the user's config file are read.
+    configure_logs(None, server=False)
     try:
         code = app(standalone_mode=False)
     except click_exceptions.NoArgsIsHelpError as exc:

@@ -39,7 +39,9 @@ from threatintel.clock import Clock, SystemClock
 from threatintel.errors import CacheError, InvalidIndicator, UnknownProvider
 from threatintel.indicators import non_public_reason
 from threatintel.intake import Intake, Text, Values
+from threatintel.logs import log_analysis, quota_wait_logger
 from threatintel.lookups import (
+    CallHook,
     LookupEvent,
     LookupHook,
     ProviderQuota,
@@ -102,6 +104,7 @@ class Engine:
         windows: Mapping[str, Sequence[Window]] | None = None,
         on_quota_wait: QuotaWaitHook | None = None,
         window: int = DEFAULT_WINDOW,
+        on_call: CallHook | None = None,
     ) -> None:
         self.settings = settings
         self.window = max(1, window)
@@ -131,6 +134,8 @@ class Engine:
             else build_providers(settings, self.client, include_raw=True)
         )
         self._on_lookup = on_lookup
+        # Every wait for quota logs a "rate limit" line, whoever else listens.
+        on_quota_wait = quota_wait_logger(on_quota_wait)
         retry = RetryPolicy(
             settings.max_retries,
             backoff_base=settings.retry_backoff_base,
@@ -171,6 +176,7 @@ class Engine:
                 lock_ttl=settings.request_timeout * (settings.max_retries + 1) + 5,
                 # MAX_WORKERS: HTTP calls in flight per provider, taken after the quota grant.
                 max_inflight=settings.max_workers,
+                on_call=on_call,
             )
 
     @property
@@ -293,6 +299,7 @@ class Engine:
         RequestError listing what was skipped) when the input held no indicator at all."""
         names = self.select(providers)
         started = utcnow()
+        clock = time.perf_counter()
         owned = intake is None
         intake = self.intake() if intake is None else intake
         attribution = Attributor()
@@ -307,8 +314,10 @@ class Engine:
             if owned:
                 intake.close()
         collected.sort(key=lambda item: item[0])
+        enrichments = [enrichment for _, enrichment in collected]
+        log_analysis("analysis", enrichments, time.perf_counter() - clock)
         return Analysis(
-            enrichments=[enrichment for _, enrichment in collected],
+            enrichments=enrichments,
             rejected=intake.rejected,
             providers=names,
             attribution=attribution.result(),

@@ -30,6 +30,28 @@ class LookupHook(Protocol):
     def __call__(self, event: LookupEvent) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class UpstreamCall:
+    """One request that left for a provider (each attempt of a retried lookup is one; cache
+    hits and callers sharing another's flight make none), for logs and metrics.
+
+    ``key`` is the key's fingerprint (``"anonymous"`` without one), never the key;
+    ``status`` the attempt's outcome, ``http_status`` the vendor's code when one came back,
+    ``seconds`` the call alone (no quota wait); ``final`` is False when it will be retried.
+    """
+
+    provider: str
+    key: str
+    status: SourceStatus
+    seconds: float
+    http_status: int | None = None
+    final: bool = True
+
+
+#: Subscribers to UpstreamCall events (the Service's metrics).
+CallHook = Callable[[UpstreamCall], None]
+
+
 #: Called with each enrichment as soon as it is complete (progress bars, streaming output).
 ResultHook = Callable[[Enrichment], None]
 

@@ -28,8 +28,10 @@ import contextlib
 import contextvars
 import functools
 import logging
+import time
 from dataclasses import dataclass, field
 
+from threatintel._redaction import fingerprint
 from threatintel.cache import (
     Cache,
     CacheEntry,
@@ -49,9 +51,10 @@ from threatintel.errors import (
     QuotaExhausted,
     RateLimited,
 )
+from threatintel.lookups import CallHook, UpstreamCall
 from threatintel.models import Indicator, SourceResult, SourceStatus
 from threatintel.providers.base import Provider
-from threatintel.quota import RateLimiter
+from threatintel.quota import ANONYMOUS, RateLimiter
 from threatintel.resilience import CircuitBreaker, RetryPolicy
 
 logger = logging.getLogger("threatintel.pipeline")
@@ -125,13 +128,14 @@ class SourcePipeline:
         lock_ttl: float = 30.0,
         peer_wait: float | None = None,
         max_inflight: int = DEFAULT_MAX_INFLIGHT,
+        on_call: CallHook | None = None,
     ) -> None:
         """``peer_wait`` bounds the wait for a peer that holds the lock; then the lookup asks
         upstream itself. The lock service already hands over a lock whose holder stopped
         renewing it or that has no expiry (RedisCache does), so a live holder, however long
         it waits for quota, keeps its peers waiting and spends the call once. The bound is for
         a service that says "held" forever: long, because a peer still waiting for quota
-        after it costs one duplicate call."""
+        after it costs one duplicate call. ``on_call`` hears of every request sent upstream."""
         self.provider = provider
         self.name = provider.name
         self.limiter = limiter
@@ -146,6 +150,8 @@ class SourcePipeline:
         self.lock_ttl = lock_ttl
         self.peer_wait = DEFAULT_PEER_WAIT if peer_wait is None else peer_wait
         self.stats = SourceStats()
+        self.on_call = on_call
+        self._labels: dict[str, str] = {}
         self._peer_wait_reported = False
         self._flights: dict[str, _Flight] = {}
         self._inflight = asyncio.Semaphore(max(1, max_inflight))
@@ -175,6 +181,20 @@ class SourcePipeline:
             await count_lookup(self._counter, self.name, hit=cached is not None)
         if cached is not None:
             self.stats.cache_hits += 1
+            if logger.isEnabledFor(logging.DEBUG):
+                # DEBUG, not INFO: a warm run of 10,000 indicators would log 40,000 of these.
+                logger.debug(
+                    "API_CALL provider=%s key=- status=%s cache=hit age=%.0fs",
+                    self.name,
+                    cached.status.value,
+                    cached.cache_age or 0.0,
+                    extra={
+                        "event": "API_CALL",
+                        "provider": self.name,
+                        "status": cached.status.value,
+                        "cache": "hit",
+                    },
+                )
             return cached
         self.stats.cache_misses += 1
         flight = self._flights.get(key)
@@ -305,6 +325,7 @@ class SourcePipeline:
             while True:
                 api_key: str | None = None
                 granted = called = False
+                took = 0.0
                 try:
                     async with self.breaker:
                         api_key = await self.limiter.acquire()
@@ -317,6 +338,7 @@ class SourcePipeline:
                             called = True
                             self.stats.upstream_calls += 1
                             started = self.clock.time()
+                            wall = time.perf_counter()
                             try:
                                 # On the engine's clock, like `spent`: a virtual budget must
                                 # not become a real timer that fires at an arbitrary moment.
@@ -328,6 +350,8 @@ class SourcePipeline:
                                 ) from None
                             finally:
                                 spent += self.clock.time() - started
+                                took = time.perf_counter() - wall
+                    self._called(api_key, result.status, took, attempt)
                     await self.limiter.record_success(api_key)
                     return result
                 except ProviderError as exc:
@@ -336,13 +360,83 @@ class SourcePipeline:
                         # slot, DNS failed, the connection was refused): nothing was counted.
                         await self.limiter.refund(api_key)
                     wait = await self._after_failure(exc, api_key, attempt, upstream=called)
-                    if wait is None or spent + wait > self.lookup_timeout:
+                    final = wait is None or spent + wait > self.lookup_timeout
+                    if called:
+                        self._called(api_key, exc.status, took, attempt, exc=exc, final=final)
+                    if wait is None or final:
                         return failure_result(self.name, exc)
                     self.stats.retries += 1
                     attempt += 1
                     if wait > 0:
                         await self.clock.sleep(wait)
                         spent += wait
+                except Exception:
+                    if called:  # a bug parsing the answer: the engine logs it at ERROR too
+                        self._called(api_key, SourceStatus.ERROR, took, attempt)
+                    raise
+
+    def _called(
+        self,
+        api_key: str | None,
+        status: SourceStatus,
+        seconds: float,
+        attempt: int,
+        *,
+        exc: ProviderError | None = None,
+        final: bool = True,
+    ) -> None:
+        """One upstream call done: its API_CALL log line and its UpstreamCall event.
+
+        The line is INFO for an answer, WARNING for a failure that is retried or a 429 (an
+        operating condition, found by `grep "rate limit"`), ERROR for any other failure that
+        ends the lookup (`grep ERROR`)."""
+        key = self._key_label(api_key)
+        http_status = exc.status_code if exc is not None else None
+        if exc is None:
+            level = logging.INFO
+        elif isinstance(exc, RateLimited) or not final:
+            level = logging.WARNING
+        else:
+            level = logging.ERROR
+        if logger.isEnabledFor(level):
+            note = ""
+            if isinstance(exc, RateLimited):
+                note = " rate limit (429)" if http_status == 429 else " rate limit"
+            if not final:
+                note += " retrying"
+            logger.log(
+                level,
+                "API_CALL provider=%s key=%s status=%s http=%s latency=%.3fs cache=miss "
+                "attempt=%d%s",
+                self.name,
+                key,
+                status.value,
+                http_status if http_status is not None else "-",
+                seconds,
+                attempt + 1,
+                note,
+                extra={
+                    "event": "API_CALL",
+                    "provider": self.name,
+                    "key": key,
+                    "status": status.value,
+                    "http_status": http_status,
+                    "latency": round(seconds, 6),
+                    "cache": "miss",
+                    "attempt": attempt + 1,
+                },
+            )
+        if self.on_call is not None:
+            self.on_call(UpstreamCall(self.name, key, status, seconds, http_status, final))
+
+    def _key_label(self, api_key: str | None) -> str:
+        """The key's fingerprint (computed once per key), never the key."""
+        if api_key is None:
+            return ANONYMOUS
+        label = self._labels.get(api_key)
+        if label is None:
+            label = self._labels[api_key] = fingerprint(api_key)
+        return label
 
     async def _after_failure(
         self, exc: ProviderError, api_key: str | None, attempt: int, *, upstream: bool

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ from threatintel.indicators import extract
 from threatintel.jobs import JobState, JobStore, JobStoreError, job_store_for
 from threatintel.jobs.base import Job
 from threatintel.jobs.runner import JobRunner, job_analysis
+from threatintel.logs import log_completed
 from threatintel.metrics import Metrics
 from threatintel.models import Analysis, Enrichment, Extraction, Indicator
 from threatintel.settings import Settings
@@ -115,7 +117,9 @@ class Service:
         self.metrics = Metrics()
         # Stores open on first use: an Engine refusing its settings leaves nothing to close.
         self.engine = (
-            engine if engine is not None else Engine(settings, on_lookup=self.metrics.on_lookup)
+            engine
+            if engine is not None
+            else Engine(settings, on_lookup=self.metrics.on_lookup, on_call=self.metrics.on_call)
         )
         self._guard = KeyGuard(settings)
         self._running: dict[str, _Running] = {}
@@ -214,16 +218,20 @@ class Service:
                 running.changed.set()
 
         runner = JobRunner(self.engine, self.jobs, on_result=stored)
+        started = time.perf_counter()
         try:
-            return await runner.process(job_id, lines)
+            job = await runner.process(job_id, lines)
         except RequestError as exc:  # no indicator in the input: the job says so
             await self.jobs.set_state(
                 job_id, JobState.FAILED, now=self.engine.clock.time(), message=str(exc)
             )
-            return await self.jobs.get(job_id)
+            job = await self.jobs.get(job_id)
         except Exception:
             logger.exception("job %s stopped", job_id)
             raise
+        what = f"job {job.id} {job.state.value}"
+        log_completed(logger, what, job.done, job.verdicts, time.perf_counter() - started)
+        return job
 
     def _finished(self, job_id: str) -> None:
         running = self._running.pop(job_id, None)
@@ -341,7 +349,12 @@ class Service:
                     cache=counts.get(q.provider, CacheCounts()),
                 )
             )
-        return ServiceStatus(providers=providers, cache=where, jobs_running_here=len(self._running))
+        return ServiceStatus(providers=providers, cache=where, jobs_running_here=self.jobs_running)
+
+    @property
+    def jobs_running(self) -> int:
+        """Jobs running in this process now."""
+        return len(self._running)
 
     async def ready(self) -> list[str]:
         """Why this instance cannot serve yet (empty when it can): the job store must answer
