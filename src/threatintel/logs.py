@@ -153,9 +153,10 @@ def log_completed(
         return
     counts = ", ".join(f"{label} {n}" for label, n in sorted(verdicts.items()) if n)
     log.info(
-        "%s: %d indicators completed in %.2fs (%s)",
+        "%s: %d indicator%s completed in %.2fs (%s)",
         what,
         indicators,
+        "" if indicators == 1 else "s",
         seconds,
         counts or "no verdicts",
         extra={

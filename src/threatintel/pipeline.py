@@ -406,12 +406,11 @@ class SourcePipeline:
                 note += " retrying"
             logger.log(
                 level,
-                "API_CALL provider=%s key=%s status=%s http=%s latency=%.3fs cache=miss "
-                "attempt=%d%s",
+                "API_CALL provider=%s key=%s status=%s%s latency=%.3fs cache=miss attempt=%d%s",
                 self.name,
                 key,
                 status.value,
-                http_status if http_status is not None else "-",
+                f" http={http_status}" if http_status is not None else "",
                 seconds,
                 attempt + 1,
                 note,
