@@ -17,12 +17,16 @@ import pytest
 from support import ENDPOINTS_NOTE, TEST_KEYS, VENDOR_NAMES, sim_env, sim_settings
 from threatintel import logs
 from threatintel._redaction import fingerprint
+from threatintel.cache import MemoryCache
+from threatintel.clock import LockstepClock
+from threatintel.engine import Engine
 from threatintel.jobs import MemoryJobStore
 from threatintel.service import Service
 from threatintel.simulator import SimulatorServer, VendorConfig
 from threatintel.simulator import Window as SimWindow
 
 IPS = ["45.142.212.61", "8.8.8.8"]
+START = 1_700_000_000.0
 
 
 @pytest.fixture
@@ -100,6 +104,27 @@ async def test_a_429_logs_rate_limit(
     assert "API_CALL" in limited[0].getMessage() and "http=429" in limited[0].getMessage()
     assert limited[0].levelno == logging.WARNING
     assert_no_key(caplog.text)
+
+
+async def test_a_wait_for_quota_logs_rate_limit_once(
+    sim: SimulatorServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ten lookups at VirusTotal's 4/min wait for quota: one "rate limit" line names the
+    provider, the key's fingerprint, the window and its setting (virtual time: no sleep)."""
+    caplog.set_level(logging.INFO)
+    clock = LockstepClock(START)
+    sim.config.clock = clock
+    sim.config.virustotal = VendorConfig(windows=(SimWindow.per_minute(4),))
+    settings = sim_settings(sim, virustotal_rate_limit=4, max_quota_wait=None)
+    async with Engine(settings, clock=clock, cache=MemoryCache(clock=clock)) as engine:
+        await engine.analyze([f"45.10.{i}.9" for i in range(1, 11)], providers=["virustotal"])
+    waits = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rate limit")]
+    key = fingerprint(TEST_KEYS["virustotal"])
+    assert waits == [
+        f"rate limit: virustotal {key} waits 61s: its minute window is full "
+        "(VIRUSTOTAL_RATE_LIMIT=4)"
+    ]
+    assert sim.log.count(vendor="virustotal", status=429) == 0
 
 
 async def test_analyses_and_jobs_log_completed_in(
