@@ -22,7 +22,7 @@ from threatintel.clock import LockstepClock
 from threatintel.engine import Engine
 from threatintel.jobs import MemoryJobStore
 from threatintel.service import Service
-from threatintel.simulator import SimulatorServer, VendorConfig
+from threatintel.simulator import FaultKind, SimulatorServer, VendorConfig
 from threatintel.simulator import Window as SimWindow
 
 IPS = ["45.142.212.61", "8.8.8.8"]
@@ -34,7 +34,7 @@ def restored_logging() -> Iterator[None]:
     """Whatever configure() changes (root handlers and level, the adopted and quieted
     loggers) is put back after the test."""
     root = logging.getLogger()
-    names = (*logs.ADOPTED, *logs.QUIETED)
+    names = (*logs.ADOPTED, *logs.QUIETED, logs.API_LOGGER)
     saved = {
         n: (lg.handlers[:], lg.propagate, lg.level) for n in names if (lg := logging.getLogger(n))
     }
@@ -186,12 +186,15 @@ def test_the_cli_stays_at_warning_unless_log_level_is_set(
     monkeypatch.delenv("LOG_LEVEL", raising=False)
     logs.configure(None, server=True)
     assert root.level == logging.INFO
+    calls = logging.getLogger(logs.API_LOGGER)
+    assert calls.isEnabledFor(logging.INFO)
     logs.configure(None, server=False)
     assert root.level == logging.WARNING
+    assert not calls.isEnabledFor(logging.ERROR)  # the CLI's output shows failures already
     assert sum(isinstance(h, logging.StreamHandler) and logs.configured() for h in root.handlers)
     monkeypatch.setenv("LOG_LEVEL", "debug")
     logs.configure(None, server=False)
-    assert root.level == logging.DEBUG
+    assert root.level == logging.DEBUG and calls.isEnabledFor(logging.DEBUG)
     from threatintel.settings import Settings
 
     logs.configure(Settings.load(log_level="ERROR"), server=False)
@@ -203,9 +206,12 @@ def test_the_cli_stays_at_warning_unless_log_level_is_set(
     assert len(ours) == 1  # each call replaced the last one's handler
 
 
-def test_third_party_handlers_give_way_to_ours(restored_logging: None) -> None:
+def test_third_party_handlers_give_way_to_ours(
+    restored_logging: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """fastmcp (a rich handler, propagate=False, at import) and uvicorn (its Config installs
-    handlers) log through our root handler once configure() has run."""
+    handlers) log through our root handler, at our level, once configure() has run."""
+    monkeypatch.delenv("LOG_LEVEL", raising=False)
     import fastmcp  # noqa: F401
     import uvicorn
 
@@ -215,6 +221,9 @@ def test_third_party_handlers_give_way_to_ours(restored_logging: None) -> None:
     for name in logs.ADOPTED:
         adopted = logging.getLogger(name)
         assert adopted.handlers == [] and adopted.propagate, name
+        assert adopted.level == logging.NOTSET, name
+    logs.configure(None, server=False)
+    assert not logging.getLogger("fastmcp").isEnabledFor(logging.INFO)  # the CLI's WARNING
 
 
 def run_cli(sim: SimulatorServer, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -230,12 +239,15 @@ def run_cli(sim: SimulatorServer, *args: str, **env: str) -> subprocess.Complete
 
 
 def test_the_cli_writes_log_lines_to_stderr_only(sim: SimulatorServer) -> None:
-    """`threatintel analyze` is quiet by default; with LOG_LEVEL=INFO its API_CALL and
-    "completed in" lines go to stderr (JSON with LOG_FORMAT=json) and stdout holds only
-    the report."""
+    """`threatintel analyze` is quiet by default, even when a source fails; with
+    LOG_LEVEL=INFO its API_CALL and "completed in" lines go to stderr (JSON with
+    LOG_FORMAT=json) and stdout holds only the report."""
+    sim.config.otx = VendorConfig(fault_rate=1.0, fault_kinds=(FaultKind.SERVER_ERROR,))
     quiet = run_cli(sim, "analyze", "--format", "csv", "45.142.212.61")
     assert quiet.returncode == 0, quiet.stderr
     assert ENDPOINTS_NOTE.sub("", quiet.stderr) == ""
+    assert any(r.status and r.status >= 500 for r in sim.log.filter(vendor="otx"))
+    sim.config.otx = VendorConfig()
     sim.log.clear()
     loud = run_cli(sim, "analyze", "--format", "csv", "45.142.212.62", LOG_LEVEL="INFO")
     assert loud.returncode == 0, loud.stderr

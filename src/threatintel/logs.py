@@ -11,11 +11,13 @@ line's structured fields (an API_CALL line's provider, key, status, latency, cac
 
 The lines the old system's recipes grep for:
 
-- ``API_CALL``: one per request sent to a provider (pipeline.py), with the provider, the key's
-  fingerprint (never the key), status, HTTP code, latency and ``cache=miss``; INFO for an
-  answer, WARNING for a 429 or a failure that is retried, ERROR for a failure that ends the
-  lookup. Cache hits log ``API_CALL ... cache=hit`` at DEBUG only: a warm run of 10,000
-  indicators would otherwise write 40,000 lines that say nothing went upstream.
+- ``API_CALL``: one per request sent to a provider (pipeline.py, logger ``threatintel.api``),
+  with the provider, the key's fingerprint (never the key), status, HTTP code, latency and
+  ``cache=miss``; INFO for an answer, WARNING for a 429 or a failure that is retried, ERROR
+  for a failure that ends the lookup. The CLI silences them unless LOG_LEVEL is set: its
+  output already shows each source's status. Cache hits log ``API_CALL ... cache=hit`` at
+  DEBUG only: a warm run of 10,000 indicators would otherwise write 40,000 lines that say
+  nothing went upstream.
 - ``rate limit``: a 429 (on its API_CALL line) and each wait for quota (one per episode).
 - ``completed in``: one INFO line per analysis (Engine.analyze, so every door) and per job.
 - ``ERROR``: failures that end a lookup, and our own bugs.
@@ -49,6 +51,10 @@ CLI_TEXT = "%(levelname)s %(name)s: %(message)s"
 ADOPTED = ("fastmcp", "uvicorn", "uvicorn.access", "uvicorn.error", "docket")
 #: Loggers whose lines repeat ours: httpx's "HTTP Request: ..." says what API_CALL says.
 QUIETED = ("httpx", "httpcore")
+
+#: The logger of the API_CALL lines (pipeline.py), and a level above any line's.
+API_LOGGER = "threatintel.api"
+SILENT = logging.CRITICAL + 1
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -114,10 +120,17 @@ def configure(settings: Settings | None = None, *, server: bool) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # A CLI run shows failures in its output: its API_CALL lines (WARNING for a 429 or a
+    # retry, ERROR for a lookup that failed) would only repeat them, unless asked for.
+    quiet_calls = not server and not explicit
+    logging.getLogger(API_LOGGER).setLevel(SILENT if quiet_calls else logging.NOTSET)
     for name in ADOPTED:
         adopted = logging.getLogger(name)
         adopted.handlers.clear()
         adopted.propagate = True
+        # Their own level (fastmcp and uvicorn set INFO) would let their INFO lines through
+        # a WARNING root: a propagated record meets the root's handler, not its level.
+        adopted.setLevel(logging.NOTSET)
     for name in QUIETED:
         logging.getLogger(name).setLevel(logging.NOTSET if level == "DEBUG" else logging.WARNING)
 

@@ -58,6 +58,8 @@ from threatintel.quota import ANONYMOUS, RateLimiter
 from threatintel.resilience import CircuitBreaker, RetryPolicy
 
 logger = logging.getLogger("threatintel.pipeline")
+#: The API_CALL lines' own logger: the CLI silences it unless LOG_LEVEL is set (logs.py).
+api_logger = logging.getLogger("threatintel.api")
 
 #: How often an instance waiting for a peer's answer looks in the shared cache (doubling).
 PEER_POLL_INTERVAL = 0.25
@@ -181,9 +183,9 @@ class SourcePipeline:
             await count_lookup(self._counter, self.name, hit=cached is not None)
         if cached is not None:
             self.stats.cache_hits += 1
-            if logger.isEnabledFor(logging.DEBUG):
+            if api_logger.isEnabledFor(logging.DEBUG):
                 # DEBUG, not INFO: a warm run of 10,000 indicators would log 40,000 of these.
-                logger.debug(
+                api_logger.debug(
                     "API_CALL provider=%s key=- status=%s cache=hit age=%.0fs",
                     self.name,
                     cached.status.value,
@@ -398,13 +400,13 @@ class SourcePipeline:
             level = logging.WARNING
         else:
             level = logging.ERROR
-        if logger.isEnabledFor(level):
+        if api_logger.isEnabledFor(level):
             note = ""
             if isinstance(exc, RateLimited):
                 note = " rate limit (429)" if http_status == 429 else " rate limit"
             if not final:
                 note += " retrying"
-            logger.log(
+            api_logger.log(
                 level,
                 "API_CALL provider=%s key=%s status=%s%s latency=%.3fs cache=miss attempt=%d%s",
                 self.name,
