@@ -18,7 +18,7 @@ from support import ENDPOINTS_NOTE, TEST_KEYS, VENDOR_NAMES, sim_env, sim_settin
 from threatintel import logs
 from threatintel._redaction import fingerprint
 from threatintel.cache import MemoryCache
-from threatintel.clock import LockstepClock
+from threatintel.clock import LockstepClock, VirtualClock
 from threatintel.engine import Engine
 from threatintel.jobs import MemoryJobStore
 from threatintel.service import Service
@@ -104,6 +104,23 @@ async def test_a_429_logs_rate_limit(
     assert "API_CALL" in limited[0].getMessage() and "http=429" in limited[0].getMessage()
     assert limited[0].levelno == logging.WARNING
     assert_no_key(caplog.text)
+
+
+async def test_a_retried_failure_warns_and_a_final_one_is_an_error(
+    sim: SimulatorServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failing source with one retry: its first call logs a WARNING API_CALL saying it is
+    retried, its second an ERROR one (what `grep ERROR` finds); backoff on a virtual clock."""
+    caplog.set_level(logging.INFO)
+    sim.config.otx = VendorConfig(fault_rate=1.0, fault_kinds=(FaultKind.SERVER_ERROR,))
+    clock = VirtualClock(START)
+    async with Engine(sim_settings(sim, max_retries=1), clock=clock) as engine:
+        await engine.analyze(IPS[:1], providers=["otx"])
+    calls = api_calls(caplog)
+    assert len(calls) == len(sim.log) == 2
+    assert [r.levelno for r in calls] == [logging.WARNING, logging.ERROR]
+    assert calls[0].getMessage().endswith("attempt=1 retrying")
+    assert "status=error http=5" in calls[1].getMessage()
 
 
 async def test_a_wait_for_quota_logs_rate_limit_once(

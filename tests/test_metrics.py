@@ -12,7 +12,7 @@ from threatintel._redaction import fingerprint
 from threatintel.jobs import MemoryJobStore
 from threatintel.metrics import MAX_ROUTES, OTHER_ROUTE, Metrics
 from threatintel.service import Service
-from threatintel.simulator import SimulatorServer, VendorConfig
+from threatintel.simulator import FaultKind, SimulatorServer, VendorConfig
 from threatintel.simulator import Window as SimWindow
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -159,3 +159,19 @@ def test_each_metrics_has_a_registry_of_its_own() -> None:
         is None
     )
     assert REGISTRY.get_sample_value("threatintel_http_request_duration_seconds_count") is None
+
+
+async def test_an_open_circuit_shows_in_its_gauge(sim: SimulatorServer) -> None:
+    """Two failed calls with CIRCUIT_MIN_CALLS=2 open OTX's circuit: its gauge reads 2
+    (open), the others' 0, and the failures are counted by status."""
+    sim.config.otx = VendorConfig(fault_rate=1.0, fault_kinds=(FaultKind.SERVER_ERROR,))
+    settings = sim_settings(sim, circuit_min_calls=2, circuit_probe_wait=0)
+    async with Service(settings, store=MemoryJobStore()) as service:
+        await service.lookup("45.142.212.61", providers=["otx"])
+        await service.lookup("45.142.212.62", providers=["otx"])
+        _, samples = await scrape(service)
+    assert value(samples, "threatintel_circuit_state", provider="otx") == 2
+    assert value(samples, "threatintel_circuit_state", provider="virustotal") == 0
+    assert (
+        value(samples, "threatintel_upstream_requests_total", provider="otx", status="error") == 2
+    )

@@ -299,7 +299,7 @@ class Engine:
         RequestError listing what was skipped) when the input held no indicator at all."""
         names = self.select(providers)
         started = utcnow()
-        clock = time.perf_counter()
+        began = time.perf_counter()
         owned = intake is None
         intake = self.intake() if intake is None else intake
         attribution = Attributor()
@@ -315,7 +315,7 @@ class Engine:
                 intake.close()
         collected.sort(key=lambda item: item[0])
         enrichments = [enrichment for _, enrichment in collected]
-        log_analysis("analysis", enrichments, time.perf_counter() - clock)
+        log_analysis("analysis", enrichments, time.perf_counter() - began)
         return Analysis(
             enrichments=enrichments,
             rejected=intake.rejected,

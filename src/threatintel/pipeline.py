@@ -326,7 +326,7 @@ class SourcePipeline:
             attempt = 0
             while True:
                 api_key: str | None = None
-                granted = called = False
+                granted = called = reported = False
                 took = 0.0
                 try:
                     async with self.breaker:
@@ -353,6 +353,7 @@ class SourcePipeline:
                             finally:
                                 spent += self.clock.time() - started
                                 took = time.perf_counter() - wall
+                    reported = True
                     self._called(api_key, result.status, took, attempt)
                     await self.limiter.record_success(api_key)
                     return result
@@ -364,6 +365,7 @@ class SourcePipeline:
                     wait = await self._after_failure(exc, api_key, attempt, upstream=called)
                     final = wait is None or spent + wait > self.lookup_timeout
                     if called:
+                        reported = True
                         self._called(api_key, exc.status, took, attempt, exc=exc, final=final)
                     if wait is None or final:
                         return failure_result(self.name, exc)
@@ -373,7 +375,9 @@ class SourcePipeline:
                         await self.clock.sleep(wait)
                         spent += wait
                 except Exception:
-                    if called:  # a bug parsing the answer: the engine logs it at ERROR too
+                    # A bug parsing the answer: the call still gets its line (and the
+                    # engine logs the bug at ERROR).
+                    if called and not reported:
                         self._called(api_key, SourceStatus.ERROR, took, attempt)
                     raise
 
