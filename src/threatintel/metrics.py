@@ -32,8 +32,10 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from threatintel.lookups import LookupEvent, UpstreamCall
+from threatintel.models import SourceStatus
 
 if TYPE_CHECKING:
+    from prometheus_client import Counter
     from prometheus_client.metrics_core import Metric
 
     from threatintel.lookups import ProviderQuota
@@ -89,13 +91,21 @@ class Metrics:
             registry=self.registry,
         )
         self._routes: set[str] = set()
+        self._answers: dict[tuple[str, SourceStatus, bool], Counter] = {}
         self._snapshot = _Snapshot()
         self.registry.register(self._snapshot)
 
     def on_lookup(self, event: LookupEvent) -> None:
         """The engine's LookupHook: one call per provider answer (cached or not)."""
-        cache = "hit" if event.cached else "miss"
-        self.lookups.labels(event.provider, event.status.value, cache).inc()
+        # On every warm answer: the labelled child is looked up once, not per call.
+        key = (event.provider, event.status, event.cached)
+        child = self._answers.get(key)
+        if child is None:
+            cache = "hit" if event.cached else "miss"
+            child = self._answers[key] = self.lookups.labels(
+                event.provider, event.status.value, cache
+            )
+        child.inc()
 
     def on_call(self, call: UpstreamCall) -> None:
         """The pipelines' CallHook: one call per request sent upstream."""
