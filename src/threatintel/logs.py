@@ -49,8 +49,9 @@ CLI_TEXT = "%(levelname)s %(name)s: %(message)s"
 #: Libraries that install handlers of their own (fastmcp at import, a rich one with
 #: propagate=False; uvicorn when its Config is built): configure() hands their lines to ours.
 ADOPTED = ("fastmcp", "uvicorn", "uvicorn.access", "uvicorn.error", "docket")
-#: Loggers whose lines repeat ours: httpx's "HTTP Request: ..." says what API_CALL says.
-QUIETED = ("httpx", "httpcore")
+#: Loggers whose lines repeat ours (httpx's "HTTP Request: ..." says what API_CALL says) or
+#: say nothing an operator needs at INFO (docket lists its task functions at every start).
+QUIETED = ("httpx", "httpcore", "docket")
 
 #: The logger of the API_CALL lines (pipeline.py), and a level above any line's.
 API_LOGGER = "threatintel.api"

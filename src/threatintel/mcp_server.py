@@ -477,7 +477,9 @@ def tasks_url_for(settings: Settings) -> str:
 
 async def serve_stdio(settings: Settings) -> None:
     """Serve MCP over stdin/stdout until the client closes it (logs go to stderr)."""
-    # TODO(issue 10): logs.configure(settings, server=True) once logs.py lands.
+    from threatintel import logs
+
+    logs.configure(settings, server=True)  # stderr: stdout carries the protocol
     async with Service(settings) as service:
         await build_mcp(lambda: service).run_stdio_async(show_banner=False)
 
