@@ -6,11 +6,19 @@ without them (tests/test_lazy_imports.py).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import ipaddress
+import socket
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
 from threatintel.cli_options import Command
+
+if TYPE_CHECKING:
+    from threatintel.settings import Settings
+
+#: Seconds a stopping server waits for open requests (an MCP stream may never end on its own).
+GRACEFUL_SHUTDOWN = 10
 
 
 def register(app: typer.Typer) -> None:
@@ -23,8 +31,12 @@ def server(
         Literal["stdio", "http"],
         typer.Option(help="stdio for desktop MCP clients; http for the HTTP API with MCP at /mcp."),
     ] = "stdio",
-    host: Annotated[str, typer.Option(metavar="HOST", help="Address to bind (http).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(metavar="PORT", help="Port to bind (http).", min=0, max=65535)] = 8000,
+    host: Annotated[
+        str, typer.Option(metavar="HOST", help="Address to bind (http).")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(metavar="PORT", help="Port to bind (http).", min=0, max=65535)
+    ] = 8000,
 ) -> None:
     """Serve MCP over stdio, or the HTTP API with MCP at /mcp.
 
@@ -42,4 +54,57 @@ def server(
 
             anyio.run(serve_stdio, settings)
         else:
-            raise NotImplementedError("the HTTP transport comes with http_api.py")
+            serve_http(settings, host, port)
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (``localhost`` included)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def serve_http(settings: Settings, host: str, port: int) -> None:
+    """Serve the HTTP API (and /mcp) with uvicorn on ``host``:``port`` until SIGINT/SIGTERM,
+    which finish open requests first. Refuses a non-loopback address without a token."""
+    from threatintel.cli import EXIT_USAGE, err, fail
+
+    token = settings.threatintel_api_token
+    if token is None or not token.get_secret_value():
+        if not is_loopback(host):
+            fail(
+                f"refusing to serve on {host} without THREATINTEL_API_TOKEN: set it (clients "
+                "send 'Authorization: Bearer <token>'), or bind to 127.0.0.1",
+                EXIT_USAGE,
+            )
+        err.print("note: THREATINTEL_API_TOKEN is not set: no authentication (loopback only)")
+    host = host.strip("[]")
+    try:  # bound here, so a busy port is one line and --port 0 can say which port it got
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", EXIT_USAGE)
+
+    import uvicorn
+
+    from threatintel.http_api import build_app
+
+    # TODO(issue 10, logs): call logs.configure(settings, server=True) once logs.py exists.
+    config = uvicorn.Config(
+        build_app(settings),
+        log_config=None,  # our logging, not uvicorn's
+        lifespan="on",
+        proxy_headers=True,  # X-Forwarded-For only from FORWARDED_ALLOW_IPS (uvicorn's)
+        server_header=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+    )
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    err.print(f"serving the HTTP API on http://{shown}:{bound} (MCP at /mcp, docs at /docs)")
+    with sock:
+        uvicorn.Server(config).run(sockets=[sock])
