@@ -69,6 +69,8 @@ logger = logging.getLogger("threatintel.http")
 MAX_DETAIL: Final = 300
 #: Methods named in the metrics; any other is counted as "other".
 METHODS: Final = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+#: Longest long poll on a job (GET /api/v1/jobs/{id}?wait=): under common proxy timeouts.
+MAX_WAIT: Final = 30.0
 #: Compressed only above this size: gzip costs more than it saves on small answers.
 GZIP_MINIMUM: Final = 500
 
@@ -289,9 +291,19 @@ def _add_routes(api: FastAPI, state: _State, settings: Settings) -> None:
         response_model=JobStatus,
         responses=_errors(*COMMON, 404, 503),
     )
-    async def job(job_id: JobId) -> Response:
-        """A job's state and progress: done of total indicators, verdict counts, message."""
-        return _json(JobStatus.of(await state.get().job(job_id)))
+    async def job(
+        job_id: JobId,
+        wait: Annotated[
+            float,
+            Query(ge=0, le=MAX_WAIT, description="Seconds to wait for the job to finish first."),
+        ] = 0,
+    ) -> Response:
+        """A job's state and progress: done of total indicators, verdict counts, message.
+        With ``wait``, answers as soon as the job finishes or when the wait is over (a long
+        poll)."""
+        service = state.get()
+        found = await (service.wait(job_id, timeout=wait) if wait else service.job(job_id))
+        return _json(JobStatus.of(found))
 
     @api.post(
         f"{API}/jobs/{{job_id}}/cancel",
