@@ -7,6 +7,7 @@ without them (tests/test_lazy_imports.py).
 from __future__ import annotations
 
 import ipaddress
+import signal
 import socket
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -15,6 +16,8 @@ import typer
 from threatintel.cli_options import Command
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from threatintel.settings import Settings
 
 #: Seconds a stopping server waits for open requests (an MCP stream may never end on its own).
@@ -94,6 +97,15 @@ def serve_http(settings: Settings, host: str, port: int) -> None:
 
     from threatintel.http_api import build_app
 
+    class _Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # SIGTERM/SIGINT ask for a graceful stop and get one, then exit 0: uvicorn would
+            # raise the signal again afterwards and die of it (exit 143). A second SIGINT
+            # stops at once.
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True
+            self.should_exit = True
+
     # TODO(issue 10, logs): call logs.configure(settings, server=True) once logs.py exists.
     config = uvicorn.Config(
         build_app(settings),
@@ -107,4 +119,4 @@ def serve_http(settings: Settings, host: str, port: int) -> None:
     shown = f"[{host}]" if ":" in host else host
     err.print(f"serving the HTTP API on http://{shown}:{bound} (MCP at /mcp, docs at /docs)")
     with sock:
-        uvicorn.Server(config).run(sockets=[sock])
+        _Server(config).run(sockets=[sock])
