@@ -243,7 +243,14 @@ def test_unknown_jobs_and_formats(client: httpx.Client) -> None:
     [
         (b"{bad json", "application/json", 400, "malformed_json"),
         (b"\xff\xfe\x00garbage", "application/json", 400, "malformed_json"),
-        (b"\xff\xfe\x00garbage", "application/octet-stream", 422, "invalid_request"),
+        (b"\xff\xfe\x00garbage", "application/octet-stream", 415, "unsupported_media_type"),
+        (
+            b'{"iocs": ["8.8.8.8"]}',
+            "application/x-www-form-urlencoded",
+            415,
+            "unsupported_media_type",
+        ),
+        (b'{"iocs": ["8.8.8.8"]}', "text/plain", 415, "unsupported_media_type"),
         (b"[1, 2]", "application/json", 422, "invalid_request"),
         (b'{"iocs": "8.8.8.8"}', "application/json", 422, "invalid_request"),
         (b'{"iocs": [1]}', "application/json", 422, "invalid_request"),

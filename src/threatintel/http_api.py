@@ -82,6 +82,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         404: "No such job or endpoint",
         409: "The job has not finished (ask with partial=true for what is there)",
         413: "Body or indicator count over the documented cap",
+        415: "The body is not sent as application/json",
         422: "The request is well-formed but unusable (see 'problems')",
         429: "Over the per-client request limit (see Retry-After)",
         503: "A store this instance needs cannot be reached",
@@ -233,7 +234,7 @@ def _add_routes(api: FastAPI, state: _State, settings: Settings) -> None:
         f"{API}/analyze",
         tags=["analysis"],
         response_model=Analysis,
-        responses=_errors(*COMMON, 413, 503),
+        responses=_errors(*COMMON, 413, 415, 503),
     )
     async def analyze(request: AnalyzeRequest) -> Response:
         """Analyse indicators and/or free text synchronously: the answer comes within
@@ -275,7 +276,7 @@ def _add_routes(api: FastAPI, state: _State, settings: Settings) -> None:
         tags=["jobs"],
         status_code=202,
         response_model=JobCreated,
-        responses=_errors(*COMMON, 413, 503),
+        responses=_errors(*COMMON, 413, 415, 503),
     )
     async def submit(request: JobRequest) -> Response:
         """Start a batch job over indicators and/or text (up to API_MAX_JOB_BODY bytes); it
@@ -437,7 +438,7 @@ def _add_error_handlers(api: FastAPI) -> None:
         return _error(status, code, str(exc))
 
     @api.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         # Only loc/msg/type: the input may be bytes (unserialisable) or huge.
         problems = [
             {
@@ -449,6 +450,11 @@ def _add_error_handlers(api: FastAPI) -> None:
         ]
         if any(p["type"] == "json_invalid" for p in problems):
             return _error(400, "malformed_json", "the request body is not valid JSON")
+        if problems and problems[0]["loc"] == ["body"] and not _json_sent(request):
+            # FastAPI reads only JSON media types as JSON (a form post is not an API call).
+            return _error(
+                415, "unsupported_media_type", "send the body as Content-Type: application/json"
+            )
         first = problems[0] if problems else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(part) for part in first["loc"])
         return _error(
@@ -480,6 +486,13 @@ def _add_error_handlers(api: FastAPI) -> None:
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         # Starlette raises it on after this answer: uvicorn logs the traceback.
         return _error(500, "internal_error", "an unexpected error; the server log has the details")
+
+
+def _json_sent(request: Request) -> bool:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return kind == "application/json" or (
+        kind.startswith("application/") and kind.endswith("+json")
+    )
 
 
 def _document_auth(api: FastAPI) -> None:
