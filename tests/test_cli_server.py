@@ -60,6 +60,15 @@ def test_refuses_a_public_address_without_a_token(host: str) -> None:
     assert "THREATINTEL_API_TOKEN" in lines[0] and host in lines[0]
 
 
+def test_a_setting_the_service_refuses_is_one_line() -> None:
+    """A store that cannot be set up stops the server before it binds: one line, exit 3."""
+    done = run_server("--port", "0", env={"CACHE_BACKEND": "redis", "REDIS_URL": ""})
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: REDIS_URL/CACHE_BACKEND: the job store cannot be set up"
+    ]
+
+
 def test_a_busy_port_is_one_line() -> None:
     """A port already taken is refused in one line (exit 2), not with a traceback."""
     with socket.socket() as taken:

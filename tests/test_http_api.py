@@ -238,34 +238,25 @@ def test_unknown_jobs_and_formats(client: httpx.Client) -> None:
 
 
 # --- bad input ----------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("content", "content_type", "status", "error"),
-    [
-        (b"{bad json", "application/json", 400, "malformed_json"),
-        (b"\xff\xfe\x00garbage", "application/json", 400, "malformed_json"),
-        (b"\xff\xfe\x00garbage", "application/octet-stream", 415, "unsupported_media_type"),
-        (
-            b'{"iocs": ["8.8.8.8"]}',
-            "application/x-www-form-urlencoded",
-            415,
-            "unsupported_media_type",
-        ),
-        (b'{"iocs": ["8.8.8.8"]}', "text/plain", 415, "unsupported_media_type"),
-        (b"[1, 2]", "application/json", 422, "invalid_request"),
-        (b'{"iocs": "8.8.8.8"}', "application/json", 422, "invalid_request"),
-        (b'{"iocs": [1]}', "application/json", 422, "invalid_request"),
-        (b'{"iocs": ["8.8.8.8"], "deadline": 0}', "application/json", 422, "invalid_request"),
-        (b'{"iocs": ["8.8.8.8"], "surprise": 1}', "application/json", 422, "invalid_request"),
-        (b"{}", "application/json", 422, "no_indicators"),
-        (b'{"iocs": ["not an indicator"]}', "application/json", 422, "no_indicators"),
-        (
-            b'{"iocs": ["8.8.8.8"], "providers": ["nope"]}',
-            "application/json",
-            422,
-            "unknown_provider",
-        ),
-    ],
-)
+JSON, FORM = "application/json", "application/x-www-form-urlencoded"
+BAD_BODIES = [
+    (b"{bad json", JSON, 400, "malformed_json"),
+    (b"\xff\xfe\x00garbage", JSON, 400, "malformed_json"),
+    (b"\xff\xfe\x00garbage", "application/octet-stream", 415, "unsupported_media_type"),
+    (b'{"iocs": ["8.8.8.8"]}', FORM, 415, "unsupported_media_type"),
+    (b'{"iocs": ["8.8.8.8"]}', "text/plain", 415, "unsupported_media_type"),
+    (b"[1, 2]", JSON, 422, "invalid_request"),
+    (b'{"iocs": "8.8.8.8"}', JSON, 422, "invalid_request"),
+    (b'{"iocs": [1]}', JSON, 422, "invalid_request"),
+    (b'{"iocs": ["8.8.8.8"], "deadline": 0}', JSON, 422, "invalid_request"),
+    (b'{"iocs": ["8.8.8.8"], "surprise": 1}', JSON, 422, "invalid_request"),
+    (b"{}", JSON, 422, "no_indicators"),
+    (b'{"iocs": ["not an indicator"]}', JSON, 422, "no_indicators"),
+    (b'{"iocs": ["8.8.8.8"], "providers": ["nope"]}', JSON, 422, "unknown_provider"),
+]
+
+
+@pytest.mark.parametrize(("content", "content_type", "status", "error"), BAD_BODIES)
 def test_bad_bodies_are_4xx_json_without_the_input(
     client: httpx.Client, content: bytes, content_type: str, status: int, error: str
 ) -> None:

@@ -73,8 +73,14 @@ def is_loopback(host: str) -> bool:
 def serve_http(settings: Settings, host: str, port: int) -> None:
     """Serve the HTTP API (and /mcp) with uvicorn on ``host``:``port`` until SIGINT/SIGTERM,
     which finish open requests first. Refuses a non-loopback address without a token."""
-    from threatintel.cli import EXIT_USAGE, err, fail
+    import anyio
+    from rich.markup import escape
 
+    from threatintel.cli import EXIT_CONFIG, EXIT_USAGE, err, fail
+
+    # The app makes its Service in its lifespan; made (and closed) once here first, a setting
+    # it refuses is one line and exit 3 rather than a traceback from uvicorn's lifespan.
+    anyio.run(_preflight, settings)
     token = settings.threatintel_api_token
     if token is None or not token.get_secret_value():
         if not is_loopback(host):
@@ -85,12 +91,12 @@ def serve_http(settings: Settings, host: str, port: int) -> None:
             )
         err.print("note: THREATINTEL_API_TOKEN is not set: no authentication (loopback only)")
     host = host.strip("[]")
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:  # bound here, so a busy port is one line and --port 0 can say which port it got
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
     except OSError as exc:
+        sock.close()
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", EXIT_USAGE)
 
     import uvicorn
@@ -117,6 +123,17 @@ def serve_http(settings: Settings, host: str, port: int) -> None:
     )
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    err.print(f"serving the HTTP API on http://{shown}:{bound} (MCP at /mcp, docs at /docs)")
+    err.print(
+        escape(f"serving the HTTP API on http://{shown}:{bound} (MCP at /mcp, docs at /docs)")
+    )
+    server = _Server(config)
     with sock:
-        _Server(config).run(sockets=[sock])
+        server.run(sockets=[sock])
+    if not server.started:  # uvicorn has logged why
+        raise typer.Exit(EXIT_CONFIG)
+
+
+async def _preflight(settings: Settings) -> None:
+    from threatintel.service import Service
+
+    await Service(settings).aclose()  # stores open on first use: this opens nothing
