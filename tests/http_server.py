@@ -31,12 +31,19 @@ START_TIMEOUT = 25.0
 URL_LINE = re.compile(r"serving the HTTP API on (http://\S+) ")
 
 
+def tcp_socket() -> socket.socket:
+    """A loopback socket on a free port, as the server binds it (IPPROTO_TCP, so asyncio sets
+    TCP_NODELAY on its connections: see cli_server)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
 @contextlib.asynccontextmanager
 async def serving_here(app: Any) -> AsyncIterator[str]:
     """``app`` served by uvicorn in this event loop (so it may use objects made in it, such as
     a Service given to build_app); yields its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock = tcp_socket()
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
@@ -55,8 +62,7 @@ async def serving_here(app: Any) -> AsyncIterator[str]:
 @contextlib.contextmanager
 def serving(app: Any) -> Iterator[str]:
     """``app`` served by uvicorn (lifespan on) in a thread; yields its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock = tcp_socket()
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 
 import httpx
 import pytest
@@ -85,8 +86,9 @@ def test_a_busy_port_is_one_line() -> None:
 async def test_serves_the_api_and_mcp_with_the_token_then_stops_on_sigterm(
     sim: SimulatorServer,
 ) -> None:
-    """The console script serves on the port it names; the API and MCP at /mcp need the
-    token (fastmcp's Client lists the tools with it, fails without it); SIGTERM stops it."""
+    """The console script serves on the port it names, without Nagle delays on keep-alive
+    connections; the API and MCP at /mcp need the token (fastmcp's Client lists the tools
+    with it, fails without it); SIGTERM stops it."""
     from fastmcp import Client
     from mcp.shared.exceptions import MCPError
 
@@ -95,6 +97,12 @@ async def test_serves_the_api_and_mcp_with_the_token_then_stops_on_sigterm(
         assert server.url.startswith("http://127.0.0.1:")
         async with httpx.AsyncClient(base_url=server.url) as client:
             assert (await client.get("/health")).status_code == 200
+            # One keep-alive connection: with Nagle left on, each answer waited ~40 ms for
+            # the client's delayed ACK (20 requests >= 0.8 s); without it they take ~20 ms.
+            started = time.perf_counter()
+            for _ in range(20):
+                await client.get("/health")
+            assert time.perf_counter() - started < 0.5
             assert (await client.get("/api/v1/providers")).status_code == 401
             found = await client.get(
                 "/api/v1/indicators/8.8.8.8", headers={"Authorization": f"Bearer {TOKEN}"}

@@ -91,7 +91,11 @@ def serve_http(settings: Settings, host: str, port: int) -> None:
             )
         err.print("note: THREATINTEL_API_TOKEN is not set: no authentication (loopback only)")
     host = host.strip("[]")
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP, not the default 0: accepted sockets inherit it, and asyncio sets TCP_NODELAY
+    # only on sockets that say TCP. Without it every keep-alive answer waited ~40 ms (Nagle
+    # holding the body behind the headers until the client's delayed ACK).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:  # bound here, so a busy port is one line and --port 0 can say which port it got
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
