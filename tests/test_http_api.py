@@ -407,7 +407,11 @@ class BrokenJobStore:
     """A job store whose reads fail: JobStoreError for ids starting with 'down', a plain bug
     for the rest (and the readiness probe)."""
 
+    def __init__(self) -> None:
+        self.probes = 0
+
     async def get(self, job_id: str) -> Any:
+        self.probes += job_id == "readiness-probe"
         if job_id.startswith("down"):
             raise JobStoreError("the job store is unreachable")
         if job_id == "gone":
@@ -422,10 +426,10 @@ async def test_store_failures_are_503_and_bugs_500_without_a_traceback(
     sim: SimulatorServer,
 ) -> None:
     """A store that cannot be reached gives 503 JSON with Retry-After, a bug a 500 JSON that
-    names nothing internal; /ready says not ready."""
+    names nothing internal; /ready says not ready (asking the store once a second at most)."""
     settings = sim_settings(sim, cache_backend="memory", job_retention=0)
     async with (
-        Service(settings, store=BrokenJobStore()) as service,
+        Service(settings, store=(store := BrokenJobStore())) as service,
         serving_here(build_app(settings, service=service)) as url,
         httpx.AsyncClient(base_url=url) as client,
     ):
@@ -436,6 +440,8 @@ async def test_store_failures_are_503_and_bugs_500_without_a_traceback(
         bug = await client.get("/api/v1/jobs/other")
         error_of(bug, 500, "internal_error")
         assert "secret" not in bug.text and "Traceback" not in bug.text
-        ready = await client.get("/ready")
-        assert ready.status_code == 503
-        assert ready.json()["problems"] == ["job store unreachable (RuntimeError)"]
+        for _ in range(3):
+            ready = await client.get("/ready")
+            assert ready.status_code == 503
+            assert ready.json()["problems"] == ["job store unreachable (RuntimeError)"]
+        assert store.probes == 1  # one answer reused for READY_REUSE seconds

@@ -71,6 +71,8 @@ MAX_DETAIL: Final = 300
 METHODS: Final = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 #: Longest long poll on a job (GET /api/v1/jobs/{id}?wait=): under common proxy timeouts.
 MAX_WAIT: Final = 30.0
+#: Seconds one /ready answer is reused.
+READY_REUSE: Final = 1.0
 #: Compressed only above this size: gzip costs more than it saves on small answers.
 GZIP_MINIMUM: Final = 500
 
@@ -103,6 +105,8 @@ class _State:
 
     def __init__(self, service: Service | None) -> None:
         self.service = service
+        #: When /ready last asked the service, and its answer.
+        self.readiness: tuple[float, list[str]] | None = None
 
     def get(self) -> Service:
         if self.service is None:
@@ -215,8 +219,13 @@ def _add_routes(api: FastAPI, state: _State, settings: Settings) -> None:
     )
     async def ready() -> Response:
         """Readiness: the job store answers and at least one source is usable. Open without
-        a token (for load balancers and Kubernetes probes)."""
-        problems = await state.get().ready()
+        a token (for load balancers and Kubernetes probes); the answer is reused for a second,
+        so anonymous callers cannot turn it into load on the stores."""
+        service = state.get()
+        now = service.engine.clock.time()
+        if state.readiness is None or now - state.readiness[0] >= READY_REUSE:
+            state.readiness = (now, await service.ready())
+        problems = state.readiness[1]
         return _json(Readiness(ready=not problems, problems=problems), 503 if problems else 200)
 
     @api.get(
