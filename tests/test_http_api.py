@@ -19,6 +19,7 @@ from http_server import serving, serving_here
 from support import sim_settings
 from threatintel.http_api import build_app
 from threatintel.jobs import JobStoreError, UnknownJob
+from threatintel.metrics import Metrics
 from threatintel.reports import FORMATS
 from threatintel.service import Service
 from threatintel.simulator import SimulatorServer
@@ -445,3 +446,41 @@ async def test_store_failures_are_503_and_bugs_500_without_a_traceback(
             assert ready.status_code == 503
             assert ready.json()["problems"] == ["job store unreachable (RuntimeError)"]
         assert store.probes == 1  # one answer reused for READY_REUSE seconds
+
+
+class RecordingMetrics(Metrics):
+    """The real metrics, also keeping each observe_http call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.http: list[tuple[str, str, int]] = []
+
+    def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
+        assert 0 < seconds < 30
+        self.http.append((method, route, status))
+
+
+async def test_every_request_is_timed_under_its_route_template(sim: SimulatorServer) -> None:
+    """Each request, refused ones included, reaches the metrics once with its method, the
+    route's template (never the raw path) and its status."""
+    settings = sim_settings(sim, cache_backend="memory", threatintel_api_token=TOKEN)
+    async with Service(settings) as service:
+        service.metrics = metrics = RecordingMetrics()
+        async with (
+            serving_here(build_app(settings, service=service)) as url,
+            httpx.AsyncClient(base_url=url, headers=AUTH) as client,
+        ):
+            await client.get("/api/v1/indicators/hxxp://evil[.]example/a/b")
+            await client.get("/api/v1/jobs/20260101-000000-abcdef")
+            await client.get("/no/such/path")
+            await client.get("/api/v1/providers", headers={"Authorization": "Bearer wrong"})
+            await client.post("/mcp", headers={"Authorization": ""}, json={})
+            await client.get("/health")
+    assert metrics.http == [
+        ("GET", "/api/v1/indicators/{value}", 200),
+        ("GET", "/api/v1/jobs/{job_id}", 404),
+        ("GET", "unmatched", 404),
+        ("GET", "/api/v1/providers", 401),
+        ("POST", "/mcp", 401),
+        ("GET", "/health", 200),
+    ]

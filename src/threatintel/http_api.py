@@ -185,16 +185,15 @@ def build_app(settings: Settings, *, service: Service | None = None) -> ASGIApp:
 
 
 def _template(api: FastAPI, scope: Scope) -> str:
-    """The route's path template (``/api/v1/jobs/{job_id}``), never the raw path."""
-    route = scope.get("route")
-    path: str | None = getattr(route, "path", None)
-    if path is not None:
-        return path
-    for candidate in api.router.routes:  # refused before routing (401, 413, 429), or /mcp
-        match, _ = candidate.matches(scope)
-        if match != Match.NONE:
-            return str(getattr(candidate, "path", "unmatched"))
-    return "unmatched"
+    """The route's path template as the OpenAPI document spells it (``/api/v1/jobs/{job_id}``),
+    never the raw path; "unmatched" for a path no route takes."""
+    path: str | None = getattr(scope.get("route"), "path", None)
+    if path is None:
+        for candidate in api.router.routes:  # refused before routing (401, 413, 429), or /mcp
+            if candidate.matches(scope)[0] != Match.NONE:
+                path = getattr(candidate, "path", None)
+                break
+    return "unmatched" if path is None else path.replace(":path}", "}")
 
 
 def _json(model: BaseModel, status: int = 200, headers: dict[str, str] | None = None) -> Response:
