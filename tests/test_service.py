@@ -106,3 +106,14 @@ async def test_not_ready_when_the_job_store_is_unreachable(sim: SimulatorServer)
 def test_pending_status_exists() -> None:
     """PENDING is the status a deadline gives (the doors render it)."""
     assert SourceStatus.PENDING.value == "pending"
+
+
+async def test_status_answers_with_the_shared_store_down(sim: SimulatorServer) -> None:
+    """status() still lists the sources when Redis does not answer, saying the cache is
+    unreachable and the quota numbers local."""
+    settings = sim_settings(sim, cache_backend="redis", redis_url="redis://:pw@127.0.0.1:1/0")
+    async with Service(settings, store=MemoryJobStore()) as service:
+        status = await service.status()
+    assert status.cache == "unreachable"
+    assert len(status.providers) == 4
+    assert not any(p.shared_store_reachable for p in status.providers)

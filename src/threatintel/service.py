@@ -30,7 +30,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from threatintel._keyguard import KeyGuard
-from threatintel.engine import Engine
+from threatintel.engine import Engine, ResultHook
 from threatintel.errors import RequestError
 from threatintel.indicators import extract
 from threatintel.jobs import JobState, JobStore, JobStoreError, job_store_for
@@ -157,11 +157,13 @@ class Service:
         text: str | None = None,
         providers: Sequence[str] | None = None,
         deadline: float | None = None,
+        on_result: ResultHook | None = None,
     ) -> Analysis:
         """Values and text analysed together, within ``deadline`` seconds (sources still
-        waiting then are ``pending``). NoIndicators / UnknownProvider as the engine raises."""
+        waiting then are ``pending``); ``on_result`` sees each enrichment as it completes.
+        NoIndicators / UnknownProvider as the engine raises."""
         return await self.engine.analyze(
-            list(values), text=text, providers=providers, deadline=deadline
+            list(values), text=text, providers=providers, deadline=deadline, on_result=on_result
         )
 
     async def lookup(
@@ -295,8 +297,14 @@ class Service:
         counts: dict[str, CacheCounts] = {}
         where = type(self.engine.cache).__name__
         admin = as_cache_admin(self.engine.cache)
+        stats = None
         if admin is not None:
-            stats = await admin.stats()
+            try:
+                stats = await admin.stats()
+            except Exception as exc:  # a status report still answers with the store down
+                logger.warning("cache statistics unavailable: %s", type(exc).__name__)
+                where = "unreachable"
+        if stats is not None:
             where = stats.where
             for p in stats.providers:
                 counts[p.provider] = CacheCounts(
