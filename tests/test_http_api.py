@@ -131,13 +131,25 @@ def test_analyze_takes_strings_typed_items_and_text(client: httpx.Client) -> Non
 
 
 def test_a_typed_item_must_read_as_its_type(client: httpx.Client) -> None:
-    """An item whose type disagrees with its value is refused, saying what it reads as."""
-    body = error_of(
-        client.post("/api/v1/analyze", json={"iocs": [{"value": "evil.example", "type": "md5"}]}),
-        422,
-        "invalid_indicator",
+    """As in MCP's analyze_iocs: an item whose value is not of its type is rejected saying
+    why ("ip" and "hash" are accepted type names); a job refuses it up front."""
+    answer = client.post(
+        "/api/v1/analyze",
+        json={
+            "iocs": [{"value": "evil.example", "type": "md5"}, {"value": "1.1.1.1", "type": "ip"}]
+        },
     )
-    assert "reads as domain" in body["detail"]
+    assert answer.status_code == 200, answer.text
+    assert [e["indicator"]["value"] for e in answer.json()["enrichments"]] == ["1.1.1.1"]
+    assert answer.json()["rejected"][0] == {
+        "candidate": "evil.example",
+        "reason": "given as md5 but it is domain",
+    }
+    only_bad = {"iocs": [{"value": "evil.example", "type": "ip"}]}
+    body = error_of(client.post("/api/v1/analyze", json=only_bad), 422, "no_indicators")
+    assert "given as ip" in body["detail"]
+    body = error_of(client.post("/api/v1/jobs", json=only_bad), 422, "invalid_indicator")
+    assert "given as ip" in body["detail"]
 
 
 @pytest.mark.parametrize(

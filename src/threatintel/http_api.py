@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match, Route
 
 from threatintel._asgi import BearerAuth, BodyLimit, RateLimit, Timing
+from threatintel._keyguard import KeyGuard
 from threatintel._version import __version__
 from threatintel.errors import (
     InvalidIndicator,
@@ -45,16 +46,15 @@ from threatintel.http_models import (
     AnalyzeRequest,
     ErrorBody,
     Health,
-    IocItem,
     JobCreated,
     JobRequest,
     JobStatus,
     Readiness,
     links,
 )
-from threatintel.indicators import parse_indicator
 from threatintel.jobs.base import UnknownJob
-from threatintel.models import Analysis, Enrichment, Indicator
+from threatintel.mcp_views import IocItem, typed_values
+from threatintel.models import Analysis, Enrichment
 from threatintel.quota.base import Window
 from threatintel.reports import FORMATS
 from threatintel.service import Service, ServiceStatus
@@ -136,7 +136,8 @@ def build_app(settings: Settings, *, service: Service | None = None) -> ASGIApp:
             finally:
                 state.service = None
 
-    mcp_app = mcp_server.http_app(mcp_server.build_mcp(state.get))
+    mcp = mcp_server.build_mcp(state.get, tasks_url=mcp_server.tasks_url_for(settings))
+    mcp_app = mcp_server.http_app(mcp)
     api = FastAPI(
         title="threatintel",
         version=__version__,
@@ -204,6 +205,7 @@ def _json(model: BaseModel, status: int = 200, headers: dict[str, str] | None = 
 # --- routes -----------------------------------------------------------------------------------
 def _add_routes(api: FastAPI, state: _State, settings: Settings) -> None:
     formats = list(FORMATS)
+    guard = KeyGuard(settings)  # our own keys are masked in what a rejection shows
 
     @api.get("/health", tags=["probes"], response_model=Health)
     async def health() -> Response:
@@ -250,13 +252,17 @@ def _add_routes(api: FastAPI, state: _State, settings: Settings) -> None:
         API_MAX_INDICATORS indicators (items plus those found in the text) and API_MAX_BODY
         bytes; use /api/v1/jobs for more."""
         service = state.get()
-        values = _values(request.iocs)
+        values, rejected = typed_values(_items(request.iocs), guard.scrub)
+        if not values and not request.text:
+            raise NoIndicators(rejected)
         count = len(values) + (len(service.extract(request.text).indicators) if request.text else 0)
         if count > settings.api_max_indicators:
             raise _TooMany(count, settings.api_max_indicators)
         analysis = await service.analyze(
             values, text=request.text, providers=request.providers, deadline=request.deadline
         )
+        if rejected:
+            analysis = analysis.model_copy(update={"rejected": [*rejected, *analysis.rejected]})
         return _json(analysis)
 
     @api.get(
@@ -289,8 +295,14 @@ def _add_routes(api: FastAPI, state: _State, settings: Settings) -> None:
     async def submit(request: JobRequest) -> Response:
         """Start a batch job over indicators and/or text (up to API_MAX_JOB_BODY bytes); it
         runs on this instance, and with REDIS_URL any instance can report on it."""
-        values = [v if isinstance(v, str) else v.value for v in _values(request.iocs)]
-        job = await state.get().submit(values, text=request.text, providers=request.providers)
+        values, rejected = typed_values(_items(request.iocs), guard.scrub)
+        if rejected:  # a job has no place to list them: refused up front
+            raise InvalidIndicator(rejected[0].candidate, rejected[0].reason)
+        job = await state.get().submit(
+            [v if isinstance(v, str) else v.value for v in values],
+            text=request.text,
+            providers=request.providers,
+        )
         created = JobCreated(id=job.id, state=job.state.value, links=links(job.id))
         return _json(created, 202, headers={"location": created.links.self})
 
@@ -374,20 +386,9 @@ def _add_routes(api: FastAPI, state: _State, settings: Settings) -> None:
         return _json(await state.get().status())
 
 
-def _values(items: Sequence[str | IocItem]) -> list[str | Indicator]:
-    """The items as the engine takes them: strings as given, typed items parsed and checked."""
-    values: list[str | Indicator] = []
-    for item in items:
-        if isinstance(item, str) or item.type is None:
-            values.append(item if isinstance(item, str) else item.value)
-            continue
-        parsed = parse_indicator(item.value)  # InvalidIndicator says why not
-        if parsed.type != item.type:
-            raise InvalidIndicator(
-                item.value, f"reads as {parsed.type.value}, not {item.type.value}"
-            )
-        values.append(parsed)
-    return values
+def _items(items: Sequence[str | IocItem]) -> list[IocItem]:
+    """Every item as {value, type?}: a string is an item without a type."""
+    return [IocItem(value=item) if isinstance(item, str) else item for item in items]
 
 
 # --- errors -----------------------------------------------------------------------------------

@@ -12,31 +12,19 @@ from typing import Annotated, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from threatintel.jobs.base import Job
-from threatintel.models import IndicatorType
+from threatintel.mcp_views import MAX_VALUE, IocItem
 
 #: A synchronous analysis answers within this many seconds unless the request says otherwise;
 #: sources still waiting then are reported ``pending`` (a job gets them later).
 DEFAULT_DEADLINE: Final = 20.0
 MAX_DEADLINE: Final = 120.0
-#: Longest single value accepted (a URL is capped at 2048 characters by the parser; a defanged
-#: spelling may be longer).
-MAX_VALUE: Final = 4096
 MAX_PROVIDERS: Final = 16
 
 API: Final = "/api/v1"
 
 
-class IocItem(BaseModel):
-    """One indicator with its type: the type is checked against what the value reads as."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    value: str = Field(min_length=1, max_length=MAX_VALUE, description="Raw or defanged.")
-    type: IndicatorType | None = Field(
-        default=None, description="When given, the value must read as this type."
-    )
-
-
+#: An indicator: a string, or {value, type?} checked as MCP's analyze_iocs checks it ("ip" and
+#: "hash" accepted as the old system's type names).
 Ioc = Annotated[str, Field(min_length=1, max_length=MAX_VALUE)] | IocItem
 ProviderName = Annotated[str, Field(min_length=1, max_length=64)]
 
@@ -178,7 +166,6 @@ __all__ = [
     "AnalyzeRequest",
     "ErrorBody",
     "Health",
-    "IocItem",
     "JobCreated",
     "JobLinks",
     "JobRequest",
