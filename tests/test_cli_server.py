@@ -88,7 +88,7 @@ async def test_serves_the_api_and_mcp_with_the_token_then_stops_on_sigterm(
 ) -> None:
     """The console script serves on the port it names, without Nagle delays on keep-alive
     connections; the API and MCP at /mcp need the token (fastmcp's Client lists the tools
-    with it, fails without it); SIGTERM stops it."""
+    and calls one with it, fails without it); SIGTERM stops it."""
     from fastmcp import Client
     from mcp.shared.exceptions import MCPError
 
@@ -111,7 +111,10 @@ async def test_serves_the_api_and_mcp_with_the_token_then_stops_on_sigterm(
 
         async with Client(f"{server.url}/mcp", auth=TOKEN) as mcp:
             tools = {tool.name for tool in await mcp.list_tools()}
-        assert "extract_iocs" in tools
+            looked_up = await mcp.call_tool("lookup_ioc", {"value": "8.8.8.8"})
+        assert {"extract_iocs", "lookup_ioc", "analyze_iocs", "submit_batch"} <= tools
+        assert looked_up.structured_content is not None
+        assert looked_up.structured_content["indicator"]["value"] == "8.8.8.8"
         with pytest.raises(MCPError):
             async with Client(f"{server.url}/mcp", auth="wrong-token") as mcp:
                 await mcp.list_tools()
