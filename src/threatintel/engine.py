@@ -472,7 +472,8 @@ class Engine:
         try:
             with contextlib.suppress(TimeoutError):
                 async with self.clock.timeout(left):
-                    await asyncio.wait(tasks.values())
+                    if tasks:  # none when every source was decided unasked (asyncio.wait refuses)
+                        await asyncio.wait(tasks.values())
         except asyncio.CancelledError:
             for task in tasks.values():
                 task.cancel()
