@@ -207,7 +207,8 @@ def main() -> None:
         verdict = ""
         if goal is not None:
             met = value >= goal if better is max else value <= goal
-            verdict = f"(goal {'>=' if better is max else '<='} {goal:g}: {'met' if met else 'MISSED'})"
+            sign = ">=" if better is max else "<="
+            verdict = f"(goal {sign} {goal:g}: {'met' if met else 'MISSED'})"
         print(f"  {name:<11} {value:>10.1f} {unit:<10} {verdict}")
     print(f"  non-2xx     {result['non_2xx']:>10} {result['socket_errors']}")
     if result["non_2xx"]:

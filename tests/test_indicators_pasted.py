@@ -68,8 +68,10 @@ def test_ipv6_look_alikes_are_not_invented(text: str) -> None:
             st.tuples(st.text("abcdef", min_size=1, max_size=4), st.text("abcdef", max_size=4)).map(
                 "::".join
             ),
+            # Scopes whose first name is not hex: "A000::A" is a real IPv6 address (a000::a),
+            # and the parser reads a four-digit hex group with a digit in it as one.
             st.from_regex(
-                r"[A-Za-z_][A-Za-z0-9_]{0,8}::[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True
+                r"[G-Zg-z_][A-Za-z0-9_]{0,8}::[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True
             ),
         ),
         max_size=8,

@@ -126,3 +126,10 @@ def test_ipv4_mapped_spellings_read_as_the_ipv4_address(address: IPv4Address) ->
     for spelling in (f"::ffff:{address}", f"::ffff:{high:x}:{low:x}"):
         assert parse_indicator(spelling) == expected
         assert extract(f"seen {spelling}, twice").indicators == [expected]
+
+
+def test_refang_judges_a_closer_against_the_text_as_rewritten() -> None:
+    """'0.(0).0' refangs in one pass to what a second pass keeps (the '(' the first loose
+    match took no longer makes the later ').' look like code); code stays code."""
+    assert refang("0.(0).0") == refang(refang("0.(0).0")) == "0.0.0"
+    assert refang("rows[0].name f(x).com") == "rows[0].name f(x).com"

@@ -136,18 +136,33 @@ _CLOSERS = {"]": "[", ")": "(", "}": "{"}
 _CODE_LOOKBACK = 64  # how far back a closing bracket may find its opener ("rows[0].name")
 
 
-def _loose(match: re.Match[str]) -> str:
-    token = match.group()
+def _loose_pass(text: str) -> str:
+    """Rewrite every loose match; each judged against the text as rewritten so far, so a
+    second pass finds nothing more ("0.(0).0": the "(" the first match took no longer makes
+    the later ")." look like code)."""
+    out: list[str] = []
+    tail = ""  # the last _CODE_LOOKBACK characters written
+    last = 0
+    for match in _LOOSE_RE.finditer(text):
+        tail = (tail + text[last : match.start()])[-_CODE_LOOKBACK:]
+        plain = _loose(match.group(), tail)
+        out.append(text[last : match.start()])
+        out.append(plain)
+        tail = (tail + plain)[-_CODE_LOOKBACK:]
+        last = match.end()
+    out.append(text[last:])
+    return "".join(out)
+
+
+def _loose(token: str, before: str) -> str:
     if token[0] == "\\" and token[1:] != ".":
-        return token  # a backslash escapes only a dot ("evil\.com"), not a bracket
+        return token  # a backslash escapes only a dot ("evil\\.com"), not a bracket
     if "," in token and (token[0] not in "[({" or token[-1] not in "])}"):
         return token  # only "[,]" and "(,)" stand for a dot; "a],b" is a list in code
     opener = _CLOSERS.get(token[0])
-    if opener is not None:
-        # "rows[0].name", "f(x).com": the closer ends a bracket opened just before, as in code.
-        before = match.string[max(0, match.start() - _CODE_LOOKBACK) : match.start()]
-        if before.count(opener) > before.count(token[0]):
-            return token
+    # "rows[0].name", "f(x).com": the closer ends a bracket opened just before, as in code.
+    if opener is not None and before.count(opener) > before.count(token[0]):
+        return token
     return "."
 
 
@@ -174,7 +189,7 @@ def refang(text: str) -> str:
     # Loose brackets last, once: what they leave ("evil.com") completes no token above, but
     # may complete the dotted name a third slash waits for ("https:///evil[.com").
     if _LOOSE_HINT_RE.search(text):
-        text = _LOOSE_RE.sub(_loose, text)
+        text = _loose_pass(text)
     return _TRIPLE_SLASH_RE.sub("//", text) if ":///" in text else text
 
 
