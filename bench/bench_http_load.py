@@ -143,6 +143,9 @@ def main() -> None:
     parser.add_argument("--indicators", type=int, default=500)
     parser.add_argument("--client", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--no-save", action="store_true")
+    parser.add_argument(
+        "--py-spy", metavar="FILE", help="also sample the server with py-spy (collapsed stacks)"
+    )
     args = parser.parse_args()
     use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))
     values = [v for v in mixed_indicators(args.indicators * 2) if not v.startswith("http")]
@@ -179,11 +182,21 @@ def main() -> None:
             )
             warm.raise_for_status()
             warm_s = time.perf_counter() - began
+            spy = None
+            if args.py_spy:
+                spy = subprocess.Popen(
+                    [str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw"]
+                    + ["-o", args.py_spy, "-d", str(int(args.seconds)), "-p", str(server.pid)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             if use_wrk:
                 result = run_wrk(base, paths, args.seconds, home)
             else:
                 result = asyncio.run(_python_load(base, paths, args.seconds))
             result["rss_mb"] = vm_hwm_mb(server.pid)
+            if spy is not None:
+                spy.wait(timeout=60)
         finally:
             server.terminate()
             server.wait(timeout=30)
