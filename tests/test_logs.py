@@ -147,8 +147,9 @@ async def test_a_wait_for_quota_logs_rate_limit_once(
 async def test_analyses_and_jobs_log_completed_in(
     sim: SimulatorServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """An analysis logs one "completed in" line with its indicator and verdict counts; a job
-    logs one when it finishes."""
+    """An analysis that asks upstream logs one INFO "completed in" line with its indicator and
+    verdict counts, one the cache answered whole logs it at DEBUG only; a job logs one when it
+    finishes."""
     caplog.set_level(logging.INFO)
     async with Service(sim_settings(sim), store=MemoryJobStore()) as service:
         await service.analyze(IPS)
@@ -156,6 +157,10 @@ async def test_analyses_and_jobs_log_completed_in(
         assert len(done) == 1
         assert done[0].startswith("analysis: 2 indicators completed in ")
         assert done[0].split("completed in ")[1].split("s ")[0].replace(".", "").isdigit()
+        caplog.clear()
+        await service.analyze(IPS)  # all from the cache now: the line drops to DEBUG
+        done_again = [r for r in caplog.records if "completed in" in r.getMessage()]
+        assert done_again == []
         caplog.clear()
         job = await service.submit(["1.1.1.1"])
         await service.wait(job.id, timeout=30)

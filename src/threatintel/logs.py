@@ -19,7 +19,8 @@ The lines the old system's recipes grep for:
   DEBUG only: a warm run of 10,000 indicators would otherwise write 40,000 lines that say
   nothing went upstream.
 - ``rate limit``: a 429 (on its API_CALL line) and each wait for quota (one per episode).
-- ``completed in``: one INFO line per analysis (Engine.analyze, so every door) and per job.
+- ``completed in``: one line per analysis (Engine.analyze, so every door) and per job: INFO
+  when a source was asked, failed or is pending, DEBUG when the cache answered it all.
 - ``ERROR``: failures that end a lookup, and our own bugs.
 
 Standard library only, and cheap to import: the CLI imports it at start-up.
@@ -32,7 +33,7 @@ import logging
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -161,12 +162,15 @@ def log_completed(
     indicators: int,
     verdicts: Mapping[str, int],
     seconds: float,
+    *,
+    level: int = logging.INFO,
 ) -> None:
     """The one ``... completed in X.XXs`` line of an analysis or a job."""
-    if not log.isEnabledFor(logging.INFO):
+    if not log.isEnabledFor(level):
         return
     counts = ", ".join(f"{label} {n}" for label, n in sorted(verdicts.items()) if n)
-    log.info(
+    log.log(
+        level,
         "%s: %d indicator%s completed in %.2fs (%s)",
         what,
         indicators,
@@ -182,12 +186,27 @@ def log_completed(
     )
 
 
-def log_analysis(what: str, enrichments: Iterable[Enrichment], seconds: float) -> None:
-    """An analysis's ``completed in`` line, with its count per verdict."""
+#: Statuses of a source that was never asked (SourceStatus values; a StrEnum compares equal).
+_UNASKED = frozenset({"not_applicable", "not_queried_private", "not_configured"})
+
+
+def log_analysis(what: str, enrichments: Sequence[Enrichment], seconds: float) -> None:
+    """An analysis's ``completed in`` line, with its count per verdict: at INFO when it asked
+    a source or a source failed or is pending, at DEBUG when the cache answered all of it (a
+    server answering a thousand cached lookups a second would otherwise log each one, as
+    cache hits' API_CALL lines are DEBUG too)."""
     log = logging.getLogger("threatintel.engine")
-    if log.isEnabledFor(logging.INFO):
+    if not log.isEnabledFor(logging.INFO):  # (DEBUG enabled means INFO is too)
+        return
+    notable = any(
+        not result.cached and result.status not in _UNASKED
+        for enrichment in enrichments
+        for result in enrichment.sources.values()
+    )
+    level = logging.INFO if notable else logging.DEBUG
+    if log.isEnabledFor(level):
         verdicts = Counter(e.verdict.label.value for e in enrichments)
-        log_completed(log, what, verdicts.total(), verdicts, seconds)
+        log_completed(log, what, verdicts.total(), verdicts, seconds, level=level)
 
 
 def log_quota_wait(event: QuotaWait) -> None:
