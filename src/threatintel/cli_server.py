@@ -136,6 +136,9 @@ def serve_http(settings: Settings, host: str, port: int) -> None:
         escape(f"serving the HTTP API on http://{shown}:{bound} (MCP at /mcp, docs at /docs)")
     )
     server = _Server(config)
+    from threatintel._process import settle
+
+    settle()  # start-up's objects out of the collector's scans (see _process)
     with sock:
         server.run(sockets=[sock])
     if not server.started:  # uvicorn has logged why

@@ -451,24 +451,24 @@ class Engine:
         """Every source's answer; with a deadline, PENDING for those still waiting at it."""
         decided = self._decide(indicator, names)
         asked = [name for name, result in decided.items() if result is None]
-        if due is None:
-            reads = await self._read_cache(indicator, asked)
-            if all(reads.get(n, _MISS)[1] is not None for n in asked):
-                # The cache answered every source: no lookup waits for anything, so each runs
-                # to its end in turn here, in the order gather would have run them, without
-                # a task apiece (the dearest part of a warm run).
-                found = {n: await self._source(n, indicator, reads[n]) for n in asked}
-            else:
-                answers = await asyncio.gather(
-                    *(self._source(n, indicator, reads.get(n)) for n in asked)
-                )
-                found = dict(zip(asked, answers, strict=True))
-            return [decided[n] or found[n] for n in names]
-        left = due - self.clock.time()
-        if left <= 0:
+        if due is not None and due - self.clock.time() <= 0:
             # Read after the deadline: not started at all, so nothing outlives the call.
             return [decided[n] or pending(n, started=False) for n in names]
-        tasks = {n: asyncio.create_task(self._source(n, indicator)) for n in asked}
+        reads = await self._read_cache(indicator, asked)
+        if all(reads.get(n, _MISS)[1] is not None for n in asked):
+            # The cache answered every source: no lookup waits for anything (a deadline
+            # included), so each runs to its end in turn here, in the order gather would have
+            # run them, without a task apiece (the dearest part of a warm run).
+            found = {n: await self._source(n, indicator, reads[n]) for n in asked}
+            return [decided[n] or found[n] for n in names]
+        if due is None:
+            answers = await asyncio.gather(
+                *(self._source(n, indicator, reads.get(n)) for n in asked)
+            )
+            found = dict(zip(asked, answers, strict=True))
+            return [decided[n] or found[n] for n in names]
+        left = max(0.0, due - self.clock.time())
+        tasks = {n: asyncio.create_task(self._source(n, indicator, reads.get(n))) for n in asked}
         try:
             with contextlib.suppress(TimeoutError):
                 async with self.clock.timeout(left):
