@@ -24,7 +24,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -267,7 +267,7 @@ class Engine:
         deadline: float | None = None,
         intake: Intake | None = None,
         allow_empty: bool = False,
-    ) -> AsyncIterator[Enrichment]:
+    ) -> AsyncGenerator[Enrichment, None]:
         """Each distinct indicator of ``values`` then ``text``, enriched, as soon as done.
 
         ``values`` are raw, defanged or pasted lines, or parsed Indicators; ``text`` is free

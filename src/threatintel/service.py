@@ -23,6 +23,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -37,7 +38,7 @@ from threatintel.indicators import extract
 from threatintel.jobs import JobState, JobStore, JobStoreError, job_store_for
 from threatintel.jobs.base import Job
 from threatintel.jobs.runner import JobRunner, job_analysis
-from threatintel.logs import log_completed
+from threatintel.logs import log_analysis, log_completed
 from threatintel.metrics import Metrics
 from threatintel.models import Analysis, Enrichment, Extraction, Indicator
 from threatintel.settings import Settings
@@ -179,8 +180,15 @@ class Service:
     ) -> Enrichment:
         """One indicator, as given (raw or defanged); NoIndicators saying why when ``value``
         is not one that can be looked up."""
-        analysis = await self.analyze([value], providers=providers, deadline=deadline)
-        return analysis.enrichments[0]
+        # The engine's stream, not analyze(): one indicator needs no attribution and no
+        # Analysis around it (a tenth of a cached lookup's CPU on the HTTP load figure).
+        began = time.perf_counter()
+        stream = self.engine.stream([value], providers=providers, deadline=deadline)
+        async with aclosing(stream) as enrichments:
+            async for enrichment in enrichments:
+                log_analysis("lookup", [enrichment], time.perf_counter() - began)
+                return enrichment
+        raise AssertionError("the engine's stream yields an enrichment or raises NoIndicators")
 
     def extract(self, text: str) -> Extraction:
         """The indicators in ``text`` (refanged, typed) and the rejected candidates; nothing
