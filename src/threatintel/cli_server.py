@@ -7,6 +7,7 @@ without them (tests/test_lazy_imports.py).
 from __future__ import annotations
 
 import ipaddress
+import logging
 import signal
 import socket
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -130,6 +131,10 @@ def serve_http(settings: Settings, host: str, port: int) -> None:
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
     )
     logs.configure(settings, server=True)  # after the Config: it adopts uvicorn's loggers
+    if not config.access_log:
+        # uvicorn writes access lines whenever its logger has a handler (hasHandlers()), and
+        # configure() just made the root's handler reachable from it: cut it off again.
+        logging.getLogger("uvicorn.access").propagate = False
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     err.print(
