@@ -127,14 +127,16 @@ async def test_serves_the_api_and_mcp_with_the_token_then_stops_on_sigterm(
 
 def test_loopback_without_a_token_serves_openly_with_a_note(sim: SimulatorServer) -> None:
     """Without a token on loopback the server starts, says it is unauthenticated in one
-    line, and answers without a token."""
-    env = sim_env(sim, THREATINTEL_API_TOKEN="", CACHE_BACKEND="memory")
+    line, and answers without a token; at LOG_LEVEL=INFO it writes no access-log line."""
+    env = sim_env(sim, THREATINTEL_API_TOKEN="", CACHE_BACKEND="memory", LOG_LEVEL="INFO")
     with ServerProcess(env) as server:
         assert "THREATINTEL_API_TOKEN is not set" in server.stderr
         assert httpx.get(f"{server.url}/api/v1/providers").status_code == 200
         code = server.stop(signal.SIGINT)
     assert code == 0, server.stderr
     assert "Traceback" not in server.stderr
+    assert "uvicorn.error" in server.stderr  # uvicorn's own lines still come through
+    assert "uvicorn.access" not in server.stderr and "/api/v1/providers" not in server.stderr
 
 
 @pytest.mark.parametrize(("level", "logged"), [("INFO", False), ("DEBUG", True)])

@@ -5,6 +5,7 @@ tasks, prompts, resources, defanged upstream text, safe errors and the deadline.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import unicodedata
 from collections.abc import AsyncIterator
@@ -337,10 +338,24 @@ async def test_hostile_upstream_text_reaches_the_model_defanged_and_capped(
 
 
 async def test_errors_reach_the_client_as_one_safe_sentence(
-    sim: SimulatorServer, mcp: FastMCP
+    sim: SimulatorServer, mcp: FastMCP, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The caller's mistakes come back as their own sentence, an unknown job names the id,
-    and nothing carries a traceback or a key."""
+    nothing carries a traceback or a key, and the server logs none of them at ERROR."""
+    # fastmcp's logger does not propagate to the root (until logs.configure): listen on it.
+    fastmcp_log = logging.getLogger("fastmcp.server.server")
+    fastmcp_log.addHandler(caplog.handler)
+    try:
+        await call_with_mistakes(mcp)
+    finally:
+        fastmcp_log.removeHandler(caplog.handler)
+    assert sim.log.count() == 0  # refused before any lookup
+    assert "Error calling tool" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def call_with_mistakes(mcp: FastMCP) -> None:
+    """Each kind of caller mistake, and the one sentence each comes back as."""
     async with Client(mcp) as client:
         with pytest.raises(ToolError) as nothing:
             await client.call_tool("lookup_ioc", {"value": "not an indicator"})
@@ -362,7 +377,6 @@ async def test_errors_reach_the_client_as_one_safe_sentence(
     assert "no job '20240101-000000-abcdef'" in str(unknown.value)
     assert "no job" in str(resource.value)
     assert "more than 1,000 indicators: use submit_batch" in str(too_many.value)
-    assert sim.log.count() == 0  # refused before any lookup
     for error in (nothing, empty, unknown, key, too_many, resource):
         text = str(error.value)
         assert "Traceback" not in text and "\n" not in text

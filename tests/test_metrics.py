@@ -101,6 +101,23 @@ async def test_a_429_from_the_simulator_is_counted(sim: SimulatorServer) -> None
     assert TEST_KEYS["virustotal"] not in text
 
 
+async def test_a_retried_request_is_counted(sim: SimulatorServer) -> None:
+    """A 5xx retried once (MAX_RETRIES=1) counts one retry, and both attempts as upstream
+    requests by their outcome."""
+    sim.simulator.faults.fail_next("otx", FaultKind.SERVER_ERROR)
+    settings = sim_settings(sim, max_retries=1, retry_backoff_base=0)
+    async with Service(settings, store=MemoryJobStore()) as service:
+        await service.lookup("45.142.212.61", providers=["otx"])
+        _, samples = await scrape(service)
+    assert sim.log.count(vendor="otx") == 2
+    assert value(samples, "threatintel_upstream_retries_total", provider="otx") == 1
+    assert value(samples, "threatintel_upstream_requests_total", provider="otx", status="ok") == 1
+    assert sum(
+        count for (metric, labels), count in samples.items()
+        if metric == "threatintel_upstream_requests_total" and ("provider", "otx") in labels
+    ) == 2  # fmt: skip
+
+
 async def test_jobs_in_progress_follow_the_services_jobs(sim: SimulatorServer) -> None:
     """A submitted job counts as in progress until it has finished."""
     async with Service(sim_settings(sim), store=MemoryJobStore()) as service:

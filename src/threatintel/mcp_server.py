@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -64,6 +65,9 @@ TASK_WAIT = 6 * 3600.0
 #: The formats a finished job's report resource serves (reports.FORMATS minus the terminal one).
 REPORT_FORMATS = ("json", "jsonl", "csv", "markdown", "html", "stix", "misp")
 
+#: The level fastmcp logs a tool or resource error at when the caller asked for something wrong.
+CALLER_MISTAKE = logging.WARNING
+
 LOCAL = ToolAnnotations(read_only_hint=True, open_world_hint=False, idempotent_hint=True)
 ASKS_SOURCES = ToolAnnotations(read_only_hint=True, open_world_hint=True, idempotent_hint=True)
 STARTS_JOB = ToolAnnotations(read_only_hint=False, open_world_hint=True, idempotent_hint=False)
@@ -102,12 +106,13 @@ BatchText = Annotated[
 
 @contextlib.contextmanager
 def safe_errors() -> Iterator[None]:
-    """The caller's mistakes as their own one-sentence message; the job store's failure as a
-    sentence naming nothing; anything else masked by fastmcp."""
+    """The caller's mistakes as their own one-sentence message, logged below ERROR (`grep ERROR`
+    finds failures and bugs, not a client's typo); the job store's failure as a sentence
+    naming nothing; anything else masked by fastmcp."""
     try:
         yield
     except RequestError as exc:
-        raise ToolError(one_line(str(exc), 500)) from exc
+        raise ToolError(one_line(str(exc), 500), log_level=CALLER_MISTAKE) from exc
     except JobStoreError as exc:
         raise ToolError("the job store is unavailable; try again later") from exc
 
@@ -248,7 +253,10 @@ def build_mcp(service: ServiceSource, *, tasks_url: str = "memory://") -> FastMC
                 raise NoIndicators(rejected)
             found = len(svc.extract(ioc_string).indicators) if ioc_string else 0
             if len(values) + found > MAX_IOCS:  # refused before any quota is spent
-                raise ToolError(f"more than {MAX_IOCS:,} indicators: use submit_batch instead")
+                raise ToolError(
+                    f"more than {MAX_IOCS:,} indicators: use submit_batch instead",
+                    log_level=CALLER_MISTAKE,
+                )
             done = 0
 
             def one_more(_: Enrichment) -> None:
@@ -358,7 +366,8 @@ def build_mcp(service: ServiceSource, *, tasks_url: str = "memory://") -> FastMC
             job = await svc.job(job_id)
             if not job.finished:
                 raise ToolError(
-                    f"job {job_id} is {job.state.value} ({views.job_line(job)}); poll batch_status"
+                    f"job {job_id} is {job.state.value} ({views.job_line(job)}); poll batch_status",
+                    log_level=CALLER_MISTAKE,
                 )
             analysis = views.model_safe(await svc.results(job_id))
         report = report_of(analysis, format, svc.settings)
@@ -457,16 +466,19 @@ def register_resources(mcp: FastMCP, service: ServiceSource) -> None:
     async def job_report(job_id: str, fmt: str) -> str:
         if fmt not in REPORT_FORMATS:
             raise ResourceError(
-                f"unknown format {one_line(fmt, 20)!r}; choose from {', '.join(REPORT_FORMATS)}"
+                f"unknown format {one_line(fmt, 20)!r}; choose from {', '.join(REPORT_FORMATS)}",
+                log_level=CALLER_MISTAKE,
             )
         svc = service()
         try:
             job = await svc.job(job_id)
             if not job.finished:
-                raise ResourceError(f"job {job.id} is still {job.state.value}")
+                raise ResourceError(
+                    f"job {job.id} is still {job.state.value}", log_level=CALLER_MISTAKE
+                )
             analysis = views.model_safe(await svc.results(job_id))
         except RequestError as exc:
-            raise ResourceError(one_line(str(exc), 300)) from exc
+            raise ResourceError(one_line(str(exc), 300), log_level=CALLER_MISTAKE) from exc
         return report_of(analysis, fmt, svc.settings)
 
 
