@@ -34,7 +34,7 @@ def restored_logging() -> Iterator[None]:
     """Whatever configure() changes (root handlers and level, the adopted and quieted
     loggers) is put back after the test."""
     root = logging.getLogger()
-    names = (*logs.ADOPTED, *logs.QUIETED, logs.API_LOGGER)
+    names = (*logs.ADOPTED, *logs.QUIETED, *logs.NEVER_CHATTY, logs.API_LOGGER)
     saved = {
         n: (lg.handlers[:], lg.propagate, lg.level) for n in names if (lg := logging.getLogger(n))
     }
@@ -243,7 +243,7 @@ def test_third_party_handlers_give_way_to_ours(
     for name in logs.ADOPTED:
         adopted = logging.getLogger(name)
         assert adopted.handlers == [] and adopted.propagate, name
-        if name not in logs.QUIETED:
+        if name not in logs.NEVER_CHATTY:
             assert adopted.level == logging.NOTSET, name
     assert not logging.getLogger("docket").isEnabledFor(logging.INFO)
     logs.configure(None, server=False)
@@ -288,3 +288,22 @@ def test_the_cli_writes_log_lines_to_stderr_only(sim: SimulatorServer) -> None:
     assert any(line.get("event") == "API_CALL" for line in parsed)
     for run in (quiet, loud, as_json):
         assert_no_key(run.stdout + run.stderr)
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_every_line_loses_our_keys_and_token(
+    sim: SimulatorServer, restored_logging: None, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    """Whoever logs a configured key or the API token (fastmcp logs tool arguments at DEBUG,
+    uvicorn the request path), the line written shows its label and fingerprint instead."""
+    stderr = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    token = "server-token-0123456789abcdef"
+    settings = sim_settings(sim, log_level="DEBUG", log_format=fmt, threatintel_api_token=token)
+    logs.configure(settings, server=True)
+    vt_key = TEST_KEYS["virustotal"]
+    logging.getLogger("fastmcp.server").debug("call_tool analyze_iocs with %r", {"ioc": vt_key})
+    logging.getLogger("uvicorn.access").info('"GET /api/v1/indicators/%s HTTP/1.1" 422', token)
+    written = stderr.getvalue()
+    assert vt_key not in written and token not in written
+    assert "[VIRUSTOTAL_API_KEY" in written and "[THREATINTEL_API_TOKEN" in written

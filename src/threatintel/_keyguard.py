@@ -38,6 +38,11 @@ class KeyGuard:
                 for key in getattr(settings, name):
                     secret = key.get_secret_value()
                     self._labels[secret.casefold()] = f"[{name.upper()} {fingerprint(secret)}]"
+        # The servers' own bearer token is as secret as the vendors' keys.
+        token = getattr(settings, "threatintel_api_token", None)
+        if token is not None and token.get_secret_value():
+            secret = token.get_secret_value()
+            self._labels[secret.casefold()] = f"[THREATINTEL_API_TOKEN {fingerprint(secret)}]"
         # Longest first, so a key that contains another is masked whole.
         alternatives = sorted(self._labels, key=len, reverse=True)
         self._pattern = (

@@ -33,7 +33,7 @@ import logging
 import os
 import sys
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -51,8 +51,11 @@ CLI_TEXT = "%(levelname)s %(name)s: %(message)s"
 #: propagate=False; uvicorn when its Config is built): configure() hands their lines to ours.
 ADOPTED = ("fastmcp", "uvicorn", "uvicorn.access", "uvicorn.error", "docket")
 #: Loggers whose lines repeat ours (httpx's "HTTP Request: ..." says what API_CALL says) or
-#: say nothing an operator needs at INFO (docket lists its task functions at every start).
-QUIETED = ("httpx", "httpcore", "docket")
+#: say nothing an operator needs at INFO.
+QUIETED = ("httpx", "httpcore")
+#: Below WARNING even at DEBUG: docket polls its queue about 20 times a second, idle or not,
+#: and logs each poll (4,818 of 5,203 lines in a DEBUG run).
+NEVER_CHATTY = ("docket",)
 
 #: The logger of the API_CALL lines (pipeline.py), and a level above any line's.
 API_LOGGER = "threatintel.api"
@@ -97,7 +100,18 @@ class JsonFormatter(logging.Formatter):
 
 class _OurHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The handler configure() installs; told apart so a second call replaces it, and so
-    handlers others put on the root (pytest's caplog) are left alone."""
+    handlers others put on the root (pytest's caplog) are left alone. With a ``scrub`` every
+    line written loses the configured keys and token whoever logged it: fastmcp logs a tool
+    call's arguments at DEBUG, uvicorn's access line the request path, and either may hold a
+    key a caller pasted."""
+
+    def __init__(self, stream: Any, scrub: Callable[[str], str] | None = None) -> None:
+        super().__init__(stream)
+        self._scrub = scrub
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        return self._scrub(line) if self._scrub is not None else line
 
 
 def configure(settings: Settings | None = None, *, server: bool) -> None:
@@ -112,7 +126,12 @@ def configure(settings: Settings | None = None, *, server: bool) -> None:
     level, fmt, explicit = _choice(settings)
     if not server and not explicit:
         level = "WARNING"
-    handler = _OurHandler(sys.stderr)
+    scrub = None
+    if settings is not None:
+        from threatintel._keyguard import KeyGuard
+
+        scrub = KeyGuard(settings).scrub
+    handler = _OurHandler(sys.stderr, scrub)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
@@ -135,6 +154,8 @@ def configure(settings: Settings | None = None, *, server: bool) -> None:
         adopted.setLevel(logging.NOTSET)
     for name in QUIETED:
         logging.getLogger(name).setLevel(logging.NOTSET if level == "DEBUG" else logging.WARNING)
+    for name in NEVER_CHATTY:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def configured() -> bool:
