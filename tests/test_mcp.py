@@ -375,6 +375,8 @@ async def call_with_mistakes(mcp: FastMCP) -> None:
     assert "no indicators found in the input (not an indicator:" in str(nothing.value)
     assert "no indicators" in str(empty.value)
     assert "no job '20240101-000000-abcdef'" in str(unknown.value)
+    assert "submit_batch starts one" in str(unknown.value)
+    assert "threatintel jobs" not in str(unknown.value)  # a CLI command the model cannot run
     assert "no job" in str(resource.value)
     assert "more than 1,000 indicators: use submit_batch" in str(too_many.value)
     for error in (nothing, empty, unknown, key, too_many, resource):

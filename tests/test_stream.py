@@ -6,6 +6,7 @@ tier (4 lookups a minute) passes in virtual time and no test sleeps.
 
 from __future__ import annotations
 
+import logging
 import tracemalloc
 from collections.abc import Iterator
 from typing import Any
@@ -108,10 +109,12 @@ async def test_free_virustotal_does_not_slow_the_other_providers(sim: SimulatorS
 
 
 async def test_a_deadline_gives_pending_and_the_answer_is_cached_afterwards(
-    sim: SimulatorServer,
+    sim: SimulatorServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Sources still waiting for quota at the caller's deadline come back pending, not failed;
-    the lookup goes on, and the next call gets its answer from the cache without a request."""
+    """Sources still waiting for quota at the caller's deadline come back pending, not failed
+    (and the "completed in" line counts them); the lookup goes on, and the next call gets its
+    answer from the cache without a request."""
+    caplog.set_level(logging.INFO, logger="threatintel.engine")
     clock = LockstepClock(START)
     cache = MemoryCache(clock=clock)
     settings = vt_at(sim, clock, 4)
@@ -120,6 +123,8 @@ async def test_a_deadline_gives_pending_and_the_answer_is_cached_afterwards(
         first = await e.analyze(values, deadline=30)
         statuses = [en.sources["virustotal"].status for en in first.enrichments]
         assert statuses.count(SourceStatus.PENDING) == 2
+        done = [r.getMessage() for r in caplog.records if "completed in" in r.getMessage()]
+        assert len(done) == 1 and done[0].endswith("; 2 source answers pending)"), done
         for enrichment in first.enrichments:
             assert all(enrichment.sources[name].status.answered for name in OTHERS)
         pending = [

@@ -12,12 +12,12 @@ line's structured fields (an API_CALL line's provider, key, status, latency, cac
 The lines the old system's recipes grep for:
 
 - ``API_CALL``: one per request sent to a provider (pipeline.py, logger ``threatintel.api``),
-  with the provider, the key's fingerprint (never the key), status, HTTP code, latency and
-  ``cache=miss``; INFO for an answer, WARNING for a 429 or a failure that is retried, ERROR
-  for a failure that ends the lookup. The CLI silences them unless LOG_LEVEL is set: its
-  output already shows each source's status. Cache hits log ``API_CALL ... cache=hit`` at
-  DEBUG only: a warm run of 10,000 indicators would otherwise write 40,000 lines that say
-  nothing went upstream.
+  with the provider, the key's fingerprint (never the key), status, HTTP code (of a failure),
+  latency and ``cache=miss``; INFO for an answer, WARNING for a 429 or a failure that is
+  retried, ERROR for a failure that ends the lookup. The CLI silences them unless LOG_LEVEL
+  is set: its output already shows each source's status. Cache hits log
+  ``API_CALL ... cache=hit`` at DEBUG only: a warm run of 10,000 indicators would otherwise
+  write 40,000 lines that say nothing went upstream.
 - ``rate limit``: a 429 (on its API_CALL line) and each wait for quota (one per episode).
 - ``completed in``: one line per analysis (Engine.analyze, so every door) and per job: INFO
   when a source was asked, failed or is pending, DEBUG when the cache answered it all.
@@ -185,11 +185,16 @@ def log_completed(
     seconds: float,
     *,
     level: int = logging.INFO,
+    pending: int = 0,
 ) -> None:
-    """The one ``... completed in X.XXs`` line of an analysis or a job."""
+    """The one ``... completed in X.XXs`` line of an analysis or a job; ``pending`` sources
+    (still waiting at a deadline) are named, so a fast answer is not read as a whole one."""
     if not log.isEnabledFor(level):
         return
     counts = ", ".join(f"{label} {n}" for label, n in sorted(verdicts.items()) if n)
+    if pending:
+        counts = f"{counts or 'no verdicts'}; {pending} source answer{'s' if pending > 1 else ''}"
+        counts += " pending"
     log.log(
         level,
         "%s: %d indicator%s completed in %.2fs (%s)",
@@ -203,6 +208,7 @@ def log_completed(
             "indicators": indicators,
             "seconds": round(seconds, 3),
             "verdicts": dict(verdicts),
+            "pending": pending,
         },
     )
 
@@ -219,15 +225,17 @@ def log_analysis(what: str, enrichments: Sequence[Enrichment], seconds: float) -
     log = logging.getLogger("threatintel.engine")
     if not log.isEnabledFor(logging.INFO):  # (DEBUG enabled means INFO is too)
         return
-    notable = any(
-        not result.cached and result.status not in _UNASKED
-        for enrichment in enrichments
-        for result in enrichment.sources.values()
-    )
+    notable = False
+    pending = 0
+    for enrichment in enrichments:
+        for result in enrichment.sources.values():
+            if not result.cached and result.status not in _UNASKED:
+                notable = True
+                pending += result.status == "pending"
     level = logging.INFO if notable else logging.DEBUG
     if log.isEnabledFor(level):
         verdicts = Counter(e.verdict.label.value for e in enrichments)
-        log_completed(log, what, verdicts.total(), verdicts, seconds, level=level)
+        log_completed(log, what, verdicts.total(), verdicts, seconds, level=level, pending=pending)
 
 
 def log_quota_wait(event: QuotaWait) -> None:

@@ -42,7 +42,7 @@ from threatintel import mcp_views as views
 from threatintel._keyguard import KeyGuard
 from threatintel._visible import one_line
 from threatintel.errors import NoIndicators, RequestError
-from threatintel.jobs.base import Job, JobStoreError
+from threatintel.jobs.base import Job, JobStoreError, UnknownJob
 from threatintel.mcp_views import MAX_VALUE
 from threatintel.models import Analysis, Enrichment, Extraction
 from threatintel.reports.audience import defang_text
@@ -111,6 +111,11 @@ def safe_errors() -> Iterator[None]:
     naming nothing; anything else masked by fastmcp."""
     try:
         yield
+    except UnknownJob as exc:  # its own message points at a CLI command the model cannot run
+        raise ToolError(
+            f"no job {exc.job_id!r}: it never existed or has expired; submit_batch starts one",
+            log_level=CALLER_MISTAKE,
+        ) from exc
     except RequestError as exc:
         raise ToolError(one_line(str(exc), 500), log_level=CALLER_MISTAKE) from exc
     except JobStoreError as exc:
