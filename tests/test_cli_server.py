@@ -4,11 +4,12 @@ token, and stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import socket
 import subprocess
-import time
 
 import httpx
 import pytest
@@ -86,9 +87,9 @@ def test_a_busy_port_is_one_line() -> None:
 async def test_serves_the_api_and_mcp_with_the_token_then_stops_on_sigterm(
     sim: SimulatorServer,
 ) -> None:
-    """The console script serves on the port it names, without Nagle delays on keep-alive
-    connections; the API and MCP at /mcp need the token (fastmcp's Client lists the tools
-    and calls one with it, fails without it); SIGTERM stops it."""
+    """The console script serves on the port it names; the API and MCP at /mcp need the token
+    (fastmcp's Client lists the tools and calls one with it, fails without it); SIGTERM
+    stops it."""
     from fastmcp import Client
     from mcp.shared.exceptions import MCPError
 
@@ -97,12 +98,6 @@ async def test_serves_the_api_and_mcp_with_the_token_then_stops_on_sigterm(
         assert server.url.startswith("http://127.0.0.1:")
         async with httpx.AsyncClient(base_url=server.url) as client:
             assert (await client.get("/health")).status_code == 200
-            # One keep-alive connection: with Nagle left on, each answer waited ~40 ms for
-            # the client's delayed ACK (20 requests >= 0.8 s); without it they take ~20 ms.
-            started = time.perf_counter()
-            for _ in range(20):
-                await client.get("/health")
-            assert time.perf_counter() - started < 0.5
             assert (await client.get("/api/v1/providers")).status_code == 401
             found = await client.get(
                 "/api/v1/indicators/8.8.8.8", headers={"Authorization": f"Bearer {TOKEN}"}
@@ -148,3 +143,52 @@ def test_access_lines_only_at_debug(sim: SimulatorServer, level: str, logged: bo
         assert httpx.get(f"{server.url}/health").status_code == 200
         server.stop(signal.SIGTERM)
     assert ('"GET /health HTTP/1.1" 200' in server.stderr) is logged, server.stderr
+
+
+def test_the_listening_socket_says_tcp() -> None:
+    """The server listens on an IPPROTO_TCP socket, so asyncio sets TCP_NODELAY on each
+    connection it accepts (with protocol 0 every keep-alive answer waited ~40 ms for the
+    client's delayed ACK) and the accepted socket has it."""
+    from threatintel.cli_server import listen
+
+    with listen("127.0.0.1", 0) as sock:
+        assert sock.proto == socket.IPPROTO_TCP
+
+        async def accepted_nodelay() -> int:
+            got: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+            def on_connect(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                raw = writer.get_extra_info("socket")
+                got.set_result(raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                writer.close()
+
+            server = await asyncio.start_server(on_connect, sock=sock)
+            async with server:
+                _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+                value = await asyncio.wait_for(got, 10)
+                writer.close()
+            return value
+
+        assert asyncio.run(accepted_nodelay()) != 0
+
+
+def test_refuses_a_short_token_off_loopback() -> None:
+    """Off loopback a token shorter than 16 characters is refused in one line (exit 2)."""
+    done = run_server("--host", "0.0.0.0", env={"THREATINTEL_API_TOKEN": "short"})
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "shorter than 16 characters" in lines[0], done.stderr
+    assert "short" not in lines[0].replace("shorter", "")
+
+
+def test_json_logs_keep_the_start_lines_json(sim: SimulatorServer) -> None:
+    """With LOG_FORMAT=json the start-up note and the serving line are JSON records too."""
+    env = sim_env(sim, THREATINTEL_API_TOKEN="", CACHE_BACKEND="memory", LOG_FORMAT="json")
+    with ServerProcess(env) as server:
+        code = server.stop(signal.SIGTERM)
+    assert code == 0, server.stderr
+    lines = [line for line in server.stderr.splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # every line one JSON object
+    messages = [r["message"] for r in records]
+    assert any(m.startswith("note: THREATINTEL_API_TOKEN is not set") for m in messages)
+    assert any(m.startswith("serving the HTTP API on http://127.0.0.1:") for m in messages)

@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 #: Seconds a stopping server waits for open requests (an MCP stream may never end on its own).
 GRACEFUL_SHUTDOWN = 10
 
+#: Shortest token accepted off loopback: a guessable token is no authentication.
+MIN_TOKEN_CHARS = 16
+
+logger = logging.getLogger("threatintel.server")
+
 
 def register(app: typer.Typer) -> None:
     """Add `server` to ``app``."""
@@ -54,8 +59,16 @@ def server(
     settings = load_settings(announce=False)
     with errors_as_exit_codes():
         if transport == "stdio":
+            import sys
+
             from threatintel.mcp_server import serve_stdio
 
+            if sys.stdin.isatty():  # someone ran it by hand: say what it waits for
+                announce(
+                    settings,
+                    "MCP over stdio: waiting for an MCP client on stdin (desktop apps start "
+                    "this command themselves; see the README's MCP section; Ctrl-C stops)",
+                )
             anyio.run(serve_stdio, settings)
         else:
             serve_http(settings, host, port)
@@ -71,38 +84,75 @@ def is_loopback(host: str) -> bool:
         return False  # a name: it may resolve to anything
 
 
+def announce(settings: Settings, line: str) -> None:
+    """One line for whoever runs the server: on stderr as is, or as a log record with
+    LOG_FORMAT=json so a log collector's stream stays one JSON object per line."""
+    if settings.log_format == "json":
+        from threatintel import logs
+
+        logs.configure(settings, server=True)
+        logger.log(logging.WARNING if line.startswith("note:") else logging.INFO, line)
+        return
+    from rich.markup import escape
+
+    from threatintel.cli import err
+
+    err.print(escape(line))
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host``:``port``; OSError when it cannot be bound.
+
+    IPPROTO_TCP, not the default 0: accepted sockets inherit it, and asyncio sets TCP_NODELAY
+    only on sockets that say TCP. Without it every keep-alive answer waited ~40 ms (Nagle
+    holding the body behind the headers until the client's delayed ACK)."""
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def serve_http(settings: Settings, host: str, port: int) -> None:
     """Serve the HTTP API (and /mcp) with uvicorn on ``host``:``port`` until SIGINT/SIGTERM,
     which finish open requests first. Refuses a non-loopback address without a token."""
     import anyio
-    from rich.markup import escape
 
-    from threatintel.cli import EXIT_CONFIG, EXIT_USAGE, err, fail
+    from threatintel.cli import EXIT_CONFIG, EXIT_USAGE, fail
 
     # The app makes its Service in its lifespan; made (and closed) once here first, a setting
     # it refuses is one line and exit 3 rather than a traceback from uvicorn's lifespan.
     anyio.run(_preflight, settings)
-    token = settings.threatintel_api_token
-    if token is None or not token.get_secret_value():
-        if not is_loopback(host):
+    token = (
+        settings.threatintel_api_token.get_secret_value() if settings.threatintel_api_token else ""
+    )
+    if not is_loopback(host):
+        if not token:
             fail(
                 f"refusing to serve on {host} without THREATINTEL_API_TOKEN: set it (clients "
                 "send 'Authorization: Bearer <token>'), or bind to 127.0.0.1",
                 EXIT_USAGE,
             )
-        err.print("note: THREATINTEL_API_TOKEN is not set: no authentication (loopback only)")
-    host = host.strip("[]")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP, not the default 0: accepted sockets inherit it, and asyncio sets TCP_NODELAY
-    # only on sockets that say TCP. Without it every keep-alive answer waited ~40 ms (Nagle
-    # holding the body behind the headers until the client's delayed ACK).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        if len(token) < MIN_TOKEN_CHARS:
+            fail(
+                f"refusing to serve on {host}: THREATINTEL_API_TOKEN is shorter than "
+                f"{MIN_TOKEN_CHARS} characters (try: openssl rand -hex 32)",
+                EXIT_USAGE,
+            )
+    elif not token:
+        announce(
+            settings, "note: THREATINTEL_API_TOKEN is not set: no authentication (loopback only)"
+        )
     try:  # bound here, so a busy port is one line and --port 0 can say which port it got
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
+        sock = listen(host, port)
     except OSError as exc:
-        sock.close()
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", EXIT_USAGE)
+    host = host.strip("[]")
 
     import uvicorn
 
@@ -137,8 +187,8 @@ def serve_http(settings: Settings, host: str, port: int) -> None:
         logging.getLogger("uvicorn.access").propagate = False
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    err.print(
-        escape(f"serving the HTTP API on http://{shown}:{bound} (MCP at /mcp, docs at /docs)")
+    announce(
+        settings, f"serving the HTTP API on http://{shown}:{bound} (MCP at /mcp, docs at /docs)"
     )
     server = _Server(config)
     from threatintel._process import settle
