@@ -372,6 +372,14 @@ async def call_with_mistakes(mcp: FastMCP) -> None:
             await client.call_tool("analyze_iocs", {"ioc_string": many})
         with pytest.raises(MCPError) as resource:
             await client.read_resource("threatintel://jobs/20240101-000000-abcdef/report.csv")
+        with pytest.raises(ToolError) as arguments:
+            await client.call_tool(
+                "lookup_ioc", {"value": TEST_KEYS["otx"] + "x" * 3000, "deadline_seconds": 1000}
+            )
+    assert str(arguments.value).startswith("invalid arguments for lookup_ioc: ")
+    assert "deadline_seconds: Input should be less than or equal to 120" in str(arguments.value)
+    assert "value: String should have at most" in str(arguments.value)
+    assert "xxxx" not in str(arguments.value)  # the value given is never quoted back
     assert "no indicators found in the input (not an indicator:" in str(nothing.value)
     assert "no indicators" in str(empty.value)
     assert "no job '20240101-000000-abcdef'" in str(unknown.value)
@@ -379,7 +387,7 @@ async def call_with_mistakes(mcp: FastMCP) -> None:
     assert "threatintel jobs" not in str(unknown.value)  # a CLI command the model cannot run
     assert "no job" in str(resource.value)
     assert "more than 1,000 indicators: use submit_batch" in str(too_many.value)
-    for error in (nothing, empty, unknown, key, too_many, resource):
+    for error in (nothing, empty, unknown, key, too_many, resource, arguments):
         text = str(error.value)
         assert "Traceback" not in text and "\n" not in text
         assert all(k not in text for k in TEST_KEYS.values())

@@ -31,8 +31,11 @@ from typing import TYPE_CHECKING, Annotated, Literal
 os.environ.setdefault("FASTMCP_CHECK_FOR_UPDATES", "off")
 os.environ.setdefault("FASTMCP_SHOW_SERVER_BANNER", "false")
 
+import mcp_types
 from fastmcp import Context, FastMCP
 from fastmcp.exceptions import ResourceError, ToolError
+from fastmcp.exceptions import ValidationError as FastMCPValidationError
+from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools import ToolResult
 from fastmcp_tasks import TasksExtension
 from mcp_types import TextContent, ToolAnnotations
@@ -122,6 +125,24 @@ def safe_errors() -> Iterator[None]:
         raise ToolError("the job store is unavailable; try again later") from exc
 
 
+class OneLineArgumentErrors(Middleware):
+    """Arguments that fail validation come back as one sentence naming each argument and
+    what is wrong with it, not pydantic's multi-line dump quoting the value given."""
+
+    async def on_call_tool(
+        self,
+        context: MiddlewareContext[mcp_types.CallToolRequestParams],
+        call_next: CallNext[mcp_types.CallToolRequestParams, ToolResult],
+    ) -> ToolResult:
+        try:
+            return await call_next(context)
+        except FastMCPValidationError as exc:
+            raise ToolError(
+                views.argument_problems(context.message.name, exc.__cause__),
+                log_level=CALLER_MISTAKE,
+            ) from None
+
+
 class Progress:
     """Progress notifications from synchronous hooks: ``push`` queues, one task sends in order.
 
@@ -200,6 +221,7 @@ def build_mcp(service: ServiceSource, *, tasks_url: str = "memory://") -> FastMC
     """The MCP server over the Service ``service()`` returns when a tool runs. ``tasks_url``
     holds background tasks: memory:// for one process, REDIS_URL for several (``tasks_url_for``)."""
     mcp = FastMCP("threatintel", instructions=INSTRUCTIONS, mask_error_details=True)
+    mcp.add_middleware(OneLineArgumentErrors())
     # Docket re-runs a task its worker has not finished within redelivery_timeout.
     mcp.add_extension(
         TasksExtension(
