@@ -693,3 +693,15 @@ def test_hand_built_indicators_are_scoped_safely() -> None:
     assert non_public_reason(Indicator(type=T.ASN, value="AS64512")) == (
         "private-use AS number (RFC 6996)"
     )
+
+
+def test_a_lone_symbol_is_not_called_empty() -> None:
+    """A value that is only a symbol says it had nothing left once symbols went, not that it
+    was empty; a blank value is still "empty input"."""
+    from threatintel.errors import InvalidIndicator
+    from threatintel.indicators import parse_indicator
+
+    with pytest.raises(InvalidIndicator, match="nothing left once symbols are removed"):
+        parse_indicator("☃")
+    with pytest.raises(InvalidIndicator, match="empty input"):
+        parse_indicator("   ")

@@ -434,7 +434,9 @@ def parse_indicator(raw: str) -> Indicator:
     """Classify and normalise one value given on purpose; raise InvalidIndicator if we can't."""
     text = clean_pasted(raw).strip()
     if not text:
-        raise InvalidIndicator(raw, "empty input")
+        # "☃" or "•" alone is not empty input: what pasting cleans away was all there was.
+        reason = "empty input" if not raw.strip() else "nothing left once symbols are removed"
+        raise InvalidIndicator(raw, reason)
     if len(text) > 2 * MAX_URL_LENGTH:
         raise InvalidIndicator(raw, "too long to be an indicator")
     text = _trim_given(refang(text))
