@@ -1,6 +1,6 @@
 """Two `threatintel server --transport http` processes sharing REDIS_URL behave as one: a job
 submitted to one is polled to completion and reported by the other, and the per-client
-request limit counts across both."""
+request limit counts across both; cache and quotas are one too."""
 
 from __future__ import annotations
 
@@ -81,3 +81,32 @@ def test_a_job_submitted_to_one_instance_finishes_on_the_other(
             refused = client.get(f"{b.url}/api/v1/providers")
             assert refused.status_code == 429, refused.text
             assert client.get(f"{b.url}/health").status_code == 200
+
+
+def test_cache_and_quotas_are_shared_across_instances(
+    sim: SimulatorServer, shared_redis: str
+) -> None:
+    """An indicator looked up on instance A is answered from the cache on instance B without
+    a request upstream, and B's quota report counts the calls A made."""
+    env = sim_env(sim, THREATINTEL_API_TOKEN=TOKEN, REDIS_URL=shared_redis, API_RATE_LIMIT="0")
+    with (
+        ServerProcess(env) as a,
+        ServerProcess(env) as b,
+        httpx.Client(headers=AUTH, timeout=30) as client,
+    ):
+        first = client.get(f"{a.url}/api/v1/indicators/45.1.2.3").json()
+        assert not any(s["cached"] for s in first["sources"].values())
+        asked = sim.log.count()
+        assert asked >= 4  # every source was asked once, by A
+
+        used = {
+            p["provider"]: sum(w["used"] for k in p["keys"] for w in k["windows"])
+            for p in client.get(f"{b.url}/api/v1/providers").json()["providers"]
+        }
+        assert used["virustotal"] >= 1 and used["abuseipdb"] >= 1, used
+
+        again = client.get(f"{b.url}/api/v1/indicators/45.1.2.3").json()
+        assert all(
+            s["cached"] for s in again["sources"].values() if s["status"] in ("ok", "not_found")
+        )
+        assert sim.log.count() == asked  # B asked nobody
