@@ -140,12 +140,15 @@ class LazyMount:
     def _failed(
         self, what: str, exc: BaseException, then: str = "the next request tries again"
     ) -> None:
+        cause = exc
+        while isinstance(cause, BaseExceptionGroup) and len(cause.exceptions) == 1:
+            cause = cause.exceptions[0]  # a task group's one error, not "unhandled errors..."
         logger.error(
             "%s %s (%s: %s); %s",
             self.name,
             what,
-            type(exc).__name__,
-            self.scrub(str(exc)),
+            type(cause).__name__,
+            self.scrub(str(cause)),
             then,
         )
         logger.debug("%s failure", self.name, exc_info=exc)

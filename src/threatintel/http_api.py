@@ -193,7 +193,7 @@ def build_app(settings: Settings, *, service: Service | None = None) -> ASGIApp:
 
 
 def _mcp_builder(settings: Settings, state: _State) -> Callable[[], Awaitable[Starlette]]:
-    """What /mcp serves, made on its first request: fastmcp and fastmcp-tasks (about 45 MB
+    """What /mcp serves, made on its first request: fastmcp and fastmcp-tasks (about 60 MB
     and a second or more of imports) are loaded only by a server that is asked for MCP.
 
     Not loaded at start-up even with REDIS_URL, where Docket's workers share one queue of
