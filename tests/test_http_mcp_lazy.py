@@ -25,7 +25,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from http_server import ServerProcess, serving_here
-from support import sim_env, sim_settings
+from support import TEST_KEYS, sim_env, sim_settings
 from threatintel._lazy_mount import LazyMount
 from threatintel.http_api import build_app
 from threatintel.service import Service
@@ -167,9 +167,10 @@ async def test_concurrent_first_mcp_clients_share_one_load(
 async def test_the_server_logs_mcp_through_its_own_handler(
     sim: SimulatorServer, tmp_path: Path
 ) -> None:
-    """With LOG_FORMAT=json, fastmcp's lines (its logger has a rich handler of its own once
-    imported) come out as JSON after the lazy load, next to the load's own line; SIGTERM then
-    stops the server cleanly."""
+    """With LOG_FORMAT=json, fastmcp's lines come out through the server's handler after the
+    lazy load (fastmcp's import would give its logger a rich handler of its own), as JSON and
+    with a key a caller passed as a tool argument masked, next to the load's own line;
+    SIGTERM then stops the server cleanly."""
     from fastmcp import Client
 
     env = sim_env(
@@ -183,6 +184,7 @@ async def test_the_server_logs_mcp_through_its_own_handler(
     with ServerProcess(env) as server:
         async with Client(f"{server.url}/mcp", auth=TOKEN) as mcp:
             await mcp.list_tools()
+            await mcp.call_tool("extract_iocs", {"text": f"key {TEST_KEYS['otx']} pasted"})
         code = server.stop(signal.SIGTERM)
     assert code == 0, server.stderr
     lines = [line for line in server.stderr.splitlines() if line.strip()]
@@ -190,6 +192,8 @@ async def test_the_server_logs_mcp_through_its_own_handler(
     records = [json.loads(line) for line in lines if not line.startswith(ours)]
     loggers = {record["logger"] for record in records}
     assert any(name.startswith("fastmcp") for name in loggers), loggers
+    assert any("extract_iocs" in r["message"] for r in records if r["logger"].startswith("fastmcp"))
+    assert TEST_KEYS["otx"] not in server.stderr
     assert any("loaded on first use" in record["message"] for record in records)
     assert not [r for r in records if r["level"] in ("ERROR", "CRITICAL")]
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import http
 import importlib
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Final
@@ -201,12 +202,17 @@ def _mcp_builder(settings: Settings, state: _State) -> Callable[[], Awaitable[St
     has loaded MCP and runs a worker, and an instance polling a task loads MCP on that poll."""
 
     async def build() -> Starlette:
+        from threatintel import logs
+
+        if logs.configured():
+            # Else fastmcp's import gives its logger a rich handler of its own (propagate off),
+            # long after logs.configure() adopted it: its lines must reach ours (our format,
+            # keys and token scrubbed).
+            os.environ["FASTMCP_LOG_ENABLED"] = "false"
         # Imported in a thread: the REST API keeps answering meanwhile.
         await anyio.to_thread.run_sync(importlib.import_module, "threatintel.mcp_server")
-        from threatintel import logs, mcp_server
+        from threatintel import mcp_server
 
-        if logs.configured():  # fastmcp gave its logger a handler of its own on import
-            logs.configure(settings, server=True)
         mcp = mcp_server.build_mcp(state.get, tasks_url=mcp_server.tasks_url_for(settings))
         return mcp_server.http_app(mcp)
 
