@@ -13,17 +13,21 @@ for POST /api/v1/jobs), gzip (COMPRESS_RESPONSES), then FastAPI's routes and /mc
 Every 4xx and 5xx body is ``{"error": code, "detail": one sentence}`` (ErrorBody): the
 caller's mistakes (``RequestError``) are 4xx, a store that cannot be reached is 503, anything
 else a 500 with no traceback. Validation problems give their place and message, never the
-input. fastapi and fastmcp load here, so only ``threatintel server`` imports this module.
+input. fastapi loads here, so only ``threatintel server`` imports this module; fastmcp loads
+on the first request to /mcp (``_lazy_mount``), so a REST-only server never pays for it.
 """
 
 from __future__ import annotations
 
 import http
+import importlib
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
+import anyio
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -33,6 +37,8 @@ from starlette.routing import Match, Route
 
 from threatintel._asgi import BearerAuth, BodyLimit, RateLimit, Timing
 from threatintel._keyguard import KeyGuard
+from threatintel._lazy_mount import LazyMount
+from threatintel._redaction import url_secrets
 from threatintel._version import __version__
 from threatintel.errors import (
     InvalidIndicator,
@@ -61,6 +67,7 @@ from threatintel.service import Service, ServiceStatus
 from threatintel.settings import Settings
 
 if TYPE_CHECKING:
+    from starlette.applications import Starlette
     from starlette.types import ASGIApp, Scope
 
 logger = logging.getLogger("threatintel.http")
@@ -117,15 +124,13 @@ class _State:
 def build_app(settings: Settings, *, service: Service | None = None) -> ASGIApp:
     """The whole HTTP server over ``service`` (default: one made from ``settings`` when the
     app starts and closed when it stops; a given one is left open)."""
-    from fastmcp.utilities.lifespan import combine_lifespans
     from starlette.middleware.gzip import GZipMiddleware
 
-    from threatintel import mcp_server
-
     state = _State(service)
+    mcp = LazyMount(_mcp_builder(settings, state), name="MCP at /mcp", scrub=_scrubber(settings))
 
     @asynccontextmanager
-    async def service_lifespan(_: object) -> AsyncIterator[None]:
+    async def service_lifespan() -> AsyncIterator[None]:
         if service is not None:
             yield
             return
@@ -136,8 +141,11 @@ def build_app(settings: Settings, *, service: Service | None = None) -> ASGIApp:
             finally:
                 state.service = None
 
-    mcp = mcp_server.build_mcp(state.get, tasks_url=mcp_server.tasks_url_for(settings))
-    mcp_app = mcp_server.http_app(mcp)
+    @asynccontextmanager
+    async def lifespan(_: object) -> AsyncIterator[None]:
+        async with service_lifespan(), mcp.running():  # MCP (if loaded) stops first
+            yield
+
     api = FastAPI(
         title="threatintel",
         version=__version__,
@@ -147,11 +155,11 @@ def build_app(settings: Settings, *, service: Service | None = None) -> ASGIApp:
             "<THREATINTEL_API_TOKEN>` when the server has a token. Errors are "
             '`{"error": code, "detail": sentence}`. MCP (streamable HTTP) is served at /mcp.'
         ),
-        lifespan=combine_lifespans(service_lifespan, mcp_app.lifespan),
+        lifespan=lifespan,
     )
     _add_routes(api, state, settings)
     _add_error_handlers(api)
-    api.router.routes.append(Route("/mcp", endpoint=mcp_app, methods=["GET", "POST", "DELETE"]))
+    api.router.routes.append(Route("/mcp", endpoint=mcp, methods=["GET", "POST", "DELETE"]))
     _document_auth(api)
     if settings.compress_responses:  # GZipMiddleware leaves text/event-stream alone
         api.add_middleware(GZipMiddleware, minimum_size=GZIP_MINIMUM)
@@ -183,6 +191,44 @@ def build_app(settings: Settings, *, service: Service | None = None) -> ASGIApp:
             state.service.metrics.observe_http(method, _template(api, scope), status, seconds)
 
     return Timing(app, observe)
+
+
+def _mcp_builder(settings: Settings, state: _State) -> Callable[[], Awaitable[Starlette]]:
+    """What /mcp serves, made on its first request: fastmcp and fastmcp-tasks (about 60 MB
+    and a second or more of imports) are loaded only by a server that is asked for MCP.
+
+    Not loaded at start-up even with REDIS_URL, where Docket's workers share one queue of
+    background tasks: a task is only ever submitted through /mcp, so the instance that took it
+    has loaded MCP and runs a worker, and an instance polling a task loads MCP on that poll."""
+
+    async def build() -> Starlette:
+        from threatintel import logs
+
+        if logs.configured():
+            # Else fastmcp's import gives its logger a rich handler of its own (propagate off),
+            # long after logs.configure() adopted it: its lines must reach ours (our format,
+            # keys and token scrubbed).
+            os.environ["FASTMCP_LOG_ENABLED"] = "false"
+        # Imported in a thread: the REST API keeps answering meanwhile.
+        await anyio.to_thread.run_sync(importlib.import_module, "threatintel.mcp_server")
+        from threatintel import mcp_server
+
+        mcp = mcp_server.build_mcp(state.get, tasks_url=mcp_server.tasks_url_for(settings))
+        return mcp_server.http_app(mcp)
+
+    return build
+
+
+def _scrubber(settings: Settings) -> Callable[[str], str]:
+    """Masks REDIS_URL's password (the tasks' store) in a message about a failed start."""
+    secrets = url_secrets(settings.redis_url.get_secret_value()) if settings.redis_url else []
+
+    def scrub(text: str) -> str:
+        for secret in secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    return scrub
 
 
 def _template(api: FastAPI, scope: Scope) -> str:
