@@ -85,7 +85,7 @@ def run_wrk(base: str, paths: list[str], seconds: float, home: str) -> dict[str,
         f'  return wrk.format("GET", paths[(i % #paths) + 1], '
         f'{{["Authorization"] = "Bearer {TOKEN}"}})\nend\n'
     )
-    cmd = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{int(seconds)}s", "--latency", "-s", str(script)]
+    cmd = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{int(seconds)}s", "--latency", "-s", str(script)]
     out = subprocess.run([*cmd, base], capture_output=True, text=True, check=True).stdout
 
     def ms(label: str) -> float:
@@ -99,7 +99,7 @@ def run_wrk(base: str, paths: list[str], seconds: float, home: str) -> dict[str,
     errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     sock_errors = re.search(r"Socket errors:.*", out)
     return {
-        "client": "wrk -t2 -c50",
+        "client": "wrk -t1 -c50",
         "throughput": float(rate.group(1)) if rate else float("nan"),
         "p50_ms": ms("50"),
         "p99_ms": ms("99"),

@@ -117,3 +117,18 @@ async def test_status_answers_with_the_shared_store_down(sim: SimulatorServer) -
     assert status.cache == "unreachable"
     assert len(status.providers) == 4
     assert not any(p.shared_store_reachable for p in status.providers)
+
+
+async def test_lookup_matches_the_stream(sim: SimulatorServer) -> None:
+    """Engine.lookup gives what the stream gives for one value: the same indicator, spellings,
+    sources and verdict; a value holding a key, or none, is NoIndicators."""
+    async with Service(sim_settings(sim), store=MemoryJobStore()) as service:
+        one = await service.lookup("hxxps://login-verify[.]com/a")
+        streamed = [e async for e in service.engine.stream(["hxxps://login-verify[.]com/a"])]
+        assert one.indicator == streamed[0].indicator
+        assert one.inputs == streamed[0].inputs == ["hxxps://login-verify[.]com/a"]
+        assert one.verdict == streamed[0].verdict
+        assert set(one.sources) == set(streamed[0].sources)
+        for bad in (TEST_KEYS["abuseipdb"], "   ", "☃"):
+            with pytest.raises(NoIndicators):
+                await service.lookup(bad)

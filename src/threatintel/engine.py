@@ -37,7 +37,6 @@ from threatintel.cache import Cache
 from threatintel.cache.batched import BatchedReads
 from threatintel.clock import Clock, SystemClock
 from threatintel.errors import CacheError, InvalidIndicator, UnknownProvider
-from threatintel.indicators import non_public_reason
 from threatintel.intake import Intake, Text, Values
 from threatintel.logs import log_analysis, quota_wait_logger
 from threatintel.lookups import (
@@ -46,6 +45,7 @@ from threatintel.lookups import (
     LookupHook,
     ProviderQuota,
     ResultHook,
+    decide,
     pending,
     unscored,
 )
@@ -61,13 +61,13 @@ from threatintel.models import (
 from threatintel.pipeline import CacheRead, SourcePipeline, SourceStats
 from threatintel.providers import Provider
 from threatintel.quota import QuotaStore, QuotaWaitHook, Window
-from threatintel.resilience import CircuitBreaker, RetryPolicy
+from threatintel.resilience import CircuitBreaker
 from threatintel.scoring import score
 from threatintel.settings import Settings
 from threatintel.wiring import (
     build_cache,
     build_client,
-    build_limiter,
+    build_pipelines,
     build_providers,
     build_quota_store,
 )
@@ -136,48 +136,17 @@ class Engine:
         self._on_lookup = on_lookup
         # Every wait for quota logs a "rate limit" line, whoever else listens.
         on_quota_wait = quota_wait_logger(on_quota_wait)
-        retry = RetryPolicy(
-            settings.max_retries,
-            backoff_base=settings.retry_backoff_base,
-            backoff_cap=settings.retry_backoff_cap,
-            max_retry_after=settings.max_retry_after,
+        self.pipelines: dict[str, SourcePipeline] = build_pipelines(
+            settings,
+            self.providers,
+            quota_store=self.quota_store,
+            cache=self.cache,
+            clock=self.clock,
+            windows=windows,
+            on_quota_wait=on_quota_wait,
+            include_raw=include_raw,
+            on_call=on_call,
         )
-        self.pipelines: dict[str, SourcePipeline] = {}
-        for name, provider in self.providers.items():
-            limiter = build_limiter(
-                settings,
-                name,
-                provider,
-                self.quota_store,
-                self.clock,
-                windows=(windows or {}).get(name),
-                on_wait=on_quota_wait,
-            )
-            breaker = CircuitBreaker(
-                name,
-                failure_rate=settings.circuit_failure_rate,
-                min_calls=settings.circuit_min_calls,
-                window=settings.circuit_window,
-                reset_after=settings.circuit_reset_after,
-                clock=self.clock,
-            )
-            self.pipelines[name] = SourcePipeline(
-                provider,
-                limiter=limiter,
-                breaker=breaker,
-                retry=retry,
-                clock=self.clock,
-                cache=self.cache,
-                include_raw=include_raw,
-                ttl=settings.cache_ttl_for(name),
-                negative_ttl=settings.negative_cache_ttl,
-                lookup_timeout=settings.lookup_timeout,
-                # Long enough for a peer's whole lookup (every attempt) to finish.
-                lock_ttl=settings.request_timeout * (settings.max_retries + 1) + 5,
-                # MAX_WORKERS: HTTP calls in flight per provider, taken after the quota grant.
-                max_inflight=settings.max_workers,
-                on_call=on_call,
-            )
 
     @property
     def breakers(self) -> dict[str, CircuitBreaker]:
@@ -346,6 +315,32 @@ class Engine:
         if label is not None:
             raise InvalidIndicator(label, KEY_REASON)
         return await self._enrich(indicator, self.select(providers), None)
+
+    async def lookup(
+        self,
+        value: str,
+        *,
+        providers: Sequence[str] | None = None,
+        deadline: float | None = None,
+    ) -> Enrichment:
+        """One value (raw, defanged or pasted) enriched, as ``stream`` would: its first
+        indicator, within ``deadline`` seconds, keys screened. Without the stream's reader
+        task, queue and window, which a server's single lookups would pay for each time.
+        NoIndicators when the value holds no indicator."""
+        names = self.select(providers)
+        due = None if deadline is None else self.clock.time() + max(0.0, deadline)
+        with self.intake() as intake:
+            found = next(iter(intake.feed_value(value)), None)
+            if found is None:
+                found = next(iter(intake.finish()), None)
+            if found is None:
+                intake.require()  # NoIndicators, saying what was skipped
+                raise AssertionError("Intake.require raises when nothing was found")
+            indicator = found[0]
+            assessed = await self._assess(indicator, names, due)
+            inputs = intake.claim(indicator)
+        sources, verdict = assessed.sources, assessed.verdict
+        return Enrichment(indicator=indicator, inputs=inputs, sources=sources, verdict=verdict)
 
     # --- the stream ------------------------------------------------------------------------
     async def _stream(
@@ -518,39 +513,7 @@ class Engine:
         return reads
 
     def _decide(self, indicator: Indicator, names: list[str]) -> dict[str, SourceResult | None]:
-        """Each source's answer when no lookup is needed (or allowed), else None: ask it.
-        Whether the indicator is public is checked once for all of them, and only when one
-        of them looks it up (an address or host check is the dearest part of a warm lookup)."""
-        decided: dict[str, SourceResult | None] = {}
-        checked = self.settings.query_private
-        reason: str | None = None
-        for name in names:
-            provider = self.providers[name]
-            if not indicator.queryable or indicator.type not in provider.supports:
-                decided[name] = SourceResult(
-                    source=name,
-                    status=SourceStatus.NOT_APPLICABLE,
-                    message=f"{provider.title} does not look up {indicator.type.value} indicators",
-                )
-                continue
-            if not checked:
-                reason = non_public_reason(indicator, self.settings.internal_domains)
-                checked = True
-            if reason:
-                decided[name] = SourceResult(
-                    source=name,
-                    status=SourceStatus.NOT_QUERIED_PRIVATE,
-                    message=f"not sent to third parties: {reason}",
-                )
-            elif provider.requires_key and not self.settings.api_keys(name):
-                decided[name] = SourceResult(
-                    source=name,
-                    status=SourceStatus.NOT_CONFIGURED,
-                    message=f"no {name.upper()}_API_KEY configured",
-                )
-            else:
-                decided[name] = None
-        return decided
+        return decide(indicator, names, self.providers, self.settings)
 
     async def _source(
         self, name: str, indicator: Indicator, read: CacheRead | None = None

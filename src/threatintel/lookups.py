@@ -6,13 +6,24 @@ Kept apart from ``engine`` so that hooks and adapters can name these types cheap
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from threatintel.models import Enrichment, SourceResult, SourceStatus, Verdict, VerdictLabel
+from threatintel.models import (
+    Enrichment,
+    Indicator,
+    SourceResult,
+    SourceStatus,
+    Verdict,
+    VerdictLabel,
+)
 from threatintel.quota import KeyUsage
 from threatintel.resilience import BreakerState
+
+if TYPE_CHECKING:
+    from threatintel.providers import Provider
+    from threatintel.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,3 +94,46 @@ def pending(name: str, *, started: bool) -> SourceResult:
         else "not asked: the caller's deadline had passed"
     )
     return SourceResult(source=name, status=SourceStatus.PENDING, message=message)
+
+
+def decide(
+    indicator: Indicator,
+    names: Sequence[str],
+    providers: Mapping[str, Provider],
+    settings: Settings,
+) -> dict[str, SourceResult | None]:
+    """Each source's answer when no lookup is needed (or allowed), else None: ask it.
+    Whether the indicator is public is checked once for all of them, and only when one
+    of them looks it up (an address or host check is the dearest part of a warm lookup)."""
+    from threatintel.indicators import non_public_reason
+
+    decided: dict[str, SourceResult | None] = {}
+    checked = settings.query_private
+    reason: str | None = None
+    for name in names:
+        provider = providers[name]
+        if not indicator.queryable or indicator.type not in provider.supports:
+            decided[name] = SourceResult(
+                source=name,
+                status=SourceStatus.NOT_APPLICABLE,
+                message=f"{provider.title} does not look up {indicator.type.value} indicators",
+            )
+            continue
+        if not checked:
+            reason = non_public_reason(indicator, settings.internal_domains)
+            checked = True
+        if reason:
+            decided[name] = SourceResult(
+                source=name,
+                status=SourceStatus.NOT_QUERIED_PRIVATE,
+                message=f"not sent to third parties: {reason}",
+            )
+        elif provider.requires_key and not settings.api_keys(name):
+            decided[name] = SourceResult(
+                source=name,
+                status=SourceStatus.NOT_CONFIGURED,
+                message=f"no {name.upper()}_API_KEY configured",
+            )
+        else:
+            decided[name] = None
+    return decided

@@ -14,7 +14,7 @@ limiter's windows, limits and their variable names come from the provider regist
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -24,6 +24,8 @@ from threatintel._version import __version__
 from threatintel.cache import Cache, open_cache
 from threatintel.clock import Clock
 from threatintel.errors import ConfigError
+from threatintel.lookups import CallHook
+from threatintel.pipeline import SourcePipeline
 from threatintel.providers import PROVIDERS, HttpProvider, Provider, QuotaWindow
 from threatintel.quota import (
     FallbackQuotaStore,
@@ -35,6 +37,7 @@ from threatintel.quota import (
     Window,
 )
 from threatintel.quota.sqlite import SQLiteQuotaStore
+from threatintel.resilience import CircuitBreaker, RetryPolicy
 from threatintel.settings import Settings
 
 if TYPE_CHECKING:
@@ -254,3 +257,61 @@ def _safe(exc: BaseException) -> str:
     """An exception's text without anything that looks like credentials in a URL."""
     text = " ".join(str(exc).split())[:200]
     return re.sub(r"//[^/@\s]+@", "//***@", text)
+
+
+def build_pipelines(
+    settings: Settings,
+    providers: Mapping[str, Provider],
+    *,
+    quota_store: QuotaStore,
+    cache: Cache,
+    clock: Clock,
+    windows: Mapping[str, Sequence[Window]] | None,
+    on_quota_wait: QuotaWaitHook | None,
+    include_raw: bool,
+    on_call: CallHook | None,
+) -> dict[str, SourcePipeline]:
+    """One call pipeline per provider: its limiter, breaker, retry policy and cache use."""
+    retry = RetryPolicy(
+        settings.max_retries,
+        backoff_base=settings.retry_backoff_base,
+        backoff_cap=settings.retry_backoff_cap,
+        max_retry_after=settings.max_retry_after,
+    )
+    pipelines: dict[str, SourcePipeline] = {}
+    for name, provider in providers.items():
+        limiter = build_limiter(
+            settings,
+            name,
+            provider,
+            quota_store,
+            clock,
+            windows=(windows or {}).get(name),
+            on_wait=on_quota_wait,
+        )
+        breaker = CircuitBreaker(
+            name,
+            failure_rate=settings.circuit_failure_rate,
+            min_calls=settings.circuit_min_calls,
+            window=settings.circuit_window,
+            reset_after=settings.circuit_reset_after,
+            clock=clock,
+        )
+        pipelines[name] = SourcePipeline(
+            provider,
+            limiter=limiter,
+            breaker=breaker,
+            retry=retry,
+            clock=clock,
+            cache=cache,
+            include_raw=include_raw,
+            ttl=settings.cache_ttl_for(name),
+            negative_ttl=settings.negative_cache_ttl,
+            lookup_timeout=settings.lookup_timeout,
+            # Long enough for a peer's whole lookup (every attempt) to finish.
+            lock_ttl=settings.request_timeout * (settings.max_retries + 1) + 5,
+            # MAX_WORKERS: HTTP calls in flight per provider, taken after the quota grant.
+            max_inflight=settings.max_workers,
+            on_call=on_call,
+        )
+    return pipelines
