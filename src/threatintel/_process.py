@@ -32,6 +32,8 @@ from typing import Final
 
 #: Collections of the middle generation between two full ones (Python's default is 10).
 FULL_COLLECTION_EVERY: Final = 100
+#: Net allocations of tracked objects between two young collections (Python's default: 700).
+YOUNG_COLLECTION_EVERY: Final = 10_000
 
 
 _prepared = False
@@ -53,6 +55,11 @@ def settle() -> None:
 
 
 def tune_collector() -> None:
-    """Make full collections rarer in this process; the other thresholds stay as they are."""
+    """Make full collections rarer in this process, and young ones too: asyncio leaves
+    cyclic garbage behind every task and future, so with Python's default (a young collection
+    per 700 net allocations) the HTTP server spent about a quarter of its CPU collecting and
+    its slowest answers waited on it (bench_http_load.py: 1,050-1,170 -> ~1,500 lookups/s,
+    p99 98-110 -> 59-70 ms). A young collection per YOUNG_COLLECTION_EVERY holds a few MB
+    more garbage between collections."""
     young, middle, old = gc.get_threshold()
-    gc.set_threshold(young, middle, max(old, FULL_COLLECTION_EVERY))
+    gc.set_threshold(max(young, YOUNG_COLLECTION_EVERY), middle, max(old, FULL_COLLECTION_EVERY))
