@@ -57,8 +57,6 @@ def error_of(response: httpx.Response, status: int, error: str) -> dict[str, Any
 # --- auth ---------------------------------------------------------------------------------------
 PROTECTED = [
     ("GET", "/metrics"),
-    ("GET", "/openapi.json"),
-    ("GET", "/docs"),
     ("POST", "/mcp"),
     ("GET", "/api/v1/providers"),
     ("GET", "/api/v1/indicators/8.8.8.8"),
@@ -69,15 +67,19 @@ PROTECTED = [
 ]
 
 
-def test_only_the_probes_answer_without_the_token(
+def test_only_the_probes_and_docs_answer_without_the_token(
     client: httpx.Client, sim: SimulatorServer
 ) -> None:
-    """/health and /ready are open; everything else, /mcp and unknown routes included, is a
-    401 JSON with WWW-Authenticate for a missing, wrong or non-bearer token."""
+    """/health, /ready and the documentation (/docs, /redoc, /openapi.json: a browser's
+    Swagger UI sends no token) are open; everything else, /mcp and unknown routes included,
+    is a 401 JSON with WWW-Authenticate for a missing, wrong or non-bearer token."""
     base = str(client.base_url)
     with httpx.Client(base_url=base) as anonymous:
         assert anonymous.get("/health").json() == {"status": "ok"}
         assert anonymous.get("/ready").json() == {"ready": True, "problems": []}
+        assert anonymous.get("/openapi.json").json()["openapi"].startswith("3.")
+        for page in ("/docs", "/redoc"):
+            assert "text/html" in anonymous.get(page).headers["content-type"], page
         for method, path in PROTECTED:
             for headers in (
                 {},
@@ -171,6 +173,32 @@ def test_one_indicator_by_its_path(client: httpx.Client, path: str, expected: st
     assert answer.json()["sources"]
 
 
+def test_an_unencoded_question_mark_in_an_indicator_is_refused(client: httpx.Client) -> None:
+    """A URL indicator's unencoded '?' would cut it short and make its query ours: any query
+    parameter but providers and deadline is a 422 saying to percent-encode it (quoted short),
+    while those two still work."""
+    body = error_of(
+        client.get("/api/v1/indicators/http://evil.example/a?b=c"), 422, "unknown_parameter"
+    )
+    assert body["detail"] == (
+        "unknown query parameter 'b': percent-encode '?' in the indicator as %3F"
+    )
+    long = error_of(
+        client.get("/api/v1/indicators/http://evil.example/a", params={"q" * 2000: "1"}),
+        422,
+        "unknown_parameter",
+    )
+    assert len(long["detail"]) < 150
+    error_of(
+        client.get("/api/v1/indicators/http://evil.example/a?deadline=5&x=1"),
+        422,
+        "unknown_parameter",
+    )
+    only = client.get("/api/v1/indicators/8.8.8.8", params={"providers": "otx", "deadline": 10})
+    assert only.status_code == 200, only.text
+    assert set(only.json()["sources"]) == {"otx"}
+
+
 def test_providers_status_lists_every_source_without_keys(client: httpx.Client) -> None:
     """GET /api/v1/providers names every source, its circuit and key fingerprints only."""
     status = client.get("/api/v1/providers")
@@ -255,6 +283,8 @@ JSON, FORM = "application/json", "application/x-www-form-urlencoded"
 BAD_BODIES = [
     (b"{bad json", JSON, 400, "malformed_json"),
     (b"\xff\xfe\x00garbage", JSON, 400, "malformed_json"),
+    (b'{"iocs": ["8.8.8.8\xff"]}', JSON, 400, "malformed_json"),
+    (b"[" * 100_000 + b"]" * 100_000, JSON, 400, "malformed_json"),
     (b"\xff\xfe\x00garbage", "application/octet-stream", 415, "unsupported_media_type"),
     (b'{"iocs": ["8.8.8.8"]}', FORM, 415, "unsupported_media_type"),
     (b'{"iocs": ["8.8.8.8"]}', "text/plain", 415, "unsupported_media_type"),
@@ -284,6 +314,16 @@ def test_bad_bodies_are_4xx_json_without_the_input(
         assert set(problem) == {"loc", "msg", "type"}
 
 
+@pytest.mark.parametrize("path", ["/api/v1/analyze", "/api/v1/jobs"])
+@pytest.mark.parametrize("request_body", [{}, {"iocs": [], "text": ""}])
+def test_an_empty_request_is_no_indicators_on_both_endpoints(
+    client: httpx.Client, path: str, request_body: dict[str, Any]
+) -> None:
+    """A request with neither indicators nor text is the same 422 no_indicators whether it
+    asks for an analysis or a job."""
+    error_of(client.post(path, json=request_body), 422, "no_indicators")
+
+
 def test_unknown_routes_methods_and_parameters_are_json(client: httpx.Client) -> None:
     """Unknown routes (404), wrong methods (405) and bad query parameters (422) answer JSON."""
     error_of(client.get("/api/v2/nothing"), 404, "not_found")
@@ -298,7 +338,7 @@ def test_unknown_routes_methods_and_parameters_are_json(client: httpx.Client) ->
 
 def test_body_caps_count_declared_and_chunked_bodies(sim: SimulatorServer) -> None:
     """A body over API_MAX_BODY is a 413 whether its length is declared or it comes chunked;
-    POST /api/v1/jobs takes bodies up to API_MAX_JOB_BODY instead."""
+    POST /api/v1/jobs and /mcp take bodies up to API_MAX_JOB_BODY instead."""
     big = json.dumps({"iocs": ["8.8.8.8"], "text": "x" * 3000}).encode()
     with api(sim, api_max_body=2048, api_max_job_body=8192) as client:
         declared = client.post(
@@ -326,6 +366,18 @@ def test_body_caps_count_declared_and_chunked_bodies(sim: SimulatorServer) -> No
             413,
             "body_too_large",
         )
+        # MCP's batch tools take a job's worth of text: /mcp has the job cap too.
+        call = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": "extract_iocs", "arguments": {"text": "x" * 5000}},
+        }
+        mcp_headers = {"accept": "application/json, text/event-stream"}
+        answered = client.post("/mcp", json=call, headers=mcp_headers)
+        assert answered.status_code == 200, answered.text
+        call["params"]["arguments"]["text"] = "x" * 9000  # type: ignore[index]
+        error_of(client.post("/mcp", json=call, headers=mcp_headers), 413, "body_too_large")
 
 
 def test_too_many_indicators_for_a_synchronous_answer(sim: SimulatorServer) -> None:

@@ -23,8 +23,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 logger = logging.getLogger("threatintel.http")
 
 #: Paths anyone may read without the token: liveness and readiness probes (a Kubernetes
-#: probe cannot easily send a bearer token; both answers say nothing about the data).
-OPEN_PATHS: Final = frozenset({"/health", "/ready"})
+#: probe cannot easily send a bearer token) and the API's documentation (a browser opening
+#: /docs fetches /openapi.json without one). None of them says anything about the data.
+OPEN_PATHS: Final = frozenset(
+    {"/health", "/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+)
 
 
 async def send_error(

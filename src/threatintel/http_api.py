@@ -5,10 +5,10 @@ all over one Service.
     uvicorn.run(app, host="127.0.0.1", port=8000, lifespan="on", log_config=None)
 
 Layers, outermost first (each pure ASGI, see ``_asgi``): request timing for the metrics, the
-bearer token (THREATINTEL_API_TOKEN; /health and /ready stay open for probes), the per-client
+bearer token (THREATINTEL_API_TOKEN; the probes and the docs stay open), the per-client
 request limit (API_RATE_LIMIT per minute on /api/ and /mcp, counted in the engine's quota
 store, so REDIS_URL shares it across instances), the body cap (API_MAX_BODY, API_MAX_JOB_BODY
-for POST /api/v1/jobs), gzip (COMPRESS_RESPONSES), then FastAPI's routes and /mcp.
+for POST /api/v1/jobs and /mcp), gzip (COMPRESS_RESPONSES), then FastAPI's routes and /mcp.
 
 Every 4xx and 5xx body is ``{"error": code, "detail": one sentence}`` (ErrorBody): the
 caller's mistakes (``RequestError``) are 4xx, a store that cannot be reached is 503, anything
@@ -80,6 +80,9 @@ METHODS: Final = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OP
 MAX_WAIT: Final = 30.0
 #: Seconds one /ready answer is reused.
 READY_REUSE: Final = 1.0
+#: The query parameters of GET /api/v1/indicators/{value}; an error quotes QUOTED chars of another.
+INDICATOR_PARAMETERS: Final = frozenset({"providers", "deadline"})
+QUOTED: Final = 40
 #: Compressed only above this size: gzip costs more than it saves on small answers.
 GZIP_MINIMUM: Final = 500
 
@@ -151,7 +154,7 @@ def build_app(settings: Settings, *, service: Service | None = None) -> ASGIApp:
         version=__version__,
         summary="Indicator enrichment from VirusTotal, OTX, AbuseIPDB and IPinfo.",
         description=(
-            "Every endpoint but /health and /ready needs `Authorization: Bearer "
+            "Every endpoint but /health, /ready and the documentation needs `Authorization: Bearer "
             "<THREATINTEL_API_TOKEN>` when the server has a token. Errors are "
             '`{"error": code, "detail": sentence}`. MCP (streamable HTTP) is served at /mcp.'
         ),
@@ -165,8 +168,9 @@ def build_app(settings: Settings, *, service: Service | None = None) -> ASGIApp:
         api.add_middleware(GZipMiddleware, minimum_size=GZIP_MINIMUM)
 
     def body_limit(scope: Scope) -> int:
-        if scope["method"] == "POST" and scope["path"] == f"{API}/jobs":
-            return settings.api_max_job_body
+        path = scope["path"]
+        if path == "/mcp" or (scope["method"] == "POST" and path == f"{API}/jobs"):
+            return settings.api_max_job_body  # MCP's batch tools take a job's worth of text
         return settings.api_max_body
 
     app: ASGIApp = BodyLimit(api, body_limit)
@@ -325,10 +329,12 @@ def _add_routes(api: FastAPI, state: _State, settings: Settings) -> None:
                 max_length=4096,
             ),
         ],
+        request: Request,
         providers: Annotated[list[str] | None, Query(max_length=16)] = None,
         deadline: Annotated[float, Query(gt=0, le=120)] = 20.0,
     ) -> Response:
         """Look up one indicator: every source's answer and the verdict with its reasons."""
+        _no_stray_query(request)
         return _json(await state.get().lookup(value, providers=providers, deadline=deadline))
 
     @api.post(
@@ -342,6 +348,8 @@ def _add_routes(api: FastAPI, state: _State, settings: Settings) -> None:
         """Start a batch job over indicators and/or text (up to API_MAX_JOB_BODY bytes); it
         runs on this instance, and with REDIS_URL any instance can report on it."""
         values, rejected = typed_values(_items(request.iocs), guard.scrub)
+        if not values and not rejected and not request.text:  # as analyze answers it
+            raise NoIndicators()
         if rejected:  # a job has no place to list them: refused up front
             raise InvalidIndicator(rejected[0].candidate, rejected[0].reason)
         job = await state.get().submit(
@@ -430,6 +438,15 @@ def _add_routes(api: FastAPI, state: _State, settings: Settings) -> None:
         """Sources configured, quota left per key (fingerprints only), circuit state, cache
         counts."""
         return _json(await state.get().status())
+
+
+def _no_stray_query(request: Request) -> None:
+    """Refuses the rest of a URL whose '?' was not percent-encoded (not a shorter lookup)."""
+    stray = next((n for n in request.query_params if n not in INDICATOR_PARAMETERS), None)
+    if stray is not None:
+        shown = "".join(c if c.isprintable() else "?" for c in stray[:QUOTED])
+        detail = f"unknown query parameter '{shown}': percent-encode '?' in the indicator as %3F"
+        raise _Refused(422, "unknown_parameter", detail)
 
 
 def _items(items: Sequence[str | IocItem]) -> list[IocItem]:
@@ -523,6 +540,8 @@ def _add_error_handlers(api: FastAPI) -> None:
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
         phrase = http.HTTPStatus(exc.status_code).phrase
         code = phrase.lower().replace(" ", "_").replace("-", "_")
+        if exc.status_code == 400:  # FastAPI could not read the JSON (bad UTF-8, too deep)
+            return _error(400, "malformed_json", "the request body is not valid JSON")
         if exc.status_code == 404:
             detail = "no such endpoint (see /docs)"
         elif exc.status_code == 405:
