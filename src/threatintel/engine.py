@@ -34,6 +34,7 @@ import httpx
 from threatintel._keyguard import KEY_REASON, KeyGuard
 from threatintel.attribution import Attributor
 from threatintel.cache import Cache
+from threatintel.cache.admin import saves_done
 from threatintel.cache.batched import BatchedReads
 from threatintel.clock import Clock, SystemClock
 from threatintel.errors import CacheError, InvalidIndicator, UnknownProvider
@@ -204,6 +205,7 @@ class Engine:
         await asyncio.gather(*self._background, return_exceptions=True)
         if self._owns_client:
             await self.client.aclose()
+        await saves_done()  # lookup counts saved in the background, before the cache closes
         if self._owns_cache:
             await self.cache.aclose()
         if self._owns_quota_store:

@@ -180,7 +180,7 @@ class SourcePipeline:
         else:
             key, cached = read
         if self._counter is not None:
-            await count_lookup(self._counter, self.name, hit=cached is not None)
+            count_lookup(self._counter, self.name, hit=cached is not None)
         if cached is not None:
             self.stats.cache_hits += 1
             if api_logger.isEnabledFor(logging.DEBUG):

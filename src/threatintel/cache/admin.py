@@ -20,6 +20,7 @@ hundred lookups. A process killed with ``kill -9`` loses at most that many count
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -118,14 +119,32 @@ def as_hit_counter(cache: object) -> HitCounter | None:
     return cache if isinstance(cache, HitCounter) else None
 
 
-async def count_lookup(counter: HitCounter, provider: str, *, hit: bool) -> None:
-    """Count one lookup, saving the counts once ``SAVE_EVERY`` are waiting; never raises."""
+#: Saves of lookup counts under way (``count_lookup`` starts them; ``saves_done`` awaits them).
+_saving: set[asyncio.Task[None]] = set()
+
+
+def count_lookup(counter: HitCounter, provider: str, *, hit: bool) -> None:
+    """Count one lookup; once ``SAVE_EVERY`` are waiting, save them in the background: the
+    lookup that happens to be the 200th must not wait for a write (on SQLite a transaction,
+    at times a WAL checkpoint), which put it among a server's slowest answers. Never raises."""
     if counter.note_lookup(provider, hit=hit) < SAVE_EVERY:
         return
+    task = asyncio.get_running_loop().create_task(_save(counter))
+    _saving.add(task)
+    task.add_done_callback(_saving.discard)
+
+
+async def _save(counter: HitCounter) -> None:
     try:
         await counter.save_lookups()
     except CacheError as exc:  # a bare backend; counts are kept and saved later
         logger.debug("cache lookup counts not saved: %s", exc)
+
+
+async def saves_done() -> None:
+    """Wait for the background saves of lookup counts (before a cache closes)."""
+    while _saving:
+        await asyncio.gather(*_saving, return_exceptions=True)
 
 
 def provider_prefix(provider: str) -> str:
