@@ -199,10 +199,10 @@ class Service:
         text: str | None = None,
         providers: Sequence[str] | None = None,
         label: str = "api",
-        on_progress: ProgressHook | None = None,
     ) -> Job:
         """A new job over ``values`` (one per line) then ``text``, started in this process.
-        RequestError for an unknown provider or for input without any indicator."""
+        RequestError for an unknown provider or an empty request; input that holds no
+        indicator ends the job failed, its message saying what was skipped."""
         lines = [value.replace("\n", " ") + "\n" for value in values]
         if text:
             lines.extend(text.splitlines(keepends=True))
