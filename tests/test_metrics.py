@@ -120,9 +120,11 @@ async def test_a_retried_request_is_counted(sim: SimulatorServer) -> None:
 
 async def test_jobs_in_progress_follow_the_services_jobs(sim: SimulatorServer) -> None:
     """A submitted job counts as in progress until it has finished."""
+    sim.simulator.faults.fail_next("otx", FaultKind.HANG)  # holds the job until released
     async with Service(sim_settings(sim), store=MemoryJobStore()) as service:
-        job = await service.submit(["8.8.8.8", "1.1.1.1"])
+        job = await service.submit(["8.8.8.8"])
         _, running = await scrape(service)
+        sim.simulator.release_hangs()
         await service.wait(job.id, timeout=30)
         for _ in range(100):  # the task ends, and its done-callback runs, a few turns later
             if service.jobs_running == 0:
