@@ -171,3 +171,17 @@ async def test_counts_that_could_not_be_saved_are_kept(clock: VirtualClock) -> N
     assert not layered.back_healthy
     assert layered.note_lookup("otx", hit=True) == 3
     await layered.aclose()
+
+
+async def test_one_background_save_at_a_time(tmp_path: Path, clock: VirtualClock) -> None:
+    """Lookups counted faster than a save starts share one background save per cache (each
+    would otherwise start its own until the first took the counts), and none is lost."""
+    from threatintel.cache import admin
+
+    async with SQLiteCache(tmp_path / "c.sqlite3", clock=clock) as cache:
+        for _ in range(5 * SAVE_EVERY):  # no await: the save cannot start meanwhile
+            count_lookup(cache, "otx", hit=True)
+        assert len(admin._saving) == 1
+        await saves_done()
+        await cache.save_lookups()
+        assert (await cache.stats()).providers[0].hits == 5 * SAVE_EVERY

@@ -119,19 +119,21 @@ def as_hit_counter(cache: object) -> HitCounter | None:
     return cache if isinstance(cache, HitCounter) else None
 
 
-#: Saves of lookup counts under way (``count_lookup`` starts them; ``saves_done`` awaits them).
-_saving: set[asyncio.Task[None]] = set()
+#: Saves of lookup counts under way, by counter (``count_lookup`` starts them; ``saves_done``
+#: awaits them). One per counter at a time: until a save has taken the counts, every lookup
+#: would otherwise start another (thousands in a warm run, each a transaction).
+_saving: dict[int, asyncio.Task[None]] = {}
 
 
 def count_lookup(counter: HitCounter, provider: str, *, hit: bool) -> None:
     """Count one lookup; once ``SAVE_EVERY`` are waiting, save them in the background: the
     lookup that happens to be the 200th must not wait for a write (on SQLite a transaction,
     at times a WAL checkpoint), which put it among a server's slowest answers. Never raises."""
-    if counter.note_lookup(provider, hit=hit) < SAVE_EVERY:
+    if counter.note_lookup(provider, hit=hit) < SAVE_EVERY or id(counter) in _saving:
         return
     task = asyncio.get_running_loop().create_task(_save(counter))
-    _saving.add(task)
-    task.add_done_callback(_saving.discard)
+    _saving[id(counter)] = task
+    task.add_done_callback(lambda _: _saving.pop(id(counter), None))
 
 
 async def _save(counter: HitCounter) -> None:
@@ -144,7 +146,7 @@ async def _save(counter: HitCounter) -> None:
 async def saves_done() -> None:
     """Wait for the background saves of lookup counts (before a cache closes)."""
     while _saving:
-        await asyncio.gather(*_saving, return_exceptions=True)
+        await asyncio.gather(*_saving.values(), return_exceptions=True)
 
 
 def provider_prefix(provider: str) -> str:
