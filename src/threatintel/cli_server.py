@@ -31,8 +31,9 @@ logger = logging.getLogger("threatintel.server")
 
 
 def register(app: typer.Typer) -> None:
-    """Add `server` to ``app``."""
+    """Add `server` and `worker` to ``app``."""
     app.command(cls=Command)(server)
+    app.command(cls=Command)(worker)
 
 
 def server(
@@ -72,6 +73,81 @@ def server(
             anyio.run(serve_stdio, settings)
         else:
             serve_http(settings, host, port)
+
+
+def worker(
+    concurrency: Annotated[
+        int, typer.Option(metavar="N", min=1, max=64, help="Job chunks worked on at once.")
+    ] = 4,
+    host: Annotated[
+        str, typer.Option(metavar="HOST", help="Address for the probes (with --port).")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int | None,
+        typer.Option(
+            metavar="PORT",
+            min=0,
+            max=65535,
+            help="Serve /health, /ready and /metrics on this port (none by default).",
+        ),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="This worker's name in logs (default: host#pid).")
+    ] = None,
+) -> None:
+    """Work on batch jobs' chunks from the queue in Redis (REDIS_URL), on any machine.
+
+    Jobs submitted through the HTTP API, MCP or `threatintel batch` with REDIS_URL set are
+    split into chunks on a queue; run as many workers as the quotas allow. SIGTERM stops a
+    worker; its chunks in flight go to another after JOB_REDELIVERY_TIMEOUT.
+    """
+    import anyio
+
+    from threatintel import logs
+    from threatintel.cli import EXIT_USAGE, errors_as_exit_codes, fail, load_settings
+
+    settings = load_settings(announce=False)
+    if settings.redis_url is None:
+        fail(
+            "threatintel worker needs REDIS_URL (the queue and job store it shares with the "
+            "servers); without Redis, batches run in the process that submits them",
+            EXIT_USAGE,
+        )
+    sock = None
+    if port is not None:
+        refuse_without_token(settings, host)
+        try:
+            sock = listen(host, port)
+        except OSError as exc:
+            fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", EXIT_USAGE)
+    logs.configure(settings, server=True)
+    from threatintel.worker import run
+
+    with errors_as_exit_codes():
+        anyio.run(lambda: run(settings, concurrency=concurrency, name=name, sock=sock))
+
+
+def refuse_without_token(settings: Settings, host: str) -> None:
+    """Exit 2 when ``host`` is reachable from other machines and no token (or a short one)
+    protects what is served there."""
+    from threatintel.cli import EXIT_USAGE, fail
+
+    token = settings.threatintel_api_token
+    secret = token.get_secret_value() if token else ""
+    if is_loopback(host):
+        return
+    if not secret:
+        fail(
+            f"refusing to serve on {host} without THREATINTEL_API_TOKEN: set it (clients "
+            "send 'Authorization: Bearer <token>'), or bind to 127.0.0.1",
+            EXIT_USAGE,
+        )
+    if len(secret) < MIN_TOKEN_CHARS:
+        fail(
+            f"refusing to serve on {host}: THREATINTEL_API_TOKEN is shorter than "
+            f"{MIN_TOKEN_CHARS} characters (try: openssl rand -hex 32)",
+            EXIT_USAGE,
+        )
 
 
 def is_loopback(host: str) -> bool:
@@ -131,20 +207,8 @@ def serve_http(settings: Settings, host: str, port: int) -> None:
     token = (
         settings.threatintel_api_token.get_secret_value() if settings.threatintel_api_token else ""
     )
-    if not is_loopback(host):
-        if not token:
-            fail(
-                f"refusing to serve on {host} without THREATINTEL_API_TOKEN: set it (clients "
-                "send 'Authorization: Bearer <token>'), or bind to 127.0.0.1",
-                EXIT_USAGE,
-            )
-        if len(token) < MIN_TOKEN_CHARS:
-            fail(
-                f"refusing to serve on {host}: THREATINTEL_API_TOKEN is shorter than "
-                f"{MIN_TOKEN_CHARS} characters (try: openssl rand -hex 32)",
-                EXIT_USAGE,
-            )
-    elif not token:
+    refuse_without_token(settings, host)
+    if is_loopback(host) and not token:
         announce(
             settings, "note: THREATINTEL_API_TOKEN is not set: no authentication (loopback only)"
         )

@@ -13,8 +13,10 @@ MCP or HTTP: adapters translate its answers and its errors (``RequestError`` sub
 the caller got wrong; ``UnknownJob`` names a job that is not there).
 
 A job submitted here runs in this process as an asyncio task over ``JobRunner``, the same runner
-the CLI's ``batch`` uses; its progress and results live in the job store, so with REDIS_URL any
-instance answers for a job that another runs.
+the CLI's ``batch`` uses. With REDIS_URL its input is read into the shared job store here and its
+chunks go on the job queue (``jobs.queue``), which `threatintel worker` processes anywhere consume
+(this process too, unless EMBEDDED_WORKER is false); progress, results and cancellation are the
+same calls either way, and any instance answers for any job.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from threatintel.errors import RequestError
 from threatintel.indicators import extract
 from threatintel.jobs import JobState, JobStore, JobStoreError, job_store_for
 from threatintel.jobs.base import Job
+from threatintel.jobs.queue import ChunkRunner, JobQueue
 from threatintel.jobs.runner import JobRunner, job_analysis
 from threatintel.logs import log_analysis, log_completed
 from threatintel.metrics import Metrics
@@ -46,6 +49,9 @@ logger = logging.getLogger("threatintel.service")
 
 #: How often a waiter re-reads a job that runs in another process.
 REMOTE_POLL = 0.5
+
+#: Chunks a server (or a CLI batch) works on at once beside its other work (EMBEDDED_WORKER).
+EMBEDDED_CONCURRENCY = 2
 
 ProgressHook = Callable[[Job], object]
 
@@ -123,8 +129,26 @@ class Service:
         )
         self._guard = KeyGuard(settings)
         self._running: dict[str, _Running] = {}
+        self.queue: JobQueue | None = None  # set on entry in Redis mode
+        self._worker: asyncio.Task[None] | None = None
+
+    @property
+    def distributed(self) -> bool:
+        """Jobs go on the shared queue: REDIS_URL is set and the job store is Redis's."""
+        if self.settings.redis_url is None:
+            return False
+        from threatintel.jobs.redis import RedisJobStore  # the redis client only in Redis mode
+
+        return isinstance(self.jobs, RedisJobStore)
 
     async def __aenter__(self) -> Service:
+        if self.distributed and self.settings.redis_url is not None:
+            chunks = ChunkRunner(JobRunner(self.engine, self.jobs))
+            self.queue = await JobQueue(
+                self.settings.redis_url.get_secret_value(), runner=chunks
+            ).__aenter__()
+            if self.settings.embedded_worker:
+                self._worker = asyncio.create_task(self.work(concurrency=EMBEDDED_CONCURRENCY))
         if self.settings.job_retention:
             try:
                 await self.jobs.cleanup(
@@ -148,6 +172,13 @@ class Service:
             running.task.cancel()
         await asyncio.gather(*(r.task for r in self._running.values()), return_exceptions=True)
         self._running.clear()
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+            self._worker = None
+        if self.queue is not None:
+            await self.queue.__aexit__(None, None, None)
+            self.queue = None
         if self._owns_engine:
             await self.engine.aclose()
         if self._owns_store:
@@ -209,7 +240,8 @@ class Service:
         if not lines:
             raise RequestError("nothing to analyse: give indicators or text")
         job = await JobRunner(self.engine, self.jobs).create(label, providers=providers)
-        running = _Running(asyncio.create_task(self._run(job.id, lines)))
+        run = self._dispatch if self.queue is not None else self._run
+        running = _Running(asyncio.create_task(run(job.id, lines)))
         self._running[job.id] = running
         running.task.add_done_callback(lambda _: self._finished(job.id))
         return job
@@ -237,6 +269,30 @@ class Service:
         log_completed(logger, what, job.done, job.verdicts, time.perf_counter() - started)
         return job
 
+    async def _dispatch(self, job_id: str, lines: list[str]) -> Job:
+        """Read the input into the shared store, then put its chunks on the queue."""
+        assert self.queue is not None
+        try:
+            job = await JobRunner(self.engine, self.jobs).ingest(job_id, lines)
+        except RequestError as exc:  # no indicator in the input: the job says so
+            now = self.engine.clock.time()
+            await self.jobs.set_state(job_id, JobState.FAILED, now=now, message=str(exc))
+            return await self.jobs.get(job_id)
+        await self.queue.enqueue(job_id, range(job.chunks))
+        logger.info("job %s queued: %d indicators in %d chunks", job_id, job.total, job.chunks)
+        return job
+
+    async def work(self, *, concurrency: int, name: str | None = None) -> None:
+        """Work on queued chunks (any job's) until cancelled: the body of `threatintel worker`
+        and of a server's embedded worker. Redis mode only."""
+        if self.queue is None:
+            raise RuntimeError("no job queue: REDIS_URL is not set")
+        await self.queue.work(
+            concurrency=concurrency,
+            redelivery_timeout=self.settings.job_redelivery_timeout,
+            name=name,
+        )
+
     def _finished(self, job_id: str) -> None:
         running = self._running.pop(job_id, None)
         if running is not None:
@@ -247,15 +303,19 @@ class Service:
         return await self.jobs.get(job_id)
 
     async def cancel(self, job_id: str) -> Job:
-        """Stop a job running in this process, or mark one running elsewhere cancelled."""
+        """Stop the job: its task here if it runs here; otherwise mark it cancelled, and in
+        Redis mode take its chunks off the queue and signal the workers running them."""
         running = self._running.get(job_id)
         if running is not None:
             running.task.cancel()
             await asyncio.gather(running.task, return_exceptions=True)
-        else:
-            job = await self.jobs.get(job_id)
-            if not job.finished:
-                await self.jobs.set_state(job_id, JobState.CANCELLED, now=self.engine.clock.time())
+        job = await self.jobs.get(job_id)
+        if not job.finished:
+            await self.jobs.set_state(job_id, JobState.CANCELLED, now=self.engine.clock.time())
+        if self.queue is not None:
+            # Queued chunks leave the queue; running ones are signalled, and any that starts
+            # anyway sees the job cancelled and does nothing. A resume queues them again.
+            await self.queue.cancel(job_id, range(job.chunks))
         return await self.jobs.get(job_id)
 
     async def wait(

@@ -267,6 +267,15 @@ class Settings(BaseSettings):
     # A job's body may be larger (POST /api/v1/jobs): it is read as a stream.
     api_max_job_body: int = Field(default=20_971_520, ge=1_024, le=10_737_418_240)
 
+    # --- batch work across processes (REDIS_URL) ------------------------------------------
+    # With REDIS_URL, a job's chunks go on a queue in Redis that `threatintel worker` processes
+    # consume; a server (and `threatintel batch`) works on queued chunks itself too unless this
+    # is false (API replicas beside dedicated workers).
+    embedded_worker: bool = True
+    # A chunk whose worker stopped renewing its lease this many seconds ago (the worker died)
+    # is handed to another worker. A live worker renews four times per period.
+    job_redelivery_timeout: float = Field(default=60.0, ge=1.0, le=86_400.0)
+
     # --- logs (stderr) --------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["text", "json"] = "text"

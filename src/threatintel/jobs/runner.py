@@ -218,6 +218,27 @@ class JobRunner:
             keepalive.cancel()
         return await self.store.get(job_id)
 
+    async def run_chunk(self, job_id: str, seq: int) -> int:
+        """Run one chunk that a queue delivered (its lease is the queue's, not the store's):
+        the indicators without a result row yet go through the engine, each row is written
+        as it comes, and the chunk is marked done. How many indicators were run; running a
+        chunk again (a redelivery after a worker died) runs only what the first run left."""
+        job = await self.store.get(job_id)
+        names = self.engine.select(job.providers or None)
+        entries = await self.store.entries(job_id, seq)
+        answered = await self.store.answered(job_id, [entry.key for entry in entries])
+        todo = {e.indicator: e.spellings for e in entries if e.key not in answered}
+        if todo:
+            stream = self.engine.stream(list(todo), providers=names, allow_empty=True)
+
+            def with_spellings(enrichment: Enrichment) -> Enrichment:
+                spellings = todo.get(enrichment.indicator, ())
+                return enrichment.model_copy(update={"inputs": list(spellings)})
+
+            await self._write(job_id, stream, with_spellings)
+        await self.store.complete(job_id, seq, now=self._now())
+        return len(todo)
+
     async def _keep_leases(self, job_id: str) -> None:
         """Renew the leases of the chunks in flight while the job runs, however long its
         lookups wait for quota, so no other runner takes over a live runner's chunks; a

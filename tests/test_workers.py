@@ -1,0 +1,195 @@
+"""Batch work spread over `threatintel worker` processes on the local Redis: one API process
+takes a job of 2,000 indicators, three workers run its chunks against the simulator (100 ms per
+answer), one is killed with SIGKILL midway, and the job still ends with every indicator once and
+no answered lookup asked upstream twice."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from http_server import CONSOLE_SCRIPT, ServerProcess
+from support import VENDOR_NAMES, sim_env
+from threatintel.simulator import SimulatorServer
+
+TOKEN = "workers-token-7c1f9e"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+#: A database of its own on the local Redis, emptied before and after (no other test uses it).
+REDIS_DB = 12
+REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
+STARTED = re.compile(r"worker (\S+): working on queued job chunks")
+#: Bounds for polling (never slept on: each poll waits on a process or a request).
+START_TIMEOUT = 30.0
+JOB_TIMEOUT = 150.0
+
+
+def indicators(count: int) -> list[str]:
+    """``count`` distinct public indicators, half IPv4 (four sources each), half domains (two)."""
+    half = count // 2
+    ips = [f"45.{33 + i // 250}.{i % 250}.{7 + i % 3}" for i in range(half)]
+    domains = [f"bad{i}.malware-host.net" for i in range(count - half)]
+    return ips + domains
+
+
+def clear(client: redis.Redis) -> None:
+    keys = list(client.scan_iter(match="threatintel*"))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture
+def shared_redis() -> Iterator[str]:
+    """REDIS_URL of an emptied database; skips when no Redis answers on 127.0.0.1:6379."""
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5)
+    try:
+        client.ping()
+    except redis.RedisError:
+        client.close()
+        pytest.skip("no Redis at 127.0.0.1:6379: start one to run the worker tests")
+    clear(client)
+    try:
+        yield REDIS_URL
+    finally:
+        clear(client)
+        client.close()
+
+
+class WorkerProcess:
+    """`threatintel worker` in a process, with API keys of its own (so the simulator's log
+    tells which worker asked what); ``name`` once it works."""
+
+    def __init__(self, env: dict[str, str], index: int, log_dir: Path) -> None:
+        self.keys = {name: f"{name}-worker-{index}" for name in VENDOR_NAMES}
+        own = {f"{name.upper()}_API_KEY": key for name, key in self.keys.items()}
+        # stderr to a file, not a pipe: a pipe nobody reads fills up and stops the worker
+        # in the middle of writing a log line.
+        self.log = log_dir / f"worker-{index}.log"
+        with self.log.open("wb") as stderr:
+            self.process = subprocess.Popen(
+                [CONSOLE_SCRIPT, "worker", "--concurrency", "2", "--name", f"w{index}"],
+                env={**os.environ, **env, **own},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+
+    @property
+    def stderr(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_started(self) -> None:
+        """Return once the worker says it works (bounded; waits on the process, not a clock)."""
+        until = time.monotonic() + START_TIMEOUT
+        while STARTED.search(self.stderr) is None:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the worker exited: {self.stderr}")
+            if time.monotonic() > until:
+                raise TimeoutError(f"the worker did not start: {self.stderr}")
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+def wait_for(client: httpx.Client, url: str, done: int) -> dict[str, object]:
+    """The job once it has ``done`` results or has finished (long polls, bounded)."""
+    until = time.monotonic() + JOB_TIMEOUT
+    while True:
+        status: dict[str, object] = client.get(url, params={"wait": 1}).json()
+        if status["state"] in {"done", "failed", "cancelled"}:
+            return status
+        assert isinstance(status["done"], int)
+        if status["done"] >= done:
+            return status
+        if time.monotonic() > until:
+            raise TimeoutError(f"the job did not get on: {status}")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_killed_worker_loses_nothing_and_repeats_no_answered_lookup(
+    sim: SimulatorServer, shared_redis: str, tmp_path: Path
+) -> None:
+    """Three workers run a 2,000-indicator job; one is SIGKILLed midway; its chunks are
+    delivered again, the job finishes with each indicator exactly once, and the only lookups
+    asked twice are ones the killed worker had in flight when it died."""
+    for name in VENDOR_NAMES:
+        getattr(sim.config, name).latency = 0.1
+    values = indicators(2_000)
+    env = sim_env(
+        sim,
+        THREATINTEL_API_TOKEN=TOKEN,
+        REDIS_URL=shared_redis,
+        EMBEDDED_WORKER="false",
+        JOB_REDELIVERY_TIMEOUT="3",
+        BATCH_SIZE="50",
+        API_RATE_LIMIT="0",
+    )
+    workers = [WorkerProcess(env, index, tmp_path) for index in range(3)]
+    try:
+        for worker in workers:
+            worker.wait_started()
+        with ServerProcess(env) as api, httpx.Client(headers=AUTH, timeout=30) as client:
+            created = client.post(f"{api.url}/api/v1/jobs", json={"iocs": values})
+            assert created.status_code == 202, created.text
+            links = created.json()["links"]
+            job_url = f"{api.url}{links['self']}"
+
+            midway = wait_for(client, job_url, done=600)
+            assert midway["state"] == "running", midway
+            victim = workers[0]
+            victim.process.send_signal(signal.SIGKILL)
+            killed_at = time.time()
+            assert victim.stop() == -signal.SIGKILL
+
+            final = wait_for(client, job_url, done=len(values) + 1)
+            assert final["state"] == "done", final
+            assert (final["done"], final["total"]) == (len(values), len(values))
+
+            report = client.get(f"{api.url}{links['results']}", params={"format": "jsonl"})
+            assert report.status_code == 200
+            seen = [json.loads(line)["indicator"]["value"] for line in report.text.splitlines()]
+            assert sorted(seen) == sorted(values)  # every indicator, each exactly once
+    finally:
+        for worker in workers:
+            worker.stop()
+
+    records = [r for r in sim.log.records() if r.status == 200 and r.indicator is not None]
+    assert sim.log.dropped == 0
+    asked: dict[tuple[str, str], list[tuple[float, str | None]]] = {}
+    for record in sorted(records, key=lambda r: r.timestamp):
+        asked.setdefault((record.vendor, str(record.indicator)), []).append(
+            (record.timestamp, record.key)
+        )
+    victim_keys = set(workers[0].keys.values())
+    survivor_keys = {key for worker in workers[1:] for key in worker.keys.values()}
+    by_key = {key for asks in asked.values() for _, key in asks}
+    assert victim_keys & by_key, "the killed worker had done no work: the kill was not midway"
+    assert survivor_keys & by_key
+    repeated = {pair: asks for pair, asks in asked.items() if len(asks) > 1}
+    for pair, asks in repeated.items():
+        (when, key), *again = asks
+        # The one lookup that may be asked twice: the killed worker had asked it and died
+        # before the answer reached the shared cache; every answered lookup is asked once.
+        assert key in victim_keys, (pair, asks)
+        # (The simulator stamps a request when it answers it, up to ~100 ms after it came.)
+        assert killed_at - 2.0 <= when <= killed_at + 1.0, (pair, asks, killed_at)
+        assert len(again) == 1 and again[0][1] in survivor_keys, (pair, asks)
