@@ -11,7 +11,7 @@ needed) builds the kustomizations when kubectl is installed.
 
 from __future__ import annotations
 
-import importlib
+import asyncio
 import inspect
 import json
 import re
@@ -20,11 +20,10 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import httpx
 import pytest
-import typer
 import yaml
 
 from http_server import serving
@@ -36,37 +35,6 @@ K8S_DIR = ROOT / "deploy" / "k8s"
 K8S_FILES = sorted(K8S_DIR.rglob("*.yaml"))
 KUSTOMIZE_KINDS = {"Kustomization", "Component"}
 
-# ------------------------------------------------------------------------------------------
-# PENDING: delete this block when `threatintel worker` and its settings are merged.
-# The deployment files already use them (the brief's fixed interface); each stand-in below is
-# used only while the real thing is missing, so nothing here hides a real mismatch later.
-#: Settings the worker brings (read from Settings.model_fields once they exist there).
-PENDING_SETTINGS = frozenset({"EMBEDDED_WORKER", "JOB_REDELIVERY_TIMEOUT"})
-#: What `threatintel worker --port P` serves, per the brief (until its app can be built here).
-PENDING_WORKER_PATHS = frozenset({"/health", "/ready", "/metrics"})
-#: The Docket queue's name (threatintel.jobs.queue.QUEUE_NAME once merged).
-PENDING_QUEUE_NAME = "threatintel-jobs"
-
-
-def _pending_worker_command() -> Any:
-    """`threatintel worker [--concurrency N] [--host H] [--port P]`, as the brief fixes it,
-    built by Typer like the real commands (so with the same Click underneath)."""
-    import typer.main
-
-    stub = typer.Typer()
-
-    @stub.command()
-    def worker(
-        concurrency: Annotated[int, typer.Option(min=1)] = 4,
-        host: str = "127.0.0.1",
-        port: Annotated[int | None, typer.Option(min=0, max=65535)] = None,
-    ) -> None:
-        """Unused: only parsed."""
-
-    return typer.main.get_command(stub)
-
-
-# END PENDING ------------------------------------------------------------------------------
 
 #: Variables our containers are given that are not threatintel settings, and why.
 NON_SETTINGS = {
@@ -222,8 +190,6 @@ def parse_cli(argv: list[str]) -> tuple[str, dict[str, Any]]:
     if program is None:
         raise InvalidInvocation(f"not a threatintel command: {argv}")
     group = typer.main.get_command(app)
-    if "worker" not in group.commands:  # type: ignore[attr-defined]  # PENDING: until merged
-        group.commands["worker"] = _pending_worker_command()  # type: ignore[attr-defined]
     args = argv[program + 1 :]
     try:
         with group.make_context("threatintel", list(args), resilient_parsing=False) as ctx:
@@ -251,17 +217,16 @@ def listening_port(argv: list[str]) -> tuple[str, int | None]:
 
 
 def queue_name() -> str:
-    try:
-        return str(importlib.import_module("threatintel.jobs.queue").QUEUE_NAME)
-    except (ImportError, AttributeError):  # PENDING: the worker is not merged yet
-        return PENDING_QUEUE_NAME
+    from threatintel.jobs.queue import QUEUE_NAME
+
+    return QUEUE_NAME
 
 
 # --- the checks ---------------------------------------------------------------------------
 def test_every_variable_set_is_one_the_settings_read() -> None:
     """Every variable a compose file or manifest gives our containers is a setting (or a listed
     uvicorn variable): a misspelt name would be ignored without a word."""
-    known = settings_names() | PENDING_SETTINGS | set(NON_SETTINGS)
+    known = settings_names() | set(NON_SETTINGS)
     unknown = []
     for path in COMPOSE_FILES:
         for name, svc in our_services(path).items():
@@ -366,17 +331,21 @@ def test_every_probe_asks_a_path_served_on_the_commands_port(tmp_path: Path) -> 
     found = list(probes())
     assert len(found) >= 6
     from threatintel.http_api import build_app
+    from threatintel.service import Service
+    from threatintel.worker import probes_app
 
     with serving(build_app(settings)) as url:
         status = {path: httpx.get(url + path).status_code for _, _, _, path in found}
+    service = Service(settings)
+    with serving(probes_app(service, settings)) as url:
+        worker_status = {path: httpx.get(url + path).status_code for _, _, _, path in found}
+    asyncio.run(service.aclose())
     for where, argv, port, path in found:
         command, listens = listening_port(argv)
         assert port == listens, f"{where}: probes port {port}, {argv} listens on {listens}"
-        if command == "worker":
-            assert path in PENDING_WORKER_PATHS, f"{where}: {path}"  # PENDING: the worker's app
-        else:
-            # 503 is "not ready" from /ready: served. 404, 405 or 401 would fail every probe.
-            assert status[path] in (200, 503), f"{where}: GET {path} answered {status[path]}"
+        # 503 is "not ready" from /ready: served. 404, 405 or 401 would fail every probe.
+        answered = (worker_status if command == "worker" else status)[path]
+        assert answered in (200, 503), f"{where}: GET {path} answered {answered}"
 
 
 def test_every_manifest_validates_against_the_kubernetes_schemas() -> None:
