@@ -12,6 +12,7 @@ from cli.py by ``register(app)``; heavy modules load inside the commands.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator, Coroutine, Iterator
@@ -282,13 +283,19 @@ async def _batch(
                 err.print(f"asking again the sources that missed {job.gaps} lookups")
                 job = await runner.fill_gaps(job.id)
             writer = JsonlOutput(output) if fmt is OutputFormat.jsonl else None
-            if writer is not None:
+            queued = _queued(settings, store)
+            if writer is not None and not queued:
                 await writer.start(store.results(job.id))
             try:
                 with _display(engine, job, quiet) as progress:
                     notice.progress = progress.bar if progress is not None else None
-                    _wire(runner, writer, progress)
-                    job = await runner.process(job.id, lines, takeover=resume is not None)
+                    if queued:
+                        job = await _through_queue(settings, engine, store, job, lines, progress)
+                        if writer is not None:  # the rows of every worker, in input order
+                            await writer.start(store.results(job.id))
+                    else:
+                        _wire(runner, writer, progress)
+                        job = await runner.process(job.id, lines, takeover=resume is not None)
             except NoIndicators:  # the runner decides it; a new job of nothing is not kept
                 if resume is None:
                     await store.delete(job.id)
@@ -300,6 +307,48 @@ async def _batch(
             return job
     finally:
         await store.aclose()
+
+
+def _queued(settings: Settings, store: JobStore) -> bool:
+    """With REDIS_URL the job's chunks go on the shared queue (workers anywhere run them)."""
+    if settings.redis_url is None:
+        return False
+    from threatintel.jobs.redis import RedisJobStore
+
+    return isinstance(store, RedisJobStore)
+
+
+async def _through_queue(
+    settings: Settings,
+    engine: Engine,
+    store: JobStore,
+    job: Job,
+    lines: Iterator[str] | None,
+    progress: BatchProgress | None,
+) -> Job:
+    """Read the input into the shared store, queue the chunks not done, and follow the job
+    until it ends; this process works on chunks too unless EMBEDDED_WORKER is false. Stopped
+    (Ctrl-C), the job is cancelled for every worker and stays resumable."""
+    from threatintel.jobs import JobState
+    from threatintel.jobs.runner import JobRunner
+    from threatintel.service import Service
+
+    async with Service(settings, engine=engine, store=store) as service:
+        assert service.queue is not None
+        if lines is not None:
+            job = await JobRunner(engine, store).ingest(job.id, lines)
+        # A resumed job may have been cancelled: its chunks run again.
+        await store.set_state(job.id, JobState.RUNNING, now=engine.clock.time())
+        await service.queue.enqueue(job.id, range(job.chunks))
+        if not settings.embedded_worker:
+            err.print(f"job {job.id}: {job.chunks} chunks queued for `threatintel worker`s")
+        try:
+            return await service.wait(
+                job.id, on_progress=progress.follow if progress is not None else None
+            )
+        except BaseException:
+            await asyncio.shield(service.cancel(job.id))
+            raise
 
 
 def _resume_lines(job: Job, file: str | None) -> Iterator[str] | None:

@@ -148,6 +148,15 @@ class BatchProgress:
                 pace.left = max(0, pace.left - 1)
         self.bar.update(self._task, completed=self.done, eta=self.eta_text())
 
+    def follow(self, job: Job) -> None:
+        """Show ``job`` as its store reports it: its chunks run in other processes too."""
+        self._this_run += max(0, job.done - self.done)
+        self.done, self.total = job.done, job.total
+        self.verdicts = Counter(job.verdicts)
+        self.bar.update(
+            self._task, total=self.total or None, completed=self.done, eta=self.eta_text()
+        )
+
     def rate(self) -> float:
         """Indicators per second stored by this run so far."""
         elapsed = self._clock() - self._started

@@ -1,0 +1,174 @@
+"""The job queue through each door: a CLI batch with REDIS_URL puts its chunks on the queue
+(a `threatintel worker` runs them, or the CLI itself by default), and cancelling a distributed
+job takes its chunks off the queue and stops the worker running one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from http_server import CONSOLE_SCRIPT
+from support import VENDOR_NAMES, sim_env, sim_settings
+from test_workers import WorkerProcess, indicators
+from threatintel.jobs import JobState
+from threatintel.service import Service
+from threatintel.simulator import SimulatorServer
+from threatintel.simulator.config import VendorConfig
+from threatintel.simulator.faults import FaultKind
+
+#: A database of its own on the local Redis, emptied before and after (no other test uses it).
+REDIS_URL = "redis://127.0.0.1:6379/11"
+#: Bound of every poll below (each waits on the event loop or a process, never a sleep).
+WITHIN = 20.0
+
+
+@pytest.fixture
+def queue_redis() -> Iterator[str]:
+    """REDIS_URL of an emptied database; skips when no Redis answers on 127.0.0.1:6379."""
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5)
+    try:
+        client.ping()
+    except redis.RedisError:
+        client.close()
+        pytest.skip("no Redis at 127.0.0.1:6379: start one to run the job queue tests")
+
+    def clear() -> None:
+        keys = list(client.scan_iter(match="threatintel*"))
+        if keys:
+            client.delete(*keys)
+
+    clear()
+    try:
+        yield REDIS_URL
+    finally:
+        clear()
+        client.close()
+
+
+def batch(env: dict[str, str], path: Path, output: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CONSOLE_SCRIPT, "batch", str(path), "-o", str(output), "--quiet"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_a_cli_batch_with_redis_is_run_by_the_workers(
+    sim: SimulatorServer, queue_redis: str, tmp_path: Path
+) -> None:
+    """`threatintel batch` with REDIS_URL and EMBEDDED_WORKER=false queues its chunks: a
+    separate worker asks every lookup, and the CLI still writes every indicator once."""
+    values = indicators(120)
+    source = tmp_path / "iocs.txt"
+    source.write_text("\n".join(values) + "\n")
+    env = sim_env(sim, REDIS_URL=queue_redis, BATCH_SIZE="25")
+    worker = WorkerProcess(env, 7, tmp_path)
+    try:
+        worker.wait_started()
+        done = batch({**env, "EMBEDDED_WORKER": "false"}, source, tmp_path / "out.jsonl")
+    finally:
+        worker.stop()
+    assert done.returncode == 0, done.stderr
+    assert "chunks queued for `threatintel worker`s" in done.stderr
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["indicator"]["value"] for line in lines) == sorted(values)
+    asked_by = {r.key for r in sim.log.records() if r.indicator is not None}
+    assert asked_by == set(worker.keys.values())  # the worker asked everything, the CLI nothing
+
+
+def test_a_cli_batch_with_redis_and_no_worker_runs_by_itself(
+    sim: SimulatorServer, queue_redis: str, tmp_path: Path
+) -> None:
+    """With REDIS_URL and no worker running, a batch works on its own queued chunks (the
+    default EMBEDDED_WORKER=true) and finishes."""
+    values = indicators(40)
+    source = tmp_path / "iocs.txt"
+    source.write_text("\n".join(values) + "\n")
+    done = batch(sim_env(sim, REDIS_URL=queue_redis, BATCH_SIZE="10"), source, tmp_path / "o.jsonl")
+    assert done.returncode == 0, done.stderr
+    assert "done: 40/40 indicators" in done.stderr
+    lines = (tmp_path / "o.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["indicator"]["value"] for line in lines) == sorted(values)
+
+
+@contextlib.asynccontextmanager
+async def api_and_worker(
+    sim: SimulatorServer, url: str, request_timeout: float = 5.0
+) -> AsyncIterator[tuple[Service, Service]]:
+    """An API-side Service that only queues and a worker Service working on the queue."""
+    settings = sim_settings(
+        sim, redis_url=url, batch_size=10, embedded_worker=False, request_timeout=request_timeout
+    )
+    async with Service(settings) as api, Service(settings) as worker:
+        working = asyncio.create_task(worker.work(concurrency=1))
+        try:
+            yield api, worker
+        finally:
+            working.cancel()
+            await asyncio.gather(working, return_exceptions=True)
+
+
+async def until(condition: object, what: str) -> None:
+    """Wait (bounded) for ``condition()`` to hold, yielding to the event loop in between."""
+    assert callable(condition)
+    async with asyncio.timeout(WITHIN):
+        while not await condition():
+            await asyncio.sleep(0.05)  # a poll interval, not a wait for an outcome
+
+
+async def test_cancelling_a_distributed_job_stops_its_chunks(
+    sim: SimulatorServer, queue_redis: str
+) -> None:
+    """A cancel sent to the API side marks the job cancelled for everyone, takes its queued
+    chunks off the queue and stops the chunk a worker is running (its hung lookups let go)."""
+    sim.config.otx = VendorConfig(fault_rate=1.0, fault_kinds=(FaultKind.HANG,))
+    # Lookups hang longer than the test waits: only a cancel lets them go.
+    async with api_and_worker(sim, queue_redis, request_timeout=3 * WITHIN) as (api, _):
+        job = await api.submit(indicators(60), providers=["otx"])
+
+        async def hung() -> bool:
+            return sim.simulator.hangs.active > 0
+
+        await until(hung, "a chunk is running")
+        assert api.queue is not None
+        assert await api.queue.depth() == 6  # one running, five waiting
+        cancelled = await api.cancel(job.id)
+        assert cancelled.state is JobState.CANCELLED
+
+        async def emptied() -> bool:
+            assert api.queue is not None
+            return await api.queue.depth() == 0 and sim.simulator.hangs.active == 0
+
+        await until(emptied, "the queue is empty and the hung lookups let go")
+        final = await api.job(job.id)
+        assert final.state is JobState.CANCELLED and final.done < final.total
+
+
+async def test_progress_and_results_of_a_distributed_job_are_the_usual_calls(
+    sim: SimulatorServer, queue_redis: str
+) -> None:
+    """A job run by another process's worker is followed with the same wait/job/results calls
+    as a local one, and ends done with every indicator's result."""
+    for name in VENDOR_NAMES:
+        getattr(sim.config, name).latency = 0.02
+    values = indicators(30)
+    seen: list[int] = []
+    async with api_and_worker(sim, queue_redis) as (api, _):
+        job = await api.submit(values)
+        job = await api.wait(job.id, timeout=WITHIN, on_progress=lambda j: seen.append(j.done))
+        assert job.state is JobState.DONE and (job.done, job.total) == (30, 30)
+        assert seen == sorted(seen) and seen[-1] == 30
+        analysis = await api.results(job.id)
+        assert sorted(e.indicator.value for e in analysis.enrichments) == sorted(values)
