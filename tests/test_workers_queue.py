@@ -142,8 +142,9 @@ async def test_cancelling_a_distributed_job_stops_its_chunks(
             return sim.simulator.hangs.active > 0
 
         await until(hung, "a chunk is running")
-        assert api.queue is not None
-        assert await api.queue.depth() == 6  # one running, five waiting
+        assert await api.queue_depth() == 6  # one running, five waiting
+        body, _ = await api.metrics.exposition(api)
+        assert b"threatintel_job_queue_depth 6.0" in body
         cancelled = await api.cancel(job.id)
         assert cancelled.state is JobState.CANCELLED
 

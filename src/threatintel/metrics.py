@@ -128,8 +128,9 @@ class Metrics:
 
         engine = service.engine
         quotas = await engine.quota()
+        depth = await service.queue_depth()
         # No await from here to generate_latest: a concurrent scrape cannot interleave.
-        self._snapshot.take(engine.stats, quotas, service.jobs_running)
+        self._snapshot.take(engine.stats, quotas, service.jobs_running, depth)
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
@@ -153,9 +154,16 @@ class _Snapshot:
         self._stats: dict[str, SourceStats] = {}
         self._quotas: list[ProviderQuota] = []
         self._jobs = 0
+        self._depth: int | None = None
 
-    def take(self, stats: dict[str, SourceStats], quotas: list[ProviderQuota], jobs: int) -> None:
-        self._stats, self._quotas, self._jobs = stats, quotas, jobs
+    def take(
+        self,
+        stats: dict[str, SourceStats],
+        quotas: list[ProviderQuota],
+        jobs: int,
+        depth: int | None = None,
+    ) -> None:
+        self._stats, self._quotas, self._jobs, self._depth = stats, quotas, jobs, depth
 
     def describe(self) -> list[Any]:
         return []  # names known only at scrape; nothing here clashes with the others
@@ -196,3 +204,10 @@ class _Snapshot:
         jobs = GaugeMetricFamily("threatintel_jobs_in_progress", "Jobs running in this process")
         jobs.add_metric([], self._jobs)
         yield jobs
+        if self._depth is not None:  # Redis mode: the shared queue, the same on every instance
+            depth = GaugeMetricFamily(
+                "threatintel_job_queue_depth",
+                "Job chunks on the shared queue not finished yet (waiting or running)",
+            )
+            depth.add_metric([], self._depth)
+            yield depth

@@ -415,6 +415,17 @@ class Service:
             )
         return ServiceStatus(providers=providers, cache=where, jobs_running_here=self.jobs_running)
 
+    async def queue_depth(self) -> int | None:
+        """Chunks on the shared queue not finished yet; None without a queue or when Redis
+        does not answer (a scrape still gets the rest)."""
+        if self.queue is None:
+            return None
+        try:
+            return await self.queue.depth()
+        except Exception as exc:  # any Redis failure: the metric is left out, not the scrape
+            logger.warning("job queue depth unavailable: %s", type(exc).__name__)
+            return None
+
     @property
     def jobs_running(self) -> int:
         """Jobs running in this process now."""
