@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +37,7 @@ from simbench import (
     LATENCY,
     RESULTS,
     bench_env,
-    duplicate_calls,
-    lookups,
     mixed_indicators,
-    simulator,
 )
 
 REDIS_URL = "redis://127.0.0.1:6379/9"
@@ -84,13 +82,16 @@ def start_workers(count: int, env: dict[str, str], logs: Path) -> list[subproces
         log = logs / f"worker-{index}.log"
         while STARTED not in log.read_text(errors="replace"):
             if worker.poll() is not None or time.monotonic() > until:
+                for other in workers:  # none may be left behind to take a later run's chunks
+                    other.kill()
                 sys.exit(f"worker {index} did not start: {log.read_text(errors='replace')}")
             time.sleep(0.05)
     return workers
 
 
-async def run_job(values: list[str], env: dict[str, str]) -> tuple[float, int]:
-    """Submit the job here (queue only) and wait for it; (seconds, indicators done)."""
+async def run_job(values: list[str], env: dict[str, str]) -> tuple[float, int, dict[str, int]]:
+    """Submit the job here (queue only) and wait for it; (seconds, indicators done, how many
+    source answers ended in each status)."""
     os.environ.update(env)
     from threatintel.service import Service
     from threatintel.settings import Settings
@@ -101,29 +102,76 @@ async def run_job(values: list[str], env: dict[str, str]) -> tuple[float, int]:
         job = await service.submit(values, label="bench")
         job = await service.wait(job.id, timeout=600)
         seconds = time.perf_counter() - began
+        statuses: Counter[str] = Counter()
+        async for body in service.jobs.results(job.id):
+            for source in json.loads(body)["sources"].values():
+                statuses[source["status"]] += 1
     if job.state.value != "done":
         sys.exit(f"the job ended {job.state.value}: {job.message}")
-    return seconds, job.done
+    return seconds, job.done, dict(statuses)
+
+
+SIMULATOR = """
+import json, sys
+sys.path.insert(0, {bench!r})
+from simbench import bench_env, duplicate_calls, lookups, simulator
+with simulator() as sim:
+    print(json.dumps(sim.base_urls), flush=True)
+    sys.stdin.read()  # until the bench closes our stdin
+    print(json.dumps([len(lookups(sim)), duplicate_calls(sim)]), flush=True)
+"""
+
+
+class SimulatorProcess:
+    """The simulator in a process of its own: its CPU is then measured apart from the bench's
+    and the workers'. Its request log's figures come back when its stdin closes."""
+
+    def __init__(self) -> None:
+        code = SIMULATOR.format(bench=str(Path(__file__).parent))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None
+        self.base_urls: dict[str, str] = json.loads(self.proc.stdout.readline())
+
+    def finish(self) -> tuple[int, int]:
+        """(lookups asked, duplicate lookups), once the simulator has stopped."""
+        out, _ = self.proc.communicate("", timeout=60)
+        asked, duplicates = json.loads(out)
+        return int(asked), int(duplicates)
+
+
+def redis_pid() -> int | None:
+    found = subprocess.run(["pgrep", "-x", "redis-server"], capture_output=True, text=True)
+    return int(found.stdout.split()[0]) if found.stdout.split() else None
 
 
 def one_run(workers: int, count: int, offset: int) -> dict[str, Any]:
     clear_redis()
     values = mixed_indicators(count, offset=offset)
-    with simulator() as sim, tempfile.TemporaryDirectory() as home:
-        env = bench_env(sim, home, REDIS_URL=REDIS_URL)
-        procs = start_workers(workers, env, Path(home))
+    sim = SimulatorProcess()
+    redis = redis_pid()
+    with tempfile.TemporaryDirectory() as home:
+        env = bench_env(sim, home, REDIS_URL=REDIS_URL)  # type: ignore[arg-type]
+        logs = Path(os.environ.get("BENCH_LOGS", home))
+        procs = start_workers(workers, env, logs)
         try:
-            seconds, done = asyncio.run(run_job(values, env))
+            sim_cpu, redis_cpu = cpu_seconds(sim.proc.pid), cpu_seconds(redis) if redis else 0.0
+            seconds, done, statuses = asyncio.run(run_job(values, env))
             cpu = sum(cpu_seconds(p.pid) for p in procs)
+            sim_cpu = cpu_seconds(sim.proc.pid) - sim_cpu
+            redis_cpu = (cpu_seconds(redis) - redis_cpu) if redis else 0.0
         finally:
             for proc in procs:
                 proc.terminate()
             for proc in procs:
                 proc.wait(30)
-        asked = len(lookups(sim))
-        duplicates = duplicate_calls(sim)
+            asked, duplicates = sim.finish()
     cores = os.cpu_count() or 1
     latency_bound = asked * LATENCY / (workers * MAX_WORKERS * 4)
+    # Everything on this machine that the run needs shares its cores: the bound is the CPU
+    # of workers, simulator and Redis together, spread over every core.
+    cpu_total = cpu + sim_cpu + redis_cpu
     return {
         "workers": workers,
         "indicators": done,
@@ -132,10 +180,13 @@ def one_run(workers: int, count: int, offset: int) -> dict[str, Any]:
         "lookups_per_s": round(asked / seconds, 1),
         "lookups": asked,
         "duplicate_lookups": duplicates,
+        "source_statuses": statuses,
         "worker_cpu_s": round(cpu, 2),
         "cpu_ms_per_indicator": round(1000 * cpu / done, 2),
         "latency_bound_s": round(latency_bound, 2),
-        "cpu_bound_s": round(cpu / min(cores, workers), 2),
+        "simulator_cpu_s": round(sim_cpu, 2),
+        "redis_cpu_s": round(redis_cpu, 2),
+        "cpu_bound_s": round(max(cpu / workers, cpu_total / cores), 2),
     }
 
 
@@ -153,9 +204,10 @@ def main() -> None:
             f"{workers} worker(s): {run['indicators']} indicators in {run['seconds']} s = "
             f"{run['indicators_per_s']}/s ({run['lookups_per_s']} lookups/s), "
             f"{run['duplicate_lookups']} duplicate lookups; worker CPU {run['worker_cpu_s']} s "
-            f"({run['cpu_ms_per_indicator']} ms/indicator); bounds: latency "
+            f"({run['cpu_ms_per_indicator']} ms/indicator), simulator {run['simulator_cpu_s']} s, "
+            f"Redis {run['redis_cpu_s']} s; bounds: latency "
             f"{run['latency_bound_s']} s, CPU {run['cpu_bound_s']} s on "
-            f"{os.cpu_count()} cores",
+            f"{os.cpu_count()} cores; answers {run['source_statuses']}",
             flush=True,
         )
     if not args.no_save:

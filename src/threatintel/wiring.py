@@ -142,7 +142,14 @@ def build_cache(settings: Settings, clock: Clock) -> Cache:
     redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
     try:
         return open_cache(
-            backend=backend, cache_dir=settings.cache_dir, redis_url=redis_url, clock=clock
+            backend=backend,
+            cache_dir=settings.cache_dir,
+            redis_url=redis_url,
+            clock=clock,
+            # Every lookup in flight (MAX_WORKERS per provider) may want a connection at once
+            # (its lock, its read, its write): fewer made a busy worker's lookups queue past
+            # the pool's timeout and go on without the shared cache and its lock.
+            redis_connections=settings.max_workers * len(PROVIDERS),
         )
     except ValueError:
         # The message could quote REDIS_URL, password included: name the setting only.

@@ -100,11 +100,13 @@ def open_cache(
     clock: Clock,
     memory_entries: int = 10_000,
     sqlite_max_bytes: int | None = None,
+    redis_connections: int | None = None,
 ) -> Cache:
     """Build the cache a setting names; nothing is opened or connected until first use.
 
     ``sqlite_max_bytes`` bounds the values the SQLite file holds (None: ``SQLiteCache``'s
-    ``DEFAULT_MAX_BYTES``).
+    ``DEFAULT_MAX_BYTES``); ``redis_connections`` the Redis connection pool (None: at least
+    ``RedisCache``'s default).
     """
     from threatintel.cache.memory import MemoryCache
 
@@ -122,9 +124,10 @@ def open_cache(
     elif name == "redis":
         if not redis_url:
             raise ValueError("the redis cache backend needs a Redis URL")
-        from threatintel.cache.redis import RedisCache
+        from threatintel.cache.redis import DEFAULT_MAX_CONNECTIONS, RedisCache
 
-        back = RedisCache(redis_url, clock=clock)
+        pool = max(DEFAULT_MAX_CONNECTIONS, redis_connections or 0)
+        back = RedisCache(redis_url, clock=clock, max_connections=pool)
     else:
         raise ValueError(f"unknown cache backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     from threatintel.cache.layered import LayeredCache
