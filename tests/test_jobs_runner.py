@@ -93,8 +93,11 @@ async def test_a_resumed_job_never_asks_again_what_was_answered(
     after = requests_per_indicator(sim)
     for value in answered:
         assert after[value] == before[value] == 1, value
-    # Only lookups in flight at the stop can have been asked twice (the cache is off here).
-    assert sum(after.values()) - len(DOMAINS) <= 2
+    # With the cache off, what the stop caught unstored (in flight, or answered but not yet
+    # handed to the writer: how many depends on the machine's load) is asked again on the
+    # resume, once: nothing is asked a third time, and every indicator was asked.
+    assert set(after) == set(DOMAINS)
+    assert max(after.values()) <= 2
 
 
 async def test_a_job_of_nothing_is_the_engines_no_indicators_error(

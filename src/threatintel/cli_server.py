@@ -92,10 +92,11 @@ def worker(
         ),
     ] = None,
     name: Annotated[
-        str | None, typer.Option(help="This worker's name in logs (default: host#pid).")
+        str | None,
+        typer.Option(metavar="NAME", help="This worker's name in logs (default: host#pid)."),
     ] = None,
 ) -> None:
-    """Work on batch jobs' chunks from the queue in Redis (REDIS_URL), on any machine.
+    """Run queued batch job chunks (REDIS_URL), on any machine.
 
     Jobs submitted through the HTTP API, MCP or `threatintel batch` with REDIS_URL set are
     split into chunks on a queue; run as many workers as the quotas allow. SIGTERM stops a
