@@ -12,7 +12,6 @@ from cli.py by ``register(app)``; heavy modules load inside the commands.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator, Coroutine, Iterator
@@ -329,6 +328,8 @@ async def _through_queue(
     """Read the input into the shared store, queue the chunks not done, and follow the job
     until it ends; this process works on chunks too unless EMBEDDED_WORKER is false. Stopped
     (Ctrl-C), the job is cancelled for every worker and stays resumable."""
+    import asyncio
+
     from threatintel.jobs import JobState
     from threatintel.jobs.runner import JobRunner
     from threatintel.service import Service
