@@ -173,3 +173,20 @@ async def test_progress_and_results_of_a_distributed_job_are_the_usual_calls(
         assert seen == sorted(seen) and seen[-1] == 30
         analysis = await api.results(job.id)
         assert sorted(e.indicator.value for e in analysis.enrichments) == sorted(values)
+
+
+async def test_only_one_of_two_finishing_workers_marks_the_job_done(queue_redis: str) -> None:
+    """Two workers finishing a job's last chunks at once both ask to mark it done: exactly
+    one is told it did (so the job's end is reported once), and the job is done."""
+    from threatintel.jobs.redis import RedisJobStore
+
+    store = RedisJobStore(queue_redis)
+    try:
+        job = await store.create("iocs.txt", providers=[], now=1.0)
+        assert not await store.finish(job.id, now=2.0)  # only a running job can finish
+        await store.set_state(job.id, JobState.RUNNING, now=2.0)
+        told = await asyncio.gather(store.finish(job.id, now=3.0), store.finish(job.id, now=3.0))
+        assert sorted(told) == [False, True]
+        assert (await store.get(job.id)).state is JobState.DONE
+    finally:
+        await store.aclose()

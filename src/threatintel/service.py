@@ -53,6 +53,10 @@ REMOTE_POLL = 0.5
 #: Chunks a server (or a CLI batch) works on at once beside its other work (EMBEDDED_WORKER).
 EMBEDDED_CONCURRENCY = 2
 
+#: Seconds between two clean-ups of finished jobs older than JOB_RETENTION (a server runs for
+#: months; the one at start-up alone would let them pile up).
+CLEANUP_EVERY = 3_600.0
+
 ProgressHook = Callable[[Job], object]
 
 
@@ -131,6 +135,7 @@ class Service:
         self._running: dict[str, _Running] = {}
         self.queue: JobQueue | None = None  # set on entry in Redis mode
         self._worker: asyncio.Task[None] | None = None
+        self._janitor: asyncio.Task[None] | None = None
 
     @property
     def distributed(self) -> bool:
@@ -142,6 +147,9 @@ class Service:
         return isinstance(self.jobs, RedisJobStore)
 
     async def __aenter__(self) -> Service:
+        await self._cleanup()
+        if self.settings.job_retention:
+            self._janitor = asyncio.create_task(self._clean_periodically())
         if self.distributed and self.settings.redis_url is not None:
             chunks = ChunkRunner(JobRunner(self.engine, self.jobs))
             self.queue = await JobQueue(
@@ -149,14 +157,26 @@ class Service:
             ).__aenter__()
             if self.settings.embedded_worker:
                 self._worker = asyncio.create_task(self.work(concurrency=EMBEDDED_CONCURRENCY))
-        if self.settings.job_retention:
-            try:
-                await self.jobs.cleanup(
-                    now=self.engine.clock.time(), retention=self.settings.job_retention
-                )
-            except JobStoreError as exc:  # a server starts anyway; /ready says what is wrong
-                logger.warning("old jobs not cleaned up: %s", exc)
         return self
+
+    async def _cleanup(self) -> None:
+        """Delete finished jobs older than JOB_RETENTION (none when it is 0)."""
+        if not self.settings.job_retention:
+            return
+        try:
+            gone = await self.jobs.cleanup(
+                now=self.engine.clock.time(), retention=self.settings.job_retention
+            )
+        except JobStoreError as exc:  # a server starts anyway; /ready says what is wrong
+            logger.warning("old jobs not cleaned up: %s", exc)
+            return
+        if gone:
+            logger.info("deleted %d finished jobs older than JOB_RETENTION", gone)
+
+    async def _clean_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(CLEANUP_EVERY)
+            await self._cleanup()
 
     async def __aexit__(
         self,
@@ -172,6 +192,10 @@ class Service:
             running.task.cancel()
         await asyncio.gather(*(r.task for r in self._running.values()), return_exceptions=True)
         self._running.clear()
+        if self._janitor is not None:
+            self._janitor.cancel()
+            await asyncio.gather(self._janitor, return_exceptions=True)
+            self._janitor = None
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)

@@ -9,9 +9,11 @@ follows its progress in the store. With ``--port`` it also serves the probes and
 the same ones as the HTTP server (so Kubernetes and Prometheus treat both alike); without it,
 no socket is opened.
 
-SIGTERM or SIGINT stops it within a second: chunks in flight are not marked done, so the queue
-hands them to another worker once their lease runs out (JOB_REDELIVERY_TIMEOUT), and their
-answered lookups cost nothing the second time (the shared cache).
+SIGTERM or SIGINT stops it taking chunks; those in flight get up to ``STOP_GRACE`` seconds to
+finish (under Kubernetes' default 30 s before SIGKILL). A chunk still running then is not
+marked done, so the queue hands it to another worker once its lease runs out
+(JOB_REDELIVERY_TIMEOUT); the rows it wrote stay, and its answered lookups cost nothing the
+second time (the shared cache).
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ if TYPE_CHECKING:
     from threatintel.settings import Settings
 
 logger = logging.getLogger("threatintel.worker")
+
+#: Seconds a stopping worker lets its chunks in flight finish.
+STOP_GRACE = 20.0
 
 
 def probes_app(service: Service, settings: Settings) -> ASGIApp:
@@ -120,10 +125,23 @@ async def run(
         done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
         if server is not None:
             server.should_exit = True
+        if waiter in done:
+            logger.info(
+                "worker %s stopping: the chunks in flight get %gs to finish", name, STOP_GRACE
+            )
         for task in tasks:
             if task not in done:
-                task.cancel()
+                task.cancel()  # the queue's worker lets its running chunks finish
         waiter.cancel()
+        _, late = await asyncio.wait(tasks, timeout=STOP_GRACE)
+        if late:
+            logger.warning(
+                "worker %s: chunks still running after %gs are left to another worker",
+                name,
+                STOP_GRACE,
+            )
+            for task in late:
+                task.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

@@ -85,7 +85,13 @@ class ChunkRunner:
         )
         job = await store.get(job_id)
         if job.sealed and job.chunks_done >= job.chunks and job.state is JobState.RUNNING:
-            await store.set_state(job_id, JobState.DONE, now=now())
+            # Two workers may finish the last chunks at once: one transition, one report.
+            finish = getattr(store, "finish", None)
+            if finish is not None:
+                if not await finish(job_id, now=now()):
+                    return
+            else:
+                await store.set_state(job_id, JobState.DONE, now=now())
             log_completed(
                 logger, f"job {job_id} done", job.done, job.verdicts, now() - job.created_at
             )

@@ -145,6 +145,13 @@ redis.call('HSET', KEYS[1], 'updated_at', ARGV[5])
 return 1
 """
 
+# KEYS: meta. ARGV: now. A running job becomes done; 1 for the caller that made it so.
+FINISH_LUA: Final = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'done', 'message', '', 'updated_at', ARGV[1])
+return 1
+"""
+
 _PARTS: Final = ("meta", "m", "r", "v", "n", "g", "gk", "chunks")
 
 
@@ -159,7 +166,7 @@ def _translated() -> Iterator[None]:
 class RedisJobStore:
     """A ``JobStore`` in Redis (see the module docstring for the layout)."""
 
-    __slots__ = ("_append", "_claim", "_put", "_renew", "client", "prefix")
+    __slots__ = ("_append", "_claim", "_finish", "_put", "_renew", "client", "prefix")
 
     def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX) -> None:
         self.prefix = prefix
@@ -174,6 +181,7 @@ class RedisJobStore:
         self._claim = self.client.register_script(CLAIM_LUA)
         self._put = self.client.register_script(PUT_LUA)
         self._renew = self.client.register_script(RENEW_LUA)
+        self._finish = self.client.register_script(FINISH_LUA)
 
     def _key(self, job_id: str, part: str) -> str:
         return f"{self.prefix}{{{job_id}}}:{part}"
@@ -299,6 +307,12 @@ class RedisJobStore:
         self, job_id: str, state: JobState, *, now: float, message: str | None = None
     ) -> None:
         await self._set(job_id, now, state=state.value, message=message or "")
+
+    async def finish(self, job_id: str, *, now: float) -> bool:
+        """Mark a running job done, atomically: True for the one caller (of several workers
+        finishing its last chunks at once) that did, so one of them reports it."""
+        with _translated():
+            return bool(await self._finish(keys=[self._key(job_id, "meta")], args=[repr(now)]))
 
     async def claim(self, job_id: str, worker: str, *, now: float, lease: float) -> int | None:
         with _translated():
