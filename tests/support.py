@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -100,3 +100,31 @@ async def redis_key_prefix() -> AsyncIterator[str]:
         if keys:
             await client.delete(*keys)
         await client.aclose()
+
+
+@contextlib.contextmanager
+def emptied_redis_database(database: int, what: str) -> Iterator[str]:
+    """The URL of ``database`` on the local Redis with every ``threatintel*`` key deleted
+    before and after (the servers and the queue use their default prefixes there, so each
+    such test owns a database); skips, naming ``what``, when no Redis answers."""
+    import redis
+
+    url = f"redis://127.0.0.1:6379/{database}"
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+    try:
+        client.ping()
+    except redis.RedisError:
+        client.close()
+        pytest.skip(f"no Redis at 127.0.0.1:6379: start one to run {what}")
+
+    def clear() -> None:
+        keys = list(client.scan_iter(match="threatintel*"))
+        if keys:
+            client.delete(*keys)
+
+    clear()
+    try:
+        yield url
+    finally:
+        clear()
+        client.close()

@@ -9,10 +9,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-import redis
 
 from http_server import ServerProcess
-from support import sim_env
+from support import emptied_redis_database, sim_env
 from threatintel.simulator import SimulatorServer
 
 TOKEN = "instances-token-4d8e"
@@ -20,31 +19,14 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 #: A database of its own on the local Redis: the servers use their default key prefixes, and
 #: this test clears them before and after (no other test uses this database).
 REDIS_DB = 13
-REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 VALUES = ["8.8.8.8", "1.1.1.1", "9.9.9.9", "evil.example.com", "http://bad.example.net/x"]
-
-
-def clear(client: redis.Redis) -> None:
-    keys = list(client.scan_iter(match="threatintel:*"))
-    if keys:
-        client.delete(*keys)
 
 
 @pytest.fixture
 def shared_redis() -> Iterator[str]:
-    """REDIS_URL of an emptied database; skips when no Redis answers on 127.0.0.1:6379."""
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5)
-    try:
-        client.ping()
-    except redis.RedisError:
-        client.close()
-        pytest.skip("no Redis at 127.0.0.1:6379: start one to run the two-instance test")
-    clear(client)
-    try:
-        yield REDIS_URL
-    finally:
-        clear(client)
-        client.close()
+    """REDIS_URL of an emptied database of its own; skips when no Redis answers."""
+    with emptied_redis_database(REDIS_DB, "the two-instance test") as url:
+        yield url
 
 
 def test_a_job_submitted_to_one_instance_finishes_on_the_other(

@@ -17,17 +17,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from http_server import CONSOLE_SCRIPT, ServerProcess
-from support import VENDOR_NAMES, sim_env
+from support import VENDOR_NAMES, emptied_redis_database, sim_env
 from threatintel.simulator import SimulatorServer
 
 TOKEN = "workers-token-7c1f9e"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 #: A database of its own on the local Redis, emptied before and after (no other test uses it).
 REDIS_DB = 12
-REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 STARTED = re.compile(r"worker (\S+): working on queued job chunks")
 #: Bounds for polling (never slept on: each poll waits on a process or a request).
 START_TIMEOUT = 30.0
@@ -42,27 +40,11 @@ def indicators(count: int) -> list[str]:
     return ips + domains
 
 
-def clear(client: redis.Redis) -> None:
-    keys = list(client.scan_iter(match="threatintel*"))
-    if keys:
-        client.delete(*keys)
-
-
 @pytest.fixture
 def shared_redis() -> Iterator[str]:
-    """REDIS_URL of an emptied database; skips when no Redis answers on 127.0.0.1:6379."""
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5)
-    try:
-        client.ping()
-    except redis.RedisError:
-        client.close()
-        pytest.skip("no Redis at 127.0.0.1:6379: start one to run the worker tests")
-    clear(client)
-    try:
-        yield REDIS_URL
-    finally:
-        clear(client)
-        client.close()
+    """REDIS_URL of an emptied database of its own; skips when no Redis answers."""
+    with emptied_redis_database(REDIS_DB, "the worker tests") as url:
+        yield url
 
 
 class WorkerProcess:

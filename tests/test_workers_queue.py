@@ -13,10 +13,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from http_server import CONSOLE_SCRIPT
-from support import VENDOR_NAMES, sim_env, sim_settings
+from support import VENDOR_NAMES, emptied_redis_database, sim_env, sim_settings
 from test_workers import WorkerProcess, indicators
 from threatintel.jobs import JobState
 from threatintel.service import Service
@@ -25,32 +24,16 @@ from threatintel.simulator.config import VendorConfig
 from threatintel.simulator.faults import FaultKind
 
 #: A database of its own on the local Redis, emptied before and after (no other test uses it).
-REDIS_URL = "redis://127.0.0.1:6379/11"
+REDIS_DB = 11
 #: Bound of every poll below (each waits on the event loop or a process, never a sleep).
 WITHIN = 20.0
 
 
 @pytest.fixture
 def queue_redis() -> Iterator[str]:
-    """REDIS_URL of an emptied database; skips when no Redis answers on 127.0.0.1:6379."""
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5)
-    try:
-        client.ping()
-    except redis.RedisError:
-        client.close()
-        pytest.skip("no Redis at 127.0.0.1:6379: start one to run the job queue tests")
-
-    def clear() -> None:
-        keys = list(client.scan_iter(match="threatintel*"))
-        if keys:
-            client.delete(*keys)
-
-    clear()
-    try:
-        yield REDIS_URL
-    finally:
-        clear()
-        client.close()
+    """REDIS_URL of an emptied database of its own; skips when no Redis answers."""
+    with emptied_redis_database(REDIS_DB, "the job queue tests") as url:
+        yield url
 
 
 def batch(env: dict[str, str], path: Path, output: Path) -> subprocess.CompletedProcess[str]:
