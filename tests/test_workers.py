@@ -29,6 +29,9 @@ REDIS_DB = 12
 STARTED = re.compile(r"worker (\S+): working on queued job chunks")
 #: Bounds for polling (never slept on: each poll waits on a process or a request).
 START_TIMEOUT = 30.0
+#: Lookups a worker has in flight per provider at most: the killed worker's unanswered ones
+#: are among its last MAX_WORKERS x 4 sources.
+MAX_WORKERS = 10
 JOB_TIMEOUT = 150.0
 
 
@@ -123,6 +126,7 @@ def test_a_killed_worker_loses_nothing_and_repeats_no_answered_lookup(
         EMBEDDED_WORKER="false",
         JOB_REDELIVERY_TIMEOUT="3",
         BATCH_SIZE="50",
+        MAX_WORKERS=str(MAX_WORKERS),
         API_RATE_LIMIT="0",
     )
     workers = [WorkerProcess(env, index, tmp_path) for index in range(3)]
@@ -139,7 +143,6 @@ def test_a_killed_worker_loses_nothing_and_repeats_no_answered_lookup(
             assert midway["state"] == "running", midway
             victim = workers[0]
             victim.process.send_signal(signal.SIGKILL)
-            killed_at = time.time()
             assert victim.stop() == -signal.SIGKILL
 
             final = wait_for(client, job_url, done=len(values) + 1)
@@ -156,22 +159,22 @@ def test_a_killed_worker_loses_nothing_and_repeats_no_answered_lookup(
 
     records = [r for r in sim.log.records() if r.status == 200 and r.indicator is not None]
     assert sim.log.dropped == 0
-    asked: dict[tuple[str, str], list[tuple[float, str | None]]] = {}
-    for record in sorted(records, key=lambda r: r.timestamp):
-        asked.setdefault((record.vendor, str(record.indicator)), []).append(
-            (record.timestamp, record.key)
-        )
     victim_keys = set(workers[0].keys.values())
     survivor_keys = {key for worker in workers[1:] for key in worker.keys.values()}
-    by_key = {key for asks in asked.values() for _, key in asks}
-    assert victim_keys & by_key, "the killed worker had done no work: the kill was not midway"
-    assert survivor_keys & by_key
-    repeated = {pair: asks for pair, asks in asked.items() if len(asks) > 1}
-    for pair, asks in repeated.items():
-        (when, key), *again = asks
-        # The one lookup that may be asked twice: the killed worker had asked it and died
-        # before the answer reached the shared cache; every answered lookup is asked once.
-        assert key in victim_keys, (pair, asks)
-        # (The simulator stamps a request when it answers it, up to ~100 ms after it came.)
-        assert killed_at - 2.0 <= when <= killed_at + 1.0, (pair, asks, killed_at)
-        assert len(again) == 1 and again[0][1] in survivor_keys, (pair, asks)
+    # In the simulator's order (it logs each request as it answers it): the killed worker's
+    # last asks are those it could have had in flight, or answered but not yet written to the
+    # shared cache, when it died: at most its in-flight slots, counted twice for the latter.
+    by_victim = [(r.vendor, r.indicator) for r in records if r.key in victim_keys]
+    last_asks = set(by_victim[-2 * MAX_WORKERS * len(VENDOR_NAMES) :])
+    assert len(by_victim) > len(last_asks), "the killed worker had done no work before dying"
+    asked: dict[tuple[str, str | None], list[str | None]] = {}
+    for record in records:
+        asked.setdefault((record.vendor, record.indicator), []).append(record.key)
+    assert survivor_keys & {key for keys in asked.values() for key in keys}
+    for pair, keys in asked.items():
+        if len(keys) == 1:
+            continue
+        # Asked twice only if the killed worker asked it last thing and a survivor once more:
+        # no lookup whose answer reached the shared cache is ever asked again.
+        assert len(keys) == 2 and keys[0] in victim_keys and keys[1] in survivor_keys, (pair, keys)
+        assert pair in last_asks, (pair, keys)

@@ -173,3 +173,65 @@ async def test_only_one_of_two_finishing_workers_marks_the_job_done(queue_redis:
         assert (await store.get(job.id)).state is JobState.DONE
     finally:
         await store.aclose()
+
+
+async def test_a_cli_batch_runs_only_its_own_chunks_not_another_jobs(
+    sim: SimulatorServer, queue_redis: str, tmp_path: Path
+) -> None:
+    """With another job waiting on the queue and no worker running, a CLI batch (default
+    EMBEDDED_WORKER) finishes its own job and asks no lookup for the other one."""
+    other = indicators(40)
+    settings = sim_settings(sim, redis_url=queue_redis, batch_size=10, embedded_worker=False)
+    async with Service(settings) as api:
+        queued = await api.submit(other)
+
+        async def dispatched() -> bool:
+            return (await api.job(queued.id)).sealed and (await api.queue_depth() or 0) == 4
+
+        await until(dispatched, "the other job is on the queue")
+        mine = [f"198.51.{i}.{i + 1}" for i in range(3)]
+        source = tmp_path / "mine.txt"
+        source.write_text("\n".join(mine) + "\n")
+        env = sim_env(sim, REDIS_URL=queue_redis, BATCH_SIZE="10")
+        done = await asyncio.to_thread(batch, env, source, tmp_path / "mine.jsonl")
+        assert done.returncode == 0, done.stderr
+        asked = {r.indicator for r in sim.log.records() if r.indicator is not None}
+        assert asked and asked <= set(mine)  # only the batch's own indicators
+        still = await api.job(queued.id)
+        assert still.done == 0 and await api.queue_depth() == 4
+
+
+def worker_run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CONSOLE_SCRIPT, "worker"],
+        env={k: v for k, v in {**os.environ, **env}.items() if v},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_worker_without_redis_says_it_needs_redis_url() -> None:
+    """`threatintel worker` without REDIS_URL stops at once with one line naming it (exit 2)."""
+    done = worker_run({"REDIS_URL": ""})
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: threatintel worker needs REDIS_URL (the queue and job store it shares with the "
+        "servers); without Redis, batches run in the process that submits them"
+    ]
+
+
+def test_a_worker_whose_redis_does_not_answer_stops_with_one_error_line() -> None:
+    """A worker started while its Redis is down exits 1 (a supervisor restarts it) after one
+    ERROR line saying so, and the URL's password appears nowhere."""
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = worker_run({"REDIS_URL": f"redis://:hunter2-secret@127.0.0.1:{port}/5"})
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "Redis does not answer" in errors[0], done.stderr
+    assert "hunter2" not in done.stderr

@@ -56,7 +56,8 @@ BatchFormatOption = Annotated[
     typer.Option(
         "--format",
         metavar="FORMAT",
-        help="jsonl (the default: each enrichment written as it completes) or any report "
+        help="jsonl (the default: each enrichment written as it completes; at the end with "
+        "REDIS_URL) or any report "
         "format, assembled from the job's stored results at the end. A resumed job keeps the "
         "format and --output it was started with unless given again.",
         show_default=False,
@@ -326,22 +327,44 @@ async def _through_queue(
     progress: BatchProgress | None,
 ) -> Job:
     """Read the input into the shared store, queue the chunks not done, and follow the job
-    until it ends; this process works on chunks too unless EMBEDDED_WORKER is false. Stopped
-    (Ctrl-C), the job is cancelled for every worker and stays resumable."""
+    until it ends. Unless EMBEDDED_WORKER is false, this process runs chunks of its own job
+    (only its own: it takes them off the queue one at a time, never another job's) beside
+    any workers. Stopped (Ctrl-C), the job is cancelled for every worker and stays resumable.
+    """
     import asyncio
 
     from threatintel.jobs import JobState
+    from threatintel.jobs.queue import ChunkRunner
     from threatintel.jobs.runner import JobRunner
-    from threatintel.service import Service
+    from threatintel.service import EMBEDDED_CONCURRENCY, Service
 
-    async with Service(settings, engine=engine, store=store) as service:
+    # Not a queue worker: that would run anyone's chunks on this analyst's keys.
+    quiet = settings.model_copy(update={"embedded_worker": False})
+    async with Service(quiet, engine=engine, store=store) as service:
         assert service.queue is not None
+        queue = service.queue
         if lines is not None:
             job = await JobRunner(engine, store).ingest(job.id, lines)
         # A resumed job may have been cancelled: its chunks run again.
         await store.set_state(job.id, JobState.RUNNING, now=engine.clock.time())
-        await service.queue.enqueue(job.id, range(job.chunks))
-        if not settings.embedded_worker:
+        await queue.enqueue(job.id, range(job.chunks))
+        helper = None
+        if settings.embedded_worker:
+            chunks = ChunkRunner(JobRunner(engine, store))
+            slots = asyncio.Semaphore(EMBEDDED_CONCURRENCY)
+
+            async def one(seq: int) -> None:
+                async with slots:
+                    if not await queue.take(job.id, seq):
+                        return  # a worker has it
+                    try:
+                        await chunks(job.id, seq)
+                    except Exception as exc:  # back on the queue, for its retries there
+                        err.print(f"chunk {seq} failed here ({type(exc).__name__}); queued again")
+                        await queue.enqueue(job.id, [seq])
+
+            helper = asyncio.gather(*(one(seq) for seq in range(job.chunks)))
+        else:
             err.print(f"job {job.id}: {job.chunks} chunks queued for `threatintel worker`s")
         try:
             return await service.wait(
@@ -350,6 +373,10 @@ async def _through_queue(
         except BaseException:
             await asyncio.shield(service.cancel(job.id))
             raise
+        finally:
+            if helper is not None:
+                helper.cancel()
+                await asyncio.gather(helper, return_exceptions=True)
 
 
 def _resume_lines(job: Job, file: str | None) -> Iterator[str] | None:

@@ -125,7 +125,9 @@ def worker(
     from threatintel.worker import run
 
     with errors_as_exit_codes():
-        anyio.run(lambda: run(settings, concurrency=concurrency, name=name, sock=sock))
+        status = anyio.run(lambda: run(settings, concurrency=concurrency, name=name, sock=sock))
+    if status:
+        raise typer.Exit(status)
 
 
 def refuse_without_token(settings: Settings, host: str) -> None:

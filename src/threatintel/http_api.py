@@ -346,7 +346,8 @@ def _add_routes(api: FastAPI, state: _State, settings: Settings) -> None:
     )
     async def submit(request: JobRequest) -> Response:
         """Start a batch job over indicators and/or text (up to API_MAX_JOB_BODY bytes); it
-        runs on this instance, and with REDIS_URL any instance can report on it."""
+        runs on this instance, or with REDIS_URL on the job queue's workers, and any instance
+        can report on it."""
         values, rejected = typed_values(_items(request.iocs), guard.scrub)
         if not values and not rejected and not request.text:  # as analyze answers it
             raise NoIndicators()

@@ -269,8 +269,8 @@ class Settings(BaseSettings):
 
     # --- batch work across processes (REDIS_URL) ------------------------------------------
     # With REDIS_URL, a job's chunks go on a queue in Redis that `threatintel worker` processes
-    # consume; a server (and `threatintel batch`) works on queued chunks itself too unless this
-    # is false (API replicas beside dedicated workers).
+    # consume; a server works on queued chunks itself too, and `threatintel batch` on its own
+    # job's, unless this is false (API replicas beside dedicated workers).
     embedded_worker: bool = True
     # A chunk whose worker stopped renewing its lease this many seconds ago (the worker died)
     # is handed to another worker. A live worker renews four times per period.

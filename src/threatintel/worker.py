@@ -88,14 +88,21 @@ async def run(
     concurrency: int,
     name: str | None = None,
     sock: socket.socket | None = None,
-) -> None:
-    """Work on queued chunks until SIGTERM/SIGINT; serve the probes on ``sock`` if given."""
+) -> int:
+    """Work on queued chunks until SIGTERM/SIGINT; serve the probes on ``sock`` if given.
+    The exit status: 0 once stopped, 1 when Redis does not answer at start-up."""
     from threatintel.service import Service
 
     # This process is the worker: the Service must not start a second one of its own.
     settings = settings.model_copy(update={"embedded_worker": False})
     name = name or f"{socket.gethostname()}#{os.getpid()}"
     async with Service(settings) as service:
+        unreachable = [p for p in await service.ready() if p.startswith("job store")]
+        if unreachable:
+            # One line and a non-zero exit: a supervisor (Kubernetes, Compose's restart
+            # policy) restarts the worker with a back-off, and the reason is in its log.
+            logger.error("worker %s: Redis does not answer (%s); stopping", name, unreachable[0])
+            return 1
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -149,6 +156,7 @@ async def run(
         for result in results:  # a worker that failed by itself says why
             if isinstance(result, Exception):
                 raise result
+    return 0
 
 
 __all__ = ["probes_app", "run"]

@@ -43,10 +43,12 @@ logger = logging.getLogger("threatintel.worker")
 QUEUE_NAME: Final = "threatintel-jobs"
 #: The task's registered name: workers resolve it by name, so every version agrees on it.
 TASK: Final = "threatintel.run_chunk"
-#: A chunk that failed (the job store did not answer, say) is tried again this often, this
-#: far apart; after that it waits for a resume.
-RETRY_ATTEMPTS: Final = 5
-RETRY_DELAY: Final = timedelta(seconds=2)
+#: A chunk that failed (the job store did not answer, Redis full) is tried again this often,
+#: 2 s apart at first, doubling up to 5 minutes (about 20 minutes in all); after the last
+#: attempt its job is marked failed, saying how to resume it.
+RETRY_ATTEMPTS: Final = 8
+RETRY_MIN_DELAY: Final = timedelta(seconds=2)
+RETRY_MAX_DELAY: Final = timedelta(minutes=5)
 
 
 def chunk_key(job_id: str, seq: int) -> str:
@@ -64,16 +66,20 @@ class ChunkRunner:
     async def __call__(self, job_id: str, seq: int) -> None:
         store = self.runner.store
         now = self.runner.engine.clock.time
+        start = getattr(store, "start", None)  # the queue's store is Redis's: atomic
         try:
-            job = await store.get(job_id)
+            if start is not None:
+                state = await start(job_id, now=now())
+            else:
+                state = (await store.get(job_id)).state
         except UnknownJob:
+            state = None
+        if state is None:
             logger.info("job %s is gone; its chunk %d is dropped", job_id, seq)
             return
-        if job.state is JobState.CANCELLED:
-            logger.debug("job %s is cancelled; chunk %d skipped", job_id, seq)
+        if state is not JobState.RUNNING:  # cancelled, failed or done: nothing to run
+            logger.debug("job %s is %s; chunk %d skipped", job_id, state.value, seq)
             return
-        if job.state is not JobState.RUNNING:
-            await store.set_state(job_id, JobState.RUNNING, now=now())
         began = time.perf_counter()
         asked = await self.runner.run_chunk(job_id, seq)
         logger.info(
@@ -96,6 +102,24 @@ class ChunkRunner:
                 logger, f"job {job_id} done", job.done, job.verdicts, now() - job.created_at
             )
 
+    async def give_up(self, job_id: str, seq: int, exc: Exception) -> None:
+        """The chunk failed on its last attempt: mark the job failed, with how to resume."""
+        await _mark_failed(self, job_id, seq, exc)
+
+
+async def _mark_failed(runner: ChunkRunner, job_id: str, seq: int, exc: Exception) -> None:
+    """The job stops as failed, saying which chunk and how to go on (not a silent stall)."""
+    message = (
+        f"chunk {seq} failed {RETRY_ATTEMPTS} times ({type(exc).__name__}); "
+        f"resume with: threatintel batch --resume {job_id}"
+    )
+    logger.error("job %s: %s", job_id, message)
+    try:
+        now = runner.runner.engine.clock.time()
+        await runner.runner.store.set_state(job_id, JobState.FAILED, now=now, message=message)
+    except Exception as again:  # the store is what failed: the log line is all we can leave
+        logger.error("job %s could not be marked failed (%s)", job_id, type(again).__name__)
+
 
 class JobQueue:
     """Job chunks on the Docket at ``url`` (see the module docstring)."""
@@ -108,7 +132,7 @@ class JobQueue:
         self.docket = Docket(name=QUEUE_NAME, url=url)
 
     async def __aenter__(self) -> JobQueue:
-        from docket import Retry
+        from docket import ExponentialRetry
 
         await self.docket.__aenter__()
         runner = self.runner
@@ -116,11 +140,28 @@ class JobQueue:
         async def run_chunk(
             job_id: str,
             seq: int,
-            retry: Retry = Retry(attempts=RETRY_ATTEMPTS, delay=RETRY_DELAY),  # noqa: B008
+            retry: ExponentialRetry = ExponentialRetry(  # noqa: B008 (Docket's dependency style)
+                attempts=RETRY_ATTEMPTS,
+                minimum_delay=RETRY_MIN_DELAY,
+                maximum_delay=RETRY_MAX_DELAY,
+            ),
         ) -> None:
             if runner is None:  # a queue that only submits never runs a worker
                 raise RuntimeError("this process has no chunk runner")
-            await runner(job_id, seq)
+            try:
+                await runner(job_id, seq)
+            except Exception as exc:
+                if retry.attempt < RETRY_ATTEMPTS:
+                    logger.warning(
+                        "job %s chunk %d failed (%s); trying again (attempt %d of %d)",
+                        job_id,
+                        seq,
+                        type(exc).__name__,
+                        retry.attempt + 1,
+                        RETRY_ATTEMPTS,
+                    )
+                    raise
+                await runner.give_up(job_id, seq, exc)
 
         self.docket.register(run_chunk, names=[TASK])
         return self
@@ -141,6 +182,22 @@ class JobQueue:
         calls = [self.docket.call(TASK, key=chunk_key(job_id, seq))(job_id, seq) for seq in chunks]
         executions = await self.docket.add_many(calls)
         return sum(e.disposition is Disposition.SCHEDULED for e in executions)
+
+    async def take(self, job_id: str, seq: int) -> bool:
+        """Take a chunk still waiting on the queue off it, to run it here; False when a
+        worker has it already (or it is done). Used by a `batch` that helps with its own job
+        only, never with another's."""
+        from docket.execution import ExecutionState
+
+        key = chunk_key(job_id, seq)
+        execution = await self.docket.get_execution(key)
+        if execution is None:
+            return False
+        await execution.sync()
+        if execution.state not in (ExecutionState.SCHEDULED, ExecutionState.QUEUED):
+            return False
+        await self.docket.cancel(key)
+        return True
 
     async def cancel(self, job_id: str, chunks: Iterable[int]) -> None:
         """Take the job's queued chunks off the queue and signal the running ones to stop."""

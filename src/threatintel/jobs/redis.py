@@ -152,6 +152,17 @@ redis.call('HSET', KEYS[1], 'state', 'done', 'message', '', 'updated_at', ARGV[1
 return 1
 """
 
+# KEYS: meta. ARGV: now. A queued job starts running; returns the state after (a chunk of a
+# job that is done, failed or cancelled must not reopen it).
+START_LUA: Final = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'queued' then
+  redis.call('HSET', KEYS[1], 'state', 'running', 'updated_at', ARGV[1])
+  return 'running'
+end
+return state or ''
+"""
+
 _PARTS: Final = ("meta", "m", "r", "v", "n", "g", "gk", "chunks")
 
 
@@ -166,7 +177,16 @@ def _translated() -> Iterator[None]:
 class RedisJobStore:
     """A ``JobStore`` in Redis (see the module docstring for the layout)."""
 
-    __slots__ = ("_append", "_claim", "_finish", "_put", "_renew", "client", "prefix")
+    __slots__ = (
+        "_append",
+        "_claim",
+        "_finish",
+        "_put",
+        "_renew",
+        "_start",
+        "client",
+        "prefix",
+    )
 
     def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX) -> None:
         self.prefix = prefix
@@ -182,6 +202,7 @@ class RedisJobStore:
         self._put = self.client.register_script(PUT_LUA)
         self._renew = self.client.register_script(RENEW_LUA)
         self._finish = self.client.register_script(FINISH_LUA)
+        self._start = self.client.register_script(START_LUA)
 
     def _key(self, job_id: str, part: str) -> str:
         return f"{self.prefix}{{{job_id}}}:{part}"
@@ -307,6 +328,14 @@ class RedisJobStore:
         self, job_id: str, state: JobState, *, now: float, message: str | None = None
     ) -> None:
         await self._set(job_id, now, state=state.value, message=message or "")
+
+    async def start(self, job_id: str, *, now: float) -> JobState | None:
+        """A queued job becomes running, atomically; the job's state after (None: no job).
+        Only a queued job moves: a chunk delivered late never reopens a finished job, and a
+        cancel landing meanwhile is not overwritten."""
+        with _translated():
+            state = await self._start(keys=[self._key(job_id, "meta")], args=[repr(now)])
+        return JobState(state) if state else None
 
     async def finish(self, job_id: str, *, now: float) -> bool:
         """Mark a running job done, atomically: True for the one caller (of several workers
