@@ -235,3 +235,35 @@ def test_a_worker_whose_redis_does_not_answer_stops_with_one_error_line() -> Non
     errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "Redis does not answer" in errors[0], done.stderr
     assert "hunter2" not in done.stderr
+
+
+async def test_a_cancelled_distributed_job_resumes_with_batch(
+    sim: SimulatorServer, queue_redis: str, tmp_path: Path
+) -> None:
+    """A distributed job cancelled before any worker ran it is finished by
+    `threatintel batch --resume ID`, every indicator in its output once."""
+    values = indicators(30)
+    settings = sim_settings(sim, redis_url=queue_redis, batch_size=10, embedded_worker=False)
+    async with Service(settings) as api:
+        job = await api.submit(values)
+
+        async def dispatched() -> bool:
+            return (await api.job(job.id)).sealed and (await api.queue_depth() or 0) == 3
+
+        await until(dispatched, "the job is on the queue")
+        assert (await api.cancel(job.id)).state is JobState.CANCELLED
+        env = sim_env(sim, REDIS_URL=queue_redis, BATCH_SIZE="10")
+        output = tmp_path / "resumed.jsonl"
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [CONSOLE_SCRIPT, "batch", "--resume", job.id, "-o", str(output), "--quiet"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert (await api.job(job.id)).state is JobState.DONE
+    lines = output.read_text().splitlines()
+    assert sorted(json.loads(line)["indicator"]["value"] for line in lines) == sorted(values)
