@@ -106,9 +106,21 @@ async def api_and_worker(
 async def until(condition: object, what: str) -> None:
     """Wait (bounded) for ``condition()`` to hold, yielding to the event loop in between."""
     assert callable(condition)
-    async with asyncio.timeout(WITHIN):
-        while not await condition():
-            await asyncio.sleep(0.05)  # a poll interval, not a wait for an outcome
+    try:
+        async with asyncio.timeout(WITHIN):
+            while not await condition():
+                await asyncio.sleep(0.05)  # a poll interval, not a wait for an outcome
+    except TimeoutError:
+        raise AssertionError(f"not within {WITHIN:g} s: {what}") from None
+
+
+async def until_queued(api: Service, job_id: str, *, chunks: int) -> None:
+    """Wait (bounded) until the job's whole input is in and its ``chunks`` are queued."""
+
+    async def queued() -> bool:
+        return (await api.job(job_id)).sealed and (await api.queue_depth() or 0) == chunks
+
+    await until(queued, "the job is on the queue")
 
 
 async def test_cancelling_a_distributed_job_stops_its_chunks(
@@ -184,11 +196,7 @@ async def test_a_cli_batch_runs_only_its_own_chunks_not_another_jobs(
     settings = sim_settings(sim, redis_url=queue_redis, batch_size=10, embedded_worker=False)
     async with Service(settings) as api:
         queued = await api.submit(other)
-
-        async def dispatched() -> bool:
-            return (await api.job(queued.id)).sealed and (await api.queue_depth() or 0) == 4
-
-        await until(dispatched, "the other job is on the queue")
+        await until_queued(api, queued.id, chunks=4)
         mine = [f"198.51.{i}.{i + 1}" for i in range(3)]
         source = tmp_path / "mine.txt"
         source.write_text("\n".join(mine) + "\n")
@@ -246,11 +254,7 @@ async def test_a_cancelled_distributed_job_resumes_with_batch(
     settings = sim_settings(sim, redis_url=queue_redis, batch_size=10, embedded_worker=False)
     async with Service(settings) as api:
         job = await api.submit(values)
-
-        async def dispatched() -> bool:
-            return (await api.job(job.id)).sealed and (await api.queue_depth() or 0) == 3
-
-        await until(dispatched, "the job is on the queue")
+        await until_queued(api, job.id, chunks=3)
         assert (await api.cancel(job.id)).state is JobState.CANCELLED
         env = sim_env(sim, REDIS_URL=queue_redis, BATCH_SIZE="10")
         output = tmp_path / "resumed.jsonl"
