@@ -103,22 +103,18 @@ class ChunkRunner:
             )
 
     async def give_up(self, job_id: str, seq: int, exc: Exception) -> None:
-        """The chunk failed on its last attempt: mark the job failed, with how to resume."""
-        await _mark_failed(self, job_id, seq, exc)
-
-
-async def _mark_failed(runner: ChunkRunner, job_id: str, seq: int, exc: Exception) -> None:
-    """The job stops as failed, saying which chunk and how to go on (not a silent stall)."""
-    message = (
-        f"chunk {seq} failed {RETRY_ATTEMPTS} times ({type(exc).__name__}); "
-        f"resume with: threatintel batch --resume {job_id}"
-    )
-    logger.error("job %s: %s", job_id, message)
-    try:
-        now = runner.runner.engine.clock.time()
-        await runner.runner.store.set_state(job_id, JobState.FAILED, now=now, message=message)
-    except Exception as again:  # the store is what failed: the log line is all we can leave
-        logger.error("job %s could not be marked failed (%s)", job_id, type(again).__name__)
+        """The chunk failed on its last attempt: the job stops as failed, saying which chunk
+        and how to go on (not a silent stall)."""
+        message = (
+            f"chunk {seq} failed {RETRY_ATTEMPTS} times ({type(exc).__name__}); "
+            f"resume with: threatintel batch --resume {job_id}"
+        )
+        logger.error("job %s: %s", job_id, message)
+        try:
+            now = self.runner.engine.clock.time()
+            await self.runner.store.set_state(job_id, JobState.FAILED, now=now, message=message)
+        except Exception as again:  # the store is what failed: the log line is all we leave
+            logger.error("job %s could not be marked failed (%s)", job_id, type(again).__name__)
 
 
 class JobQueue:
