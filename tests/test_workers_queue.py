@@ -271,3 +271,26 @@ async def test_a_cancelled_distributed_job_resumes_with_batch(
         assert (await api.job(job.id)).state is JobState.DONE
     lines = output.read_text().splitlines()
     assert sorted(json.loads(line)["indicator"]["value"] for line in lines) == sorted(values)
+
+
+async def test_a_chunk_that_fails_its_last_retry_fails_its_job_with_the_resume_command(
+    sim: SimulatorServer, queue_redis: str
+) -> None:
+    """When a chunk has failed every retry, its job ends failed (not 'running' forever) with a
+    message naming the chunk and the command that resumes it."""
+    from threatintel.jobs import JobStoreError
+    from threatintel.jobs.queue import RETRY_ATTEMPTS, ChunkRunner
+    from threatintel.jobs.runner import JobRunner
+
+    settings = sim_settings(sim, redis_url=queue_redis, batch_size=10, embedded_worker=False)
+    async with Service(settings) as api:
+        job = await api.submit(indicators(20))
+        await until_queued(api, job.id, chunks=2)
+        chunks = ChunkRunner(JobRunner(api.engine, api.jobs))
+        await chunks.give_up(job.id, 1, JobStoreError("Redis job store failed (OutOfMemoryError)"))
+        failed = await api.job(job.id)
+        assert failed.state is JobState.FAILED
+        assert failed.message == (
+            f"chunk 1 failed {RETRY_ATTEMPTS} times (JobStoreError); "
+            f"resume with: threatintel batch --resume {job.id}"
+        )
