@@ -29,9 +29,8 @@ REDIS_DB = 12
 STARTED = re.compile(r"worker (\S+): working on queued job chunks")
 #: Bounds for polling (never slept on: each poll waits on a process or a request).
 START_TIMEOUT = 30.0
-#: Lookups a worker has in flight per provider at most: the killed worker's unanswered ones
-#: are among its last MAX_WORKERS x 4 sources.
-MAX_WORKERS = 10
+#: Indicators per chunk: the job's chunk N holds input indicators N*50 to N*50+49.
+BATCH_SIZE = 50
 JOB_TIMEOUT = 150.0
 
 
@@ -125,8 +124,7 @@ def test_a_killed_worker_loses_nothing_and_repeats_no_answered_lookup(
         REDIS_URL=shared_redis,
         EMBEDDED_WORKER="false",
         JOB_REDELIVERY_TIMEOUT="3",
-        BATCH_SIZE="50",
-        MAX_WORKERS=str(MAX_WORKERS),
+        BATCH_SIZE=str(BATCH_SIZE),
         API_RATE_LIMIT="0",
     )
     workers = [WorkerProcess(env, index, tmp_path) for index in range(3)]
@@ -161,20 +159,22 @@ def test_a_killed_worker_loses_nothing_and_repeats_no_answered_lookup(
     assert sim.log.dropped == 0
     victim_keys = set(workers[0].keys.values())
     survivor_keys = {key for worker in workers[1:] for key in worker.keys.values()}
-    # In the simulator's order (it logs each request as it answers it): the killed worker's
-    # last asks are those it could have had in flight, or answered but not yet written to the
-    # shared cache, when it died: at most its in-flight slots, counted twice for the latter.
-    by_victim = [(r.vendor, r.indicator) for r in records if r.key in victim_keys]
-    last_asks = set(by_victim[-2 * MAX_WORKERS * len(VENDOR_NAMES) :])
-    assert len(by_victim) > len(last_asks), "the killed worker had done no work before dying"
+    # The chunks the killed worker held when it died: those it started and never finished,
+    # as its own log says. Only their indicators may have had a lookup in flight.
+    log = workers[0].stderr
+    started = {int(n) for n in re.findall(r"chunk (\d+) started", log)}
+    finished = {int(n) for n in re.findall(r"chunk (\d+) done", log)}
+    held = started - finished  # empty if it died between two chunks: then nothing repeats
+    assert finished, "the killed worker had done no work: the kill was not midway"
+    chunk_of = {value: index // BATCH_SIZE for index, value in enumerate(values)}
     asked: dict[tuple[str, str | None], list[str | None]] = {}
     for record in records:
         asked.setdefault((record.vendor, record.indicator), []).append(record.key)
     assert survivor_keys & {key for keys in asked.values() for key in keys}
-    for pair, keys in asked.items():
+    for (vendor, indicator), keys in asked.items():
         if len(keys) == 1:
             continue
-        # Asked twice only if the killed worker asked it last thing and a survivor once more:
-        # no lookup whose answer reached the shared cache is ever asked again.
-        assert len(keys) == 2 and keys[0] in victim_keys and keys[1] in survivor_keys, (pair, keys)
-        assert pair in last_asks, (pair, keys)
+        # Asked twice only if the killed worker asked it for a chunk it died holding, and a
+        # survivor once more: a lookup whose answer reached the shared cache is not asked again.
+        assert len(keys) == 2 and keys[0] in victim_keys and keys[1] in survivor_keys, keys
+        assert chunk_of[str(indicator)] in held, (vendor, indicator, sorted(held))

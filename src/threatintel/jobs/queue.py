@@ -80,6 +80,7 @@ class ChunkRunner:
         if state is not JobState.RUNNING:  # cancelled, failed or done: nothing to run
             logger.debug("job %s is %s; chunk %d skipped", job_id, state.value, seq)
             return
+        logger.info("job %s chunk %d started", job_id, seq)
         began = time.perf_counter()
         asked = await self.runner.run_chunk(job_id, seq)
         logger.info(
