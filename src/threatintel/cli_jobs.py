@@ -258,6 +258,7 @@ async def _batch(
     from threatintel.cli_run import QuotaWaitNotice
     from threatintel.engine import Engine
     from threatintel.errors import NoIndicators
+    from threatintel.jobs.queue import queue_url
     from threatintel.jobs.runner import JobRunner
 
     store = open_store(settings)
@@ -283,7 +284,7 @@ async def _batch(
                 err.print(f"asking again the sources that missed {job.gaps} lookups")
                 job = await runner.fill_gaps(job.id)
             writer = JsonlOutput(output) if fmt is OutputFormat.jsonl else None
-            queued = _queued(settings, store)
+            queued = queue_url(settings, store) is not None
             if writer is not None and not queued:
                 await writer.start(store.results(job.id))
             try:
@@ -307,15 +308,6 @@ async def _batch(
             return job
     finally:
         await store.aclose()
-
-
-def _queued(settings: Settings, store: JobStore) -> bool:
-    """With REDIS_URL the job's chunks go on the shared queue (workers anywhere run them)."""
-    if settings.redis_url is None:
-        return False
-    from threatintel.jobs.redis import RedisJobStore
-
-    return isinstance(store, RedisJobStore)
 
 
 async def _through_queue(

@@ -38,7 +38,7 @@ from threatintel.errors import RequestError
 from threatintel.indicators import extract
 from threatintel.jobs import JobState, JobStore, JobStoreError, job_store_for
 from threatintel.jobs.base import Job
-from threatintel.jobs.queue import ChunkRunner, JobQueue
+from threatintel.jobs.queue import ChunkRunner, JobQueue, queue_url
 from threatintel.jobs.runner import JobRunner, job_analysis
 from threatintel.logs import log_analysis, log_completed
 from threatintel.metrics import Metrics
@@ -137,24 +137,14 @@ class Service:
         self._worker: asyncio.Task[None] | None = None
         self._janitor: asyncio.Task[None] | None = None
 
-    @property
-    def distributed(self) -> bool:
-        """Jobs go on the shared queue: REDIS_URL is set and the job store is Redis's."""
-        if self.settings.redis_url is None:
-            return False
-        from threatintel.jobs.redis import RedisJobStore  # the redis client only in Redis mode
-
-        return isinstance(self.jobs, RedisJobStore)
-
     async def __aenter__(self) -> Service:
         await self._cleanup()
         if self.settings.job_retention:
             self._janitor = asyncio.create_task(self._clean_periodically())
-        if self.distributed and self.settings.redis_url is not None:
+        url = queue_url(self.settings, self.jobs)
+        if url is not None:
             chunks = ChunkRunner(JobRunner(self.engine, self.jobs))
-            self.queue = await JobQueue(
-                self.settings.redis_url.get_secret_value(), runner=chunks
-            ).__aenter__()
+            self.queue = await JobQueue(url, runner=chunks).__aenter__()
             if self.settings.embedded_worker:
                 self._worker = asyncio.create_task(self.work(concurrency=EMBEDDED_CONCURRENCY))
         return self

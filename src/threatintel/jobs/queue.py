@@ -35,7 +35,9 @@ from threatintel.jobs.base import JobState, UnknownJob
 from threatintel.logs import log_completed
 
 if TYPE_CHECKING:
+    from threatintel.jobs.base import JobStore
     from threatintel.jobs.runner import JobRunner
+    from threatintel.settings import Settings
 
 logger = logging.getLogger("threatintel.worker")
 
@@ -49,6 +51,16 @@ TASK: Final = "threatintel.run_chunk"
 RETRY_ATTEMPTS: Final = 8
 RETRY_MIN_DELAY: Final = timedelta(seconds=2)
 RETRY_MAX_DELAY: Final = timedelta(minutes=5)
+
+
+def queue_url(settings: Settings, store: JobStore) -> str | None:
+    """The Redis URL of the shared queue a job in ``store`` goes on, or None: jobs go on it
+    when REDIS_URL is set and the job store is Redis's (else they run in-process)."""
+    if settings.redis_url is None:
+        return None
+    from threatintel.jobs.redis import RedisJobStore  # the redis client only in Redis mode
+
+    return settings.redis_url.get_secret_value() if isinstance(store, RedisJobStore) else None
 
 
 def chunk_key(job_id: str, seq: int) -> str:
@@ -124,7 +136,6 @@ class JobQueue:
     def __init__(self, url: str, *, runner: ChunkRunner | None = None) -> None:
         from docket import Docket  # only a Redis-mode process pays for it
 
-        self.url = url
         self.runner = runner
         self.docket = Docket(name=QUEUE_NAME, url=url)
 
@@ -226,4 +237,4 @@ class JobQueue:
             await worker.run_forever()
 
 
-__all__ = ["QUEUE_NAME", "TASK", "ChunkRunner", "JobQueue", "chunk_key"]
+__all__ = ["QUEUE_NAME", "TASK", "ChunkRunner", "JobQueue", "chunk_key", "queue_url"]
