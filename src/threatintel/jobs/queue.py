@@ -31,7 +31,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
-from threatintel.jobs.base import JobState, UnknownJob
+from threatintel.jobs.base import JobState
 from threatintel.logs import log_completed
 
 if TYPE_CHECKING:
@@ -70,22 +70,21 @@ def chunk_key(job_id: str, seq: int) -> str:
 
 class ChunkRunner:
     """What a worker does with one delivered chunk (any process: a `threatintel worker`, a
-    server or a CLI batch working on its own job)."""
+    server or a CLI batch working on its own job). The queue runs only over the Redis job
+    store (``queue_url``), whose atomic start and finish it relies on."""
 
     def __init__(self, runner: JobRunner) -> None:
+        from threatintel.jobs.redis import RedisJobStore
+
+        if not isinstance(runner.store, RedisJobStore):
+            raise TypeError("queued chunks run over the Redis job store only")
         self.runner = runner
+        self.store = runner.store
 
     async def __call__(self, job_id: str, seq: int) -> None:
-        store = self.runner.store
+        store = self.store
         now = self.runner.engine.clock.time
-        start = getattr(store, "start", None)  # the queue's store is Redis's: atomic
-        try:
-            if start is not None:
-                state = await start(job_id, now=now())
-            else:
-                state = (await store.get(job_id)).state
-        except UnknownJob:
-            state = None
+        state = await store.start(job_id, now=now())
         if state is None:
             logger.info("job %s is gone; its chunk %d is dropped", job_id, seq)
             return
@@ -105,12 +104,8 @@ class ChunkRunner:
         job = await store.get(job_id)
         if job.sealed and job.chunks_done >= job.chunks and job.state is JobState.RUNNING:
             # Two workers may finish the last chunks at once: one transition, one report.
-            finish = getattr(store, "finish", None)
-            if finish is not None:
-                if not await finish(job_id, now=now()):
-                    return
-            else:
-                await store.set_state(job_id, JobState.DONE, now=now())
+            if not await store.finish(job_id, now=now()):
+                return
             log_completed(
                 logger, f"job {job_id} done", job.done, job.verdicts, now() - job.created_at
             )
@@ -125,7 +120,7 @@ class ChunkRunner:
         logger.error("job %s: %s", job_id, message)
         try:
             now = self.runner.engine.clock.time()
-            await self.runner.store.set_state(job_id, JobState.FAILED, now=now, message=message)
+            await self.store.set_state(job_id, JobState.FAILED, now=now, message=message)
         except Exception as again:  # the store is what failed: the log line is all we leave
             logger.error("job %s could not be marked failed (%s)", job_id, type(again).__name__)
 
